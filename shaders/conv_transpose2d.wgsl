@@ -1,0 +1,1 @@
+// placeholder: written by the conv_transpose2d kernel work

@@ -1,0 +1,94 @@
+//! Kernel-versus-reference checking, shared by `cargo test` and `wgunet selftest`.
+//!
+//! Every op module has a `check(gpu, rng)` that runs its kernels (forward and backward) on
+//! fresh random inputs, with output buffers poisoned with NaN, and compares each output with its
+//! f64 CPU reference through [`compare`]. One helper, every op, the same way.
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+
+use crate::device::Gpu;
+use crate::kernel::BufferView;
+
+pub type CheckRng = rand_pcg::Pcg64;
+
+pub fn rng(seed: u64) -> CheckRng {
+    CheckRng::seed_from_u64(seed)
+}
+
+/// Relative-error bound for f32 kernels against f64 references: leaves room for fused
+/// multiply-add and different summation orders on real GPUs.
+pub const TOLERANCE: f64 = 1e-5;
+
+/// One compared output.
+#[derive(Clone, Debug)]
+pub struct CaseReport {
+    pub kernel: String,
+    pub shape: String,
+    /// ‖gpu − ref‖ / ‖ref‖ (or ‖gpu − ref‖ when the reference is all zeros).
+    pub rel_err: f64,
+    /// Elements still NaN (never written, or written as NaN).
+    pub unwritten: usize,
+    pub tolerance: f64,
+}
+
+impl CaseReport {
+    pub fn pass(&self) -> bool {
+        self.unwritten == 0 && self.rel_err <= self.tolerance
+    }
+}
+
+impl std::fmt::Display for CaseReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<34} {:<30} rel err {:9.2e} (bound {:.0e}){}  {}",
+            self.kernel,
+            self.shape,
+            self.rel_err,
+            self.tolerance,
+            if self.unwritten > 0 { format!(", {} elements unwritten", self.unwritten) } else { String::new() },
+            if self.pass() { "pass" } else { "FAIL" }
+        )
+    }
+}
+
+pub fn compare(kernel: &str, shape: &str, gpu: &[f32], reference: &[f64]) -> CaseReport {
+    compare_with(kernel, shape, gpu, reference, TOLERANCE)
+}
+
+pub fn compare_with(kernel: &str, shape: &str, gpu: &[f32], reference: &[f64], tolerance: f64) -> CaseReport {
+    assert_eq!(gpu.len(), reference.len(), "{kernel}: output length differs from the reference");
+    let unwritten = gpu.iter().filter(|v| v.is_nan()).count();
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (g, r) in gpu.iter().zip(reference) {
+        diff += (*g as f64 - r).powi(2);
+        norm += r * r;
+    }
+    let rel_err = if norm > 0.0 { (diff / norm).sqrt() } else { diff.sqrt() };
+    CaseReport { kernel: kernel.to_string(), shape: shape.to_string(), rel_err, unwritten, tolerance }
+}
+
+/// Uniform random values in [-1, 1).
+pub fn random(rng: &mut CheckRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Random 0/1 mask values.
+pub fn random_mask(rng: &mut CheckRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect()
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// An output buffer filled with NaN, so unwritten elements show up in [`compare`].
+pub fn poisoned(gpu: &Gpu, name: &str, n: usize) -> Result<BufferView> {
+    gpu.upload(name, &vec![f32::NAN; n])
+}
+
+/// `N×C×H×W` for report tables.
+pub fn shape4(n: usize, c: usize, h: usize, w: usize) -> String {
+    format!("{n}x{c}x{h}x{w}")
+}

@@ -1,0 +1,295 @@
+//! Adapters: listing them, choosing one (`--device`), and opening it as a [`Gpu`].
+//!
+//! wgpu panics on validation errors and device loss unless told otherwise; we install an
+//! uncaptured-error handler that records the first error, and every submission checks it, so a
+//! user sees a sentence with what to do instead of a panic.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// What `--device` asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// Best hardware adapter: discrete before integrated.
+    Gpu,
+    /// The software rasteriser: Mesa lavapipe on Vulkan, or llvmpipe through OpenGL.
+    Cpu,
+    /// A GPU if there is one, else the CPU adapter (with a notice).
+    Auto,
+    /// An index from `wgunet devices`.
+    Index(usize),
+    /// Part of an adapter's name, case-insensitive.
+    Name(String),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "gpu" => DeviceChoice::Gpu,
+            "cpu" => DeviceChoice::Cpu,
+            "auto" => DeviceChoice::Auto,
+            other => match other.parse::<usize>() {
+                Ok(i) => DeviceChoice::Index(i),
+                Err(_) => DeviceChoice::Name(s.to_string()),
+            },
+        })
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Gpu => write!(f, "gpu"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Index(i) => write!(f, "{i}"),
+            DeviceChoice::Name(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu finds, in a stable order (the order `wgunet devices` prints).
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let mut list = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    // GL duplicates of a Vulkan device come last so that indices favour the native API.
+    list.sort_by_key(|a| backend_rank(a.get_info().backend));
+    list
+}
+
+fn backend_rank(b: wgpu::Backend) -> u8 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+fn hardware_rank(t: wgpu::DeviceType) -> Option<u8> {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => Some(0),
+        wgpu::DeviceType::IntegratedGpu => Some(1),
+        wgpu::DeviceType::VirtualGpu => Some(2),
+        _ => None,
+    }
+}
+
+pub fn device_type_name(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete",
+        wgpu::DeviceType::IntegratedGpu => "integrated",
+        wgpu::DeviceType::VirtualGpu => "virtual",
+        wgpu::DeviceType::Cpu => "cpu",
+        wgpu::DeviceType::Other => "other",
+    }
+}
+
+/// One line per adapter, for error messages.
+fn found_list(list: &[wgpu::Adapter]) -> String {
+    if list.is_empty() {
+        return "no adapter at all".into();
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let info = a.get_info();
+            format!("  [{i}] {} ({:?}, {})", info.name, info.backend, device_type_name(info.device_type))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const INSTALL_HINT: &str = "install Mesa's software Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`; Fedora: `dnf install mesa-vulkan-drivers`)";
+
+/// Picks an adapter. `Err` says what was found and what to try instead.
+pub fn select(choice: &DeviceChoice) -> Result<wgpu::Adapter> {
+    let list = adapters();
+    let best_gpu = || {
+        list.iter()
+            .filter_map(|a| {
+                let info = a.get_info();
+                hardware_rank(info.device_type).map(|r| ((r, backend_rank(info.backend)), a))
+            })
+            .min_by_key(|(k, _)| *k)
+            .map(|(_, a)| a.clone())
+    };
+    let best_cpu = || {
+        list.iter()
+            .filter(|a| a.get_info().device_type == wgpu::DeviceType::Cpu)
+            .min_by_key(|a| backend_rank(a.get_info().backend))
+            .cloned()
+    };
+    match choice {
+        DeviceChoice::Gpu => best_gpu().ok_or_else(|| {
+            anyhow!(
+                "--device gpu: no hardware GPU adapter found. Adapters found:\n{}\nUse `--device cpu` to run the same shaders on the software driver, or install your GPU's Vulkan driver.",
+                found_list(&list)
+            )
+        }),
+        DeviceChoice::Cpu => best_cpu().ok_or_else(|| {
+            anyhow!("--device cpu: no software adapter (lavapipe or llvmpipe) found. Adapters found:\n{}\nTo fix: {INSTALL_HINT}.", found_list(&list))
+        }),
+        DeviceChoice::Auto => {
+            if let Some(a) = best_gpu() {
+                return Ok(a);
+            }
+            if let Some(a) = best_cpu() {
+                eprintln!("wgunet: no GPU found, running on the software adapter '{}' (slow; use --device to choose)", a.get_info().name);
+                return Ok(a);
+            }
+            bail!("no adapter found: no GPU driver and no software driver. To fix: {INSTALL_HINT}.")
+        }
+        DeviceChoice::Index(i) => list.get(*i).cloned().ok_or_else(|| {
+            anyhow!("--device {i}: there is no adapter with that index. Adapters found:\n{}", found_list(&list))
+        }),
+        DeviceChoice::Name(n) => {
+            let needle = n.to_ascii_lowercase();
+            list.iter()
+                .filter(|a| a.get_info().name.to_ascii_lowercase().contains(&needle))
+                .min_by_key(|a| backend_rank(a.get_info().backend))
+                .cloned()
+                .ok_or_else(|| anyhow!("--device {n}: no adapter name contains '{n}'. Adapters found:\n{}", found_list(&list)))
+        }
+    }
+}
+
+/// An open device and everything a kernel launch needs from it.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// First error reported by wgpu outside an error scope (validation, out of memory, device lost).
+    error: Arc<Mutex<Option<String>>>,
+    pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pub(crate) pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `choice`.
+    pub fn open(choice: &DeviceChoice) -> Result<Gpu> {
+        let adapter = select(choice)?;
+        Gpu::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        // Everything the adapter offers: larger buffers on real GPUs, and timestamp queries
+        // for `wgunet bench` where they exist.
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wgunet"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .with_context(|| format!("could not open adapter '{}' ({:?})", info.name, info.backend))?;
+        let error = Arc::new(Mutex::new(None));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(describe_error(&e));
+            }
+        }));
+        let sink = error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = sink.lock().unwrap();
+            if slot.is_none() && reason != wgpu::DeviceLostReason::Destroyed {
+                *slot = Some(format!(
+                    "the GPU device was lost ({message}). The driver may have reset after a long kernel or run out of memory: try a smaller --batch or --size"
+                ));
+            }
+        });
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            error,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The first device error since the last check, as an `Err`.
+    pub fn check(&self) -> Result<()> {
+        match self.error.lock().unwrap().take() {
+            Some(e) => Err(anyhow!("{e}")),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until the queue is idle, then reports any device error.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
+        self.check()
+    }
+
+    /// `name (backend, type)` for logs and tables.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {})", self.info.name, self.info.backend, device_type_name(self.info.device_type))
+    }
+}
+
+fn describe_error(e: &wgpu::Error) -> String {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => {
+            "the GPU ran out of memory: use a smaller --batch, --size or --filters".to_string()
+        }
+        other => format!("GPU error (a bug in wgunet or the driver; please report it with `wgunet devices` output): {other}"),
+    }
+}
+
+/// Human-readable byte count.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The `wgunet devices` table.
+pub fn print_devices() {
+    let list = adapters();
+    if list.is_empty() {
+        println!("No adapter found. To run on the CPU, {INSTALL_HINT}.");
+        return;
+    }
+    for (i, a) in list.iter().enumerate() {
+        let info = a.get_info();
+        let l = a.limits();
+        let f = a.features();
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!("[{i}] {}", info.name);
+        println!("    backend {:?}, type {}, driver {} {}", info.backend, device_type_name(info.device_type), info.driver, info.driver_info);
+        println!(
+            "    max storage-buffer binding {}, max buffer {}, workgroup storage {} KiB, invocations per workgroup {}",
+            mib(l.max_storage_buffer_binding_size as u64),
+            mib(l.max_buffer_size),
+            l.max_compute_workgroup_storage_size / 1024,
+            l.max_compute_invocations_per_workgroup
+        );
+        println!(
+            "    shader-f16 {}, subgroups {}, timestamp queries {}",
+            yes(f.contains(wgpu::Features::SHADER_F16)),
+            yes(f.contains(wgpu::Features::SUBGROUP)),
+            yes(f.contains(wgpu::Features::TIMESTAMP_QUERY))
+        );
+    }
+    let pick = |c: DeviceChoice| select(&c).map(|a| a.get_info().name).unwrap_or_else(|_| "none".into());
+    println!("--device gpu -> {}; --device cpu -> {}", pick(DeviceChoice::Gpu), pick(DeviceChoice::Cpu));
+}

@@ -1,0 +1,331 @@
+//! The kernel layer: embedded WGSL, compiled pipelines, device buffers, and [`Dispatch`] — one
+//! kernel launch with its bind group built once and recorded as often as needed.
+//!
+//! Conventions every shader in `shaders/` follows:
+//! - binding 0 of group 0 is the op's uniform `Params` (shapes), filled by [`Dispatch::new`];
+//! - storage bindings are numbered per file, and each entry point uses only its own;
+//! - workgroup sizes are `override` constants (`WG_X`, `WG_Y`), set from [`KernelSpec`], so a
+//!   kernel can be re-tuned without editing its WGSL;
+//! - `shaders/common.wgsl` is prepended to every file (grid-stride index helpers).
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::device::{mib, Gpu};
+
+/// A WGSL file compiled into the binary.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! shader {
+    ($name:literal) => {
+        Shader { name: $name, source: include_str!(concat!("../shaders/", $name, ".wgsl")) }
+    };
+}
+
+pub const COMMON: &str = include_str!("../shaders/common.wgsl");
+
+/// Every shader file; the naga test validates each (with [`COMMON`] prepended).
+pub static SHADERS: &[Shader] = &[
+    shader!("elementwise"),
+    shader!("conv2d"),
+    shader!("conv_transpose2d"),
+    shader!("pool"),
+    shader!("concat"),
+    shader!("loss"),
+    shader!("adam"),
+    shader!("metrics"),
+];
+
+pub fn shader(name: &str) -> &'static Shader {
+    SHADERS.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no shader named {name}"))
+}
+
+/// Full WGSL text of a shader as the device sees it.
+pub fn full_source(s: &Shader) -> String {
+    format!("{COMMON}\n{}", s.source)
+}
+
+/// A region of a device buffer that holds one tensor (f32 or u32 elements).
+#[derive(Clone)]
+pub struct BufferView {
+    pub buffer: Arc<wgpu::Buffer>,
+    pub offset: u64,
+    pub bytes: u64,
+    pub name: String,
+}
+
+impl BufferView {
+    pub fn elems(&self) -> usize {
+        (self.bytes / 4) as usize
+    }
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.bytes),
+        })
+    }
+}
+
+/// Which entry point of which shader, with which workgroup shape and specialisation constants.
+#[derive(Clone, Debug)]
+pub struct KernelSpec {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub workgroup: [u32; 3],
+    /// Bytes of `var<workgroup>` memory the entry point declares (checked against the adapter).
+    pub workgroup_bytes: u32,
+    /// Extra `override` constants (besides WG_X/WG_Y/WG_Z).
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl KernelSpec {
+    pub fn new(shader: &'static str, entry: &'static str, workgroup: [u32; 3]) -> Self {
+        KernelSpec { shader, entry, workgroup, workgroup_bytes: 0, constants: Vec::new() }
+    }
+    pub fn constant(mut self, name: &'static str, value: f64) -> Self {
+        self.constants.push((name, value));
+        self
+    }
+    pub fn workgroup_memory(mut self, bytes: u32) -> Self {
+        self.workgroup_bytes = bytes;
+        self
+    }
+    fn key(&self) -> String {
+        format!("{}:{}:{:?}:{:?}", self.shader, self.entry, self.workgroup, self.constants)
+    }
+}
+
+impl Gpu {
+    /// A compiled pipeline, cached by spec. wgpu 30 does not check workgroup limits at
+    /// pipeline creation on every backend, so we do.
+    pub fn pipeline(&self, spec: &KernelSpec) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = spec.key();
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let l = &self.limits;
+        let [x, y, z] = spec.workgroup;
+        let invocations = x * y * z;
+        if invocations > l.max_compute_invocations_per_workgroup
+            || x > l.max_compute_workgroup_size_x
+            || y > l.max_compute_workgroup_size_y
+            || z > l.max_compute_workgroup_size_z
+        {
+            bail!(
+                "kernel {}::{} needs a {x}x{y}x{z} workgroup, more than '{}' allows ({} invocations, {}x{}x{})",
+                spec.shader, spec.entry, self.info.name, l.max_compute_invocations_per_workgroup,
+                l.max_compute_workgroup_size_x, l.max_compute_workgroup_size_y, l.max_compute_workgroup_size_z
+            );
+        }
+        if spec.workgroup_bytes > l.max_compute_workgroup_storage_size {
+            bail!(
+                "kernel {}::{} needs {} bytes of workgroup memory, '{}' has {}",
+                spec.shader, spec.entry, spec.workgroup_bytes, self.info.name, l.max_compute_workgroup_storage_size
+            );
+        }
+        let shader = shader(spec.shader);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = {
+            let mut modules = self.modules.lock().unwrap();
+            modules
+                .entry(shader.name)
+                .or_insert_with(|| {
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(full_source(shader).into()),
+                    })
+                })
+                .clone()
+        };
+        let mut constants: Vec<(&str, f64)> = vec![("WG_X", x as f64), ("WG_Y", y as f64), ("WG_Z", z as f64)];
+        constants.extend(spec.constants.iter().cloned());
+        // Only pass the constants the entry point's module declares; naga rejects unknown ones.
+        let source = full_source(shader);
+        constants.retain(|(name, _)| source.contains(&format!("override {name}")));
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: true },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            bail!("could not compile kernel {}::{} on '{}': {e}", spec.shader, spec.entry, self.info.name);
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// A zero-filled device buffer for `elems` 4-byte elements.
+    pub fn buffer(&self, name: &str, elems: usize) -> Result<BufferView> {
+        let bytes = (elems.max(1) * 4) as u64;
+        if bytes > self.limits.max_buffer_size {
+            bail!(
+                "tensor '{name}' needs {}, more than this adapter's max buffer size ({}): use a smaller --batch or --size",
+                mib(bytes),
+                mib(self.limits.max_buffer_size)
+            );
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if pollster::block_on(scope.pop()).is_some() {
+            bail!("out of GPU memory allocating '{name}' ({}): use a smaller --batch, --size or --filters", mib(bytes));
+        }
+        Ok(BufferView { buffer: Arc::new(buffer), offset: 0, bytes, name: name.to_string() })
+    }
+
+    /// A small uniform buffer the host rewrites between steps (e.g. Adam's learning rate).
+    pub fn uniform_buffer(&self, name: &str, bytes: u64) -> BufferView {
+        let bytes = bytes.div_ceil(16) * 16;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        BufferView { buffer: Arc::new(buffer), offset: 0, bytes, name: name.to_string() }
+    }
+
+    /// A device buffer holding `data`.
+    pub fn upload<T: bytemuck::Pod>(&self, name: &str, data: &[T]) -> Result<BufferView> {
+        let view = self.buffer(name, std::mem::size_of_val(data) / 4)?;
+        self.write(&view, data);
+        Ok(view)
+    }
+
+    pub fn write<T: bytemuck::Pod>(&self, view: &BufferView, data: &[T]) {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        assert!(bytes.len() as u64 <= view.bytes, "write of {} bytes into '{}' ({} bytes)", bytes.len(), view.name, view.bytes);
+        if !bytes.is_empty() {
+            self.queue.write_buffer(&view.buffer, view.offset, bytes);
+        }
+    }
+
+    /// Copies a tensor back to the host (waits for all queued work).
+    pub fn read<T: bytemuck::Pod>(&self, view: &BufferView) -> Result<Vec<T>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: view.bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&view.buffer, view.offset, &staging, 0, view.bytes);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| anyhow!("reading '{}' back from the GPU failed: the device stopped answering", view.name))?
+            .map_err(|e| anyhow!("reading '{}' back from the GPU failed: {e}", view.name))?;
+        let mapped = slice.get_mapped_range().map_err(|e| anyhow!("reading '{}' back from the GPU failed: {e:?}", view.name))?;
+        let out = bytemuck::cast_slice(&mapped).to_vec();
+        drop(mapped);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Records `dispatches` into one compute pass, submits, and waits.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+}
+
+/// Number of workgroups along x and y covering `threads` invocations of `per_group` each.
+/// Dispatches are limited to 65535 groups a dimension, so large 1-D launches wrap into y;
+/// shaders recover the linear index with `linear_id()` from `common.wgsl`.
+pub fn grid_1d(threads: usize, per_group: u32) -> [u32; 3] {
+    let groups = threads.div_ceil(per_group as usize).max(1) as u64;
+    let x = groups.min(65535);
+    let y = groups.div_ceil(x);
+    [x as u32, y as u32, 1]
+}
+
+/// One kernel launch: a pipeline, its bind group (params + tensors), and its grid.
+/// Built once; [`Dispatch::record`] adds it to a compute pass at no further cost.
+pub struct Dispatch {
+    pub label: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+    _params: wgpu::Buffer,
+}
+
+impl Dispatch {
+    /// `params` is written to binding 0; `tensors` are `(binding, view)` pairs.
+    /// Every tensor is checked against the adapter's max storage-buffer binding first.
+    pub fn new<P: bytemuck::Pod>(
+        gpu: &Gpu,
+        spec: &KernelSpec,
+        params: &P,
+        tensors: &[(u32, &BufferView)],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
+        for (_, t) in tensors {
+            if t.bytes > max_binding {
+                bail!(
+                    "tensor '{}' is {}, more than this adapter's max storage-buffer binding ({}, '{}'): use a smaller --batch or --size",
+                    t.name,
+                    mib(t.bytes),
+                    mib(max_binding),
+                    gpu.info.name
+                );
+            }
+        }
+        let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&g| g > max_groups) {
+            bail!("kernel {}::{} needs a grid of {:?} workgroups; '{}' allows {max_groups} a dimension", spec.shader, spec.entry, workgroups, gpu.info.name);
+        }
+        let pipeline = gpu.pipeline(spec)?;
+        let params_buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (std::mem::size_of::<P>() as u64).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.queue.write_buffer(&params_buf, 0, bytemuck::bytes_of(params));
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buf.as_entire_binding() }];
+        entries.extend(tensors.iter().map(|(b, t)| wgpu::BindGroupEntry { binding: *b, resource: t.binding() }));
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            bail!("binding tensors for kernel {}::{} failed (a bug in wgunet): {e}", spec.shader, spec.entry);
+        }
+        Ok(Dispatch { label: format!("{}::{}", spec.shader, spec.entry), pipeline, bind_group, workgroups, _params: params_buf })
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}

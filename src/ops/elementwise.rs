@@ -1,0 +1,90 @@
+//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU and its backward, sigmoid, add.
+//! `add` sums gradients where a tensor feeds several consumers, and joins residual paths.
+
+use anyhow::Result;
+
+use crate::check::{self, CaseReport, CheckRng};
+use crate::device::Gpu;
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+const WG: u32 = 256;
+
+fn launch(gpu: &Gpu, entry: &'static str, a: &BufferView, b: Option<&BufferView>, out: &BufferView) -> Result<Dispatch> {
+    let n = out.elems();
+    let spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
+    let mut tensors = vec![(1, a), (3, out)];
+    if let Some(b) = b {
+        tensors.push((2, b));
+    }
+    Dispatch::new(gpu, &spec, &Params { n: n as u32, _pad: [0; 3] }, &tensors, grid_1d(n, WG))
+}
+
+/// `y = max(x, 0)`.
+pub fn relu(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "relu", x, None, y)
+}
+
+/// `dx = dy` where the ReLU output `y > 0`, else 0.
+pub fn relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "relu_backward", y, Some(dy), dx)
+}
+
+/// `y = 1 / (1 + exp(-x))`.
+pub fn sigmoid(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "sigmoid", x, None, y)
+}
+
+/// `y = a + b` (y may not alias a or b).
+pub fn add(gpu: &Gpu, a: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "add", a, Some(b), y)
+}
+
+/// Plain f64 references.
+pub mod reference {
+    pub fn relu(x: &[f64]) -> Vec<f64> {
+        x.iter().map(|&v| v.max(0.0)).collect()
+    }
+    pub fn relu_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
+        y.iter().zip(dy).map(|(&y, &g)| if y > 0.0 { g } else { 0.0 }).collect()
+    }
+    pub fn sigmoid(x: &[f64]) -> Vec<f64> {
+        x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect()
+    }
+    pub fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
+        a.iter().zip(b).map(|(x, y)| x + y).collect()
+    }
+}
+
+/// Runs every element-wise kernel on `n` random elements against the reference.
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>> {
+    let shape = format!("{n}");
+    let a = check::random(rng, n);
+    let b = check::random(rng, n);
+    // Large magnitudes exercise sigmoid's saturation.
+    let big: Vec<f32> = a.iter().map(|v| v * 60.0).collect();
+    let (a64, b64, big64) = (check::to_f64(&a), check::to_f64(&b), check::to_f64(&big));
+    let ga = gpu.upload("a", &a)?;
+    let gb = gpu.upload("b", &b)?;
+    let gbig = gpu.upload("big", &big)?;
+    let mut out = Vec::new();
+    let mut run = |name: &str, d: &dyn Fn(&BufferView) -> Result<Dispatch>, want: Vec<f64>| -> Result<()> {
+        let y = check::poisoned(gpu, "out", n)?;
+        gpu.run(&[&d(&y)?])?;
+        out.push(check::compare(name, &shape, &gpu.read::<f32>(&y)?, &want));
+        Ok(())
+    };
+    let relu_y = reference::relu(&a64);
+    run("relu", &|y| relu(gpu, &ga, y), relu_y.clone())?;
+    let gy = gpu.upload("y", &relu_y.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
+    run("relu_backward", &|dx| relu_backward(gpu, &gy, &gb, dx), reference::relu_backward(&relu_y, &b64))?;
+    run("sigmoid", &|y| sigmoid(gpu, &gbig, y), reference::sigmoid(&big64))?;
+    run("add", &|y| add(gpu, &ga, &gb, y), reference::add(&a64, &b64))?;
+    Ok(out)
+}

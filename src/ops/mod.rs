@@ -1,0 +1,31 @@
+//! Kernel families. Each module holds, for one family of ops: the Rust driver that builds a
+//! [`Dispatch`](crate::kernel::Dispatch) for each kernel (forward and backward) of its WGSL file
+//! in `shaders/`, the plain f64 CPU `reference`, and `check_all`, which compares the two on
+//! random inputs of awkward shapes (used by `cargo test` and `wgunet selftest`).
+
+use anyhow::Result;
+
+use crate::check::{CaseReport, CheckRng};
+use crate::device::Gpu;
+
+pub mod elementwise;
+
+/// A kernel family and its check over the standard awkward shapes.
+pub struct Family {
+    pub name: &'static str,
+    pub check: fn(&Gpu, &mut CheckRng) -> Result<Vec<CaseReport>>,
+}
+
+pub static FAMILIES: &[Family] = &[
+    Family { name: "elementwise", check: |gpu, rng| {
+        let mut out = Vec::new();
+        for n in [1, 3 * 17 * 23, 2 * 33 * 9 * 7] {
+            out.extend(elementwise::check(gpu, rng, n)?);
+        }
+        Ok(out)
+    } },
+];
+
+pub fn family(name: &str) -> &'static Family {
+    FAMILIES.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no kernel family named {name}"))
+}

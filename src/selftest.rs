@@ -1,0 +1,37 @@
+//! `wgunet selftest`: every kernel, forward and backward, against its CPU reference on the
+//! user's own adapter. This is how a user trusts a driver we never saw.
+
+use anyhow::Result;
+
+use crate::check;
+use crate::device::Gpu;
+use crate::ops::FAMILIES;
+
+/// Prints the table; returns the number of failed comparisons.
+pub fn run(gpu: &Gpu, seed: u64) -> Result<usize> {
+    println!("selftest on {} (seed {seed})", gpu.describe());
+    println!("{:<34} {:<30} {}", "kernel", "shape", "max relative error");
+    let mut failed = 0;
+    let mut total = 0;
+    for family in FAMILIES {
+        let mut rng = check::rng(seed);
+        match (family.check)(gpu, &mut rng) {
+            Ok(reports) => {
+                for r in reports {
+                    total += 1;
+                    if !r.pass() {
+                        failed += 1;
+                    }
+                    println!("{r}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                total += 1;
+                println!("{:<34} error: {e:#}  FAIL", family.name);
+            }
+        }
+    }
+    println!("{} passed, {} failed", total - failed, failed);
+    Ok(failed)
+}

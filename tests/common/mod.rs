@@ -1,0 +1,62 @@
+//! Shared by the integration tests: one device for all test threads, fresh seeds.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgunet::{DeviceChoice, Gpu};
+
+/// The software adapter (lavapipe) in CI; `WGUNET_TEST_DEVICE` picks another (e.g. `gpu`).
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let choice: DeviceChoice = std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap();
+        Gpu::open(&choice).unwrap_or_else(|e| panic!("tests need a Vulkan adapter: {e:#}"))
+    })
+}
+
+/// `WGUNET_SEED` reproduces a failure; otherwise a fresh seed each run.
+pub fn seed() -> u64 {
+    if let Ok(s) = std::env::var("WGUNET_SEED") {
+        return s.parse().expect("WGUNET_SEED must be an integer");
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    // Different threads starting in the same nanosecond still get different seeds.
+    nanos ^ (std::thread::current().id().as_u64_fallback())
+}
+
+trait ThreadIdBits {
+    fn as_u64_fallback(&self) -> u64;
+}
+impl ThreadIdBits for std::thread::ThreadId {
+    fn as_u64_fallback(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Checks an analytic gradient of a reference against central finite differences in f64.
+///
+/// `f` is a reference forward (x ↦ y); the scalar checked is L(x) = Σ y·r for a random `r`, whose
+/// gradient is the reference backward applied to dy = r — that is `analytic`.
+pub fn finite_difference_check(name: &str, seed: u64, x: &[f64], r: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, analytic: &[f64]) {
+    assert_eq!(x.len(), analytic.len(), "{name}: gradient length");
+    let loss = |x: &[f64]| -> f64 { f(x).iter().zip(r).map(|(y, r)| y * r).sum() };
+    let h = 1e-6;
+    let mut xp = x.to_vec();
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for i in 0..x.len() {
+        xp[i] = x[i] + h;
+        let up = loss(&xp);
+        xp[i] = x[i] - h;
+        let down = loss(&xp);
+        xp[i] = x[i];
+        let numeric = (up - down) / (2.0 * h);
+        diff += (numeric - analytic[i]).powi(2);
+        norm += numeric * numeric;
+    }
+    let rel = (diff / norm.max(1e-300)).sqrt();
+    assert!(norm > 0.0, "{name}: numeric gradient is all zeros (seed {seed}); the check would prove nothing");
+    assert!(rel < 1e-6, "{name}: reference gradient differs from finite differences, rel err {rel:.3e} (WGUNET_SEED={seed})");
+}

@@ -1,0 +1,27 @@
+//! Every WGSL file parses and validates with naga, as the device will see it. Needs no device.
+
+#[test]
+fn every_shader_validates() {
+    assert!(wgunet::kernel::SHADERS.len() >= 8);
+    for s in wgunet::kernel::SHADERS {
+        let src = wgunet::kernel::full_source(s);
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}.wgsl does not parse:\n{}", s.name, e.emit_to_string(&src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}.wgsl does not validate: {e:?}", s.name));
+    }
+}
+
+#[test]
+fn shader_files_on_disk_are_all_registered() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if stem == "common" {
+            continue;
+        }
+        assert!(wgunet::kernel::SHADERS.iter().any(|s| s.name == stem), "shaders/{stem}.wgsl is not in kernel::SHADERS");
+    }
+}
