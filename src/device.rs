@@ -253,7 +253,9 @@ fn describe_error(e: &wgpu::Error) -> String {
         wgpu::Error::OutOfMemory { .. } => {
             "the GPU ran out of memory: use a smaller --batch, --size or --filters".to_string()
         }
-        other => format!("GPU error (a bug in wgunet or the driver; please report it with `wgunet devices` output): {other}"),
+        other => {
+            format!("GPU error (a bug in wgunet or the driver; please report it with `wgunet devices` output): {other}")
+        }
     }
 }
 
@@ -275,7 +277,13 @@ pub fn print_devices() {
         let f = a.features();
         let yes = |b: bool| if b { "yes" } else { "no" };
         println!("[{i}] {}", info.name);
-        println!("    backend {:?}, type {}, driver {} {}", info.backend, device_type_name(info.device_type), info.driver, info.driver_info);
+        println!(
+            "    backend {:?}, type {}, driver {} {}",
+            info.backend,
+            device_type_name(info.device_type),
+            info.driver,
+            info.driver_info
+        );
         println!(
             "    max storage-buffer binding {}, max buffer {}, workgroup storage {} KiB, invocations per workgroup {}",
             mib(l.max_storage_buffer_binding_size as u64),

@@ -38,6 +38,7 @@ pub static SHADERS: &[Shader] = &[
     shader!("loss"),
     shader!("adam"),
     shader!("metrics"),
+    shader!("augment"),
 ];
 
 pub fn shader(name: &str) -> &'static Shader {
@@ -118,14 +119,23 @@ impl Gpu {
         {
             bail!(
                 "kernel {}::{} needs a {x}x{y}x{z} workgroup, more than '{}' allows ({} invocations, {}x{}x{})",
-                spec.shader, spec.entry, self.info.name, l.max_compute_invocations_per_workgroup,
-                l.max_compute_workgroup_size_x, l.max_compute_workgroup_size_y, l.max_compute_workgroup_size_z
+                spec.shader,
+                spec.entry,
+                self.info.name,
+                l.max_compute_invocations_per_workgroup,
+                l.max_compute_workgroup_size_x,
+                l.max_compute_workgroup_size_y,
+                l.max_compute_workgroup_size_z
             );
         }
         if spec.workgroup_bytes > l.max_compute_workgroup_storage_size {
             bail!(
                 "kernel {}::{} needs {} bytes of workgroup memory, '{}' has {}",
-                spec.shader, spec.entry, spec.workgroup_bytes, self.info.name, l.max_compute_workgroup_storage_size
+                spec.shader,
+                spec.entry,
+                spec.workgroup_bytes,
+                self.info.name,
+                l.max_compute_workgroup_storage_size
             );
         }
         let shader = shader(spec.shader);
@@ -152,7 +162,10 @@ impl Gpu {
             layout: None,
             module: &module,
             entry_point: Some(spec.entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: true },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: true,
+            },
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -207,7 +220,13 @@ impl Gpu {
 
     pub fn write<T: bytemuck::Pod>(&self, view: &BufferView, data: &[T]) {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        assert!(bytes.len() as u64 <= view.bytes, "write of {} bytes into '{}' ({} bytes)", bytes.len(), view.name, view.bytes);
+        assert!(
+            bytes.len() as u64 <= view.bytes,
+            "write of {} bytes into '{}' ({} bytes)",
+            bytes.len(),
+            view.name,
+            view.bytes
+        );
         if !bytes.is_empty() {
             self.queue.write_buffer(&view.buffer, view.offset, bytes);
         }
@@ -233,7 +252,8 @@ impl Gpu {
         rx.recv()
             .map_err(|_| anyhow!("reading '{}' back from the GPU failed: the device stopped answering", view.name))?
             .map_err(|e| anyhow!("reading '{}' back from the GPU failed: {e}", view.name))?;
-        let mapped = slice.get_mapped_range().map_err(|e| anyhow!("reading '{}' back from the GPU failed: {e:?}", view.name))?;
+        let mapped =
+            slice.get_mapped_range().map_err(|e| anyhow!("reading '{}' back from the GPU failed: {e:?}", view.name))?;
         let out = bytemuck::cast_slice(&mapped).to_vec();
         drop(mapped);
         staging.unmap();
@@ -298,7 +318,13 @@ impl Dispatch {
         }
         let max_groups = gpu.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&g| g > max_groups) {
-            bail!("kernel {}::{} needs a grid of {:?} workgroups; '{}' allows {max_groups} a dimension", spec.shader, spec.entry, workgroups, gpu.info.name);
+            bail!(
+                "kernel {}::{} needs a grid of {:?} workgroups; '{}' allows {max_groups} a dimension",
+                spec.shader,
+                spec.entry,
+                workgroups,
+                gpu.info.name
+            );
         }
         let pipeline = gpu.pipeline(spec)?;
         let params_buf = gpu.device.create_buffer(&wgpu::BufferDescriptor {
@@ -319,7 +345,13 @@ impl Dispatch {
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("binding tensors for kernel {}::{} failed (a bug in wgunet): {e}", spec.shader, spec.entry);
         }
-        Ok(Dispatch { label: format!("{}::{}", spec.shader, spec.entry), pipeline, bind_group, workgroups, _params: params_buf })
+        Ok(Dispatch {
+            label: format!("{}::{}", spec.shader, spec.entry),
+            pipeline,
+            bind_group,
+            workgroups,
+            _params: params_buf,
+        })
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {

@@ -4,10 +4,19 @@
 //! (one module per kernel family: driver, CPU reference, check) → `check` (the shared
 //! kernel-versus-reference harness) → `selftest`.
 
+pub mod bench;
 pub mod check;
+pub mod checkpoint;
+pub mod data;
 pub mod device;
+pub mod evaluate;
+pub mod executor;
+pub mod graph;
+pub mod infer;
 pub mod kernel;
+pub mod model;
 pub mod ops;
 pub mod selftest;
+pub mod train;
 
 pub use device::{DeviceChoice, Gpu};

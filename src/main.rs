@@ -1,9 +1,17 @@
+//! The `wgunet` command line: parses arguments and hands each command to the library.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
 
-use wgunet::{device, selftest, DeviceChoice, Gpu};
+use wgunet::data::{pairs, split, synth};
+use wgunet::graph::{compile, Loss, Mode};
+use wgunet::infer::{self, EvalData};
+use wgunet::model::{Arch, ModelConfig};
+use wgunet::train::{self, DataSource, TrainOptions};
+use wgunet::{bench, device, selftest, DeviceChoice, Gpu};
 
 #[derive(Parser)]
 #[command(name = "wgunet", version, about = "Train, evaluate and apply U-Net segmentation models on any GPU (wgpu + WGSL)")]
@@ -12,19 +20,173 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Args, Clone)]
+struct DeviceArg {
+    /// gpu | cpu | auto | an adapter index or part of its name (see `wgunet devices`)
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Architecture.
+    #[arg(long, value_enum, default_value = "unet")]
+    arch: Arch,
+    /// Input side in pixels, a multiple of 16; images are resized to it.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Base filters F (encoder F, 2F, 4F, 8F; bridge 16F).
+    #[arg(long, default_value_t = 32)]
+    filters: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// List every adapter wgpu finds, with the limits and features that matter to wgunet.
     Devices,
     /// Run every kernel (forward and backward) against its CPU reference on this adapter.
     Selftest {
-        /// gpu | cpu | auto | adapter index | part of an adapter name
-        #[arg(long, default_value = "auto")]
-        device: DeviceChoice,
+        #[command(flatten)]
+        device: DeviceArg,
         /// Seed for the random inputs (default: from the clock; printed).
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Print a model's layers, parameter count, FLOPs per image and planned memory.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Input channels.
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+        /// Batch size the memory plan is made for.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+    },
+    /// Pair images with masks in DIR and write reproducible train/test lists (no copying).
+    Split {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 0.7)]
+        train: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Use at most this many pairs.
+        #[arg(long)]
+        max_images: Option<usize>,
+        /// Folder for train.txt and test.txt.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write the built-in synthetic MRI-like dataset as PNG pairs (DIR/images, DIR/masks).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Train a model (with no --data: on the built-in synthetic dataset).
+    Train(TrainArgs),
+    /// Evaluate a trained run: its own test split, another dataset (--data) or a list (--list).
+    Eval {
+        /// Run folder written by `wgunet train`.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, conflicts_with = "list")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        list: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArg,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Where to write the metrics as JSON (default: MODEL/eval.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Segment images: one 0/255 mask PNG per image, at its own size, named by its stem.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        /// An image or a folder of images.
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[command(flatten)]
+        device: DeviceArg,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+    },
+    /// Time training steps and inference after warm-up: images/s, ms/step, GFLOP/s.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 3)]
+        channels: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Also time every kernel of a training step on its own.
+        #[arg(long)]
+        profile: bool,
+        #[command(flatten)]
+        device: DeviceArg,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Dataset folder (image/mask pairs in any supported layout). Omit for the built-in data.
+    #[arg(long, conflicts_with_all = ["train_list", "test_list"])]
+    data: Option<PathBuf>,
+    /// train.txt from `wgunet split` (with --test-list).
+    #[arg(long, requires = "test_list")]
+    train_list: Option<PathBuf>,
+    #[arg(long, requires = "train_list")]
+    test_list: Option<PathBuf>,
+    /// Fraction of pairs used for training (the rest is the test split).
+    #[arg(long, default_value_t = 0.7)]
+    train: f64,
+    #[arg(long)]
+    max_images: Option<usize>,
+    /// Number of built-in synthetic slices when no --data is given.
+    #[arg(long, default_value_t = 600)]
+    synth_count: usize,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input channels (default: from the data; grayscale stays grayscale).
+    #[arg(long)]
+    channels: Option<usize>,
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Adam learning rate (Keras' default).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Decoupled weight decay (AdamW); 0 is plain Adam.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    #[arg(long, value_enum, default_value = "bce")]
+    loss: Loss,
+    /// Turn off random flips, rotations, scaling and elastic deformation.
+    #[arg(long)]
+    no_augment: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Run folder for the model, metrics and lists.
+    #[arg(long, default_value = "runs/unet")]
+    out: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -39,17 +201,99 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Devices => {
-            device::print_devices();
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Devices => device::print_devices(),
         Command::Selftest { device, seed } => {
-            let gpu = Gpu::open(&device)?;
-            let seed = seed.unwrap_or_else(clock_seed);
-            let failed = selftest::run(&gpu, seed)?;
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let gpu = Gpu::open(&device.device)?;
+            let failed = selftest::run(&gpu, seed.unwrap_or_else(clock_seed))?;
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Info { model, channels, batch } => {
+            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters };
+            cfg.validate()?;
+            print_info(&cfg, batch);
+        }
+        Command::Split { data, train, seed, max_images, out } => {
+            let pairing = pairs::find_pairs(&data)?;
+            println!("{}", pairs::describe(&pairing));
+            let (tr, te) = split::split(&pairing.pairs, train, seed, max_images)?;
+            std::fs::create_dir_all(&out)?;
+            split::write_list(&out.join("train.txt"), &tr)?;
+            split::write_list(&out.join("test.txt"), &te)?;
+            println!("wrote {} ({} pairs) and {} ({} pairs)", out.join("train.txt").display(), tr.len(), out.join("test.txt").display(), te.len());
+        }
+        Command::Synth { out, count, size, seed } => {
+            let n = synth::write_dataset(&out, count, seed, size)?;
+            println!("wrote {n} synthetic image/mask pairs to {}", out.display());
+        }
+        Command::Train(a) => {
+            let source = match (a.data, a.train_list, a.test_list) {
+                (Some(dir), _, _) => DataSource::Folder { dir, train: a.train, max_images: a.max_images },
+                (None, Some(train), Some(test)) => DataSource::Lists { train, test },
+                (None, None, None) => DataSource::Synthetic { count: a.synth_count },
+                _ => bail!("give both --train-list and --test-list"),
+            };
+            let opts = TrainOptions {
+                source,
+                device: a.device.device,
+                arch: a.model.arch,
+                size: a.model.size,
+                filters: a.model.filters,
+                channels: a.channels,
+                epochs: a.epochs,
+                batch: a.batch,
+                lr: a.lr,
+                weight_decay: a.weight_decay,
+                loss: a.loss,
+                augment: !a.no_augment,
+                seed: a.seed,
+                out: a.out,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+            };
+            train::train(&opts)?;
+        }
+        Command::Eval { model, data, list, device, batch, json } => {
+            let what = match (data, list) {
+                (Some(d), _) => EvalData::Folder(d),
+                (None, Some(l)) => EvalData::List(l),
+                (None, None) => EvalData::RunTestSplit,
+            };
+            infer::eval(&model, &what, &device.device, batch, json.as_deref())?;
+        }
+        Command::Predict { model, input, output, device, batch } => {
+            infer::predict(&model, &input, &output, &device.device, batch)?;
+        }
+        Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
+            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters };
+            cfg.validate()?;
+            let gpu = Gpu::open(&device.device)?;
+            bench::run(&gpu, &cfg, batch, warmup, steps, profile)?.print();
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_info(cfg: &ModelConfig, batch: usize) {
+    let graph = cfg.build(batch);
+    println!("{:<18} {:<16} {:>18} {:>10}", "layer", "op", "output (NCHW)", "params");
+    for node in &graph.nodes {
+        let params: usize = graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
+        let op = format!("{:?}", node.op);
+        let op = op.split([' ', '{', '(']).next().unwrap_or("");
+        let [n, c, h, w] = node.shape;
+        println!("{:<18} {:<16} {:>18} {:>10}", node.name, op, format!("{n}x{c}x{h}x{w}"), params);
+    }
+    let train = compile(&graph, Mode::Train(Loss::Bce));
+    let plan = wgunet::executor::MemoryPlan::new(&train);
+    println!("parameters: {}", graph.param_count());
+    println!("forward FLOPs per image: {:.3} G (training step ~3x)", graph.flops() as f64 / batch as f64 / 1e9);
+    println!(
+        "planned training memory for batch {batch}: activations and gradients {} ({} without sharing), parameters + gradients + Adam state {}",
+        device::mib(plan.planned_bytes()),
+        device::mib(plan.unplanned_elems as u64 * 4),
+        device::mib(graph.param_count() as u64 * 16)
+    );
 }
 
 fn clock_seed() -> u64 {

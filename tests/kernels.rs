@@ -19,3 +19,48 @@ fn check_family(name: &str) {
 fn elementwise() {
     check_family("elementwise");
 }
+
+#[test]
+fn conv2d() {
+    check_family("conv2d");
+}
+
+#[test]
+fn conv_transpose2d() {
+    check_family("conv_transpose2d");
+}
+
+#[test]
+fn max_pool() {
+    check_family("max_pool");
+}
+
+#[test]
+fn upsample() {
+    check_family("upsample");
+}
+
+#[test]
+fn concat() {
+    check_family("concat");
+}
+
+#[test]
+fn metrics() {
+    check_family("metrics");
+}
+
+#[test]
+fn loss() {
+    check_family("loss");
+}
+
+#[test]
+fn adam() {
+    check_family("adam");
+}
+
+#[test]
+fn augment() {
+    check_family("augment");
+}

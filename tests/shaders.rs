@@ -22,6 +22,9 @@ fn shader_files_on_disk_are_all_registered() {
         if stem == "common" {
             continue;
         }
-        assert!(wgunet::kernel::SHADERS.iter().any(|s| s.name == stem), "shaders/{stem}.wgsl is not in kernel::SHADERS");
+        assert!(
+            wgunet::kernel::SHADERS.iter().any(|s| s.name == stem),
+            "shaders/{stem}.wgsl is not in kernel::SHADERS"
+        );
     }
 }

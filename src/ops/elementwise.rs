@@ -16,7 +16,13 @@ struct Params {
 
 const WG: u32 = 256;
 
-fn launch(gpu: &Gpu, entry: &'static str, a: &BufferView, b: Option<&BufferView>, out: &BufferView) -> Result<Dispatch> {
+fn launch(
+    gpu: &Gpu,
+    entry: &'static str,
+    a: &BufferView,
+    b: Option<&BufferView>,
+    out: &BufferView,
+) -> Result<Dispatch> {
     let n = out.elems();
     let spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
     let mut tensors = vec![(1, a), (3, out)];

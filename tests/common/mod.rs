@@ -9,7 +9,8 @@ use wgunet::{DeviceChoice, Gpu};
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
-        let choice: DeviceChoice = std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap();
+        let choice: DeviceChoice =
+            std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap();
         Gpu::open(&choice).unwrap_or_else(|e| panic!("tests need a Vulkan adapter: {e:#}"))
     })
 }
@@ -40,7 +41,14 @@ impl ThreadIdBits for std::thread::ThreadId {
 ///
 /// `f` is a reference forward (x ↦ y); the scalar checked is L(x) = Σ y·r for a random `r`, whose
 /// gradient is the reference backward applied to dy = r — that is `analytic`.
-pub fn finite_difference_check(name: &str, seed: u64, x: &[f64], r: &[f64], f: impl Fn(&[f64]) -> Vec<f64>, analytic: &[f64]) {
+pub fn finite_difference_check(
+    name: &str,
+    seed: u64,
+    x: &[f64],
+    r: &[f64],
+    f: impl Fn(&[f64]) -> Vec<f64>,
+    analytic: &[f64],
+) {
     assert_eq!(x.len(), analytic.len(), "{name}: gradient length");
     let loss = |x: &[f64]| -> f64 { f(x).iter().zip(r).map(|(y, r)| y * r).sum() };
     let h = 1e-6;
@@ -58,5 +66,8 @@ pub fn finite_difference_check(name: &str, seed: u64, x: &[f64], r: &[f64], f: i
     }
     let rel = (diff / norm.max(1e-300)).sqrt();
     assert!(norm > 0.0, "{name}: numeric gradient is all zeros (seed {seed}); the check would prove nothing");
-    assert!(rel < 1e-6, "{name}: reference gradient differs from finite differences, rel err {rel:.3e} (WGUNET_SEED={seed})");
+    assert!(
+        rel < 1e-6,
+        "{name}: reference gradient differs from finite differences, rel err {rel:.3e} (WGUNET_SEED={seed})"
+    );
 }

@@ -1,0 +1,105 @@
+//! `wgunet bench`: training-step and inference throughput on random data after warm-up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+
+use crate::device::Gpu;
+use crate::executor::{Executor, OptimizerConfig, ParamArena};
+use crate::graph::{compile, Loss, Mode};
+use crate::model::ModelConfig;
+use crate::ops::adam::AdamHyper;
+
+pub struct BenchResult {
+    pub adapter: String,
+    pub config: String,
+    pub train_images_per_s: f64,
+    pub train_ms_per_step: f64,
+    pub train_gflops: f64,
+    pub infer_images_per_s: f64,
+    pub planned_memory: String,
+    /// (kernel, milliseconds per step), slowest first, when profiled.
+    pub profile: Vec<(String, f64)>,
+}
+
+impl BenchResult {
+    pub fn print(&self) {
+        println!("adapter: {}", self.adapter);
+        println!("model:   {}", self.config);
+        println!("memory:  {}", self.planned_memory);
+        println!(
+            "train:   {:.2} images/s, {:.1} ms/step, {:.1} GFLOP/s (analytic, 3x forward)",
+            self.train_images_per_s, self.train_ms_per_step, self.train_gflops
+        );
+        println!("infer:   {:.2} images/s", self.infer_images_per_s);
+        if !self.profile.is_empty() {
+            let total: f64 = self.profile.iter().map(|(_, t)| t).sum();
+            println!("per kernel (each dispatch submitted alone; total {total:.1} ms):");
+            for (name, ms) in self.profile.iter().take(15) {
+                println!("  {ms:9.2} ms {:5.1}%  {name}", 100.0 * ms / total);
+            }
+        }
+    }
+}
+
+fn time_steps(gpu: &Gpu, warmup: usize, steps: usize, record: impl Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
+    let run = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                record(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+        }
+        gpu.wait()
+    };
+    run(warmup)?;
+    let t0 = Instant::now();
+    run(steps)?;
+    Ok(t0.elapsed().as_secs_f64() / steps.max(1) as f64)
+}
+
+/// Time of each dispatch of a training step, summed by kernel and shape, slowest first.
+fn profile(gpu: &Gpu, exec: &Executor) -> Result<Vec<(String, f64)>> {
+    let mut by_kernel: std::collections::BTreeMap<String, f64> = Default::default();
+    for d in exec.train_dispatches() {
+        let seconds = time_steps(gpu, 1, 2, |pass| d.record(pass))?;
+        *by_kernel.entry(format!("{} {:?}", d.label, d.workgroups)).or_default() += seconds * 1e3;
+    }
+    let mut out: Vec<(String, f64)> = by_kernel.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(out)
+}
+
+pub fn run(gpu: &Gpu, cfg: &ModelConfig, batch: usize, warmup: usize, steps: usize, with_profile: bool) -> Result<BenchResult> {
+    let graph = cfg.build(batch);
+    let flops = graph.flops() as f64;
+    let program = compile(&graph, Mode::Train(Loss::Bce));
+    let params = Arc::new(ParamArena::new(gpu, &program.params)?);
+    params.load(gpu, &params.initial_values(1))?;
+    let train = Executor::new(gpu, program, params.clone(), Some(OptimizerConfig { weight_decay: 0.0, decoupled: true }))?;
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+    let image: Vec<f32> = (0..train.input().elems()).map(|_| rng.random::<f32>()).collect();
+    let mask: Vec<f32> = (0..train.target().elems()).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect();
+    gpu.write(train.input(), &image);
+    gpu.write(train.target(), &mask);
+    train.set_hyper(gpu, AdamHyper::new(1e-4, 0.0, 1));
+    let train_s = time_steps(gpu, warmup, steps, |pass| train.record_train_step(pass))?;
+    let profile = if with_profile { profile(gpu, &train)? } else { Vec::new() };
+    let infer = Executor::new(gpu, compile(&graph, Mode::Inference), params, None)?;
+    gpu.write(infer.input(), &image);
+    let infer_s = time_steps(gpu, warmup, steps, |pass| infer.record_forward(pass))?;
+    Ok(BenchResult {
+        adapter: gpu.describe(),
+        config: format!("{} size {} filters {} channels {} batch {batch}", cfg.arch.name(), cfg.size, cfg.filters, cfg.channels),
+        train_images_per_s: batch as f64 / train_s,
+        train_ms_per_step: train_s * 1e3,
+        train_gflops: 3.0 * flops / train_s / 1e9,
+        infer_images_per_s: batch as f64 / infer_s,
+        planned_memory: train.memory_summary(),
+        profile,
+    })
+}

@@ -1,0 +1,100 @@
+//! A run folder: `model.json` (architecture, preprocessing, how it was trained, which data),
+//! weights as safetensors (`best.safetensors`, `last.safetensors`), the split lists and
+//! `metrics.csv`. Every file is written to a temporary name and renamed, so a crash never leaves
+//! a half-written model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Loss, ParamInfo};
+use crate::model::ModelConfig;
+
+/// Where a run's data came from, so `wgunet eval --model RUN` can rebuild its test split.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DatasetRecord {
+    /// The built-in synthetic slices.
+    Synthetic { seed: u64, count: usize, train: f64 },
+    /// Image/mask pairs listed in the run folder's `train.txt` and `test.txt`.
+    Lists { source: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub model: ModelConfig,
+    pub loss: Loss,
+    pub dataset: DatasetRecord,
+    pub command: String,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub wgunet_version: String,
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("could not write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("could not move {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+pub fn save_record(dir: &Path, record: &RunRecord) -> Result<()> {
+    write_atomic(&dir.join("model.json"), serde_json::to_string_pretty(record)?.as_bytes())
+}
+
+pub fn load_record(dir: &Path) -> Result<RunRecord> {
+    let path = dir.join("model.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{} not found: --model must be a run folder written by `wgunet train`", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a wgunet model description", path.display()))
+}
+
+pub fn save_weights(path: &Path, params: &[ParamInfo], values: &[Vec<f32>]) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = params
+        .iter()
+        .zip(values)
+        .map(|(p, v)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, p.shape.clone(), bytemuck::cast_slice(v))
+                .expect("shape matches length");
+            (p.name.clone(), view)
+        })
+        .collect();
+    let meta = HashMap::from([("format".to_string(), "wgunet".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomic(path, &bytes)
+}
+
+/// Loads weights in the order of `params`, checking names and shapes.
+pub fn load_weights(path: &Path, params: &[ParamInfo]) -> Result<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("could not read weights {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    params
+        .iter()
+        .map(|p| {
+            let t = st.tensor(&p.name).with_context(|| {
+                format!("{} has no tensor '{}': it was saved for another architecture", path.display(), p.name)
+            })?;
+            if t.shape() != p.shape.as_slice() || t.dtype() != safetensors::Dtype::F32 {
+                bail!("{}: tensor '{}' is {:?} {:?}, the model needs F32 {:?}", path.display(), p.name, t.dtype(), t.shape(), p.shape);
+            }
+            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        })
+        .collect()
+}
+
+/// `best.safetensors` if present, else `last.safetensors`.
+pub fn weights_path(dir: &Path) -> Result<PathBuf> {
+    for name in ["best.safetensors", "last.safetensors"] {
+        let p = dir.join(name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("{} holds no weights (best.safetensors or last.safetensors): was training interrupted before the first epoch ended?", dir.display())
+}

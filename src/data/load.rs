@@ -1,0 +1,138 @@
+//! Decoding and resizing images and masks on CPU threads, into the f32 layouts the GPU wants.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use image::imageops::{self, FilterType};
+use image::{ColorType, DynamicImage, GrayImage, ImageReader};
+use rayon::prelude::*;
+
+use super::pairs::Pair;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preprocess {
+    /// Side of the square every image and mask is resized to.
+    pub size: usize,
+    /// 1 (gray) or 3 (RGB).
+    pub channels: usize,
+}
+
+impl Preprocess {
+    fn validate(&self) -> Result<()> {
+        if self.size == 0 {
+            bail!("the image size must be at least 1 pixel");
+        }
+        if self.channels != 1 && self.channels != 3 {
+            bail!("images must have 1 or 3 channels, not {}", self.channels);
+        }
+        Ok(())
+    }
+}
+
+/// A decoded, resized sample.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// `[channels, size, size]`, in [0, 1].
+    pub image: Vec<f32>,
+    /// `[size, size]`, each 0 or 1.
+    pub mask: Vec<f32>,
+    /// (width, height) of the image file, to scale predictions back.
+    pub native_size: (u32, u32),
+}
+
+pub fn load_sample(pair: &Pair, pre: &Preprocess) -> Result<Sample> {
+    let (image, native_size) = load_image(&pair.image, pre)?;
+    let mask_image = decode(&pair.mask)?;
+    let mask_size = (mask_image.width(), mask_image.height());
+    if mask_size != native_size {
+        bail!(
+            "mask {} is {}×{} but its image {} is {}×{}: are they really a pair?",
+            pair.mask.display(),
+            mask_size.0,
+            mask_size.1,
+            pair.image.display(),
+            native_size.0,
+            native_size.1
+        );
+    }
+    let side = pre.size as u32;
+    let mask = imageops::resize(&binarize(&mask_image), side, side, FilterType::Nearest);
+    Ok(Sample { image, mask: mask.into_raw().into_iter().map(f32::from).collect(), native_size })
+}
+
+/// Image only (for prediction): `[channels, size, size]` in [0, 1], and its (width, height).
+/// Resized with a bilinear filter (widened when shrinking, so no aliasing); colour becomes
+/// luma for 1 channel, gray is replicated for 3.
+pub fn load_image(path: &Path, pre: &Preprocess) -> Result<(Vec<f32>, (u32, u32))> {
+    pre.validate()?;
+    let decoded = decode(path)?;
+    let native_size = (decoded.width(), decoded.height());
+    let side = pre.size as u32;
+    let planar = if pre.channels == 1 {
+        imageops::resize(&decoded.to_luma32f(), side, side, FilterType::Triangle).into_raw()
+    } else {
+        let interleaved = imageops::resize(&decoded.to_rgb32f(), side, side, FilterType::Triangle).into_raw();
+        (0..3).flat_map(|c| interleaved.iter().skip(c).step_by(3).copied()).collect()
+    };
+    // The triangle filter can overshoot by rounding; keep the promised range.
+    Ok((planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), native_size))
+}
+
+/// Decodes every pair in parallel, returning samples in the order of `pairs`.
+pub fn load_all(pairs: &[Pair], pre: &Preprocess) -> Result<Vec<Sample>> {
+    pre.validate()?;
+    pairs.par_iter().map(|pair| load_sample(pair, pre)).collect()
+}
+
+/// 1 if the first few images are all gray (or colour files with R = G = B), else 3.
+pub fn detect_channels(pairs: &[Pair]) -> Result<usize> {
+    const LOOKED_AT: usize = 8;
+    if pairs.is_empty() {
+        bail!("no images to look at for their channel count");
+    }
+    let gray: Vec<bool> = pairs
+        .par_iter()
+        .take(LOOKED_AT)
+        .map(|pair| decode(&pair.image).map(|image| is_gray(&image)))
+        .collect::<Result<_>>()?;
+    Ok(if gray.iter().all(|&g| g) { 1 } else { 3 })
+}
+
+fn is_gray(image: &DynamicImage) -> bool {
+    // JPEG chroma rounding can leave gray pixels a level or two apart.
+    const TOLERANCE: f32 = 2.5 / 255.0;
+    !image.color().has_color()
+        || image.to_rgb32f().pixels().all(|p| {
+            let [r, g, b] = p.0;
+            (r - g).abs() <= TOLERANCE && (g - b).abs() <= TOLERANCE
+        })
+}
+
+/// Foreground where any channel exceeds half the range (> 127 of 255); a mask whose largest
+/// value is 1 (a 0/1 label mask) is foreground wherever it is not 0. Returns 0/1 pixels.
+fn binarize(mask: &DynamicImage) -> GrayImage {
+    let full_scale = match mask.color() {
+        ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => Some(255.0),
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => Some(65535.0),
+        _ => None, // float masks are already on a 0..1 scale
+    };
+    let rgb = mask.to_rgb32f();
+    let largest = rgb.as_raw().iter().fold(0.0f32, |m, &v| m.max(v));
+    let zero_one = full_scale.is_some_and(|scale| (largest * scale).round() == 1.0);
+    let threshold = if zero_one { 0.0 } else { 0.5 };
+    GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+        image::Luma([u8::from(rgb.get_pixel(x, y).0.iter().any(|&v| v > threshold))])
+    })
+}
+
+/// Opens an image by its contents (a JPEG named .png still decodes), with errors that name the
+/// file and say what is wrong.
+fn decode(path: &Path) -> Result<DynamicImage> {
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if reader.format().is_none() {
+        bail!("{} is not an image (expected png, jpeg, bmp or tiff contents)", path.display());
+    }
+    reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
+}

@@ -1,0 +1,158 @@
+//! Segmenting a set of samples on the GPU and scoring it: per-image confusion counts come from
+//! the metrics kernel; the host only turns counts into the seed's metrics.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::data::load::Sample;
+use crate::device::Gpu;
+use crate::executor::{Executor, ParamArena};
+use crate::graph::{compile, Loss, Mode};
+use crate::kernel::{BufferView, Dispatch};
+use crate::model::ModelConfig;
+use crate::ops::{elementwise, metrics};
+
+/// Means over images, as the seed notebook reports them, plus dataset-level (micro) scores.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    pub images: usize,
+    pub loss: f64,
+    pub mean_pixel_accuracy: f64,
+    pub mean_iou: f64,
+    pub mean_dice: f64,
+    pub micro_iou: f64,
+    pub micro_dice: f64,
+}
+
+impl Metrics {
+    /// From per-image `[TP, FP, FN, TN]`.
+    pub fn from_counts(counts: &[[u64; 4]], loss: f64) -> Metrics {
+        let n = counts.len().max(1) as f64;
+        let (mut acc, mut iou, mut dice) = (0.0, 0.0, 0.0);
+        let mut total = [0u64; 4];
+        for c in counts {
+            let (a, i, d) = metrics::image_metrics(*c);
+            acc += a;
+            iou += i;
+            dice += d;
+            for k in 0..4 {
+                total[k] += c[k];
+            }
+        }
+        let (_, micro_iou, micro_dice) = metrics::image_metrics(total);
+        Metrics {
+            images: counts.len(),
+            loss,
+            mean_pixel_accuracy: acc / n,
+            mean_iou: iou / n,
+            mean_dice: dice / n,
+            micro_iou,
+            micro_dice,
+        }
+    }
+
+    pub fn print(&self, label: &str) {
+        println!("{label} ({} images):", self.images);
+        println!("  mean pixel accuracy {:.4}", self.mean_pixel_accuracy);
+        println!("  mean IoU            {:.4}", self.mean_iou);
+        println!("  mean Dice           {:.4}", self.mean_dice);
+        println!("  micro IoU           {:.4}", self.micro_iou);
+        println!("  micro Dice          {:.4}", self.micro_dice);
+    }
+}
+
+/// A forward-and-loss program over a fixed number of samples, with one metrics dispatch per
+/// batch writing into a single counts buffer that is read back once.
+pub struct Evaluator {
+    pub exec: Executor,
+    pub batch: usize,
+    probabilities: BufferView,
+    sigmoid: Dispatch,
+    counts: BufferView,
+    count_dispatches: Vec<Dispatch>,
+}
+
+impl Evaluator {
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, params: Arc<ParamArena>, batch: usize, samples: usize) -> Result<Evaluator> {
+        let program = compile(&cfg.build(batch), Mode::Evaluate(Loss::Bce));
+        let exec = Executor::new(gpu, program, params, None)?;
+        let batches = samples.div_ceil(batch).max(1);
+        let pixels = cfg.size * cfg.size;
+        let counts = gpu.buffer("confusion counts", batches * batch * 4)?;
+        let count_dispatches = (0..batches)
+            .map(|b| {
+                // Logit > 0 is probability > 0.5, the seed's threshold.
+                metrics::ConfusionCounts { images: batch, pixels, threshold: 0.0, first_image: b * batch }.dispatch(
+                    gpu,
+                    exec.logits(),
+                    exec.target(),
+                    &counts,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let probabilities = gpu.buffer("probabilities", exec.logits().elems())?;
+        let sigmoid = elementwise::sigmoid(gpu, exec.logits(), &probabilities)?;
+        Ok(Evaluator { exec, batch, probabilities, sigmoid, counts, count_dispatches })
+    }
+
+    fn upload_batch(&self, gpu: &Gpu, samples: &[Sample], first: usize) {
+        let (img_len, mask_len) = (self.exec.input().elems() / self.batch, self.exec.target().elems() / self.batch);
+        let mut image = vec![0.0f32; img_len * self.batch];
+        let mut mask = vec![0.0f32; mask_len * self.batch];
+        for (i, s) in samples.iter().skip(first).take(self.batch).enumerate() {
+            image[i * img_len..(i + 1) * img_len].copy_from_slice(&s.image);
+            mask[i * mask_len..(i + 1) * mask_len].copy_from_slice(&s.mask);
+        }
+        gpu.write(self.exec.input(), &image);
+        gpu.write(self.exec.target(), &mask);
+    }
+
+    /// Per-image `[TP, FP, FN, TN]` and the mean BCE loss over `samples`.
+    pub fn evaluate(&self, gpu: &Gpu, samples: &[Sample]) -> Result<Metrics> {
+        anyhow::ensure!(samples.len() <= self.count_dispatches.len() * self.batch, "evaluator built for fewer samples");
+        gpu.write(self.exec.loss_sum(), &[0.0f32]);
+        let batches = samples.len().div_ceil(self.batch);
+        for b in 0..batches {
+            self.upload_batch(gpu, samples, b * self.batch);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                self.exec.record_forward(&mut pass);
+                self.exec.record_loss(&mut pass);
+                self.count_dispatches[b].record(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait()?;
+        }
+        let raw: Vec<u32> = gpu.read(&self.counts)?;
+        let counts: Vec<[u64; 4]> = (0..samples.len())
+            .map(|i| [raw[4 * i] as u64, raw[4 * i + 1] as u64, raw[4 * i + 2] as u64, raw[4 * i + 3] as u64])
+            .collect();
+        // The loss of padding images in a last partial batch is included; it is a monitor, not a metric.
+        let loss = gpu.read::<f32>(self.exec.loss_sum())?[0] as f64 / batches.max(1) as f64;
+        Ok(Metrics::from_counts(&counts, loss))
+    }
+
+    /// Probability maps (model resolution) for `samples`' images.
+    pub fn probabilities(&self, gpu: &Gpu, samples: &[Sample]) -> Result<Vec<Vec<f32>>> {
+        let per = self.probabilities.elems() / self.batch;
+        let mut out = Vec::new();
+        for first in (0..samples.len()).step_by(self.batch) {
+            self.upload_batch(gpu, samples, first);
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                self.exec.record_forward(&mut pass);
+                self.sigmoid.record(&mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            let probs: Vec<f32> = gpu.read(&self.probabilities)?;
+            for i in 0..self.batch.min(samples.len() - first) {
+                out.push(probs[i * per..(i + 1) * per].to_vec());
+            }
+        }
+        Ok(out)
+    }
+}

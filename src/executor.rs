@@ -1,0 +1,337 @@
+//! Runs a [`Program`] on the GPU: a memory plan places its logical buffers in shared storage,
+//! every step becomes one [`Dispatch`] built once, and a training step is recorded into a single
+//! compute pass (forward, loss, backward, Adam) with no host readback.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+
+use crate::device::{mib, Gpu};
+use crate::graph::{Init, ParamInfo, Program, Step};
+use crate::kernel::{BufferView, Dispatch};
+use crate::ops::adam::{Adam, AdamHyper};
+use crate::ops::{elementwise, loss};
+
+/// All parameters in one buffer (and their gradients and Adam moments in three more of the same
+/// layout), so one Adam dispatch updates the whole model. Each parameter starts at an offset
+/// aligned for binding it on its own.
+pub struct ParamArena {
+    pub values: BufferView,
+    pub grads: BufferView,
+    pub m: BufferView,
+    pub v: BufferView,
+    /// (first element, length) of each parameter.
+    pub layout: Vec<(usize, usize)>,
+    pub infos: Vec<ParamInfo>,
+}
+
+impl ParamArena {
+    pub fn new(gpu: &Gpu, infos: &[ParamInfo]) -> Result<ParamArena> {
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        let mut layout = Vec::new();
+        let mut at = 0;
+        for p in infos {
+            layout.push((at, p.len()));
+            at = (at + p.len()).div_ceil(align) * align;
+        }
+        Ok(ParamArena {
+            values: gpu.buffer("parameters", at)?,
+            grads: gpu.buffer("parameter gradients", at)?,
+            m: gpu.buffer("adam m", at)?,
+            v: gpu.buffer("adam v", at)?,
+            layout,
+            infos: infos.to_vec(),
+        })
+    }
+
+    pub fn total_elems(&self) -> usize {
+        self.values.elems()
+    }
+
+    /// Parameter `id` as a view of `arena` (one of values / grads / m / v).
+    pub fn view(&self, arena: &BufferView, id: usize) -> BufferView {
+        let (start, len) = self.layout[id];
+        BufferView {
+            buffer: arena.buffer.clone(),
+            offset: arena.offset + start as u64 * 4,
+            bytes: len as u64 * 4,
+            name: self.infos[id].name.clone(),
+        }
+    }
+
+    /// Keras-default initialisation, deterministic from `seed`.
+    pub fn initial_values(&self, seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+        self.infos
+            .iter()
+            .map(|p| match p.init {
+                Init::Zeros => vec![0.0; p.len()],
+                Init::GlorotUniform { fan_in, fan_out } => {
+                    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                    (0..p.len()).map(|_| rng.random_range(-limit..limit)).collect()
+                }
+            })
+            .collect()
+    }
+
+    /// Uploads parameter values and clears gradients and optimizer moments.
+    pub fn load(&self, gpu: &Gpu, values: &[Vec<f32>]) -> Result<()> {
+        let mut flat = vec![0.0f32; self.total_elems()];
+        for ((start, len), v) in self.layout.iter().zip(values) {
+            anyhow::ensure!(v.len() == *len, "parameter has {} values, the model expects {len}", v.len());
+            flat[*start..start + len].copy_from_slice(v);
+        }
+        gpu.write(&self.values, &flat);
+        let zeros = vec![0.0f32; flat.len()];
+        for b in [&self.grads, &self.m, &self.v] {
+            gpu.write(b, &zeros);
+        }
+        Ok(())
+    }
+
+    pub fn read(&self, gpu: &Gpu, arena: &BufferView) -> Result<Vec<Vec<f32>>> {
+        let flat: Vec<f32> = gpu.read(arena)?;
+        Ok(self.layout.iter().map(|(s, l)| flat[*s..s + l].to_vec()).collect())
+    }
+}
+
+/// Where each logical buffer lives: buffers whose lifetimes (first to last step that touches
+/// them) do not overlap share a slot.
+#[derive(Clone, Debug)]
+pub struct MemoryPlan {
+    pub slot_of: Vec<usize>,
+    pub slot_elems: Vec<usize>,
+    /// What one buffer per tensor would have taken, in elements.
+    pub unplanned_elems: usize,
+}
+
+impl MemoryPlan {
+    pub fn new(p: &Program) -> MemoryPlan {
+        let steps: Vec<&Step> = p.steps().collect();
+        let end = steps.len();
+        let mut first = vec![usize::MAX; p.buffers.len()];
+        let mut last = vec![0usize; p.buffers.len()];
+        for (i, s) in steps.iter().enumerate() {
+            let (read, written) = s.buffers();
+            for &b in written.iter() {
+                first[b] = first[b].min(i);
+                last[b] = last[b].max(i);
+            }
+            for &b in read.iter() {
+                assert!(
+                    first[b] <= i || p.buffers[b].pinned,
+                    "buffer '{}' is read before any step writes it",
+                    p.buffers[b].name
+                );
+                last[b] = last[b].max(i);
+            }
+        }
+        for (b, info) in p.buffers.iter().enumerate() {
+            if info.pinned || first[b] == usize::MAX {
+                first[b] = 0;
+                last[b] = end;
+            }
+        }
+        let mut order: Vec<usize> = (0..p.buffers.len()).collect();
+        order.sort_by_key(|&b| (first[b], std::cmp::Reverse(p.buffers[b].len)));
+        let mut slot_of = vec![usize::MAX; p.buffers.len()];
+        let mut slot_elems: Vec<usize> = Vec::new();
+        let mut slot_free_after: Vec<usize> = Vec::new();
+        let mut slot_pinned: Vec<bool> = Vec::new();
+        for b in order {
+            let len = p.buffers[b].len;
+            let free: Vec<usize> = if p.buffers[b].pinned {
+                Vec::new()
+            } else {
+                (0..slot_elems.len()).filter(|&s| !slot_pinned[s] && slot_free_after[s] < first[b]).collect()
+            };
+            // Best fit: the smallest free slot that holds it, else the largest (which grows).
+            let pick = free
+                .iter()
+                .copied()
+                .filter(|&s| slot_elems[s] >= len)
+                .min_by_key(|&s| slot_elems[s])
+                .or_else(|| free.iter().copied().max_by_key(|&s| slot_elems[s]));
+            let s = match pick {
+                Some(s) => s,
+                None => {
+                    slot_elems.push(0);
+                    slot_free_after.push(0);
+                    slot_pinned.push(p.buffers[b].pinned);
+                    slot_elems.len() - 1
+                }
+            };
+            slot_elems[s] = slot_elems[s].max(len);
+            slot_free_after[s] = last[b];
+            slot_of[b] = s;
+        }
+        MemoryPlan { slot_of, slot_elems, unplanned_elems: p.buffers.iter().map(|b| b.len).sum() }
+    }
+
+    pub fn planned_bytes(&self) -> u64 {
+        self.slot_elems.iter().map(|&e| e as u64 * 4).sum()
+    }
+}
+
+/// Hyper-parameters of the optimizer the trainer steps with.
+#[derive(Clone, Copy, Debug)]
+pub struct OptimizerConfig {
+    pub weight_decay: f32,
+    /// AdamW (decoupled decay) rather than Adam with L2.
+    pub decoupled: bool,
+}
+
+/// A program bound to device buffers, ready to record.
+pub struct Executor {
+    pub program: Program,
+    pub plan: MemoryPlan,
+    pub views: Vec<BufferView>,
+    pub params: Arc<ParamArena>,
+    forward: Vec<Dispatch>,
+    loss: Vec<Dispatch>,
+    backward: Vec<Dispatch>,
+    optimizer: Option<(Dispatch, BufferView)>,
+}
+
+impl Executor {
+    pub fn new(gpu: &Gpu, program: Program, params: Arc<ParamArena>, optimizer: Option<OptimizerConfig>) -> Result<Executor> {
+        let plan = MemoryPlan::new(&program);
+        let slots: Vec<BufferView> = plan
+            .slot_elems
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| gpu.buffer(&format!("slot {i}"), e))
+            .collect::<Result<_>>()?;
+        let views: Vec<BufferView> = program
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(b, info)| {
+                let slot = &slots[plan.slot_of[b]];
+                BufferView { buffer: slot.buffer.clone(), offset: 0, bytes: info.len as u64 * 4, name: info.name.clone() }
+            })
+            .collect();
+        let build = |steps: &[Step]| -> Result<Vec<Dispatch>> {
+            steps.iter().map(|s| dispatch_step(gpu, s, &views, &params)).collect()
+        };
+        let forward = build(&program.forward)?;
+        let loss = build(&program.loss)?;
+        let backward = build(&program.backward)?;
+        let optimizer = match optimizer {
+            Some(cfg) => {
+                let hyper = gpu.uniform_buffer("adam hyper-parameters", std::mem::size_of::<AdamHyper>() as u64);
+                gpu.write(&hyper, &[AdamHyper::new(1e-3, cfg.weight_decay, 1)]);
+                let adam = Adam { n: params.total_elems(), decoupled: cfg.decoupled };
+                Some((adam.step(gpu, &hyper, &params.values, &params.grads, &params.m, &params.v)?, hyper))
+            }
+            None => None,
+        };
+        Ok(Executor { program, plan, views, params, forward, loss, backward, optimizer })
+    }
+
+    pub fn input(&self) -> &BufferView {
+        &self.views[self.program.input]
+    }
+    pub fn target(&self) -> &BufferView {
+        &self.views[self.program.target]
+    }
+    pub fn logits(&self) -> &BufferView {
+        &self.views[self.program.logits]
+    }
+    pub fn loss_sum(&self) -> &BufferView {
+        &self.views[self.program.loss_sum]
+    }
+
+    /// Sets the learning rate and step count (bias correction) for the next optimizer step.
+    pub fn set_hyper(&self, gpu: &Gpu, hyper: AdamHyper) {
+        if let Some((_, buf)) = &self.optimizer {
+            gpu.write(buf, &[hyper]);
+        }
+    }
+
+    pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.forward.iter().for_each(|d| d.record(pass));
+    }
+
+    /// Forward, loss (accumulated into `loss_sum`), backward and the optimizer step.
+    pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.record_forward(pass);
+        self.record_loss(pass);
+        self.backward.iter().for_each(|d| d.record(pass));
+        if let Some((d, _)) = &self.optimizer {
+            d.record(pass);
+        }
+    }
+
+    pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.loss.iter().for_each(|d| d.record(pass));
+    }
+
+    /// Every dispatch of a training step, in order (for per-kernel profiling).
+    pub fn train_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.forward.iter().chain(&self.loss).chain(&self.backward).chain(self.optimizer.as_ref().map(|(d, _)| d))
+    }
+
+    pub fn dispatch_count(&self) -> usize {
+        self.forward.len() + self.loss.len() + self.backward.len() + self.optimizer.is_some() as usize
+    }
+
+    /// One line on the memory plan.
+    pub fn memory_summary(&self) -> String {
+        let params = self.params.total_elems() as u64 * 4 * if self.optimizer.is_some() { 4 } else { 1 };
+        format!(
+            "activations and gradients {} (planned; {} without sharing), parameters and optimizer state {}",
+            mib(self.plan.planned_bytes()),
+            mib(self.plan.unplanned_elems as u64 * 4),
+            mib(params)
+        )
+    }
+}
+
+/// The one place a [`Step`] meets its kernel.
+fn dispatch_step(gpu: &Gpu, step: &Step, v: &[BufferView], p: &ParamArena) -> Result<Dispatch> {
+    use crate::ops::concat::ChannelSlice;
+    use crate::ops::conv_transpose2d::ConvTranspose2d;
+    let val = |id| p.view(&p.values, id);
+    let grad = |id| p.view(&p.grads, id);
+    match step {
+        Step::Conv2dForward { s, x, w, b, y } => s.forward(gpu, &v[*x], &val(*w), &val(*b), &v[*y]),
+        Step::Conv2dBackwardInput { s, dz, w, dx } => s.backward_input(gpu, &v[*dz], &val(*w), &v[*dx]),
+        Step::Conv2dBackwardWeight { s, x, dz, dw } => s.backward_weight(gpu, &v[*x], &v[*dz], &grad(*dw)),
+        Step::Conv2dBackwardBias { s, dz, db } => s.backward_bias(gpu, &v[*dz], &grad(*db)),
+        Step::ConvTForward { s, x, w, b, y } => ConvTranspose2d::forward(s, gpu, &v[*x], &val(*w), &val(*b), &v[*y]),
+        Step::ConvTBackwardInput { s, dy, w, dx } => s.backward_input(gpu, &v[*dy], &val(*w), &v[*dx]),
+        Step::ConvTBackwardWeight { s, x, dy, dw } => s.backward_weight(gpu, &v[*x], &v[*dy], &grad(*dw)),
+        Step::ConvTBackwardBias { s, dy, db } => s.backward_bias(gpu, &v[*dy], &grad(*db)),
+        Step::MaxPoolForward { s, x, y } => s.forward(gpu, &v[*x], &v[*y]),
+        Step::MaxPoolBackward { s, x, dy, dx } => s.backward(gpu, &v[*x], &v[*dy], &v[*dx]),
+        Step::UpsampleForward { s, x, y } => s.forward(gpu, &v[*x], &v[*y]),
+        Step::UpsampleBackward { s, dy, dx } => s.backward(gpu, &v[*dy], &v[*dx]),
+        Step::SliceInsert { s, part, whole } => ChannelSlice::insert(s, gpu, &v[*part], &v[*whole]),
+        Step::SliceExtract { s, whole, part } => s.extract(gpu, &v[*whole], &v[*part]),
+        Step::ReluBackward { y, dy, dx } => elementwise::relu_backward(gpu, &v[*y], &v[*dy], &v[*dx]),
+        Step::Add { a, b, y } => elementwise::add(gpu, &v[*a], &v[*b], &v[*y]),
+        Step::SigmoidBce { elems, logits, target, loss, grad, grad_scale } => {
+            loss::SigmoidBce { elems: *elems }.forward_backward(gpu, &v[*logits], &v[*target], &v[*loss], &v[*grad], *grad_scale)
+        }
+        Step::SoftDiceSums { images, pixels, logits, target, sums } => {
+            loss::SoftDice { images: *images, pixels: *pixels }.sums(gpu, &v[*logits], &v[*target], &v[*sums])
+        }
+        Step::SoftDiceGrad { images, pixels, logits, target, sums, loss, grad, grad_scale, accumulate } => {
+            loss::SoftDice { images: *images, pixels: *pixels }.backward(
+                gpu,
+                &v[*logits],
+                &v[*target],
+                &v[*sums],
+                &v[*loss],
+                &v[*grad],
+                *grad_scale,
+                *accumulate,
+            )
+        }
+        Step::ReduceSum { n, scale, x, out, index, accumulate } => {
+            loss::ReduceSum { n: *n, scale: *scale, index: *index, accumulate: *accumulate }.dispatch(gpu, &v[*x], &v[*out])
+        }
+    }
+}

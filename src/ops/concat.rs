@@ -1,0 +1,152 @@
+//! Concatenation along channels (`shaders/concat.wgsl`) as channel-slice copies. The U-Net's skip
+//! connections concatenate an encoder feature map with the up-sampled decoder map: the forward
+//! inserts each input into its channel slice of the joined tensor, the backward extracts each
+//! input's gradient from the same slice. One kernel serves both, specialised by direction.
+
+use anyhow::{ensure, Result};
+
+use crate::check::{self, CaseReport, CheckRng};
+use crate::device::Gpu;
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c_part: u32,
+    c_total: u32,
+    offset: u32,
+    hw: u32,
+    _pad: [u32; 3],
+}
+
+const WG: u32 = 256;
+
+/// `part` is [n, c_part, hw]; `whole` is [n, c_total, hw]; the part occupies channels
+/// offset..offset+c_part of whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelSlice {
+    pub n: usize,
+    pub c_part: usize,
+    pub c_total: usize,
+    pub offset: usize,
+    pub hw: usize,
+}
+
+impl ChannelSlice {
+    pub fn part_len(&self) -> usize {
+        self.n * self.c_part * self.hw
+    }
+    pub fn whole_len(&self) -> usize {
+        self.n * self.c_total * self.hw
+    }
+
+    /// Forward of concat, one per input: copies `part` into its slice of `whole`.
+    pub fn insert(&self, gpu: &Gpu, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
+        self.launch(gpu, true, part, whole)
+    }
+
+    /// Backward of concat: d(part) = d(whole)[slice].
+    pub fn extract(&self, gpu: &Gpu, whole: &BufferView, part: &BufferView) -> Result<Dispatch> {
+        self.launch(gpu, false, part, whole)
+    }
+
+    fn launch(&self, gpu: &Gpu, insert: bool, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
+        ensure!(
+            self.offset + self.c_part <= self.c_total,
+            "channel slice {}..{} does not fit in {} channels",
+            self.offset,
+            self.offset + self.c_part,
+            self.c_total
+        );
+        for (t, len) in [(part, self.part_len()), (whole, self.whole_len())] {
+            ensure!(t.elems() >= len, "concat: tensor '{}' holds {} elements, needs {len}", t.name, t.elems());
+        }
+        let spec = KernelSpec::new("concat", "copy_slice", [WG, 1, 1]).constant("INSERT", insert as u8 as f64);
+        let params = Params {
+            n: self.n as u32,
+            c_part: self.c_part as u32,
+            c_total: self.c_total as u32,
+            offset: self.offset as u32,
+            hw: self.hw as u32,
+            _pad: [0; 3],
+        };
+        let (src, dst) = if insert { (part, whole) } else { (whole, part) };
+        Dispatch::new(gpu, &spec, &params, &[(1, src), (2, dst)], grid_1d(self.part_len(), WG))
+    }
+}
+
+/// Plain f64 references.
+pub mod reference {
+    /// Joins `parts` (each `[n, channels, hw]`) along channels, in order.
+    pub fn concat(n: usize, hw: usize, parts: &[(&[f64], usize)]) -> Vec<f64> {
+        let mut whole = Vec::new();
+        for b in 0..n {
+            for &(part, c) in parts {
+                whole.extend_from_slice(&part[b * c * hw..(b + 1) * c * hw]);
+            }
+        }
+        whole
+    }
+
+    /// Cuts `whole` (`[n, Σchannels, hw]`) into parts of `channels` channels each, in order:
+    /// the adjoint of [`concat`].
+    pub fn split(n: usize, hw: usize, whole: &[f64], channels: &[usize]) -> Vec<Vec<f64>> {
+        let c_total: usize = channels.iter().sum();
+        let mut parts = vec![Vec::new(); channels.len()];
+        for b in 0..n {
+            let mut first = b * c_total;
+            for (part, &c) in parts.iter_mut().zip(channels) {
+                part.extend_from_slice(&whole[first * hw..(first + c) * hw]);
+                first += c;
+            }
+        }
+        parts
+    }
+}
+
+/// Concatenates random parts of `channels` channels each (one insert per part into a
+/// NaN-poisoned whole, so a slice no insert covers shows as unwritten), then splits a random
+/// gradient of the whole back into the parts.
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize, hw: usize, channels: &[usize]) -> Result<Vec<CaseReport>> {
+    let c_total: usize = channels.iter().sum();
+    let shape = format!("{n}x{channels:?}x{hw}");
+    let mut slices = Vec::new();
+    let mut offset = 0;
+    for &c_part in channels {
+        slices.push(ChannelSlice { n, c_part, c_total, offset, hw });
+        offset += c_part;
+    }
+    let parts: Vec<Vec<f32>> = slices.iter().map(|s| check::random(rng, s.part_len())).collect();
+    let gparts = parts.iter().map(|p| gpu.upload("part", p)).collect::<Result<Vec<_>>>()?;
+    let whole = check::poisoned(gpu, "whole", n * c_total * hw)?;
+    let inserts =
+        slices.iter().zip(&gparts).map(|(s, part)| s.insert(gpu, part, &whole)).collect::<Result<Vec<_>>>()?;
+    gpu.run(&inserts.iter().collect::<Vec<_>>())?;
+    let parts64: Vec<Vec<f64>> = parts.iter().map(|p| check::to_f64(p)).collect();
+    let pairs: Vec<(&[f64], usize)> = parts64.iter().map(|p| p.as_slice()).zip(channels.iter().copied()).collect();
+    let mut out =
+        vec![check::compare("concat_insert", &shape, &gpu.read::<f32>(&whole)?, &reference::concat(n, hw, &pairs))];
+
+    let dwhole = check::random(rng, n * c_total * hw);
+    let gdwhole = gpu.upload("dwhole", &dwhole)?;
+    let want = reference::split(n, hw, &check::to_f64(&dwhole), channels);
+    for (s, want) in slices.iter().zip(want) {
+        let dpart = check::poisoned(gpu, "dpart", s.part_len())?;
+        gpu.run(&[&s.extract(gpu, &gdwhole, &dpart)?])?;
+        let kernel = format!("concat_extract[{}..{}]", s.offset, s.offset + s.c_part);
+        out.push(check::compare(&kernel, &shape, &gpu.read::<f32>(&dpart)?, &want));
+    }
+    Ok(out)
+}
+
+/// Concat of 2 and 3 parts with 1, 3, 5, 33 channels, batch 1 and 2, odd and 1×1 planes.
+pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for (n, hw, channels) in
+        [(1, 17 * 23, &[1, 3][..]), (2, 9 * 7, &[5, 33, 1]), (2, 17 * 23, &[33, 3]), (1, 1, &[3, 1, 5])]
+    {
+        out.extend(check(gpu, rng, n, hw, channels)?);
+    }
+    Ok(out)
+}

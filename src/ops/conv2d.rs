@@ -1,0 +1,316 @@
+//! 2-D convolution (`shaders/conv2d.wgsl`): 3×3 or 1×1 kernels, stride 1, "same" zero padding,
+//! bias, optional fused ReLU; forward and the three gradients.
+//!
+//! Each gradient is its own entry point with its own driver function, so a faster variant of
+//! one (e.g. a workgroup-tiled forward) can replace it without touching the others.
+
+use anyhow::{bail, Result};
+
+use crate::check::{self, CaseReport, CheckRng};
+use crate::device::Gpu;
+use crate::kernel::{BufferView, Dispatch, KernelSpec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub n: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Kernel size: 1 or 3.
+    pub k: usize,
+    pub relu: bool,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    _pad: [u32; 3],
+}
+
+/// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
+const MAX_TILE: usize = 8;
+/// Most channels one invocation of backward_weight reduces for (`MAX_WEIGHT_TILE` in the WGSL of
+/// both convolutions).
+pub(crate) const MAX_WEIGHT_TILE: usize = 4;
+/// Invocations per workgroup along the pixel axis of forward / backward_input.
+pub(crate) const WG_PIXELS: u32 = 64;
+/// Terms one invocation of a reduction sums in registers before the tree reduction.
+const TERMS_PER_INVOCATION: usize = 64;
+
+/// Channels per invocation of forward / backward_input (the `TILE` override): 8, or fewer when
+/// there are fewer channels, so e.g. cin = 1 spends no work on clamped duplicate channels.
+pub(crate) fn channel_tile(channels: usize) -> usize {
+    channels.next_power_of_two().min(MAX_TILE)
+}
+
+/// How a reduction of `terms` values into each of `outputs` outputs is spread over workgroups
+/// (the `SPLIT` scheme in conv2d.wgsl): `split` invocations share one output, a workgroup holds
+/// `workgroup / split` outputs, and the grid has `groups` workgroups per row of outputs. Each
+/// invocation keeps `slots` f32 partial sums in workgroup memory.
+pub(crate) struct Reduction {
+    workgroup: u32,
+    split: u32,
+    pub groups: u32,
+    slots: u32,
+}
+
+impl Reduction {
+    pub(crate) fn new(outputs: usize, terms: usize, slots: usize) -> Reduction {
+        // Powers of two for the tree reduction; at most 256 invocations (WebGPU's default
+        // limit) and 16 KiB of workgroup memory (ditto).
+        let max_workgroup = (16384 / (4 * slots)).min(256);
+        let max_workgroup = 1 << max_workgroup.ilog2();
+        let per_invocation = (terms / TERMS_PER_INVOCATION).max(1);
+        let split = (1usize << per_invocation.ilog2()).min(max_workgroup);
+        let workgroup = (outputs * split).next_power_of_two().clamp(64.min(max_workgroup), max_workgroup);
+        let groups = outputs.div_ceil(workgroup / split);
+        Reduction { workgroup: workgroup as u32, split: split as u32, groups: groups as u32, slots: slots as u32 }
+    }
+
+    pub(crate) fn spec(&self, shader: &'static str, entry: &'static str) -> KernelSpec {
+        KernelSpec::new(shader, entry, [self.workgroup, 1, 1])
+            .constant("SPLIT", self.split as f64)
+            .workgroup_memory(self.workgroup * self.slots * 4)
+    }
+}
+
+/// Fails with the tensor's name when a view is too small for the shape it is bound as.
+pub(crate) fn require_len(view: &BufferView, elems: usize, op: &str) -> Result<()> {
+    if view.elems() < elems {
+        bail!("{op}: tensor '{}' has {} elements, the shape needs {elems}", view.name, view.elems());
+    }
+    Ok(())
+}
+
+/// `db[c] = Σ_n,pixel dz[n, c, pixel]` for an `n × channels × plane` tensor: the bias gradient
+/// of both conv2d and conv_transpose2d.
+pub(crate) fn channel_sum(
+    gpu: &Gpu,
+    n: usize,
+    channels: usize,
+    plane: usize,
+    dz: &BufferView,
+    db: &BufferView,
+) -> Result<Dispatch> {
+    require_len(dz, n * channels * plane, "bias gradient")?;
+    require_len(db, channels, "bias gradient")?;
+    let r = Reduction::new(channels, n * plane, 1);
+    let spec = r.spec("conv2d", "backward_bias").constant("SLOTS", 1.0);
+    // A 1 × plane image: backward_bias only reads the pixel count h·w.
+    let params = Params { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
+    Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [r.groups, 1, 1])
+}
+
+impl Conv2d {
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.cin * self.k * self.k
+    }
+    pub fn input_len(&self) -> usize {
+        self.n * self.cin * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.n * self.cout * self.h * self.w
+    }
+    /// Forward multiply-adds ×2 (padding taps included).
+    pub fn flops(&self) -> u64 {
+        2 * (self.output_len() * self.cin * self.k * self.k) as u64
+    }
+
+    fn params(&self) -> Result<Params> {
+        if self.k != 1 && self.k != 3 {
+            bail!("conv2d supports 1×1 and 3×3 kernels, not {0}×{0}", self.k);
+        }
+        if [self.n, self.cin, self.cout, self.h, self.w].contains(&0) {
+            bail!("conv2d with an empty dimension: {self:?}");
+        }
+        Ok(Params {
+            n: self.n as u32,
+            cin: self.cin as u32,
+            cout: self.cout as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            _pad: [0; 3],
+        })
+    }
+
+    /// Forward / backward_input, computing `channels` channels per pixel: the spec and the grid
+    /// (pixel blocks × channel tiles × batch).
+    fn tiled(&self, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
+        let tile = channel_tile(channels);
+        let spec = KernelSpec::new("conv2d", entry, [WG_PIXELS, 1, 1])
+            .constant("K", self.k as f64)
+            .constant("TILE", tile as f64);
+        let grid =
+            [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
+        (spec, grid)
+    }
+
+    /// y = act(conv(x, w) + b); act = ReLU when self.relu.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        w: &BufferView,
+        b: &BufferView,
+        y: &BufferView,
+    ) -> Result<Dispatch> {
+        let params = self.params()?;
+        require_len(x, self.input_len(), "conv2d forward")?;
+        require_len(w, self.weight_len(), "conv2d forward")?;
+        require_len(b, self.cout, "conv2d forward")?;
+        require_len(y, self.output_len(), "conv2d forward")?;
+        let (spec, grid) = self.tiled("forward", self.cout);
+        let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
+        Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
+    }
+
+    /// dx from dz, the gradient w.r.t. the PRE-activation output (the graph applies
+    /// relu_backward first when relu is fused).
+    pub fn backward_input(&self, gpu: &Gpu, dz: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+        let params = self.params()?;
+        require_len(dz, self.output_len(), "conv2d backward_input")?;
+        require_len(w, self.weight_len(), "conv2d backward_input")?;
+        require_len(dx, self.input_len(), "conv2d backward_input")?;
+        let (spec, grid) = self.tiled("backward_input", self.cin);
+        Dispatch::new(gpu, &spec, &params, &[(5, dz), (2, w), (6, dx)], grid)
+    }
+
+    /// dw from x and dz (pre-activation gradient), reducing over N·H·W (see [`Reduction`]).
+    pub fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dz: &BufferView, dw: &BufferView) -> Result<Dispatch> {
+        let params = self.params()?;
+        require_len(x, self.input_len(), "conv2d backward_weight")?;
+        require_len(dz, self.output_len(), "conv2d backward_weight")?;
+        require_len(dw, self.weight_len(), "conv2d backward_weight")?;
+        let tile = channel_tile(self.cout).min(MAX_WEIGHT_TILE);
+        let slots = tile * self.k * self.k;
+        let r = Reduction::new(self.cin, self.n * self.h * self.w, slots);
+        let spec = r
+            .spec("conv2d", "backward_weight")
+            .constant("K", self.k as f64)
+            .constant("TILE", tile as f64)
+            .constant("SLOTS", slots as f64);
+        let grid = [r.groups, self.cout.div_ceil(tile) as u32, 1];
+        Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid)
+    }
+
+    /// db from dz (pre-activation gradient).
+    pub fn backward_bias(&self, gpu: &Gpu, dz: &BufferView, db: &BufferView) -> Result<Dispatch> {
+        self.params()?;
+        channel_sum(gpu, self.n, self.cout, self.h * self.w, dz, db)
+    }
+}
+
+/// Plain f64 references.
+pub mod reference {
+    use super::Conv2d;
+
+    /// Flat index of input pixel `(oy + ky - pad, ox + kx - pad)` within one plane, if inside.
+    fn tap(s: &Conv2d, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+        let pad = s.k / 2;
+        let (iy, ix) = ((oy + ky).checked_sub(pad)?, (ox + kx).checked_sub(pad)?);
+        (iy < s.h && ix < s.w).then_some(iy * s.w + ix)
+    }
+
+    /// Calls `f(y index, x index, w index)` for every multiply-add of the convolution.
+    fn for_each_tap(s: &Conv2d, mut f: impl FnMut(usize, usize, usize)) {
+        let plane = s.h * s.w;
+        for n in 0..s.n {
+            for co in 0..s.cout {
+                for oy in 0..s.h {
+                    for ox in 0..s.w {
+                        let yi = (n * s.cout + co) * plane + oy * s.w + ox;
+                        for ci in 0..s.cin {
+                            for ky in 0..s.k {
+                                for kx in 0..s.k {
+                                    if let Some(p) = tap(s, oy, ox, ky, kx) {
+                                        let xi = (n * s.cin + ci) * plane + p;
+                                        let wi = ((co * s.cin + ci) * s.k + ky) * s.k + kx;
+                                        f(yi, xi, wi);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies ReLU if `s.relu`.
+    pub fn forward(s: &Conv2d, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let plane = s.h * s.w;
+        let mut y: Vec<f64> = (0..s.output_len()).map(|i| b[i / plane % s.cout]).collect();
+        for_each_tap(s, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
+        if s.relu {
+            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        y
+    }
+
+    /// `(dx, dw, db)`; `dz` is the gradient of the pre-activation output.
+    pub fn backward(s: &Conv2d, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let plane = s.h * s.w;
+        let (mut dx, mut dw, mut db) = (vec![0.0; s.input_len()], vec![0.0; s.weight_len()], vec![0.0; s.cout]);
+        for_each_tap(s, |yi, xi, wi| {
+            dx[xi] += dz[yi] * w[wi];
+            dw[wi] += dz[yi] * x[xi];
+        });
+        for (i, g) in dz.iter().enumerate() {
+            db[i / plane % s.cout] += g;
+        }
+        (dx, dw, db)
+    }
+}
+
+/// Forward (with the fused ReLU if any) and all three gradients of `s` against the reference.
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Conv2d) -> Result<Vec<CaseReport>> {
+    let shape =
+        format!("{}->{} k{}{}", check::shape4(s.n, s.cin, s.h, s.w), s.cout, s.k, if s.relu { " relu" } else { "" });
+    let (x, w, b, dz) = (
+        check::random(rng, s.input_len()),
+        check::random(rng, s.weight_len()),
+        check::random(rng, s.cout),
+        check::random(rng, s.output_len()),
+    );
+    let (x64, w64, b64, dz64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dz));
+    let (gx, gw, gb, gdz) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dz", &dz)?);
+    let (dx, dw, db) = reference::backward(s, &x64, &w64, &dz64);
+    let mut out = Vec::new();
+    let mut run = |name: &str, len: usize, d: &dyn Fn(&BufferView) -> Result<Dispatch>, want: &[f64]| -> Result<()> {
+        let result = check::poisoned(gpu, name, len)?;
+        gpu.run(&[&d(&result)?])?;
+        out.push(check::compare(name, &shape, &gpu.read::<f32>(&result)?, want));
+        Ok(())
+    };
+    let y = reference::forward(s, &x64, &w64, &b64);
+    run("conv2d forward", s.output_len(), &|y| s.forward(gpu, &gx, &gw, &gb, y), &y)?;
+    run("conv2d backward_input", s.input_len(), &|dx| s.backward_input(gpu, &gdz, &gw, dx), &dx)?;
+    run("conv2d backward_weight", s.weight_len(), &|dw| s.backward_weight(gpu, &gx, &gdz, dw), &dw)?;
+    run("conv2d backward_bias", s.cout, &|db| s.backward_bias(gpu, &gdz, db), &db)?;
+    Ok(out)
+}
+
+/// The awkward shapes: odd sizes, batch 1 and 2, cin 1, channel counts that leave a partial
+/// channel tile or reduction workgroup, both kernel sizes, with and without ReLU, and reductions
+/// from 1 to 128 invocations an output, in one workgroup or several.
+pub const CHECK_SHAPES: &[Conv2d] = &[
+    Conv2d { n: 1, cin: 3, cout: 5, h: 17, w: 23, k: 3, relu: true },
+    Conv2d { n: 2, cin: 33, cout: 5, h: 9, w: 7, k: 3, relu: false },
+    Conv2d { n: 2, cin: 5, cout: 33, h: 8, w: 8, k: 1, relu: false },
+    Conv2d { n: 1, cin: 1, cout: 3, h: 17, w: 23, k: 3, relu: true },
+    Conv2d { n: 2, cin: 3, cout: 2, h: 61, w: 67, k: 3, relu: false },
+];
+
+pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for s in CHECK_SHAPES {
+        out.extend(check(gpu, rng, s)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,214 @@
+//! 2-D transposed convolution with a 2×2 kernel and stride 2 (`shaders/conv_transpose2d.wgsl`),
+//! the U-Net's upsampling: Keras `Conv2DTranspose(filters, 2, strides=2)`, PyTorch
+//! `ConvTranspose2d(cin, cout, 2, stride=2)`. No activation. The bias gradient is conv2d's
+//! per-channel sum.
+
+use anyhow::{bail, Result};
+
+use crate::check::{self, CaseReport, CheckRng};
+use crate::device::Gpu;
+use crate::kernel::{BufferView, Dispatch, KernelSpec};
+use crate::ops::conv2d::{channel_sum, channel_tile, require_len, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
+
+/// Input `h×w`, output `2h×2w`. The weights are bound as `vec4`s, so a weight view's size must
+/// be a multiple of 16 bytes (it is: `weight_len` is a multiple of 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2d {
+    pub n: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    _pad: [u32; 3],
+}
+
+impl ConvTranspose2d {
+    /// Layout `[cin][cout][2][2]` (PyTorch).
+    pub fn weight_len(&self) -> usize {
+        self.cin * self.cout * 4
+    }
+    pub fn input_len(&self) -> usize {
+        self.n * self.cin * self.h * self.w
+    }
+    pub fn output_len(&self) -> usize {
+        self.n * self.cout * 4 * self.h * self.w
+    }
+    /// Forward multiply-adds ×2.
+    pub fn flops(&self) -> u64 {
+        2 * (self.output_len() * self.cin) as u64
+    }
+
+    fn params(&self) -> Result<Params> {
+        if [self.n, self.cin, self.cout, self.h, self.w].contains(&0) {
+            bail!("conv_transpose2d with an empty dimension: {self:?}");
+        }
+        Ok(Params {
+            n: self.n as u32,
+            cin: self.cin as u32,
+            cout: self.cout as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            _pad: [0; 3],
+        })
+    }
+
+    /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch.
+    fn tiled(&self, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
+        let tile = channel_tile(channels);
+        let spec = KernelSpec::new("conv_transpose2d", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
+        let grid =
+            [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
+        (spec, grid)
+    }
+
+    /// `y[n,co,2i+a,2j+c] = b[co] + Σ_ci x[n,ci,i,j] w[ci,co,a,c]`.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        w: &BufferView,
+        b: &BufferView,
+        y: &BufferView,
+    ) -> Result<Dispatch> {
+        let params = self.params()?;
+        require_len(x, self.input_len(), "conv_transpose2d forward")?;
+        require_len(w, self.weight_len(), "conv_transpose2d forward")?;
+        require_len(b, self.cout, "conv_transpose2d forward")?;
+        require_len(y, self.output_len(), "conv_transpose2d forward")?;
+        let (spec, grid) = self.tiled("forward", self.cout);
+        Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
+    }
+
+    /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`.
+    pub fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+        let params = self.params()?;
+        require_len(dy, self.output_len(), "conv_transpose2d backward_input")?;
+        require_len(w, self.weight_len(), "conv_transpose2d backward_input")?;
+        require_len(dx, self.input_len(), "conv_transpose2d backward_input")?;
+        let (spec, grid) = self.tiled("backward_input", self.cin);
+        Dispatch::new(gpu, &spec, &params, &[(5, dy), (2, w), (6, dx)], grid)
+    }
+
+    /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`, reducing over the N·h·w input
+    /// pixels split across a workgroup (see [`Reduction`]).
+    pub fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
+        let params = self.params()?;
+        require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
+        require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
+        require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
+        let tile = channel_tile(self.cin).min(MAX_WEIGHT_TILE);
+        let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
+        let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
+        Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dy), (7, dw)], [r.groups, self.cout as u32, 1])
+    }
+
+    /// `db[co] = Σ_n,pixel dy[n,co,pixel]`.
+    pub fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
+        self.params()?;
+        channel_sum(gpu, self.n, self.cout, 4 * self.h * self.w, dy, db)
+    }
+}
+
+/// Plain f64 references.
+pub mod reference {
+    use super::ConvTranspose2d;
+
+    /// Calls `f(y index, x index, w index)` for every multiply-add of the transposed convolution.
+    fn for_each_tap(s: &ConvTranspose2d, mut f: impl FnMut(usize, usize, usize)) {
+        let (oh, ow) = (2 * s.h, 2 * s.w);
+        for n in 0..s.n {
+            for ci in 0..s.cin {
+                for co in 0..s.cout {
+                    for i in 0..s.h {
+                        for j in 0..s.w {
+                            for a in 0..2 {
+                                for c in 0..2 {
+                                    let yi = ((n * s.cout + co) * oh + 2 * i + a) * ow + 2 * j + c;
+                                    let xi = ((n * s.cin + ci) * s.h + i) * s.w + j;
+                                    let wi = ((ci * s.cout + co) * 2 + a) * 2 + c;
+                                    f(yi, xi, wi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(s: &ConvTranspose2d, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let plane = 4 * s.h * s.w;
+        let mut y: Vec<f64> = (0..s.output_len()).map(|i| b[i / plane % s.cout]).collect();
+        for_each_tap(s, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
+        y
+    }
+
+    /// `(dx, dw, db)`.
+    pub fn backward(s: &ConvTranspose2d, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let plane = 4 * s.h * s.w;
+        let (mut dx, mut dw, mut db) = (vec![0.0; s.input_len()], vec![0.0; s.weight_len()], vec![0.0; s.cout]);
+        for_each_tap(s, |yi, xi, wi| {
+            dx[xi] += dy[yi] * w[wi];
+            dw[wi] += dy[yi] * x[xi];
+        });
+        for (i, g) in dy.iter().enumerate() {
+            db[i / plane % s.cout] += g;
+        }
+        (dx, dw, db)
+    }
+}
+
+/// Forward and all three gradients of `s` against the reference.
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &ConvTranspose2d) -> Result<Vec<CaseReport>> {
+    let shape = format!("{}->{}", check::shape4(s.n, s.cin, s.h, s.w), s.cout);
+    let (x, w, b, dy) = (
+        check::random(rng, s.input_len()),
+        check::random(rng, s.weight_len()),
+        check::random(rng, s.cout),
+        check::random(rng, s.output_len()),
+    );
+    let (x64, w64, b64, dy64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dy));
+    let (gx, gw, gb, gdy) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dy", &dy)?);
+    let (dx, dw, db) = reference::backward(s, &x64, &w64, &dy64);
+    let mut out = Vec::new();
+    let mut run = |name: &str, len: usize, d: &dyn Fn(&BufferView) -> Result<Dispatch>, want: &[f64]| -> Result<()> {
+        let result = check::poisoned(gpu, name, len)?;
+        gpu.run(&[&d(&result)?])?;
+        out.push(check::compare(name, &shape, &gpu.read::<f32>(&result)?, want));
+        Ok(())
+    };
+    let y = reference::forward(s, &x64, &w64, &b64);
+    run("conv_transpose2d forward", s.output_len(), &|y| s.forward(gpu, &gx, &gw, &gb, y), &y)?;
+    run("conv_transpose2d backward_input", s.input_len(), &|dx| s.backward_input(gpu, &gdy, &gw, dx), &dx)?;
+    run("conv_transpose2d backward_weight", s.weight_len(), &|dw| s.backward_weight(gpu, &gx, &gdy, dw), &dw)?;
+    run("conv_transpose2d backward_bias", s.cout, &|db| s.backward_bias(gpu, &gdy, db), &db)?;
+    Ok(out)
+}
+
+/// The awkward shapes: odd sizes, batch 1 and 2, cin 1, channel counts that leave a partial
+/// channel tile or reduction workgroup, and reductions from 1 to 128 invocations an output, in
+/// one workgroup or several.
+pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
+    ConvTranspose2d { n: 1, cin: 3, cout: 5, h: 9, w: 11 },
+    ConvTranspose2d { n: 2, cin: 33, cout: 3, h: 4, w: 5 },
+    ConvTranspose2d { n: 2, cin: 1, cout: 2, h: 3, w: 3 },
+    ConvTranspose2d { n: 2, cin: 33, cout: 9, h: 31, w: 35 },
+];
+
+pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for s in CHECK_SHAPES {
+        out.extend(check(gpu, rng, s)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,366 @@
+//! Losses and their gradients w.r.t. the logits (`shaders/loss.wgsl`): sigmoid + binary
+//! cross-entropy, softmax + cross-entropy, soft Dice, and [`ReduceSum`], which turns per-element
+//! losses into the step loss (and an epoch's running total) without a readback per step.
+//!
+//! Each loss writes its per-element loss unscaled and its gradient already divided by the count
+//! the loss is averaged over and multiplied by `grad_scale`, so BCE and Dice can be summed into one
+//! gradient buffer.
+
+use anyhow::{bail, Result};
+use rand::Rng;
+
+use crate::check::{self, CaseReport, CheckRng};
+use crate::device::Gpu;
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    count: u32,
+    classes: u32,
+    pixels: u32,
+    index: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+impl Params {
+    fn new(count: usize, scale: f64) -> Self {
+        Params { count: count as u32, classes: 0, pixels: 0, index: 0, scale: scale as f32, _pad: [0; 3] }
+    }
+}
+
+const WG: u32 = 256;
+
+/// A kernel reading or writing past the end of a view would silently clamp (robust buffer
+/// access), so sizes are checked here.
+fn need(view: &BufferView, elems: usize, what: &str) -> Result<()> {
+    if view.elems() < elems {
+        bail!("{what} '{}' holds {} elements, the loss needs {elems}", view.name, view.elems());
+    }
+    Ok(())
+}
+
+fn accumulate_flag(accumulate: bool) -> f64 {
+    if accumulate {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Sigmoid + binary cross-entropy from logits z and 0/1 targets t, mean over all `elems`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SigmoidBce {
+    pub elems: usize,
+}
+
+impl SigmoidBce {
+    /// loss[i] = max(z,0) − z·t + log1p(exp(−|z|)) (finite for any z); grad[i] = grad_scale·(σ(z) − t)/elems.
+    /// Loss values are per element and unscaled.
+    pub fn forward_backward(
+        &self,
+        gpu: &Gpu,
+        logits: &BufferView,
+        target: &BufferView,
+        loss: &BufferView,
+        grad: &BufferView,
+        grad_scale: f32,
+    ) -> Result<Dispatch> {
+        let n = self.elems;
+        for (view, what) in [(logits, "logits"), (target, "target"), (loss, "loss"), (grad, "grad")] {
+            need(view, n, what)?;
+        }
+        let spec = KernelSpec::new("loss", "sigmoid_bce", [WG, 1, 1]);
+        let params = Params::new(n, grad_scale as f64 / n as f64);
+        Dispatch::new(gpu, &spec, &params, &[(1, logits), (2, target), (4, loss), (5, grad)], grid_1d(n, WG))
+    }
+}
+
+/// Softmax + cross-entropy over K classes: logits [n, k, hw], labels [n, hw] as u32 class ids
+/// (each < k); mean over the n·hw pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftmaxCe {
+    pub n: usize,
+    pub k: usize,
+    pub hw: usize,
+}
+
+impl SoftmaxCe {
+    /// loss[pixel] = logsumexp(z) − z[label] (max-subtracted), unscaled;
+    /// grad = grad_scale·(softmax − onehot)/(n·hw).
+    pub fn forward_backward(
+        &self,
+        gpu: &Gpu,
+        logits: &BufferView,
+        labels: &BufferView,
+        loss: &BufferView,
+        grad: &BufferView,
+        grad_scale: f32,
+    ) -> Result<Dispatch> {
+        let pixels = self.n * self.hw;
+        need(logits, pixels * self.k, "logits")?;
+        need(labels, pixels, "labels")?;
+        need(loss, pixels, "loss")?;
+        need(grad, pixels * self.k, "grad")?;
+        let spec = KernelSpec::new("loss", "softmax_ce", [WG, 1, 1]);
+        let params = Params {
+            classes: self.k as u32,
+            pixels: self.hw as u32,
+            ..Params::new(pixels, grad_scale as f64 / pixels as f64)
+        };
+        Dispatch::new(gpu, &spec, &params, &[(1, logits), (3, labels), (4, loss), (5, grad)], grid_1d(pixels, WG))
+    }
+}
+
+/// Soft Dice loss per image, averaged over images: p = σ(z); D_i = (2Σp·t + 1)/(Σp + Σt + 1);
+/// loss = mean_i(1 − D_i). The +1 keeps an empty mask with an empty prediction at loss 0.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftDice {
+    pub images: usize,
+    pub pixels: usize,
+}
+
+impl SoftDice {
+    /// Per-image sums (Σp·t, Σp, Σt) into `sums` [images, 3]: one workgroup per image.
+    pub fn sums(&self, gpu: &Gpu, logits: &BufferView, target: &BufferView, sums: &BufferView) -> Result<Dispatch> {
+        let n = self.images * self.pixels;
+        need(logits, n, "logits")?;
+        need(target, n, "target")?;
+        need(sums, 3 * self.images, "sums")?;
+        let spec = KernelSpec::new("loss", "dice_sums", [WG, 1, 1]).workgroup_memory(WG * 16);
+        let params = Params { pixels: self.pixels as u32, ..Params::new(self.images, 0.0) };
+        Dispatch::new(gpu, &spec, &params, &[(1, logits), (2, target), (6, sums)], [self.images as u32, 1, 1])
+    }
+
+    /// The gradient w.r.t. z (through σ) times grad_scale, added into `grad` when `accumulate`
+    /// (bce+dice, after the BCE dispatch wrote it), else written; and 1 − D_i into `loss` [images].
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        logits: &BufferView,
+        target: &BufferView,
+        sums: &BufferView,
+        loss: &BufferView,
+        grad: &BufferView,
+        grad_scale: f32,
+        accumulate: bool,
+    ) -> Result<Dispatch> {
+        let n = self.images * self.pixels;
+        need(logits, n, "logits")?;
+        need(target, n, "target")?;
+        need(sums, 3 * self.images, "sums")?;
+        need(loss, self.images, "loss")?;
+        need(grad, n, "grad")?;
+        let spec =
+            KernelSpec::new("loss", "dice_backward", [WG, 1, 1]).constant("ACCUMULATE", accumulate_flag(accumulate));
+        let params = Params { pixels: self.pixels as u32, ..Params::new(n, grad_scale as f64 / self.images as f64) };
+        let tensors = [(1, logits), (2, target), (7, sums), (4, loss), (5, grad)];
+        Dispatch::new(gpu, &spec, &params, &tensors, grid_1d(n, WG))
+    }
+}
+
+/// out[index] (= or +=) scale · Σ x[..n], in one workgroup (grid-stride loop + tree reduction).
+/// Turns per-element losses into the step loss, and accumulates an epoch's loss on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReduceSum {
+    pub n: usize,
+    pub scale: f32,
+    pub index: usize,
+    pub accumulate: bool,
+}
+
+impl ReduceSum {
+    pub fn dispatch(&self, gpu: &Gpu, x: &BufferView, out: &BufferView) -> Result<Dispatch> {
+        need(x, self.n, "input")?;
+        need(out, self.index + 1, "output")?;
+        let spec = KernelSpec::new("loss", "reduce_sum", [WG, 1, 1])
+            .workgroup_memory(WG * 4)
+            .constant("ACCUMULATE", accumulate_flag(self.accumulate));
+        let params = Params { index: self.index as u32, ..Params::new(self.n, self.scale as f64) };
+        Dispatch::new(gpu, &spec, &params, &[(8, x), (9, out)], [1, 1, 1])
+    }
+}
+
+/// Plain f64 references. Gradients are of the mean loss the GPU ops average (grad_scale = 1).
+pub mod reference {
+    fn sigmoid(z: f64) -> f64 {
+        if z >= 0.0 {
+            1.0 / (1.0 + (-z).exp())
+        } else {
+            z.exp() / (1.0 + z.exp())
+        }
+    }
+
+    /// (per-element loss, gradient of the mean loss).
+    pub fn sigmoid_bce(z: &[f64], t: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let n = z.len() as f64;
+        let loss = z.iter().zip(t).map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()).collect();
+        let grad = z.iter().zip(t).map(|(&z, &t)| (sigmoid(z) - t) / n).collect();
+        (loss, grad)
+    }
+
+    /// (per-pixel loss [n·hw], gradient of the mean loss [n, k, hw]).
+    pub fn softmax_ce(n: usize, k: usize, hw: usize, z: &[f64], labels: &[u32]) -> (Vec<f64>, Vec<f64>) {
+        let mut loss = vec![0.0; n * hw];
+        let mut grad = vec![0.0; n * k * hw];
+        let count = (n * hw) as f64;
+        for img in 0..n {
+            for q in 0..hw {
+                let at = |c: usize| img * k * hw + c * hw + q;
+                let label = labels[img * hw + q] as usize;
+                let m = (0..k).map(|c| z[at(c)]).fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = (0..k).map(|c| (z[at(c)] - m).exp()).sum();
+                loss[img * hw + q] = s.ln() + m - z[at(label)];
+                for c in 0..k {
+                    let onehot = if c == label { 1.0 } else { 0.0 };
+                    grad[at(c)] = ((z[at(c)] - m).exp() / s - onehot) / count;
+                }
+            }
+        }
+        (loss, grad)
+    }
+
+    /// Per image (Σσ(z)·t, Σσ(z), Σt), flattened [images, 3].
+    pub fn dice_sums(images: usize, pixels: usize, z: &[f64], t: &[f64]) -> Vec<f64> {
+        let mut sums = vec![0.0; 3 * images];
+        for i in 0..images {
+            for j in i * pixels..(i + 1) * pixels {
+                let p = sigmoid(z[j]);
+                sums[3 * i] += p * t[j];
+                sums[3 * i + 1] += p;
+                sums[3 * i + 2] += t[j];
+            }
+        }
+        sums
+    }
+
+    /// (per-image loss 1 − D_i, gradient of mean_i(1 − D_i) w.r.t. z).
+    pub fn soft_dice(images: usize, pixels: usize, z: &[f64], t: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let sums = dice_sums(images, pixels, z, t);
+        let mut loss = vec![0.0; images];
+        let mut grad = vec![0.0; images * pixels];
+        for i in 0..images {
+            let denom = sums[3 * i + 1] + sums[3 * i + 2] + 1.0;
+            let dice = (2.0 * sums[3 * i] + 1.0) / denom;
+            loss[i] = 1.0 - dice;
+            for j in i * pixels..(i + 1) * pixels {
+                let p = sigmoid(z[j]);
+                // ∂D/∂p_j = (2t_j − D)/denom, dp/dz = p(1 − p).
+                grad[j] = -(2.0 * t[j] - dice) / denom * p * (1.0 - p) / images as f64;
+            }
+        }
+        (loss, grad)
+    }
+}
+
+/// Every loss kernel on `images` images of `pixels` pixels (`classes` for softmax CE), with
+/// logits of magnitude up to 4 (useful gradients) and up to 100 (saturation: no NaN or inf).
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, images: usize, classes: usize, pixels: usize) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    let n = images * pixels;
+    let scaled = |v: Vec<f64>, s: f64| -> Vec<f64> { v.into_iter().map(|x| x * s).collect() };
+    for amplitude in [4.0f32, 100.0] {
+        let shape = format!("{images}x{pixels} |z|<{amplitude}");
+        let z: Vec<f32> = check::random(rng, n).iter().map(|v| v * amplitude).collect();
+        let t = check::random_mask(rng, n);
+        let (z64, t64) = (check::to_f64(&z), check::to_f64(&t));
+        let gz = gpu.upload("logits", &z)?;
+        let gt = gpu.upload("target", &t)?;
+        let bce = SigmoidBce { elems: n };
+        let dice = SoftDice { images, pixels };
+
+        let (bce_loss, bce_grad) = reference::sigmoid_bce(&z64, &t64);
+        let loss = check::poisoned(gpu, "bce loss", n)?;
+        let grad = check::poisoned(gpu, "bce grad", n)?;
+        gpu.run(&[&bce.forward_backward(gpu, &gz, &gt, &loss, &grad, 0.5)?])?;
+        out.push(check::compare("loss::sigmoid_bce loss", &shape, &gpu.read::<f32>(&loss)?, &bce_loss));
+        out.push(check::compare(
+            "loss::sigmoid_bce grad",
+            &shape,
+            &gpu.read::<f32>(&grad)?,
+            &scaled(bce_grad.clone(), 0.5),
+        ));
+
+        let (dice_loss, dice_grad) = reference::soft_dice(images, pixels, &z64, &t64);
+        let sums = check::poisoned(gpu, "dice sums", 3 * images)?;
+        let loss = check::poisoned(gpu, "dice loss", images)?;
+        let grad = check::poisoned(gpu, "dice grad", n)?;
+        gpu.run(&[&dice.sums(gpu, &gz, &gt, &sums)?, &dice.backward(gpu, &gz, &gt, &sums, &loss, &grad, 0.5, false)?])?;
+        let want_sums = reference::dice_sums(images, pixels, &z64, &t64);
+        out.push(check::compare("loss::dice_sums", &shape, &gpu.read::<f32>(&sums)?, &want_sums));
+        out.push(check::compare("loss::dice_backward loss", &shape, &gpu.read::<f32>(&loss)?, &dice_loss));
+        out.push(check::compare(
+            "loss::dice_backward grad",
+            &shape,
+            &gpu.read::<f32>(&grad)?,
+            &scaled(dice_grad.clone(), 0.5),
+        ));
+
+        // bce+dice as training runs it: BCE writes the gradient, Dice adds to it.
+        let bce_loss_buf = check::poisoned(gpu, "bce loss", n)?;
+        let dice_loss_buf = check::poisoned(gpu, "dice loss", images)?;
+        let grad = check::poisoned(gpu, "bce+dice grad", n)?;
+        gpu.run(&[
+            &bce.forward_backward(gpu, &gz, &gt, &bce_loss_buf, &grad, 1.0)?,
+            &dice.sums(gpu, &gz, &gt, &sums)?,
+            &dice.backward(gpu, &gz, &gt, &sums, &dice_loss_buf, &grad, 1.0, true)?,
+        ])?;
+        let want: Vec<f64> = bce_grad.iter().zip(&dice_grad).map(|(a, b)| a + b).collect();
+        out.push(check::compare("loss::bce+dice grad", &shape, &gpu.read::<f32>(&grad)?, &want));
+
+        let ce = SoftmaxCe { n: images, k: classes, hw: pixels };
+        let shape = format!("{images}x{classes}x{pixels} |z|<{amplitude}");
+        let z: Vec<f32> = check::random(rng, images * classes * pixels).iter().map(|v| v * amplitude).collect();
+        let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
+        let (ce_loss, ce_grad) = reference::softmax_ce(images, classes, pixels, &check::to_f64(&z), &labels);
+        let gz = gpu.upload("logits", &z)?;
+        let glabels = gpu.upload("labels", &labels)?;
+        let loss = check::poisoned(gpu, "ce loss", n)?;
+        let grad = check::poisoned(gpu, "ce grad", z.len())?;
+        gpu.run(&[&ce.forward_backward(gpu, &gz, &glabels, &loss, &grad, 0.5)?])?;
+        out.push(check::compare("loss::softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
+        out.push(check::compare("loss::softmax_ce grad", &shape, &gpu.read::<f32>(&grad)?, &scaled(ce_grad, 0.5)));
+    }
+    Ok(out)
+}
+
+/// [`ReduceSum`] of `n` non-negative values (losses are) into one element of a small output,
+/// written then accumulated; the other elements must stay untouched.
+pub fn check_reduce_sum(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>> {
+    let x: Vec<f32> = check::random(rng, n).iter().map(|v| v.abs()).collect();
+    let sum: f64 = x.iter().map(|&v| v as f64).sum();
+    let gx = gpu.upload("x", &x)?;
+    let index = 2;
+    let before = check::random(rng, 5);
+    let mut out = Vec::new();
+    for accumulate in [false, true] {
+        let scale = 1.0 / n as f32;
+        let mut init = before.clone();
+        if !accumulate {
+            init[index] = f32::NAN;
+        }
+        let gout = gpu.upload("out", &init)?;
+        gpu.run(&[&ReduceSum { n, scale, index, accumulate }.dispatch(gpu, &gx, &gout)?])?;
+        let mut want = check::to_f64(&before);
+        let reduced = scale as f64 * sum;
+        want[index] = if accumulate { want[index] + reduced } else { reduced };
+        let kernel = if accumulate { "loss::reduce_sum +=" } else { "loss::reduce_sum" };
+        out.push(check::compare(kernel, &format!("{n}"), &gpu.read::<f32>(&gout)?, &want));
+    }
+    Ok(out)
+}
+
+/// The family check: K = 2, 3, 5, pixel counts that are not multiples of the workgroup size, one
+/// and several images; ReduceSum over 1, 1000 and 70001 values.
+pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for (images, classes, pixels) in [(1, 2, 17 * 23), (3, 3, 7 * 9), (2, 5, 1000)] {
+        out.extend(check(gpu, rng, images, classes, pixels)?);
+    }
+    for n in [1, 1000, 70001] {
+        out.extend(check_reduce_sum(gpu, rng, n)?);
+    }
+    Ok(out)
+}
