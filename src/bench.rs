@@ -74,13 +74,21 @@ fn profile(gpu: &Gpu, exec: &Executor) -> Result<Vec<(String, f64)>> {
     Ok(out)
 }
 
-pub fn run(gpu: &Gpu, cfg: &ModelConfig, batch: usize, warmup: usize, steps: usize, with_profile: bool) -> Result<BenchResult> {
+pub fn run(
+    gpu: &Gpu,
+    cfg: &ModelConfig,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    with_profile: bool,
+) -> Result<BenchResult> {
     let graph = cfg.build(batch);
     let flops = graph.flops() as f64;
     let program = compile(&graph, Mode::Train(Loss::Bce));
     let params = Arc::new(ParamArena::new(gpu, &program.params)?);
     params.load(gpu, &params.initial_values(1))?;
-    let train = Executor::new(gpu, program, params.clone(), Some(OptimizerConfig { weight_decay: 0.0, decoupled: true }))?;
+    let train =
+        Executor::new(gpu, program, params.clone(), Some(OptimizerConfig { weight_decay: 0.0, decoupled: true }))?;
     let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
     let image: Vec<f32> = (0..train.input().elems()).map(|_| rng.random::<f32>()).collect();
     let mask: Vec<f32> = (0..train.target().elems()).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect();
@@ -94,7 +102,13 @@ pub fn run(gpu: &Gpu, cfg: &ModelConfig, batch: usize, warmup: usize, steps: usi
     let infer_s = time_steps(gpu, warmup, steps, |pass| infer.record_forward(pass))?;
     Ok(BenchResult {
         adapter: gpu.describe(),
-        config: format!("{} size {} filters {} channels {} batch {batch}", cfg.arch.name(), cfg.size, cfg.filters, cfg.channels),
+        config: format!(
+            "{} size {} filters {} channels {} batch {batch}",
+            cfg.arch.name(),
+            cfg.size,
+            cfg.filters,
+            cfg.channels
+        ),
         train_images_per_s: batch as f64 / train_s,
         train_ms_per_step: train_s * 1e3,
         train_gflops: 3.0 * flops / train_s / 1e9,

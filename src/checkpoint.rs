@@ -34,10 +34,7 @@ pub struct RunRecord {
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     std::fs::write(&tmp, bytes).with_context(|| format!("could not write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("could not move {} to {}", tmp.display(), path.display()))?;
     Ok(())
@@ -49,8 +46,9 @@ pub fn save_record(dir: &Path, record: &RunRecord) -> Result<()> {
 
 pub fn load_record(dir: &Path) -> Result<RunRecord> {
     let path = dir.join("model.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{} not found: --model must be a run folder written by `wgunet train`", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("{} not found: --model must be a run folder written by `wgunet train`", path.display())
+    })?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a wgunet model description", path.display()))
 }
 
@@ -59,8 +57,9 @@ pub fn save_weights(path: &Path, params: &[ParamInfo], values: &[Vec<f32>]) -> R
         .iter()
         .zip(values)
         .map(|(p, v)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, p.shape.clone(), bytemuck::cast_slice(v))
-                .expect("shape matches length");
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, p.shape.clone(), bytemuck::cast_slice(v))
+                    .expect("shape matches length");
             (p.name.clone(), view)
         })
         .collect();
@@ -81,7 +80,14 @@ pub fn load_weights(path: &Path, params: &[ParamInfo]) -> Result<Vec<Vec<f32>>> 
                 format!("{} has no tensor '{}': it was saved for another architecture", path.display(), p.name)
             })?;
             if t.shape() != p.shape.as_slice() || t.dtype() != safetensors::Dtype::F32 {
-                bail!("{}: tensor '{}' is {:?} {:?}, the model needs F32 {:?}", path.display(), p.name, t.dtype(), t.shape(), p.shape);
+                bail!(
+                    "{}: tensor '{}' is {:?} {:?}, the model needs F32 {:?}",
+                    path.display(),
+                    p.name,
+                    t.dtype(),
+                    t.shape(),
+                    p.shape
+                );
             }
             Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
         })

@@ -75,7 +75,13 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, params: Arc<ParamArena>, batch: usize, samples: usize) -> Result<Evaluator> {
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        params: Arc<ParamArena>,
+        batch: usize,
+        samples: usize,
+    ) -> Result<Evaluator> {
         let program = compile(&cfg.build(batch), Mode::Evaluate(Loss::Bce));
         let exec = Executor::new(gpu, program, params, None)?;
         let batches = samples.div_ceil(batch).max(1);

@@ -195,7 +195,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(gpu: &Gpu, program: Program, params: Arc<ParamArena>, optimizer: Option<OptimizerConfig>) -> Result<Executor> {
+    pub fn new(
+        gpu: &Gpu,
+        program: Program,
+        params: Arc<ParamArena>,
+        optimizer: Option<OptimizerConfig>,
+    ) -> Result<Executor> {
         let plan = MemoryPlan::new(&program);
         let slots: Vec<BufferView> = plan
             .slot_elems
@@ -209,7 +214,12 @@ impl Executor {
             .enumerate()
             .map(|(b, info)| {
                 let slot = &slots[plan.slot_of[b]];
-                BufferView { buffer: slot.buffer.clone(), offset: 0, bytes: info.len as u64 * 4, name: info.name.clone() }
+                BufferView {
+                    buffer: slot.buffer.clone(),
+                    offset: 0,
+                    bytes: info.len as u64 * 4,
+                    name: info.name.clone(),
+                }
             })
             .collect();
         let build = |steps: &[Step]| -> Result<Vec<Dispatch>> {
@@ -312,9 +322,8 @@ fn dispatch_step(gpu: &Gpu, step: &Step, v: &[BufferView], p: &ParamArena) -> Re
         Step::SliceExtract { s, whole, part } => s.extract(gpu, &v[*whole], &v[*part]),
         Step::ReluBackward { y, dy, dx } => elementwise::relu_backward(gpu, &v[*y], &v[*dy], &v[*dx]),
         Step::Add { a, b, y } => elementwise::add(gpu, &v[*a], &v[*b], &v[*y]),
-        Step::SigmoidBce { elems, logits, target, loss, grad, grad_scale } => {
-            loss::SigmoidBce { elems: *elems }.forward_backward(gpu, &v[*logits], &v[*target], &v[*loss], &v[*grad], *grad_scale)
-        }
+        Step::SigmoidBce { elems, logits, target, loss, grad, grad_scale } => loss::SigmoidBce { elems: *elems }
+            .forward_backward(gpu, &v[*logits], &v[*target], &v[*loss], &v[*grad], *grad_scale),
         Step::SoftDiceSums { images, pixels, logits, target, sums } => {
             loss::SoftDice { images: *images, pixels: *pixels }.sums(gpu, &v[*logits], &v[*target], &v[*sums])
         }
@@ -331,7 +340,8 @@ fn dispatch_step(gpu: &Gpu, step: &Step, v: &[BufferView], p: &ParamArena) -> Re
             )
         }
         Step::ReduceSum { n, scale, x, out, index, accumulate } => {
-            loss::ReduceSum { n: *n, scale: *scale, index: *index, accumulate: *accumulate }.dispatch(gpu, &v[*x], &v[*out])
+            loss::ReduceSum { n: *n, scale: *scale, index: *index, accumulate: *accumulate }
+                .dispatch(gpu, &v[*x], &v[*out])
         }
     }
 }

@@ -40,7 +40,10 @@ impl ParamInfo {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     /// Uniform in ±sqrt(6 / (fan_in + fan_out)).
-    GlorotUniform { fan_in: usize, fan_out: usize },
+    GlorotUniform {
+        fan_in: usize,
+        fan_out: usize,
+    },
     Zeros,
 }
 
@@ -166,26 +169,112 @@ pub enum Loss {
 /// their gradients in another of the same layout.
 #[derive(Clone, Debug)]
 pub enum Step {
-    Conv2dForward { s: Conv2d, x: BufId, w: ParamId, b: ParamId, y: BufId },
-    Conv2dBackwardInput { s: Conv2d, dz: BufId, w: ParamId, dx: BufId },
-    Conv2dBackwardWeight { s: Conv2d, x: BufId, dz: BufId, dw: ParamId },
-    Conv2dBackwardBias { s: Conv2d, dz: BufId, db: ParamId },
-    ConvTForward { s: ConvTranspose2d, x: BufId, w: ParamId, b: ParamId, y: BufId },
-    ConvTBackwardInput { s: ConvTranspose2d, dy: BufId, w: ParamId, dx: BufId },
-    ConvTBackwardWeight { s: ConvTranspose2d, x: BufId, dy: BufId, dw: ParamId },
-    ConvTBackwardBias { s: ConvTranspose2d, dy: BufId, db: ParamId },
-    MaxPoolForward { s: MaxPool2d, x: BufId, y: BufId },
-    MaxPoolBackward { s: MaxPool2d, x: BufId, dy: BufId, dx: BufId },
-    UpsampleForward { s: Upsample2x, x: BufId, y: BufId },
-    UpsampleBackward { s: Upsample2x, dy: BufId, dx: BufId },
-    SliceInsert { s: ChannelSlice, part: BufId, whole: BufId },
-    SliceExtract { s: ChannelSlice, whole: BufId, part: BufId },
-    ReluBackward { y: BufId, dy: BufId, dx: BufId },
-    Add { a: BufId, b: BufId, y: BufId },
+    Conv2dForward {
+        s: Conv2d,
+        x: BufId,
+        w: ParamId,
+        b: ParamId,
+        y: BufId,
+    },
+    Conv2dBackwardInput {
+        s: Conv2d,
+        dz: BufId,
+        w: ParamId,
+        dx: BufId,
+    },
+    Conv2dBackwardWeight {
+        s: Conv2d,
+        x: BufId,
+        dz: BufId,
+        dw: ParamId,
+    },
+    Conv2dBackwardBias {
+        s: Conv2d,
+        dz: BufId,
+        db: ParamId,
+    },
+    ConvTForward {
+        s: ConvTranspose2d,
+        x: BufId,
+        w: ParamId,
+        b: ParamId,
+        y: BufId,
+    },
+    ConvTBackwardInput {
+        s: ConvTranspose2d,
+        dy: BufId,
+        w: ParamId,
+        dx: BufId,
+    },
+    ConvTBackwardWeight {
+        s: ConvTranspose2d,
+        x: BufId,
+        dy: BufId,
+        dw: ParamId,
+    },
+    ConvTBackwardBias {
+        s: ConvTranspose2d,
+        dy: BufId,
+        db: ParamId,
+    },
+    MaxPoolForward {
+        s: MaxPool2d,
+        x: BufId,
+        y: BufId,
+    },
+    MaxPoolBackward {
+        s: MaxPool2d,
+        x: BufId,
+        dy: BufId,
+        dx: BufId,
+    },
+    UpsampleForward {
+        s: Upsample2x,
+        x: BufId,
+        y: BufId,
+    },
+    UpsampleBackward {
+        s: Upsample2x,
+        dy: BufId,
+        dx: BufId,
+    },
+    SliceInsert {
+        s: ChannelSlice,
+        part: BufId,
+        whole: BufId,
+    },
+    SliceExtract {
+        s: ChannelSlice,
+        whole: BufId,
+        part: BufId,
+    },
+    ReluBackward {
+        y: BufId,
+        dy: BufId,
+        dx: BufId,
+    },
+    Add {
+        a: BufId,
+        b: BufId,
+        y: BufId,
+    },
     /// Writes per-element losses and the logits' gradient.
-    SigmoidBce { elems: usize, logits: BufId, target: BufId, loss: BufId, grad: BufId, grad_scale: f32 },
+    SigmoidBce {
+        elems: usize,
+        logits: BufId,
+        target: BufId,
+        loss: BufId,
+        grad: BufId,
+        grad_scale: f32,
+    },
     /// Per-image soft Dice sums Σσ(z)·t, Σσ(z), Σt.
-    SoftDiceSums { images: usize, pixels: usize, logits: BufId, target: BufId, sums: BufId },
+    SoftDiceSums {
+        images: usize,
+        pixels: usize,
+        logits: BufId,
+        target: BufId,
+        sums: BufId,
+    },
     /// Per-image Dice loss and the logits' gradient (added to `grad` when `accumulate`).
     SoftDiceGrad {
         images: usize,
@@ -199,7 +288,14 @@ pub enum Step {
         accumulate: bool,
     },
     /// `out[index] (+)= scale · Σ x`.
-    ReduceSum { n: usize, scale: f32, x: BufId, out: BufId, index: usize, accumulate: bool },
+    ReduceSum {
+        n: usize,
+        scale: f32,
+        x: BufId,
+        out: BufId,
+        index: usize,
+        accumulate: bool,
+    },
 }
 
 impl Step {

@@ -50,7 +50,13 @@ pub enum EvalData {
     List(PathBuf),
 }
 
-pub fn eval(run: &Path, data: &EvalData, device: &DeviceChoice, batch: usize, json_out: Option<&Path>) -> Result<Metrics> {
+pub fn eval(
+    run: &Path,
+    data: &EvalData,
+    device: &DeviceChoice,
+    batch: usize,
+    json_out: Option<&Path>,
+) -> Result<Metrics> {
     let model = LoadedModel::open(run, device)?;
     let pre = model.preprocess();
     let (samples, label) = match data {
@@ -98,11 +104,14 @@ fn images_in(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(input).with_context(|| format!("--input {} is neither a file nor a folder", input.display()))?;
+    let entries = std::fs::read_dir(input)
+        .with_context(|| format!("--input {} is neither a file nor a folder", input.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
         })
         .collect();
     files.sort();
@@ -134,7 +143,9 @@ pub fn predict(run: &Path, input: &Path, output: &Path, device: &DeviceChoice, b
             let map = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(size, size, prob).expect("size");
             let (w, h) = sample.native_size;
             let native = image::imageops::resize(&map, w, h, image::imageops::FilterType::Triangle);
-            let mask = image::GrayImage::from_fn(w, h, |x, y| image::Luma([if native.get_pixel(x, y).0[0] > 0.5 { 255 } else { 0 }]));
+            let mask = image::GrayImage::from_fn(w, h, |x, y| {
+                image::Luma([if native.get_pixel(x, y).0[0] > 0.5 { 255 } else { 0 }])
+            });
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("mask");
             let path = output.join(format!("{stem}.png"));
             let mut bytes = Vec::new();

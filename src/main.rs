@@ -14,7 +14,11 @@ use wgunet::train::{self, DataSource, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu};
 
 #[derive(Parser)]
-#[command(name = "wgunet", version, about = "Train, evaluate and apply U-Net segmentation models on any GPU (wgpu + WGSL)")]
+#[command(
+    name = "wgunet",
+    version,
+    about = "Train, evaluate and apply U-Net segmentation models on any GPU (wgpu + WGSL)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -221,7 +225,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             std::fs::create_dir_all(&out)?;
             split::write_list(&out.join("train.txt"), &tr)?;
             split::write_list(&out.join("test.txt"), &te)?;
-            println!("wrote {} ({} pairs) and {} ({} pairs)", out.join("train.txt").display(), tr.len(), out.join("test.txt").display(), te.len());
+            println!(
+                "wrote {} ({} pairs) and {} ({} pairs)",
+                out.join("train.txt").display(),
+                tr.len(),
+                out.join("test.txt").display(),
+                te.len()
+            );
         }
         Command::Synth { out, count, size, seed } => {
             let n = synth::write_dataset(&out, count, seed, size)?;
@@ -278,7 +288,8 @@ fn print_info(cfg: &ModelConfig, batch: usize) {
     let graph = cfg.build(batch);
     println!("{:<18} {:<16} {:>18} {:>10}", "layer", "op", "output (NCHW)", "params");
     for node in &graph.nodes {
-        let params: usize = graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
+        let params: usize =
+            graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
         let op = format!("{:?}", node.op);
         let op = op.split([' ', '{', '(']).next().unwrap_or("");
         let [n, c, h, w] = node.shape;

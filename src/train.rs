@@ -63,7 +63,13 @@ pub struct Dataset {
 }
 
 /// Loads the data of `source` at `size`, writing the split lists into `out` when there are files.
-pub fn load_dataset(source: &DataSource, size: usize, channels: Option<usize>, seed: u64, out: &Path) -> Result<Dataset> {
+pub fn load_dataset(
+    source: &DataSource,
+    size: usize,
+    channels: Option<usize>,
+    seed: u64,
+    out: &Path,
+) -> Result<Dataset> {
     match source {
         DataSource::Synthetic { count } => {
             let all = synth::samples(seed, *count, size);
@@ -82,7 +88,13 @@ pub fn load_dataset(source: &DataSource, size: usize, channels: Option<usize>, s
             let pairing = pairs::find_pairs(dir)?;
             println!("{}", pairs::describe(&pairing));
             let (tr, te) = split::split(&pairing.pairs, *train, seed, *max_images)?;
-            println!("split {:.0}/{:.0} with seed {seed}: {} train, {} test", train * 100.0, (1.0 - train) * 100.0, tr.len(), te.len());
+            println!(
+                "split {:.0}/{:.0} with seed {seed}: {} train, {} test",
+                train * 100.0,
+                (1.0 - train) * 100.0,
+                tr.len(),
+                te.len()
+            );
             split::write_list(&out.join("train.txt"), &tr)?;
             split::write_list(&out.join("test.txt"), &te)?;
             load_lists(&tr, &te, size, channels, DatasetRecord::Lists { source: dir.display().to_string() })
@@ -176,7 +188,12 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     let program = compile(&graph, Mode::Train(o.loss));
     let params = Arc::new(ParamArena::new(&gpu, &program.params)?);
     params.load(&gpu, &params.initial_values(o.seed))?;
-    let exec = Executor::new(&gpu, program, params.clone(), Some(OptimizerConfig { weight_decay: o.weight_decay, decoupled: true }))?;
+    let exec = Executor::new(
+        &gpu,
+        program,
+        params.clone(),
+        Some(OptimizerConfig { weight_decay: o.weight_decay, decoupled: true }),
+    )?;
     let evaluator = Evaluator::new(&gpu, &cfg, params.clone(), batch, data.test.len())?;
     println!(
         "{}: {} parameters, {:.2} GFLOP per image forward, batch {batch}, {} kernels per step; {}",
@@ -205,8 +222,12 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     };
     checkpoint::save_record(&o.out, &record(0, 0))?;
     let csv_path = o.out.join("metrics.csv");
-    let mut csv = std::fs::File::create(&csv_path).with_context(|| format!("could not create {}", csv_path.display()))?;
-    writeln!(csv, "epoch,lr,train_loss,test_loss,mean_pixel_accuracy,mean_iou,mean_dice,micro_iou,micro_dice,train_images_per_s")?;
+    let mut csv =
+        std::fs::File::create(&csv_path).with_context(|| format!("could not create {}", csv_path.display()))?;
+    writeln!(
+        csv,
+        "epoch,lr,train_loss,test_loss,mean_pixel_accuracy,mean_iou,mean_dice,micro_iou,micro_dice,train_images_per_s"
+    )?;
 
     let mut rng = rand_pcg::Pcg64::seed_from_u64(o.seed ^ 0x5eed);
     let mut lr = o.lr;
@@ -243,7 +264,8 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
             if o.augment {
                 gpu.write(&raw_image, &image);
                 gpu.write(&raw_mask, &mask);
-                let t: Vec<ImageTransform> = (0..batch).map(|_| ImageTransform::random(&mut rng, cfg.size, &aug_cfg)).collect();
+                let t: Vec<ImageTransform> =
+                    (0..batch).map(|_| ImageTransform::random(&mut rng, cfg.size, &aug_cfg)).collect();
                 gpu.write(&transforms, &augment.pack(&t));
             } else {
                 gpu.write(exec.input(), &image);

@@ -55,7 +55,11 @@ fn gradients_match(arch: Arch, channels: usize, loss: Loss) {
     let what = format!("{arch:?} channels {channels} loss {loss:?} (WGUNET_SEED={seed})");
     let e = rel_err(&gpu_logits, &cpu.buffers[program.logits]);
     assert!(e < 1e-5, "{what}: logits differ, rel err {e:.2e}");
-    assert!((gpu_loss - cpu.loss(&program)).abs() < 1e-5 * cpu.loss(&program).abs().max(1.0), "{what}: loss {gpu_loss} vs {}", cpu.loss(&program));
+    assert!(
+        (gpu_loss - cpu.loss(&program)).abs() < 1e-5 * cpu.loss(&program).abs().max(1.0),
+        "{what}: loss {gpu_loss} vs {}",
+        cpu.loss(&program)
+    );
     for ((info, g), c) in program.params.iter().zip(&gpu_grads).zip(&cpu.param_grads) {
         let norm: f64 = c.iter().map(|x| x * x).sum();
         assert!(norm > 0.0, "{what}: reference gradient of {} is zero; the check would prove nothing", info.name);

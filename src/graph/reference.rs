@@ -24,7 +24,9 @@ pub fn run(p: &Program, params: &[Vec<f64>], input: &[f64], target: &[f64]) -> C
     for step in p.steps() {
         use Step::*;
         match step {
-            Conv2dForward { s, x, w, b: bias, y } => b[*y] = conv2d::reference::forward(s, &b[*x], &params[*w], &params[*bias]),
+            Conv2dForward { s, x, w, b: bias, y } => {
+                b[*y] = conv2d::reference::forward(s, &b[*x], &params[*w], &params[*bias])
+            }
             Conv2dBackwardInput { s, dz, w, dx } => {
                 let zeros = vec![0.0; s.input_len()];
                 b[*dx] = conv2d::reference::backward(s, &zeros, &params[*w], &b[*dz]).0;

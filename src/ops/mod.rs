@@ -8,15 +8,15 @@ use anyhow::Result;
 use crate::check::{CaseReport, CheckRng};
 use crate::device::Gpu;
 
+pub mod adam;
+pub mod augment;
+pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod elementwise;
 pub mod loss;
-pub mod adam;
-pub mod pool;
-pub mod concat;
 pub mod metrics;
-pub mod augment;
+pub mod pool;
 
 /// A kernel family and its check over the standard awkward shapes.
 pub struct Family {
@@ -24,25 +24,27 @@ pub struct Family {
     pub check: fn(&Gpu, &mut CheckRng) -> Result<Vec<CaseReport>>,
 }
 
-pub static FAMILIES: &[Family] = &[Family {
-    name: "elementwise",
-    check: |gpu, rng| {
-        let mut out = Vec::new();
-        for n in [1, 3 * 17 * 23, 2 * 33 * 9 * 7] {
-            out.extend(elementwise::check(gpu, rng, n)?);
-        }
-        Ok(out)
+pub static FAMILIES: &[Family] = &[
+    Family {
+        name: "elementwise",
+        check: |gpu, rng| {
+            let mut out = Vec::new();
+            for n in [1, 3 * 17 * 23, 2 * 33 * 9 * 7] {
+                out.extend(elementwise::check(gpu, rng, n)?);
+            }
+            Ok(out)
+        },
     },
-},
-Family { name: "conv2d", check: conv2d::check_all },
-Family { name: "conv_transpose2d", check: conv_transpose2d::check_all },
-Family { name: "loss", check: loss::check_all },
-Family { name: "adam", check: adam::check_all },
-Family { name: "max_pool", check: pool::check_all_max_pool },
-Family { name: "upsample", check: pool::check_all_upsample },
-Family { name: "concat", check: concat::check_all },
-Family { name: "metrics", check: metrics::check_all },
-Family { name: "augment", check: augment::check_all }];
+    Family { name: "conv2d", check: conv2d::check_all },
+    Family { name: "conv_transpose2d", check: conv_transpose2d::check_all },
+    Family { name: "loss", check: loss::check_all },
+    Family { name: "adam", check: adam::check_all },
+    Family { name: "max_pool", check: pool::check_all_max_pool },
+    Family { name: "upsample", check: pool::check_all_upsample },
+    Family { name: "concat", check: concat::check_all },
+    Family { name: "metrics", check: metrics::check_all },
+    Family { name: "augment", check: augment::check_all },
+];
 
 pub fn family(name: &str) -> &'static Family {
     FAMILIES.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no kernel family named {name}"))
