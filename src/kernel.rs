@@ -39,6 +39,8 @@ pub static SHADERS: &[Shader] = &[
     shader!("adam"),
     shader!("metrics"),
     shader!("augment"),
+    shader!("batchnorm"),
+    shader!("dropout"),
 ];
 
 pub fn shader(name: &str) -> &'static Shader {
@@ -145,10 +147,12 @@ impl Gpu {
             modules
                 .entry(shader.name)
                 .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    let desc = wgpu::ShaderModuleDescriptor {
                         label: Some(shader.name),
                         source: wgpu::ShaderSource::Wgsl(full_source(shader).into()),
-                    })
+                    };
+                    let checks = wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
                 })
                 .clone()
         };

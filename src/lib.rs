@@ -16,6 +16,7 @@ pub mod infer;
 pub mod kernel;
 pub mod model;
 pub mod ops;
+pub mod report;
 pub mod selftest;
 pub mod train;
 

@@ -64,3 +64,13 @@ fn adam() {
 fn augment() {
     check_family("augment");
 }
+
+#[test]
+fn batchnorm() {
+    check_family("batchnorm");
+}
+
+#[test]
+fn dropout() {
+    check_family("dropout");
+}

@@ -10,9 +10,11 @@ use crate::device::Gpu;
 
 pub mod adam;
 pub mod augment;
+pub mod batchnorm;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod metrics;
@@ -44,6 +46,8 @@ pub static FAMILIES: &[Family] = &[
     Family { name: "concat", check: concat::check_all },
     Family { name: "metrics", check: metrics::check_all },
     Family { name: "augment", check: augment::check_all },
+    Family { name: "batchnorm", check: batchnorm::check_all },
+    Family { name: "dropout", check: dropout::check_all },
 ];
 
 pub fn family(name: &str) -> &'static Family {

@@ -1,0 +1,326 @@
+//! Batch normalisation over NCHW, per channel (`shaders/batchnorm.wgsl`), as Keras'
+//! `BatchNormalization(axis=1)`: training mode normalises with the batch statistics and updates
+//! the running ones; inference mode uses the running statistics.
+//!
+//! Training forward saves the batch mean and biased variance in `stats` [c, 2] for backward.
+//! The running variance is updated with the *unbiased* batch variance (× m/(m − 1), m = N·H·W),
+//! as PyTorch and TensorFlow's fused kernel do (Keras 3's own path uses the biased one; the two
+//! differ by a factor m/(m − 1), negligible at U-Net sizes). With m = 1 the biased one (0) is used.
+
+use anyhow::{bail, Result};
+
+use crate::check::{self, CaseReport, CheckRng};
+use crate::device::Gpu;
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::ops::conv2d::require_len;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNorm {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    /// Added to the variance (Keras: 1e-3).
+    pub eps: f32,
+    /// running = momentum·running + (1 − momentum)·batch (Keras: 0.99).
+    pub momentum: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    hw: u32,
+    eps: f32,
+    momentum: f32,
+    _pad: [u32; 3],
+}
+
+/// Invocations per workgroup: the element-wise kernels, and each channel's reduction.
+const WG: u32 = 256;
+
+impl BatchNorm {
+    /// Keras' defaults: ε = 1e-3, momentum 0.99.
+    pub fn keras(n: usize, c: usize, hw: usize) -> BatchNorm {
+        BatchNorm { n, c, hw, eps: 1e-3, momentum: 0.99 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.n * self.c * self.hw
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn params(&self) -> Result<Params> {
+        if self.is_empty() {
+            bail!("batch norm with an empty dimension: {self:?}");
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            bail!("batch norm needs ε > 0 (a constant channel would divide by zero): {self:?}");
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            bail!("batch norm momentum must be in [0, 1]: {self:?}");
+        }
+        Ok(Params {
+            n: self.n as u32,
+            c: self.c as u32,
+            hw: self.hw as u32,
+            eps: self.eps,
+            momentum: self.momentum,
+            _pad: [0; 3],
+        })
+    }
+
+    fn check_lens(&self, op: &str, tensors: &[&BufferView], channel: &[&BufferView]) -> Result<()> {
+        for t in tensors {
+            require_len(t, self.len(), op)?;
+        }
+        for t in channel {
+            require_len(t, self.c, op)?;
+        }
+        Ok(())
+    }
+
+    /// One workgroup per channel (a reduction over its N·H·W values).
+    fn per_channel(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &BufferView)]) -> Result<Dispatch> {
+        let spec = KernelSpec::new("batchnorm", entry, [WG, 1, 1]).workgroup_memory(WG * 8);
+        Dispatch::new(gpu, &spec, &self.params()?, tensors, [self.c as u32, 1, 1])
+    }
+
+    fn elementwise(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &BufferView)]) -> Result<Dispatch> {
+        let spec = KernelSpec::new("batchnorm", entry, [WG, 1, 1]);
+        Dispatch::new(gpu, &spec, &self.params()?, tensors, grid_1d(self.len(), WG))
+    }
+
+    /// Training mode, two dispatches: the batch mean and biased variance of each channel into
+    /// `stats` [c, 2] with `running_mean` / `running_var` [c] updated in place, then
+    /// y = γ·(x − μ)/√(σ² + ε) + β.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_train(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        gamma: &BufferView,
+        beta: &BufferView,
+        y: &BufferView,
+        stats: &BufferView,
+        running_mean: &BufferView,
+        running_var: &BufferView,
+    ) -> Result<Vec<Dispatch>> {
+        let op = "batch norm forward_train";
+        self.check_lens(op, &[x, y], &[gamma, beta, running_mean, running_var])?;
+        require_len(stats, 2 * self.c, op)?;
+        Ok(vec![
+            self.per_channel(gpu, "batch_stats", &[(1, x), (4, stats), (5, running_mean), (6, running_var)])?,
+            self.elementwise(gpu, "normalize_batch", &[(1, x), (2, gamma), (3, beta), (4, stats), (7, y)])?,
+        ])
+    }
+
+    /// Inference mode: y = γ·(x − running_mean)/√(running_var + ε) + β; nothing updated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_infer(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        gamma: &BufferView,
+        beta: &BufferView,
+        running_mean: &BufferView,
+        running_var: &BufferView,
+        y: &BufferView,
+    ) -> Result<Dispatch> {
+        self.check_lens("batch norm forward_infer", &[x, y], &[gamma, beta, running_mean, running_var])?;
+        let tensors = [(1, x), (2, gamma), (3, beta), (5, running_mean), (6, running_var), (7, y)];
+        self.elementwise(gpu, "normalize_running", &tensors)
+    }
+
+    /// Training-mode backward, two dispatches: dβ = Σdy and dγ = Σdy·x̂ per channel (written,
+    /// not accumulated), then dx, which reads them back as the two sums it needs. `stats` is
+    /// what [`forward_train`](Self::forward_train) saved for the same `x`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        gamma: &BufferView,
+        stats: &BufferView,
+        dy: &BufferView,
+        dx: &BufferView,
+        dgamma: &BufferView,
+        dbeta: &BufferView,
+    ) -> Result<Vec<Dispatch>> {
+        let op = "batch norm backward";
+        self.check_lens(op, &[x, dy, dx], &[gamma, dgamma, dbeta])?;
+        require_len(stats, 2 * self.c, op)?;
+        Ok(vec![
+            self.per_channel(gpu, "backward_sums", &[(1, x), (4, stats), (8, dy), (10, dgamma), (11, dbeta)])?,
+            self.elementwise(
+                gpu,
+                "backward_input",
+                &[(1, x), (2, gamma), (4, stats), (8, dy), (9, dx), (10, dgamma), (11, dbeta)],
+            )?,
+        ])
+    }
+}
+
+/// Plain f64 references, with ε and momentum as the GPU sees them (f32).
+pub mod reference {
+    use super::BatchNorm;
+
+    /// Flat index of value `j` of channel `c` in image `n`.
+    fn at(s: &BatchNorm, n: usize, c: usize, j: usize) -> usize {
+        (n * s.c + c) * s.hw + j
+    }
+
+    /// Calls `f(index)` for every value of channel `c`.
+    fn for_channel(s: &BatchNorm, c: usize, mut f: impl FnMut(usize)) {
+        for n in 0..s.n {
+            for j in 0..s.hw {
+                f(at(s, n, c, j));
+            }
+        }
+    }
+
+    /// Per-channel (mean, biased variance), flattened [c, 2].
+    pub fn batch_stats(s: &BatchNorm, x: &[f64]) -> Vec<f64> {
+        let m = (s.n * s.hw) as f64;
+        let mut stats = vec![0.0; 2 * s.c];
+        for c in 0..s.c {
+            let mut sum = 0.0;
+            for_channel(s, c, |i| sum += x[i]);
+            let mean = sum / m;
+            let mut squares = 0.0;
+            for_channel(s, c, |i| squares += (x[i] - mean).powi(2));
+            stats[2 * c] = mean;
+            stats[2 * c + 1] = squares / m;
+        }
+        stats
+    }
+
+    fn normalize(s: &BatchNorm, x: &[f64], gamma: &[f64], beta: &[f64], mean: &[f64], var: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; s.len()];
+        for c in 0..s.c {
+            let rstd = 1.0 / (var[c] + s.eps as f64).sqrt();
+            for_channel(s, c, |i| y[i] = gamma[c] * (x[i] - mean[c]) * rstd + beta[c]);
+        }
+        y
+    }
+
+    /// (y, stats [c, 2]); running statistics updated in place, the variance with the unbiased
+    /// batch variance (the biased one when N·H·W = 1).
+    pub fn forward_train(
+        s: &BatchNorm,
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        running_mean: &mut [f64],
+        running_var: &mut [f64],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let stats = batch_stats(s, x);
+        let mean: Vec<f64> = stats.iter().step_by(2).copied().collect();
+        let var: Vec<f64> = stats.iter().skip(1).step_by(2).copied().collect();
+        let m = (s.n * s.hw) as f64;
+        let bessel = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let momentum = s.momentum as f64;
+        for c in 0..s.c {
+            running_mean[c] = momentum * running_mean[c] + (1.0 - momentum) * mean[c];
+            running_var[c] = momentum * running_var[c] + (1.0 - momentum) * var[c] * bessel;
+        }
+        (normalize(s, x, gamma, beta, &mean, &var), stats)
+    }
+
+    pub fn forward_infer(
+        s: &BatchNorm,
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        running_mean: &[f64],
+        running_var: &[f64],
+    ) -> Vec<f64> {
+        normalize(s, x, gamma, beta, running_mean, running_var)
+    }
+
+    /// Training-mode (dx, dγ, dβ): the gradient flows through the batch mean and variance too.
+    pub fn backward(s: &BatchNorm, x: &[f64], gamma: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let stats = batch_stats(s, x);
+        let m = (s.n * s.hw) as f64;
+        let (mut dx, mut dgamma, mut dbeta) = (vec![0.0; s.len()], vec![0.0; s.c], vec![0.0; s.c]);
+        for c in 0..s.c {
+            let (mean, rstd) = (stats[2 * c], 1.0 / (stats[2 * c + 1] + s.eps as f64).sqrt());
+            let xhat = |i: usize| (x[i] - mean) * rstd;
+            for_channel(s, c, |i| {
+                dbeta[c] += dy[i];
+                dgamma[c] += dy[i] * xhat(i);
+            });
+            for_channel(s, c, |i| dx[i] = gamma[c] * rstd * (dy[i] - (dbeta[c] + xhat(i) * dgamma[c]) / m));
+        }
+        (dx, dgamma, dbeta)
+    }
+}
+
+/// Training forward (y, stats, both running statistics), inference forward and the training
+/// backward of `s` against the reference. Inputs are u + a per-channel offset of up to ±4, with u
+/// uniform in [-1, 1), where a one-pass E[x²] − E[x]² would lose digits. dy = r + 0.5 + 0.5·u
+/// (r random) has a mean and a component along x̂, so dβ = Σdy and dγ = Σdy·x̂ are not sums of
+/// random signs that happen to nearly cancel (their relative error is unbounded, and channels = 1
+/// compares a single value). Running variances start positive.
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &BatchNorm) -> Result<Vec<CaseReport>> {
+    let shape = check::shape4(s.n, s.c, s.hw, 1);
+    let offsets: Vec<f32> = check::random(rng, s.c).iter().map(|v| 4.0 * v).collect();
+    let u = check::random(rng, s.len());
+    let x: Vec<f32> = u.iter().enumerate().map(|(i, v)| v + offsets[i / s.hw % s.c]).collect();
+    let dy: Vec<f32> = check::random(rng, s.len()).iter().zip(&u).map(|(r, u)| r + 0.5 + 0.5 * u).collect();
+    let (gamma, beta) = (check::random(rng, s.c), check::random(rng, s.c));
+    let running_mean = check::random(rng, s.c);
+    let running_var: Vec<f32> = check::random(rng, s.c).iter().map(|v| 1.0 + v.abs()).collect();
+    let [x64, gamma64, beta64, dy64] = [&x, &gamma, &beta, &dy].map(|v| check::to_f64(v));
+    let (mut rm64, mut rv64) = (check::to_f64(&running_mean), check::to_f64(&running_var));
+
+    let (gx, ggamma, gbeta, gdy) =
+        (gpu.upload("x", &x)?, gpu.upload("gamma", &gamma)?, gpu.upload("beta", &beta)?, gpu.upload("dy", &dy)?);
+    let (grm, grv) = (gpu.upload("running_mean", &running_mean)?, gpu.upload("running_var", &running_var)?);
+    let read = |v: &BufferView| gpu.read::<f32>(v);
+    let mut out = Vec::new();
+
+    // Inference first, from the running statistics before training updates them.
+    let want = reference::forward_infer(s, &x64, &gamma64, &beta64, &rm64, &rv64);
+    let y = check::poisoned(gpu, "y", s.len())?;
+    gpu.run(&[&s.forward_infer(gpu, &gx, &ggamma, &gbeta, &grm, &grv, &y)?])?;
+    out.push(check::compare("batchnorm forward_infer", &shape, &read(&y)?, &want));
+
+    let (want_y, want_stats) = reference::forward_train(s, &x64, &gamma64, &beta64, &mut rm64, &mut rv64);
+    let (y, stats) = (check::poisoned(gpu, "y", s.len())?, check::poisoned(gpu, "stats", 2 * s.c)?);
+    let train = s.forward_train(gpu, &gx, &ggamma, &gbeta, &y, &stats, &grm, &grv)?;
+    gpu.run(&train.iter().collect::<Vec<_>>())?;
+    out.push(check::compare("batchnorm forward_train y", &shape, &read(&y)?, &want_y));
+    out.push(check::compare("batchnorm forward_train stats", &shape, &read(&stats)?, &want_stats));
+    out.push(check::compare("batchnorm running_mean", &shape, &read(&grm)?, &rm64));
+    out.push(check::compare("batchnorm running_var", &shape, &read(&grv)?, &rv64));
+
+    let (want_dx, want_dgamma, want_dbeta) = reference::backward(s, &x64, &gamma64, &dy64);
+    let dx = check::poisoned(gpu, "dx", s.len())?;
+    let (dgamma, dbeta) = (check::poisoned(gpu, "dgamma", s.c)?, check::poisoned(gpu, "dbeta", s.c)?);
+    let backward = s.backward(gpu, &gx, &ggamma, &stats, &gdy, &dx, &dgamma, &dbeta)?;
+    gpu.run(&backward.iter().collect::<Vec<_>>())?;
+    out.push(check::compare("batchnorm backward dx", &shape, &read(&dx)?, &want_dx));
+    out.push(check::compare("batchnorm backward dgamma", &shape, &read(&dgamma)?, &want_dgamma));
+    out.push(check::compare("batchnorm backward dbeta", &shape, &read(&dbeta)?, &want_dbeta));
+    Ok(out)
+}
+
+/// The awkward shapes: batch 1 and 4, channels 1, 3, 5, 33, planes of 17·23 (more values than a
+/// workgroup has invocations, not a multiple of it) and of 1, including N·H·W = 1, where the
+/// variance is 0 and only ε keeps 1/√(σ² + ε) finite.
+pub const CHECK_SHAPES: &[(usize, usize, usize)] =
+    &[(1, 3, 17 * 23), (4, 5, 17 * 23), (4, 1, 17 * 23), (1, 33, 17 * 23), (4, 33, 1), (1, 5, 1), (1, 1, 1)];
+
+pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for &(n, c, hw) in CHECK_SHAPES {
+        // Momentum 0.5 rather than Keras' 0.99, so a wrong running update is not hidden in the
+        // last digits.
+        out.extend(check(gpu, rng, &BatchNorm { momentum: 0.5, ..BatchNorm::keras(n, c, hw) })?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,84 @@
+//! What a person looks at after a run: prediction panels (image | truth | prediction | error
+//! overlay), a contact sheet of the best and worst test images, training curves from
+//! `metrics.csv`, and `report.md` tying them together. Everything is drawn on the CPU into
+//! `image::RgbImage`s with a font compiled into the binary.
+
+mod curves;
+mod draw;
+mod markdown;
+mod panels;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+pub use curves::{curves, CURVES_SIZE};
+pub use markdown::{metric_rows, write_report, ReportInfo};
+pub use panels::{
+    contact_sheet, dice, panel, select_cases, tint, PanelLayout, FALSE_NEGATIVE, FALSE_POSITIVE, MIN_TILE,
+    OVERLAY_ALPHA, TRUE_POSITIVE,
+};
+
+use crate::checkpoint::write_atomic;
+
+/// A panel picture in a run folder, as `report.md` links it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PanelLink {
+    /// "best" or "worst".
+    pub group: String,
+    /// Relative to the run folder, with '/' separators: `panels/best-1.png`.
+    pub path: String,
+    /// The image's name and Dice.
+    pub caption: String,
+}
+
+/// One test image and the model's probability map for it.
+pub struct Case<'a> {
+    pub name: &'a str,
+    /// `[channels, size, size]` in [0, 1].
+    pub image: &'a [f32],
+    /// `[size, size]`, 0 or 1.
+    pub truth: &'a [f32],
+    /// `[size, size]`, probabilities.
+    pub prob: &'a [f32],
+}
+
+/// Writes panels of the `best` highest-Dice and `worst` lowest-Dice cases to
+/// `run_dir/panels/best-N.png` and `worst-N.png`, and all of them to
+/// `run_dir/panels/contact_sheet.png`. Returns the links for [`ReportInfo::panels`].
+pub fn write_panels(
+    run_dir: &Path,
+    cases: &[Case<'_>],
+    channels: usize,
+    size: usize,
+    best: usize,
+    worst: usize,
+) -> Result<Vec<PanelLink>> {
+    let dir = run_dir.join("panels");
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let scores: Vec<f64> = cases.iter().map(|c| dice(c.truth, c.prob)).collect();
+    let (top, bottom) = select_cases(&scores, best, worst);
+    let mut links = Vec::new();
+    let mut rows = Vec::new();
+    for (group, members) in [("best", &top), ("worst", &bottom)] {
+        for (rank, &i) in members.iter().enumerate() {
+            let c = &cases[i];
+            let caption = format!("{}  Dice {:.3}", c.name, scores[i]);
+            let picture = panel(c.image, channels, size, c.truth, c.prob, &caption);
+            let file = format!("{group}-{}.png", rank + 1);
+            save_png(&picture, &dir.join(&file))?;
+            links.push(PanelLink { group: group.to_string(), path: format!("panels/{file}"), caption });
+            rows.push((c.name.to_string(), scores[i], picture));
+        }
+    }
+    save_png(&contact_sheet(&rows, top.len(), bottom.len()), &dir.join("contact_sheet.png"))?;
+    Ok(links)
+}
+
+/// Encodes `img` as PNG and writes it through a temporary file, so a reader never sees half of it.
+pub fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .with_context(|| format!("could not encode {}", path.display()))?;
+    write_atomic(path, &bytes)
+}

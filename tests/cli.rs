@@ -1,0 +1,97 @@
+//! The command line end to end on a tiny generated dataset: synth → split → train → eval →
+//! predict, as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn wgunet(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("wgunet runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "wgunet {} failed:\n{text}", args.join(" "));
+    text
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgunet-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn csv_column(path: &Path, column: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let i = header.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no column {column}"));
+    lines.map(|l| l.split(',').nth(i).unwrap().parse().unwrap()).collect()
+}
+
+fn json_number(path: &Path, key: &str) -> f64 {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v[key].as_f64().unwrap_or_else(|| panic!("{} has no number {key}", path.display()))
+}
+
+#[test]
+fn split_train_eval_predict() {
+    let root = temp_dir("e2e");
+    let data = root.join("data");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    wgunet(&["synth", "--out", &s(&data), "--count", "60", "--size", "32", "--seed", "3"]);
+
+    let lists = root.join("lists");
+    let out = wgunet(&["split", "--data", &s(&data), "--train", "0.7", "--seed", "1", "--out", &s(&lists)]);
+    assert!(out.contains("found 60 pairs"), "{out}");
+    let count = |f: &str| std::fs::read_to_string(lists.join(f)).unwrap().lines().count();
+    assert_eq!((count("train.txt"), count("test.txt")), (42, 18));
+
+    let run = root.join("run");
+    let out = wgunet(&[
+        "train", "--train-list", &s(&lists.join("train.txt")), "--test-list", &s(&lists.join("test.txt")),
+        "--device", "cpu", "--size", "32", "--filters", "4", "--epochs", "8", "--batch", "6", "--lr", "3e-3",
+        "--out", &s(&run),
+    ]);
+    assert!(out.contains("mean Dice"), "{out}");
+    for f in ["model.json", "best.safetensors", "last.safetensors", "metrics.csv", "metrics.json", "train.txt", "test.txt"] {
+        assert!(run.join(f).is_file(), "train did not write {f}");
+    }
+    let loss = csv_column(&run.join("metrics.csv"), "train_loss");
+    assert_eq!(loss.len(), 8);
+    assert!(loss[7] < 0.7 * loss[0], "training loss did not fall: {loss:?}");
+
+    // An all-background prediction scores IoU 1 on empty masks and 0 elsewhere.
+    let tests = wgunet::data::split::read_list(&lists.join("test.txt")).unwrap();
+    let pre = wgunet::data::load::Preprocess { size: 32, channels: 1 };
+    let samples = wgunet::data::load::load_all(&tests, &pre).unwrap();
+    let background_iou = samples.iter().filter(|s| s.mask.iter().all(|&m| m == 0.0)).count() as f64 / samples.len() as f64;
+
+    let out = wgunet(&["eval", "--model", &s(&run), "--device", "cpu"]);
+    assert!(out.contains("mean pixel accuracy") && out.contains("mean IoU") && out.contains("mean Dice"), "{out}");
+    let iou = json_number(&run.join("eval.json"), "mean_iou");
+    assert!(iou > background_iou + 0.1, "mean IoU {iou} does not beat all-background {background_iou}");
+    assert_eq!(json_number(&run.join("eval.json"), "images") as usize, 18);
+
+    let masks = root.join("masks");
+    wgunet(&["predict", "--model", &s(&run), "--input", &s(&data.join("images")), "--output", &s(&masks), "--device", "cpu"]);
+    let first = std::fs::read_dir(data.join("images")).unwrap().next().unwrap().unwrap().path();
+    let predicted = image::open(masks.join(first.file_name().unwrap()).with_extension("png")).unwrap().to_luma8();
+    let original = image::open(&first).unwrap();
+    assert_eq!(predicted.dimensions(), (original.width(), original.height()));
+    assert!(predicted.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255), "predicted mask is not 0/255");
+    assert_eq!(std::fs::read_dir(&masks).unwrap().count(), 60);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn bad_size_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
+        .args(["info", "--size", "100"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a multiple of 16") && err.contains("try 96"), "{err}");
+}
