@@ -1,7 +1,7 @@
 // 2-D convolution, stride 1, "same" zero padding: y = act(conv(x, w) + b).
 // x, y: NCHW; w: [cout][cin][K][K]; b: [cout].
 //
-// forward / backward_input: grid (pixel blocks of WG_X, channel tiles, batch). Each invocation
+// forward / backward_input: grid ((image, pixel) blocks of WG_X, channel tiles). Each invocation
 // computes one pixel for TILE channels, so every x (or dz) value it loads feeds TILE
 // multiply-adds. The last tile may be partial: its weight reads are clamped to a valid channel
 // (keeping the inner loop branch-free) and only valid channels are written.
@@ -70,13 +70,20 @@ fn taps(cy: i32, cx: i32, dir: i32, off: ptr<function, array<u32, MAX_KK>>) -> u
     return inside;
 }
 
+// forward / backward_input enumerate (image, pixel) pairs along x — so small deep layers
+// (4×4 planes) still fill whole workgroups — wrapping into z past 65535 workgroups.
+fn pixel_item(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.z * nwg.x * WG_X;
+}
+
 // y[n,co,oy,ox] = act(b[co] + Σ_ci Σ_ky,kx x[n,ci,oy+ky-pad,ox+kx-pad] · w[co,ci,ky,kx])
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = p.h * p.w;
-    let pix = gid.x;
-    if (pix >= plane) { return; }
-    let n = gid.z;
+    let item = pixel_item(gid, nwg);
+    if (item >= p.n * plane) { return; }
+    let n = item / plane;
+    let pix = item % plane;
     let co0 = gid.y * TILE;
     let kk = K * K;
     let last = p.cout - 1u;
@@ -105,11 +112,12 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // dx[n,ci,iy,ix] = Σ_co Σ_ky,kx dz[n,co,iy-ky+pad,ix-kx+pad] · w[co,ci,ky,kx]
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
-fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = p.h * p.w;
-    let pix = gid.x;
-    if (pix >= plane) { return; }
-    let n = gid.z;
+    let item = pixel_item(gid, nwg);
+    if (item >= p.n * plane) { return; }
+    let n = item / plane;
+    let pix = item % plane;
     let ci0 = gid.y * TILE;
     let kk = K * K;
     let last = p.cin - 1u;

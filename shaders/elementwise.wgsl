@@ -35,6 +35,14 @@ fn sigmoid(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     out[i] = 1.0 / (1.0 + exp(-a[i]));
 }
 
+// a = sigmoid output y, b = dy: dσ/dx = y·(1 − y), from the output so x need not be kept.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = b[i] * a[i] * (1.0 - a[i]);
+}
+
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);

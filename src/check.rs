@@ -8,7 +8,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
 use crate::device::Gpu;
-use crate::kernel::BufferView;
+use crate::kernel::{BufferView, Dispatch};
 
 pub type CheckRng = rand_pcg::Pcg64;
 
@@ -91,4 +91,18 @@ pub fn poisoned(gpu: &Gpu, name: &str, n: usize) -> Result<BufferView> {
 /// `N×C×H×W` for report tables.
 pub fn shape4(n: usize, c: usize, h: usize, w: usize) -> String {
     format!("{n}x{c}x{h}x{w}")
+}
+
+/// Builds a kernel that writes one output into a fresh NaN-poisoned buffer of `want.len()`
+/// elements, runs it, and compares the output with `want`.
+pub fn run_case(
+    gpu: &Gpu,
+    kernel: &str,
+    shape: &str,
+    want: &[f64],
+    build: impl FnOnce(&BufferView) -> Result<Dispatch>,
+) -> Result<CaseReport> {
+    let out = poisoned(gpu, kernel, want.len())?;
+    gpu.run(&[&build(&out)?])?;
+    Ok(compare(kernel, shape, &gpu.read::<f32>(&out)?, want))
 }

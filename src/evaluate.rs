@@ -55,11 +55,16 @@ impl Metrics {
 
     pub fn print(&self, label: &str) {
         println!("{label} ({} images):", self.images);
-        println!("  mean pixel accuracy {:.4}", self.mean_pixel_accuracy);
-        println!("  mean IoU            {:.4}", self.mean_iou);
-        println!("  mean Dice           {:.4}", self.mean_dice);
-        println!("  micro IoU           {:.4}", self.micro_iou);
-        println!("  micro Dice          {:.4}", self.micro_dice);
+        self.print_lines("");
+    }
+
+    /// The metric lines alone, each starting with `prefix` (e.g. "native ").
+    pub fn print_lines(&self, prefix: &str) {
+        println!("  {prefix}mean pixel accuracy {:.4}", self.mean_pixel_accuracy);
+        println!("  {prefix}mean IoU            {:.4}", self.mean_iou);
+        println!("  {prefix}mean Dice           {:.4}", self.mean_dice);
+        println!("  {prefix}micro IoU           {:.4}", self.micro_iou);
+        println!("  {prefix}micro Dice          {:.4}", self.micro_dice);
     }
 }
 
@@ -143,10 +148,28 @@ impl Evaluator {
 
     /// Probability maps (model resolution) for `samples`' images.
     pub fn probabilities(&self, gpu: &Gpu, samples: &[Sample]) -> Result<Vec<Vec<f32>>> {
+        let images: Vec<&[f32]> = samples.iter().map(|s| s.image.as_slice()).collect();
+        self.probability_maps(gpu, &images)
+    }
+
+    /// Probability maps `[size, size]` of any number of `[channels, size, size]` images (tiles,
+    /// flipped copies), run `batch` at a time.
+    pub fn probability_maps(&self, gpu: &Gpu, images: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
         let per = self.probabilities.elems() / self.batch;
-        let mut out = Vec::new();
-        for first in (0..samples.len()).step_by(self.batch) {
-            self.upload_batch(gpu, samples, first);
+        let img_len = self.exec.input().elems() / self.batch;
+        let mut out = Vec::with_capacity(images.len());
+        let mut input = vec![0.0f32; img_len * self.batch];
+        for chunk in images.chunks(self.batch) {
+            for (i, image) in chunk.iter().enumerate() {
+                anyhow::ensure!(
+                    image.len() == img_len,
+                    "an image has {} values, the model takes {img_len}",
+                    image.len()
+                );
+                input[i * img_len..(i + 1) * img_len].copy_from_slice(image);
+            }
+            input[chunk.len() * img_len..].fill(0.0);
+            gpu.write(self.exec.input(), &input);
             let mut enc = gpu.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -155,9 +178,7 @@ impl Evaluator {
             }
             gpu.queue.submit([enc.finish()]);
             let probs: Vec<f32> = gpu.read(&self.probabilities)?;
-            for i in 0..self.batch.min(samples.len() - first) {
-                out.push(probs[i * per..(i + 1) * per].to_vec());
-            }
+            out.extend((0..chunk.len()).map(|i| probs[i * per..(i + 1) * per].to_vec()));
         }
         Ok(out)
     }

@@ -11,17 +11,23 @@ use crate::device::{mib, Gpu};
 use crate::graph::{Init, ParamInfo, Program, Step};
 use crate::kernel::{BufferView, Dispatch};
 use crate::ops::adam::{Adam, AdamHyper};
-use crate::ops::{elementwise, loss};
+use crate::ops::{dropout, elementwise, loss};
 
-/// All parameters in one buffer (and their gradients and Adam moments in three more of the same
-/// layout), so one Adam dispatch updates the whole model. Each parameter starts at an offset
-/// aligned for binding it on its own.
+/// All trained parameters in one buffer (and their gradients and Adam moments in three more of
+/// the same layout), so one Adam dispatch updates the whole model. Each parameter starts at an
+/// offset aligned for binding it on its own.
+///
+/// Untrained state (batch norm's running statistics) lives in a buffer of its own, `state`: the
+/// optimizer never touches it, and an inference batch norm can bind its read-write running
+/// statistics beside read-only parameters (one buffer may not be both in one dispatch). It is
+/// loaded, read and saved with the parameters; it has no gradient or moments.
 pub struct ParamArena {
     pub values: BufferView,
     pub grads: BufferView,
     pub m: BufferView,
     pub v: BufferView,
-    /// (first element, length) of each parameter.
+    pub state: BufferView,
+    /// (first element, length) of each parameter in `values` (trained) or `state` (untrained).
     pub layout: Vec<(usize, usize)>,
     pub infos: Vec<ParamInfo>,
 }
@@ -30,28 +36,51 @@ impl ParamArena {
     pub fn new(gpu: &Gpu, infos: &[ParamInfo]) -> Result<ParamArena> {
         let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         let mut layout = Vec::new();
-        let mut at = 0;
+        let mut end = [0, 0];
         for p in infos {
-            layout.push((at, p.len()));
-            at = (at + p.len()).div_ceil(align) * align;
+            let at = &mut end[p.trained as usize];
+            layout.push((*at, p.len()));
+            *at = (*at + p.len()).div_ceil(align) * align;
         }
+        let [state, trained] = end;
         Ok(ParamArena {
-            values: gpu.buffer("parameters", at)?,
-            grads: gpu.buffer("parameter gradients", at)?,
-            m: gpu.buffer("adam m", at)?,
-            v: gpu.buffer("adam v", at)?,
+            values: gpu.buffer("parameters", trained)?,
+            grads: gpu.buffer("parameter gradients", trained)?,
+            m: gpu.buffer("adam m", trained)?,
+            v: gpu.buffer("adam v", trained)?,
+            state: gpu.buffer("parameter state", state)?,
             layout,
             infos: infos.to_vec(),
         })
     }
 
+    /// Elements of the trained arenas (values, grads, m, v), alignment padding included.
     pub fn total_elems(&self) -> usize {
         self.values.elems()
     }
 
-    /// Parameter `id` as a view of `arena` (one of values / grads / m / v).
+    pub fn state_elems(&self) -> usize {
+        self.state.elems()
+    }
+
+    /// The buffer that holds parameter `id`'s value.
+    fn home(&self, id: usize) -> &BufferView {
+        if self.infos[id].trained {
+            &self.values
+        } else {
+            &self.state
+        }
+    }
+
+    /// Parameter `id` as a view of `arena` (one of values / grads / m / v; or `state`, for an
+    /// untrained `id`).
     pub fn view(&self, arena: &BufferView, id: usize) -> BufferView {
         let (start, len) = self.layout[id];
+        assert!(
+            Arc::ptr_eq(&arena.buffer, &self.home(id).buffer) || self.infos[id].trained,
+            "'{}' is untrained state: it lives in `state` and has no gradient or moments",
+            self.infos[id].name
+        );
         BufferView {
             buffer: arena.buffer.clone(),
             offset: arena.offset + start as u64 * 4,
@@ -60,40 +89,73 @@ impl ParamArena {
         }
     }
 
-    /// Keras-default initialisation, deterministic from `seed`.
+    /// Parameter `id`'s value, trained or not.
+    pub fn value(&self, id: usize) -> BufferView {
+        self.view(self.home(id), id)
+    }
+
+    /// Initial values (see [`Init`]), deterministic from `seed`.
     pub fn initial_values(&self, seed: u64) -> Vec<Vec<f32>> {
         let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
         self.infos
             .iter()
             .map(|p| match p.init {
                 Init::Zeros => vec![0.0; p.len()],
-                Init::GlorotUniform { fan_in, fan_out } => {
-                    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-                    (0..p.len()).map(|_| rng.random_range(-limit..limit)).collect()
-                }
+                Init::Ones => vec![1.0; p.len()],
+                Init::GlorotUniform { fan_in, fan_out } => uniform(&mut rng, p.len(), 6.0 / (fan_in + fan_out) as f64),
+                Init::HeUniform { fan_in } => uniform(&mut rng, p.len(), 6.0 / fan_in as f64),
             })
             .collect()
     }
 
-    /// Uploads parameter values and clears gradients and optimizer moments.
+    /// Uploads every parameter's and state tensor's value (in `infos` order) and clears
+    /// gradients and optimizer moments.
     pub fn load(&self, gpu: &Gpu, values: &[Vec<f32>]) -> Result<()> {
-        let mut flat = vec![0.0f32; self.total_elems()];
-        for ((start, len), v) in self.layout.iter().zip(values) {
-            anyhow::ensure!(v.len() == *len, "parameter has {} values, the model expects {len}", v.len());
-            flat[*start..start + len].copy_from_slice(v);
+        anyhow::ensure!(
+            values.len() == self.infos.len(),
+            "{} tensors for a model of {}",
+            values.len(),
+            self.infos.len()
+        );
+        let mut flat = [vec![0.0f32; self.state_elems()], vec![0.0f32; self.total_elems()]];
+        for (((start, len), v), info) in self.layout.iter().zip(values).zip(&self.infos) {
+            anyhow::ensure!(v.len() == *len, "'{}' has {} values, the model expects {len}", info.name, v.len());
+            flat[info.trained as usize][*start..start + len].copy_from_slice(v);
         }
-        gpu.write(&self.values, &flat);
-        let zeros = vec![0.0f32; flat.len()];
+        let [state, trained] = flat;
+        gpu.write(&self.values, &trained);
+        gpu.write(&self.state, &state);
+        let zeros = vec![0.0f32; trained.len()];
         for b in [&self.grads, &self.m, &self.v] {
             gpu.write(b, &zeros);
         }
         Ok(())
     }
 
+    /// Each parameter's slice of `arena` (values, grads, m or v). Reading `values` gives the
+    /// untrained state too (from `state`): everything a checkpoint saves, in `infos` order. The
+    /// other arenas hold nothing for state (an empty vector).
     pub fn read(&self, gpu: &Gpu, arena: &BufferView) -> Result<Vec<Vec<f32>>> {
         let flat: Vec<f32> = gpu.read(arena)?;
-        Ok(self.layout.iter().map(|(s, l)| flat[*s..s + l].to_vec()).collect())
+        let arena_is_values = Arc::ptr_eq(&arena.buffer, &self.values.buffer);
+        let state: Vec<f32> = if arena_is_values { gpu.read(&self.state)? } else { Vec::new() };
+        Ok(self
+            .layout
+            .iter()
+            .zip(&self.infos)
+            .map(|(&(s, l), info)| match (info.trained, arena_is_values) {
+                (true, _) => flat[s..s + l].to_vec(),
+                (false, true) => state[s..s + l].to_vec(),
+                (false, false) => Vec::new(),
+            })
+            .collect())
     }
+}
+
+/// `n` values uniform in ±sqrt(`bound_squared`).
+fn uniform(rng: &mut rand_pcg::Pcg64, n: usize, bound_squared: f64) -> Vec<f32> {
+    let limit = bound_squared.sqrt() as f32;
+    (0..n).map(|_| rng.random_range(-limit..limit)).collect()
 }
 
 /// Where each logical buffer lives: buffers whose lifetimes (first to last step that touches
@@ -192,6 +254,8 @@ pub struct Executor {
     loss: Vec<Dispatch>,
     backward: Vec<Dispatch>,
     optimizer: Option<(Dispatch, BufferView)>,
+    /// The (seed, step) every dropout layer's mask derives from ([`Executor::set_step`]).
+    dropout_rng: BufferView,
 }
 
 impl Executor {
@@ -222,8 +286,13 @@ impl Executor {
                 }
             })
             .collect();
+        let dropout_rng = dropout::rng_buffer(gpu);
         let build = |steps: &[Step]| -> Result<Vec<Dispatch>> {
-            steps.iter().map(|s| dispatch_step(gpu, s, &views, &params)).collect()
+            let mut out = Vec::new();
+            for s in steps {
+                out.extend(dispatch_step(gpu, s, &views, &params, &dropout_rng)?);
+            }
+            Ok(out)
         };
         let forward = build(&program.forward)?;
         let loss = build(&program.loss)?;
@@ -237,7 +306,14 @@ impl Executor {
             }
             None => None,
         };
-        Ok(Executor { program, plan, views, params, forward, loss, backward, optimizer })
+        Ok(Executor { program, plan, views, params, forward, loss, backward, optimizer, dropout_rng })
+    }
+
+    /// Sets the (seed, step) that the dropout masks of the next recorded steps derive from: call
+    /// it before each training step with a new `step`, or every step drops the same elements.
+    /// Programs without dropout (every evaluation and inference program) ignore it.
+    pub fn set_step(&self, gpu: &Gpu, seed: u64, step: u32) {
+        gpu.write(&self.dropout_rng, &dropout::rng_words(seed, step));
     }
 
     pub fn input(&self) -> &BufferView {
@@ -289,7 +365,8 @@ impl Executor {
 
     /// One line on the memory plan.
     pub fn memory_summary(&self) -> String {
-        let params = self.params.total_elems() as u64 * 4 * if self.optimizer.is_some() { 4 } else { 1 };
+        let trained = self.params.total_elems() as u64 * 4 * if self.optimizer.is_some() { 4 } else { 1 };
+        let params = trained + self.params.state_elems() as u64 * 4;
         format!(
             "activations and gradients {} (planned; {} without sharing), parameters and optimizer state {}",
             mib(self.plan.planned_bytes()),
@@ -299,13 +376,36 @@ impl Executor {
     }
 }
 
-/// The one place a [`Step`] meets its kernel.
-fn dispatch_step(gpu: &Gpu, step: &Step, v: &[BufferView], p: &ParamArena) -> Result<Dispatch> {
+/// The one place a [`Step`] meets its kernels (one for most steps, two for batch norm's).
+fn dispatch_step(
+    gpu: &Gpu,
+    step: &Step,
+    v: &[BufferView],
+    p: &ParamArena,
+    dropout_rng: &BufferView,
+) -> Result<Vec<Dispatch>> {
     use crate::ops::concat::ChannelSlice;
     use crate::ops::conv_transpose2d::ConvTranspose2d;
-    let val = |id| p.view(&p.values, id);
+    let val = |id| p.value(id);
     let grad = |id| p.view(&p.grads, id);
-    match step {
+    let one = match step {
+        Step::BatchNormTrain { s, x, gamma, beta, mean, var, y, stats } => {
+            return s.forward_train(gpu, &v[*x], &val(*gamma), &val(*beta), &v[*y], &v[*stats], &val(*mean), &val(*var))
+        }
+        Step::BatchNormBackward { s, x, gamma, stats, dy, dx, dgamma, dbeta } => {
+            return s.backward(gpu, &v[*x], &val(*gamma), &v[*stats], &v[*dy], &v[*dx], &grad(*dgamma), &grad(*dbeta))
+        }
+        Step::BatchNormInfer { s, x, gamma, beta, mean, var, y } => {
+            s.forward_infer(gpu, &v[*x], &val(*gamma), &val(*beta), &val(*mean), &val(*var), &v[*y])
+        }
+        Step::DropoutForward { s, x, y } => s.forward(gpu, dropout_rng, &v[*x], &v[*y]),
+        Step::DropoutBackward { s, dy, dx } => s.backward(gpu, dropout_rng, &v[*dy], &v[*dx]),
+        Step::Relu { x, y } => elementwise::relu(gpu, &v[*x], &v[*y]),
+        Step::Sigmoid { x, y } => elementwise::sigmoid(gpu, &v[*x], &v[*y]),
+        Step::SigmoidBackward { y, dy, dx } => elementwise::sigmoid_backward(gpu, &v[*y], &v[*dy], &v[*dx]),
+        Step::GateForward { s, x, a, y } => s.forward(gpu, &v[*x], &v[*a], &v[*y]),
+        Step::GateBackwardInput { s, a, dy, dx } => s.backward_input(gpu, &v[*a], &v[*dy], &v[*dx]),
+        Step::GateBackwardGate { s, x, dy, da } => s.backward_gate(gpu, &v[*x], &v[*dy], &v[*da]),
         Step::Conv2dForward { s, x, w, b, y } => s.forward(gpu, &v[*x], &val(*w), &val(*b), &v[*y]),
         Step::Conv2dBackwardInput { s, dz, w, dx } => s.backward_input(gpu, &v[*dz], &val(*w), &v[*dx]),
         Step::Conv2dBackwardWeight { s, x, dz, dw } => s.backward_weight(gpu, &v[*x], &v[*dz], &grad(*dw)),
@@ -343,5 +443,6 @@ fn dispatch_step(gpu: &Gpu, step: &Step, v: &[BufferView], p: &ParamArena) -> Re
             loss::ReduceSum { n: *n, scale: *scale, index: *index, accumulate: *accumulate }
                 .dispatch(gpu, &v[*x], &v[*out])
         }
-    }
+    };
+    Ok(vec![one?])
 }

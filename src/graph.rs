@@ -6,9 +6,12 @@
 //! by a memory plan) and [`reference::run`] on the CPU in f64 with the ops' reference functions
 //! — the test that the whole network's gradients agree compares the two.
 
+use crate::ops::batchnorm::BatchNorm;
 use crate::ops::concat::ChannelSlice;
 use crate::ops::conv2d::Conv2d;
 use crate::ops::conv_transpose2d::ConvTranspose2d;
+use crate::ops::dropout::Dropout;
+use crate::ops::gate::Gate;
 use crate::ops::pool::{MaxPool2d, Upsample2x};
 
 pub type TensorId = usize;
@@ -28,6 +31,9 @@ pub struct ParamInfo {
     pub name: String,
     pub shape: Vec<usize>,
     pub init: Init,
+    /// Updated by the optimizer. The others (batch norm's running statistics) are state that
+    /// training-mode forward steps update in place; they are saved and loaded like parameters.
+    pub trained: bool,
 }
 
 impl ParamInfo {
@@ -36,25 +42,79 @@ impl ParamInfo {
     }
 }
 
-/// Parameter initialisation, as Keras does by default.
+/// Parameter initialisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
+    /// Uniform in ±sqrt(6 / fan_in) (He et al. 2015): keeps the signal's variance through a
+    /// ReLU, so a deep U-Net starts learning at once rather than after many epochs of
+    /// predicting background (Keras' Glorot default shrinks it by about √2 a layer).
+    HeUniform { fan_in: usize },
     /// Uniform in ±sqrt(6 / (fan_in + fan_out)).
     GlorotUniform {
         fan_in: usize,
         fan_out: usize,
     },
     Zeros,
+    Ones,
 }
 
 #[derive(Clone, Debug)]
 pub enum Op {
     Input,
-    Conv2d { x: TensorId, w: ParamId, b: ParamId, s: Conv2d },
-    ConvTranspose2d { x: TensorId, w: ParamId, b: ParamId, s: ConvTranspose2d },
-    MaxPool { x: TensorId, s: MaxPool2d },
-    Upsample { x: TensorId, s: Upsample2x },
-    Concat { parts: Vec<TensorId> },
+    Conv2d {
+        x: TensorId,
+        w: ParamId,
+        b: ParamId,
+        s: Conv2d,
+    },
+    ConvTranspose2d {
+        x: TensorId,
+        w: ParamId,
+        b: ParamId,
+        s: ConvTranspose2d,
+    },
+    MaxPool {
+        x: TensorId,
+        s: MaxPool2d,
+    },
+    Upsample {
+        x: TensorId,
+        s: Upsample2x,
+    },
+    Concat {
+        parts: Vec<TensorId>,
+    },
+    /// Per-channel batch normalisation: batch statistics in training programs (updating the
+    /// running ones), the running statistics otherwise.
+    BatchNorm {
+        x: TensorId,
+        gamma: ParamId,
+        beta: ParamId,
+        mean: ParamId,
+        var: ParamId,
+        s: BatchNorm,
+    },
+    /// Inverted dropout in training programs; the identity otherwise.
+    Dropout {
+        x: TensorId,
+        s: Dropout,
+    },
+    Add {
+        a: TensorId,
+        b: TensorId,
+    },
+    Relu {
+        x: TensorId,
+    },
+    Sigmoid {
+        x: TensorId,
+    },
+    /// `x` [n, c, h, w] times the gate `a` [n, 1, h, w], broadcast over channels.
+    Gate {
+        x: TensorId,
+        a: TensorId,
+        s: Gate,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -82,7 +142,12 @@ impl Graph {
     }
 
     fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> ParamId {
-        self.params.push(ParamInfo { name, shape, init });
+        self.params.push(ParamInfo { name, shape, init, trained: true });
+        self.params.len() - 1
+    }
+
+    fn state(&mut self, name: String, shape: Vec<usize>, init: Init) -> ParamId {
+        self.params.push(ParamInfo { name, shape, init, trained: false });
         self.params.len() - 1
     }
 
@@ -97,7 +162,11 @@ impl Graph {
         let wp = self.param(
             format!("{name}.weight"),
             vec![cout, cin, k, k],
-            Init::GlorotUniform { fan_in: cin * k * k, fan_out: cout * k * k },
+            if relu {
+                Init::HeUniform { fan_in: cin * k * k }
+            } else {
+                Init::GlorotUniform { fan_in: cin * k * k, fan_out: cout * k * k }
+            },
         );
         let bp = self.param(format!("{name}.bias"), vec![cout], Init::Zeros);
         self.push(name.into(), Op::Conv2d { x, w: wp, b: bp, s }, [n, cout, h, w])
@@ -137,8 +206,58 @@ impl Graph {
         self.push(name.into(), Op::Concat { parts: parts.to_vec() }, [n, c, h, w])
     }
 
+    /// Batch normalisation with Keras' defaults (ε 1e-3, momentum 0.99): trained γ (ones) and
+    /// β (zeros), and running statistics (mean zeros, variance ones) as untrained state.
+    pub fn batch_norm(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        let [n, c, h, w] = shape;
+        let gamma = self.param(format!("{name}.gamma"), vec![c], Init::Ones);
+        let beta = self.param(format!("{name}.beta"), vec![c], Init::Zeros);
+        let mean = self.state(format!("{name}.running_mean"), vec![c], Init::Zeros);
+        let var = self.state(format!("{name}.running_var"), vec![c], Init::Ones);
+        let s = BatchNorm::keras(n, c, h * w);
+        self.push(name.into(), Op::BatchNorm { x, gamma, beta, mean, var, s }, shape)
+    }
+
+    /// Dropout with drop probability `p`; each dropout layer draws its own mask stream.
+    pub fn dropout(&mut self, name: &str, x: TensorId, p: f32) -> TensorId {
+        let shape = self.shape(x);
+        let stream = self.nodes.iter().filter(|n| matches!(n.op, Op::Dropout { .. })).count() as u32;
+        self.push(name.into(), Op::Dropout { x, s: Dropout { n: numel(&shape), p, stream } }, shape)
+    }
+
+    pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> TensorId {
+        let shape = self.shape(a);
+        assert_eq!(shape, self.shape(b), "add {name}: shapes differ");
+        self.push(name.into(), Op::Add { a, b }, shape)
+    }
+
+    pub fn relu(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name.into(), Op::Relu { x }, shape)
+    }
+
+    pub fn sigmoid(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name.into(), Op::Sigmoid { x }, shape)
+    }
+
+    /// `x` scaled per pixel by the one-channel `a` of the same batch and spatial size.
+    pub fn gate(&mut self, name: &str, x: TensorId, a: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        let [n, c, h, w] = shape;
+        assert_eq!(self.shape(a), [n, 1, h, w], "gate {name}: the gate must be one channel of x's size");
+        self.push(name.into(), Op::Gate { x, a, s: Gate { n, c, hw: h * w } }, shape)
+    }
+
+    /// Trained parameters (what the optimizer updates).
     pub fn param_count(&self) -> usize {
-        self.params.iter().map(|p| p.len()).sum()
+        self.params.iter().filter(|p| p.trained).map(|p| p.len()).sum()
+    }
+
+    /// Untrained state saved with the parameters (batch norm's running statistics).
+    pub fn state_count(&self) -> usize {
+        self.params.iter().filter(|p| !p.trained).map(|p| p.len()).sum()
     }
 
     /// Forward multiply-adds × 2 for the whole batch.
@@ -156,17 +275,21 @@ impl Graph {
 
 /// The loss a program ends in. Its gradient seeds the backward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Loss {
     /// Sigmoid + binary cross-entropy (the seed's choice).
     Bce,
     /// Soft Dice, per image, averaged.
     Dice,
     /// BCE + soft Dice.
+    #[value(name = "bce+dice", alias = "bce-dice")]
+    #[serde(rename = "bce+dice")]
     BceDice,
 }
 
-/// One kernel launch over logical buffers. Parameters live in one arena (`ParamId`s index it);
-/// their gradients in another of the same layout.
+/// One kernel launch (or a short fixed sequence of them) over logical buffers. Parameters live in
+/// one arena (`ParamId`s index it); their gradients in another of the same layout; untrained
+/// state (running statistics) beside them (see [`crate::executor::ParamArena`]).
 #[derive(Clone, Debug)]
 pub enum Step {
     Conv2dForward {
@@ -258,6 +381,81 @@ pub enum Step {
         b: BufId,
         y: BufId,
     },
+    Relu {
+        x: BufId,
+        y: BufId,
+    },
+    Sigmoid {
+        x: BufId,
+        y: BufId,
+    },
+    SigmoidBackward {
+        y: BufId,
+        dy: BufId,
+        dx: BufId,
+    },
+    /// Batch statistics into `stats` [c, 2] (kept for backward), the running statistics `mean`
+    /// and `var` (untrained parameters) updated in place, and the normalised `y`.
+    BatchNormTrain {
+        s: BatchNorm,
+        x: BufId,
+        gamma: ParamId,
+        beta: ParamId,
+        mean: ParamId,
+        var: ParamId,
+        y: BufId,
+        stats: BufId,
+    },
+    /// Normalises with the running statistics.
+    BatchNormInfer {
+        s: BatchNorm,
+        x: BufId,
+        gamma: ParamId,
+        beta: ParamId,
+        mean: ParamId,
+        var: ParamId,
+        y: BufId,
+    },
+    /// dx, and the gradients of γ and β.
+    BatchNormBackward {
+        s: BatchNorm,
+        x: BufId,
+        gamma: ParamId,
+        stats: BufId,
+        dy: BufId,
+        dx: BufId,
+        dgamma: ParamId,
+        dbeta: ParamId,
+    },
+    /// Its mask comes from the executor's one dropout rng buffer (seed, step) and `s.stream`.
+    DropoutForward {
+        s: Dropout,
+        x: BufId,
+        y: BufId,
+    },
+    DropoutBackward {
+        s: Dropout,
+        dy: BufId,
+        dx: BufId,
+    },
+    GateForward {
+        s: Gate,
+        x: BufId,
+        a: BufId,
+        y: BufId,
+    },
+    GateBackwardInput {
+        s: Gate,
+        a: BufId,
+        dy: BufId,
+        dx: BufId,
+    },
+    GateBackwardGate {
+        s: Gate,
+        x: BufId,
+        dy: BufId,
+        da: BufId,
+    },
     /// Writes per-element losses and the logits' gradient.
     SigmoidBce {
         elems: usize,
@@ -317,6 +515,16 @@ impl Step {
             SliceExtract { whole, part, .. } => (vec![whole], vec![part]),
             ReluBackward { y, dy, dx } => (vec![y, dy], vec![dx]),
             Add { a, b, y } => (vec![a, b], vec![y]),
+            Relu { x, y } | Sigmoid { x, y } => (vec![x], vec![y]),
+            SigmoidBackward { y, dy, dx } => (vec![y, dy], vec![dx]),
+            BatchNormTrain { x, y, stats, .. } => (vec![x], vec![y, stats]),
+            BatchNormInfer { x, y, .. } => (vec![x], vec![y]),
+            BatchNormBackward { x, stats, dy, dx, .. } => (vec![x, stats, dy], vec![dx]),
+            DropoutForward { x, y, .. } => (vec![x], vec![y]),
+            DropoutBackward { dy, dx, .. } => (vec![dy], vec![dx]),
+            GateForward { x, a, y, .. } => (vec![x, a], vec![y]),
+            GateBackwardInput { a, dy, dx, .. } => (vec![a, dy], vec![dx]),
+            GateBackwardGate { x, dy, da, .. } => (vec![x, dy], vec![da]),
             SigmoidBce { logits, target, loss, grad, .. } => (vec![logits, target], vec![loss, grad]),
             SoftDiceSums { logits, target, sums, .. } => (vec![logits, target], vec![sums]),
             SoftDiceGrad { logits, target, sums, loss, grad, accumulate, .. } => {
@@ -382,7 +590,9 @@ impl Compiler {
     }
 }
 
-/// What a program computes after the forward pass.
+/// What a program computes after the forward pass. Only training programs run batch norm on
+/// batch statistics (updating the running ones) and apply dropout; the others normalise with the
+/// running statistics and skip dropout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Forward only (predict).
@@ -399,31 +609,55 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
         Mode::Inference => None,
         Mode::Evaluate(l) | Mode::Train(l) => Some(l),
     };
+    let train = matches!(mode, Mode::Train(_));
     let mut c = Compiler { buffers: Vec::new() };
     let out_node = graph.nodes.len() - 1;
-    let act: Vec<BufId> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let len = numel(&n.shape);
-            if matches!(n.op, Op::Input) || i == out_node {
-                c.pinned(&n.name, len)
-            } else {
-                c.buf(n.name.clone(), len)
+    let mut act: Vec<BufId> = Vec::with_capacity(graph.nodes.len());
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let len = numel(&n.shape);
+        let b = match n.op {
+            // Outside training dropout is the identity: its output is its input's buffer (pinned
+            // if it is the program's output).
+            Op::Dropout { x, .. } if !train => {
+                c.buffers[act[x]].pinned |= i == out_node;
+                act[x]
             }
-        })
-        .collect();
+            _ if matches!(n.op, Op::Input) || i == out_node => c.pinned(&n.name, len),
+            _ => c.buf(n.name.clone(), len),
+        };
+        act.push(b);
+    }
     let input = graph.nodes.iter().position(|n| matches!(n.op, Op::Input)).expect("graph has no input");
     let output_shape = graph.shape(out_node);
     let target = c.pinned("target", numel(&output_shape));
     let loss_sum = c.pinned("loss sum", 1);
 
     let mut forward = Vec::new();
+    // Training batch norms' saved statistics, by node.
+    let mut bn_stats: Vec<Option<BufId>> = vec![None; graph.nodes.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
         let y = act[i];
         match &node.op {
             Op::Input => {}
+            Op::BatchNorm { x, gamma, beta, mean, var, s } => {
+                let (x, gamma, beta, mean, var, s) = (act[*x], *gamma, *beta, *mean, *var, *s);
+                if train {
+                    let stats = c.buf(format!("{} stats", node.name), 2 * s.c);
+                    bn_stats[i] = Some(stats);
+                    forward.push(Step::BatchNormTrain { s, x, gamma, beta, mean, var, y, stats });
+                } else {
+                    forward.push(Step::BatchNormInfer { s, x, gamma, beta, mean, var, y });
+                }
+            }
+            Op::Dropout { x, s } => {
+                if train {
+                    forward.push(Step::DropoutForward { s: *s, x: act[*x], y });
+                }
+            }
+            Op::Add { a, b } => forward.push(Step::Add { a: act[*a], b: act[*b], y }),
+            Op::Relu { x } => forward.push(Step::Relu { x: act[*x], y }),
+            Op::Sigmoid { x } => forward.push(Step::Sigmoid { x: act[*x], y }),
+            Op::Gate { x, a, s } => forward.push(Step::GateForward { s: *s, x: act[*x], a: act[*a], y }),
             Op::Conv2d { x, w, b, s } => forward.push(Step::Conv2dForward { s: *s, x: act[*x], w: *w, b: *b, y }),
             Op::ConvTranspose2d { x, w, b, s } => {
                 forward.push(Step::ConvTForward { s: *s, x: act[*x], w: *w, b: *b, y })
@@ -482,7 +716,7 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
             });
         }
         if matches!(mode, Mode::Train(_)) {
-            backward = derive_backward(graph, &mut c, &act, dlogits);
+            backward = derive_backward(graph, &mut c, &act, &bn_stats, dlogits);
         }
     }
 
@@ -517,8 +751,15 @@ fn concat_slices(graph: &Graph, node: &Node, parts: &[TensorId]) -> Vec<(TensorI
 
 /// Reverse-mode over the graph: visits nodes last to first; each node's rule turns the gradient
 /// of its output into gradients of its inputs. A tensor used by several nodes (a skip
-/// connection) receives several contributions, summed with `Add`.
-fn derive_backward(graph: &Graph, c: &mut Compiler, act: &[BufId], dlogits: BufId) -> Vec<Step> {
+/// connection, a residual) receives several contributions, summed with `Add`. `bn_stats` holds
+/// each batch norm's statistics saved by the forward.
+fn derive_backward(
+    graph: &Graph,
+    c: &mut Compiler,
+    act: &[BufId],
+    bn_stats: &[Option<BufId>],
+    dlogits: BufId,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut grad: Vec<Option<BufId>> = vec![None; graph.nodes.len()];
     grad[graph.nodes.len() - 1] = Some(dlogits);
@@ -573,6 +814,65 @@ fn derive_backward(graph: &Graph, c: &mut Compiler, act: &[BufId], dlogits: BufI
                 let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.input_len());
                 steps.push(Step::UpsampleBackward { s: *s, dy, dx });
                 contribute(&mut steps, c, &mut grad, *x, dx);
+            }
+            Op::BatchNorm { x, gamma, beta, s, .. } => {
+                // The kernel always writes dx (its γ and β gradients are the sums dx needs).
+                let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.len());
+                let stats = bn_stats[i].expect("a training batch norm saved its statistics");
+                steps.push(Step::BatchNormBackward {
+                    s: *s,
+                    x: act[*x],
+                    gamma: *gamma,
+                    stats,
+                    dy,
+                    dx,
+                    dgamma: *gamma,
+                    dbeta: *beta,
+                });
+                if needs_grad(graph, *x) {
+                    contribute(&mut steps, c, &mut grad, *x, dx);
+                }
+            }
+            Op::Dropout { x, s } => {
+                if needs_grad(graph, *x) {
+                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.n);
+                    steps.push(Step::DropoutBackward { s: *s, dy, dx });
+                    contribute(&mut steps, c, &mut grad, *x, dx);
+                }
+            }
+            Op::Add { a, b } => {
+                // Both inputs receive dy itself; no step writes into a gradient once made.
+                for t in [*a, *b] {
+                    if needs_grad(graph, t) {
+                        contribute(&mut steps, c, &mut grad, t, dy);
+                    }
+                }
+            }
+            Op::Relu { x } => {
+                if needs_grad(graph, *x) {
+                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), numel(&node.shape));
+                    steps.push(Step::ReluBackward { y: act[i], dy, dx });
+                    contribute(&mut steps, c, &mut grad, *x, dx);
+                }
+            }
+            Op::Sigmoid { x } => {
+                if needs_grad(graph, *x) {
+                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), numel(&node.shape));
+                    steps.push(Step::SigmoidBackward { y: act[i], dy, dx });
+                    contribute(&mut steps, c, &mut grad, *x, dx);
+                }
+            }
+            Op::Gate { x, a, s } => {
+                if needs_grad(graph, *x) {
+                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.len());
+                    steps.push(Step::GateBackwardInput { s: *s, a: act[*a], dy, dx });
+                    contribute(&mut steps, c, &mut grad, *x, dx);
+                }
+                if needs_grad(graph, *a) {
+                    let da = c.buf(format!("d {}", graph.nodes[*a].name), s.gate_len());
+                    steps.push(Step::GateBackwardGate { s: *s, x: act[*x], dy, da });
+                    contribute(&mut steps, c, &mut grad, *a, da);
+                }
             }
             Op::Concat { parts } => {
                 for (part, s) in concat_slices(graph, node, parts) {

@@ -1,17 +1,35 @@
-//! `wgunet eval` and `wgunet predict`: a saved run applied to data.
+//! `wgunet eval` and `wgunet predict`: a saved run applied to data. Images are segmented at the
+//! model's size and the probabilities resized back to each image's own size, or, with `--tile`,
+//! in overlapping tiles of the model's size at the image's own size ([`tiling`]); optionally
+//! averaged over mirrorings (`--tta`, [`tta`]) and cut down to the largest connected component
+//! (`--keep-largest`, [`postprocess`]). `eval` scores both at the model's size and at each
+//! image's own size, and writes a per-image CSV and panels of the best and worst images.
+
+pub mod native;
+pub mod postprocess;
+pub mod tiling;
+pub mod tta;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::checkpoint::{self, DatasetRecord, RunRecord};
 use crate::data::load::{self, Preprocess, Sample};
-use crate::data::{pairs, split, synth};
+use crate::data::pairs::{self, Pair};
+use crate::data::{split, synth};
 use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::ParamArena;
 use crate::graph::{compile, Mode};
+use crate::ops::metrics::image_metrics;
+use crate::report;
+use postprocess::{bce, confusion, keep_largest_component, resize_map, threshold};
+use tiling::{Blend, Blender, TilePlan};
+use tta::Flip;
 
 /// A trained model on a device, ready to segment batches.
 pub struct LoadedModel {
@@ -40,6 +58,189 @@ impl LoadedModel {
     }
 }
 
+/// How images are turned into masks, shared by `eval` and `predict`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct InferOptions {
+    /// Images (or tiles) per GPU batch.
+    pub batch: usize,
+    /// Segment each image at its own size in overlapping tiles of the model's size, instead of
+    /// resizing it to the model's size.
+    pub tile: bool,
+    /// Fraction of a tile shared with its neighbour, in [0, 1).
+    pub overlap: f64,
+    pub blend: Blend,
+    /// Average the probabilities over the four mirrorings.
+    pub tta: bool,
+    /// Keep only the largest 8-connected component of each thresholded mask.
+    pub keep_largest: bool,
+}
+
+impl Default for InferOptions {
+    fn default() -> InferOptions {
+        InferOptions { batch: 8, tile: false, overlap: 0.25, blend: Blend::Gaussian, tta: false, keep_largest: false }
+    }
+}
+
+impl InferOptions {
+    /// "tiles of 32 px, overlap 0.25, gaussian blend; flip TTA; largest component", or "resized to 32 px".
+    pub fn describe(&self, size: usize) -> String {
+        let mut parts = vec![if self.tile {
+            format!("tiles of {size} px at native size, overlap {}, {} blend", self.overlap, self.blend.name())
+        } else {
+            format!("resized to {size}×{size}")
+        }];
+        if self.tta {
+            parts.push("flip TTA".into());
+        }
+        if self.keep_largest {
+            parts.push("largest component".into());
+        }
+        parts.join("; ")
+    }
+}
+
+/// One image to segment: with `--tile`, `[channels, height, width]` at its own size;
+/// otherwise `[channels, size, size]` at the model's size. `native_size` is (width, height).
+pub struct Input {
+    pub pixels: Vec<f32>,
+    pub native_size: (u32, u32),
+}
+
+/// Probability maps of one image: `[size, size]` and `[height, width]`.
+pub struct Maps {
+    pub model: Vec<f32>,
+    pub native: Vec<f32>,
+}
+
+/// A loaded model with the GPU program and options that turn images into probability maps
+/// and masks.
+pub struct Segmenter<'m> {
+    model: &'m LoadedModel,
+    evaluator: Evaluator,
+    options: InferOptions,
+    window: Vec<f32>,
+}
+
+impl<'m> Segmenter<'m> {
+    pub fn new(model: &'m LoadedModel, options: InferOptions) -> Result<Segmenter<'m>> {
+        ensure!(options.batch > 0, "--batch must be at least 1");
+        ensure!(
+            (0.0..1.0).contains(&options.overlap),
+            "--overlap must be at least 0 and below 1, not {}",
+            options.overlap
+        );
+        Ok(Segmenter {
+            model,
+            evaluator: model.evaluator(options.batch, options.batch)?,
+            options,
+            window: tiling::window(model.record.model.size, options.blend),
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.model.record.model.size
+    }
+
+    /// An image file as this segmenter's [`Input`]: at its own size with `--tile`, else resized.
+    pub fn load_input(&self, path: &Path) -> Result<Input> {
+        let pre = self.model.preprocess();
+        if self.options.tile {
+            let image = native::load_image(path, pre.channels)?;
+            Ok(Input { pixels: image.pixels, native_size: (image.width, image.height) })
+        } else {
+            let (pixels, native_size) = load::load_image(path, &pre)?;
+            Ok(Input { pixels, native_size })
+        }
+    }
+
+    /// Probability maps `[size, size]` of `[channels, size, size]` images; with `--tta` each
+    /// is the mean over the four mirrorings, every output flipped back first.
+    pub fn probabilities(&self, images: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        let gpu = &self.model.gpu;
+        if !self.options.tta {
+            return self.evaluator.probability_maps(gpu, images);
+        }
+        let s = self.size();
+        let flipped: Vec<Vec<f32>> = images.iter().flat_map(|image| Flip::ALL.map(|f| f.apply(image, s, s))).collect();
+        let refs: Vec<&[f32]> = flipped.iter().map(Vec::as_slice).collect();
+        let maps = self.evaluator.probability_maps(gpu, &refs)?;
+        Ok(maps
+            .chunks(Flip::ALL.len())
+            .map(|group| {
+                let back: Vec<Vec<f32>> = group.iter().zip(Flip::ALL).map(|(m, f)| f.apply(m, s, s)).collect();
+                tta::mean(&back)
+            })
+            .collect())
+    }
+
+    /// Probability map `[height, width]` of a `[channels, height, width]` image from
+    /// overlapping tiles of the model's size, blended with the window of `--blend`.
+    pub fn tiled(&self, image: &[f32], height: usize, width: usize) -> Result<Vec<f32>> {
+        let plan = TilePlan::new(height, width, self.size(), self.options.overlap)?;
+        let channels = self.model.record.model.channels;
+        let mut blender = Blender::new(&plan);
+        // A few batches of tiles at a time: a large photo has hundreds.
+        let group = 4 * self.options.batch;
+        for first in (0..plan.origins.len()).step_by(group) {
+            let indices = first..(first + group).min(plan.origins.len());
+            let tiles: Vec<Vec<f32>> = indices.clone().map(|i| plan.cut(image, channels, i)).collect();
+            let refs: Vec<&[f32]> = tiles.iter().map(Vec::as_slice).collect();
+            for (i, map) in indices.zip(self.probabilities(&refs)?) {
+                blender.add(&plan, i, &map, &self.window);
+            }
+        }
+        Ok(blender.finish())
+    }
+
+    /// Both probability maps of each input: the model's output resized bilinearly to the
+    /// image's size, or with `--tile` the tiled map resized down to the model's size.
+    pub fn segment(&self, inputs: &[Input]) -> Result<Vec<Maps>> {
+        let s = self.size() as u32;
+        if self.options.tile {
+            return inputs
+                .iter()
+                .map(|input| {
+                    let (w, h) = input.native_size;
+                    let native = self.tiled(&input.pixels, h as usize, w as usize)?;
+                    Ok(Maps { model: resize_map(&native, w, h, s, s), native })
+                })
+                .collect();
+        }
+        let refs: Vec<&[f32]> = inputs.iter().map(|i| i.pixels.as_slice()).collect();
+        let probs = self.probabilities(&refs)?;
+        Ok(probs
+            .into_iter()
+            .zip(inputs)
+            .map(|(model, input)| {
+                let (w, h) = input.native_size;
+                Maps { native: resize_map(&model, s, s, w, h), model }
+            })
+            .collect())
+    }
+
+    /// A `width`×`height` probability map thresholded at 0.5, reduced to its largest
+    /// component with `--keep-largest`.
+    pub fn mask(&self, prob: &[f32], width: u32, height: u32) -> Vec<bool> {
+        let mask = threshold(prob);
+        if self.options.keep_largest {
+            keep_largest_component(&mask, width as usize, height as usize)
+        } else {
+            mask
+        }
+    }
+}
+
+/// Prints a line when the images' colour differs from the model's (a skin-photo set for a
+/// model trained on gray MRI, say), judged from the first few files.
+fn notice_colour_conversion(pairs: &[Pair], channels: usize) -> Result<()> {
+    match (load::detect_channels(pairs)?, channels) {
+        (3, 1) => println!("note: the images are colour but the model takes grayscale: using their luma"),
+        (1, 3) => println!("note: the images are grayscale but the model takes RGB: repeating the gray channel"),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// What `wgunet eval` scores.
 pub enum EvalData {
     /// The run's own test split.
@@ -50,55 +251,260 @@ pub enum EvalData {
     List(PathBuf),
 }
 
-pub fn eval(
-    run: &Path,
-    data: &EvalData,
-    device: &DeviceChoice,
-    batch: usize,
-    json_out: Option<&Path>,
-) -> Result<Metrics> {
-    let model = LoadedModel::open(run, device)?;
+pub struct EvalOptions {
+    pub data: EvalData,
+    pub device: DeviceChoice,
+    pub infer: InferOptions,
+    /// Panels written: the best half (rounded up) and the worst half by Dice; 0 for none.
+    pub panels: usize,
+    /// Folder for `per_image.csv` and `panels/` (default: RUN/eval).
+    pub out: Option<PathBuf>,
+    /// Where to write the metrics as JSON (default: RUN/eval.json).
+    pub json: Option<PathBuf>,
+}
+
+/// One image's confusion counts `[TP, FP, FN, TN]` at the model's size and at its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageScore {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub model: [u64; 4],
+    pub native: [u64; 4],
+}
+
+/// What `eval` writes as JSON: the model-resolution metrics at the top level (as before),
+/// the native-resolution ones under `native`, and how the masks were made.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    #[serde(flatten)]
+    pub model: Metrics,
+    /// Each image scored at its own size; `loss` is the BCE of the resized probabilities.
+    pub native: Metrics,
+    pub inference: InferOptions,
+    #[serde(skip)]
+    pub per_image: Vec<ImageScore>,
+}
+
+/// An image to score: a file pair, or a synthetic slice (whose own size is the model's).
+enum Item {
+    File { name: String, pair: Pair },
+    Synthetic { name: String, sample: Sample },
+}
+
+/// An item decoded: at the model's size, as the segmenter's input, and its mask at its own size.
+struct Loaded {
+    sample: Sample,
+    input: Input,
+    native_mask: Vec<bool>,
+}
+
+impl Item {
+    fn name(&self) -> &str {
+        match self {
+            Item::File { name, .. } | Item::Synthetic { name, .. } => name,
+        }
+    }
+
+    fn load(&self, seg: &Segmenter<'_>) -> Result<Loaded> {
+        match self {
+            Item::File { pair, .. } => {
+                let sample = load::load_sample(pair, &seg.model.preprocess())?;
+                let (native_mask, _) = native::load_mask(&pair.mask)?;
+                let input = if seg.options.tile {
+                    seg.load_input(&pair.image)?
+                } else {
+                    Input { pixels: sample.image.clone(), native_size: sample.native_size }
+                };
+                Ok(Loaded { sample, input, native_mask })
+            }
+            Item::Synthetic { sample, .. } => Ok(Loaded {
+                native_mask: sample.mask.iter().map(|&m| m > 0.5).collect(),
+                input: Input { pixels: sample.image.clone(), native_size: sample.native_size },
+                sample: sample.clone(),
+            }),
+        }
+    }
+}
+
+/// Names that tell images apart: paths below the images' deepest common folder.
+fn file_items(pairs: Vec<Pair>) -> Vec<Item> {
+    let common = pairs.iter().fold(None::<PathBuf>, |common, p| {
+        let parent = p.image.parent().unwrap_or(Path::new("")).to_path_buf();
+        Some(match common {
+            None => parent,
+            Some(c) => c.ancestors().find(|a| parent.starts_with(a)).unwrap_or(Path::new("")).to_path_buf(),
+        })
+    });
+    let common = common.unwrap_or_default();
+    pairs
+        .into_iter()
+        .map(|pair| {
+            let name = pair.image.strip_prefix(&common).unwrap_or(&pair.image).display().to_string();
+            Item::File { name, pair }
+        })
+        .collect()
+}
+
+fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<Item>, String)> {
     let pre = model.preprocess();
-    let (samples, label) = match data {
+    let (pairs, label) = match data {
         EvalData::RunTestSplit => match &model.record.dataset {
             DatasetRecord::Synthetic { seed, count, train } => {
                 let n_train = ((*count as f64) * train).round() as usize;
                 let mut all = synth::samples(*seed, *count, pre.size);
                 let test = all.split_off(n_train);
-                (replicate(test, pre.channels), "the run's test split (synthetic)".to_string())
+                let items = test
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| Item::Synthetic {
+                        name: format!("synthetic-{:04}", n_train + i),
+                        sample: Sample {
+                            image: s.image.repeat(pre.channels),
+                            mask: s.mask,
+                            native_size: s.native_size,
+                        },
+                    })
+                    .collect();
+                return Ok((items, "the run's test split (synthetic)".to_string()));
             }
             DatasetRecord::Lists { .. } => {
                 let list = run.join("test.txt");
-                (load::load_all(&split::read_list(&list)?, &pre)?, format!("the run's test split ({})", list.display()))
+                (split::read_list(&list)?, format!("the run's test split ({})", list.display()))
             }
         },
         EvalData::Folder(dir) => {
             let pairing = pairs::find_pairs(dir)?;
             println!("{}", pairs::describe(&pairing));
-            (load::load_all(&pairing.pairs, &pre)?, dir.display().to_string())
+            (pairing.pairs, dir.display().to_string())
         }
-        EvalData::List(file) => (load::load_all(&split::read_list(file)?, &pre)?, file.display().to_string()),
+        EvalData::List(file) => (split::read_list(file)?, file.display().to_string()),
     };
-    if samples.is_empty() {
+    if !pairs.is_empty() {
+        notice_colour_conversion(&pairs, pre.channels)?;
+    }
+    Ok((file_items(pairs), label))
+}
+
+/// A picture for a panel, kept compactly until the best and worst are known.
+struct PanelCase {
+    image: Vec<u8>,
+    truth: Vec<bool>,
+    pred: Vec<bool>,
+}
+
+pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
+    let model = LoadedModel::open(run, &o.device)?;
+    let (items, label) = eval_items(run, &model, &o.data)?;
+    if items.is_empty() {
         bail!("nothing to evaluate in {label}");
     }
-    let evaluator = model.evaluator(samples.len(), batch)?;
-    let m = evaluator.evaluate(&model.gpu, &samples)?;
-    m.print(&format!("{label}, model {}", run.display()));
-    let out = json_out.map(Path::to_path_buf).unwrap_or_else(|| run.join("eval.json"));
-    checkpoint::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
-    println!("wrote {}", out.display());
-    Ok(m)
+    let seg = Segmenter::new(&model, o.infer)?;
+    let pre = model.preprocess();
+    let side = pre.size as u32;
+    let mut per_image = Vec::with_capacity(items.len());
+    let mut cases = Vec::new();
+    let (mut model_loss, mut native_loss) = (0.0, 0.0);
+    for chunk in items.chunks(o.infer.batch) {
+        let loaded: Vec<Loaded> = chunk.par_iter().map(|item| item.load(&seg)).collect::<Result<_>>()?;
+        let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<bool>)>) =
+            loaded.into_iter().map(|l| (l.input, (l.sample, l.native_mask))).unzip();
+        let maps = seg.segment(&inputs)?;
+        for (((item, input), (sample, native_mask)), m) in chunk.iter().zip(&inputs).zip(truths).zip(maps) {
+            let truth: Vec<bool> = sample.mask.iter().map(|&v| v > 0.5).collect();
+            let (w, h) = input.native_size;
+            let pred = seg.mask(&m.model, side, side);
+            let native_pred = seg.mask(&m.native, w, h);
+            per_image.push(ImageScore {
+                name: item.name().to_string(),
+                width: w,
+                height: h,
+                model: confusion(&pred, &truth),
+                native: confusion(&native_pred, &native_mask),
+            });
+            model_loss += bce(&m.model, &truth);
+            native_loss += bce(&m.native, &native_mask);
+            if o.panels > 0 {
+                let image = sample.image.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+                cases.push(PanelCase { image, truth, pred });
+            }
+        }
+    }
+    let n = per_image.len() as f64;
+    let model_counts: Vec<[u64; 4]> = per_image.iter().map(|s| s.model).collect();
+    let native_counts: Vec<[u64; 4]> = per_image.iter().map(|s| s.native).collect();
+    let result = EvalReport {
+        model: Metrics::from_counts(&model_counts, model_loss / n),
+        native: Metrics::from_counts(&native_counts, native_loss / n),
+        inference: o.infer,
+        per_image,
+    };
+
+    println!("{label}, model {} ({} images; {}):", run.display(), result.model.images, o.infer.describe(pre.size));
+    println!("  model  = scored at the model's {0}×{0}; native = at each image's own size", pre.size);
+    result.model.print_lines("model  ");
+    result.native.print_lines("native ");
+
+    let out_dir = o.out.clone().unwrap_or_else(|| run.join("eval"));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("could not create {}", out_dir.display()))?;
+    let csv = out_dir.join("per_image.csv");
+    checkpoint::write_atomic(&csv, per_image_csv(&result.per_image).as_bytes())?;
+    println!("wrote {}", csv.display());
+    if o.panels > 0 {
+        write_eval_panels(&out_dir, &result.per_image, &cases, pre, o.panels)?;
+        println!("wrote panels of the best and worst images to {}", out_dir.join("panels").display());
+    }
+    let json = o.json.clone().unwrap_or_else(|| run.join("eval.json"));
+    checkpoint::write_atomic(&json, serde_json::to_string_pretty(&result)?.as_bytes())?;
+    println!("wrote {}", json.display());
+    Ok(result)
 }
 
-fn replicate(samples: Vec<Sample>, channels: usize) -> Vec<Sample> {
-    samples
-        .into_iter()
-        .map(|s| Sample { image: s.image.repeat(channels), mask: s.mask, native_size: s.native_size })
-        .collect()
+/// `name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice`.
+pub fn per_image_csv(scores: &[ImageScore]) -> String {
+    let mut text =
+        String::from("name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice\n");
+    for s in scores {
+        let name = if s.name.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.name.replace('"', "\"\""))
+        } else {
+            s.name.clone()
+        };
+        let (a, i, d) = image_metrics(s.model);
+        let (na, ni, nd) = image_metrics(s.native);
+        text += &format!("{name},{},{},{a:.6},{i:.6},{d:.6},{na:.6},{ni:.6},{nd:.6}\n", s.width, s.height);
+    }
+    text
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+/// Panels of the best half and worst half of `panels` images by model-resolution Dice.
+fn write_eval_panels(
+    out_dir: &Path,
+    scores: &[ImageScore],
+    cases: &[PanelCase],
+    pre: Preprocess,
+    panels: usize,
+) -> Result<()> {
+    let (best, worst) = (panels.div_ceil(2), panels / 2);
+    let dice: Vec<f64> = scores.iter().map(|s| image_metrics(s.model).2).collect();
+    let (top, bottom) = report::select_cases(&dice, best, worst);
+    let chosen: Vec<usize> = top.iter().chain(&bottom).copied().collect();
+    let as_f32 = |bits: &[bool]| -> Vec<f32> { bits.iter().map(|&b| f32::from(u8::from(b))).collect() };
+    let pictures: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = chosen
+        .iter()
+        .map(|&i| {
+            let c = &cases[i];
+            (c.image.iter().map(|&v| f32::from(v) / 255.0).collect(), as_f32(&c.truth), as_f32(&c.pred))
+        })
+        .collect();
+    let selected: Vec<report::Case<'_>> = chosen
+        .iter()
+        .zip(&pictures)
+        .map(|(&i, (image, truth, prob))| report::Case { name: &scores[i].name, image, truth, prob })
+        .collect();
+    report::write_panels(out_dir, &selected, pre.channels, pre.size, top.len(), bottom.len())?;
+    Ok(())
+}
 
 fn images_in(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
@@ -106,46 +512,37 @@ fn images_in(input: &Path) -> Result<Vec<PathBuf>> {
     }
     let entries = std::fs::read_dir(input)
         .with_context(|| format!("--input {} is neither a file nor a folder", input.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
+    let mut files: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| pairs::is_image_file(p)).collect();
     files.sort();
     if files.is_empty() {
-        bail!("--input {} holds no images ({})", input.display(), IMAGE_EXTENSIONS.join(", "));
+        bail!("--input {} holds no images ({})", input.display(), pairs::IMAGE_EXTENSIONS.join(", "));
     }
     Ok(files)
 }
 
 /// Writes one 0/255 mask PNG per image, at the image's own size, named by its stem.
-pub fn predict(run: &Path, input: &Path, output: &Path, device: &DeviceChoice, batch: usize) -> Result<usize> {
+pub fn predict(
+    run: &Path,
+    input: &Path,
+    output: &Path,
+    device: &DeviceChoice,
+    options: &InferOptions,
+) -> Result<usize> {
     let model = LoadedModel::open(run, device)?;
-    let pre = model.preprocess();
     let files = images_in(input)?;
+    let as_pairs: Vec<Pair> = files.iter().map(|f| Pair { image: f.clone(), mask: f.clone() }).collect();
+    notice_colour_conversion(&as_pairs, model.record.model.channels)?;
     std::fs::create_dir_all(output).with_context(|| format!("could not create {}", output.display()))?;
-    let evaluator = model.evaluator(files.len(), batch)?;
-    let size = pre.size as u32;
-    for chunk in files.chunks(batch) {
-        let samples: Vec<Sample> = chunk
-            .iter()
-            .map(|f| {
-                let (image, native_size) = load::load_image(f, &pre)?;
-                Ok(Sample { image, mask: vec![0.0; pre.size * pre.size], native_size })
-            })
-            .collect::<Result<_>>()?;
-        let probs = evaluator.probabilities(&model.gpu, &samples)?;
-        for ((file, sample), prob) in chunk.iter().zip(&samples).zip(probs) {
-            // Resize the probabilities (not the mask) back, then threshold: smoother edges.
-            let map = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(size, size, prob).expect("size");
-            let (w, h) = sample.native_size;
-            let native = image::imageops::resize(&map, w, h, image::imageops::FilterType::Triangle);
-            let mask = image::GrayImage::from_fn(w, h, |x, y| {
-                image::Luma([if native.get_pixel(x, y).0[0] > 0.5 { 255 } else { 0 }])
-            });
+    let seg = Segmenter::new(&model, *options)?;
+    for chunk in files.chunks(options.batch) {
+        let inputs: Vec<Input> = chunk.par_iter().map(|f| seg.load_input(f)).collect::<Result<_>>()?;
+        for ((file, input), maps) in chunk.iter().zip(&inputs).zip(seg.segment(&inputs)?) {
+            let (w, h) = input.native_size;
+            // Resized probabilities (not a resized mask) were thresholded: smoother edges.
+            let bits = seg.mask(&maps.native, w, h);
+            let mask = image::GrayImage::from_raw(w, h, bits.iter().map(|&b| if b { 255 } else { 0 }).collect())
+                .expect("mask size");
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("mask");
             let path = output.join(format!("{stem}.png"));
             let mut bytes = Vec::new();
@@ -155,4 +552,35 @@ pub fn predict(run: &Path, input: &Path, output: &Path, device: &DeviceChoice, b
     }
     println!("wrote {} masks to {}", files.len(), output.display());
     Ok(files.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_paths_below_the_common_folder() {
+        let pair = |image: &str| Pair { image: PathBuf::from(image), mask: PathBuf::from("m.png") };
+        let items = file_items(vec![pair("/d/P/Face/a.jpg"), pair("/d/P/Family/b.jpeg"), pair("/d/P/Face/c.jpg")]);
+        let names: Vec<&str> = items.iter().map(Item::name).collect();
+        assert_eq!(names, ["Face/a.jpg", "Family/b.jpeg", "Face/c.jpg"]);
+        let items = file_items(vec![pair("/d/images/a.png")]);
+        assert_eq!(items[0].name(), "a.png");
+    }
+
+    #[test]
+    fn csv_quotes_awkward_names() {
+        let score = |name: &str| ImageScore {
+            name: name.into(),
+            width: 3,
+            height: 2,
+            model: [1, 0, 0, 5],
+            native: [1, 1, 0, 4],
+        };
+        let text = per_image_csv(&[score("a.png"), score("b, \"c\".png")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice");
+        assert_eq!(lines[1], "a.png,3,2,1.000000,1.000000,1.000000,0.833333,0.500000,0.666667");
+        assert!(lines[2].starts_with("\"b, \"\"c\"\".png\",3,2,"), "{}", lines[2]);
+    }
 }

@@ -41,6 +41,7 @@ pub static SHADERS: &[Shader] = &[
     shader!("augment"),
     shader!("batchnorm"),
     shader!("dropout"),
+    shader!("gate"),
 ];
 
 pub fn shader(name: &str) -> &'static Shader {

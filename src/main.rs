@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use wgunet::data::{pairs, split, synth};
 use wgunet::graph::{compile, Loss, Mode};
-use wgunet::infer::{self, EvalData};
+use wgunet::infer::tiling::Blend;
+use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Arch, ModelConfig};
 use wgunet::train::{self, DataSource, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu};
@@ -96,6 +97,8 @@ enum Command {
     /// Train a model (with no --data: on the built-in synthetic dataset).
     Train(TrainArgs),
     /// Evaluate a trained run: its own test split, another dataset (--data) or a list (--list).
+    /// Scores at the model's size and at each image's own size (`native`); writes a per-image
+    /// CSV and panels of the best and worst images.
     Eval {
         /// Run folder written by `wgunet train`.
         #[arg(long)]
@@ -106,8 +109,14 @@ enum Command {
         list: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArg,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
+        #[command(flatten)]
+        infer: InferArgs,
+        /// Panels to draw: the best half and the worst half by Dice (0: none).
+        #[arg(long, default_value_t = 6)]
+        panels: usize,
+        /// Folder for per_image.csv and panels/ (default: MODEL/eval).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Where to write the metrics as JSON (default: MODEL/eval.json).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -123,8 +132,8 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         device: DeviceArg,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
+        #[command(flatten)]
+        infer: InferArgs,
     },
     /// Time training steps and inference after warm-up: images/s, ms/step, GFLOP/s.
     Bench {
@@ -144,6 +153,43 @@ enum Command {
         #[command(flatten)]
         device: DeviceArg,
     },
+}
+
+/// How `eval` and `predict` turn images into masks.
+#[derive(Args, Clone)]
+struct InferArgs {
+    /// Images (or tiles) per GPU batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Segment each image at its own size in overlapping tiles of the model's size (sliding
+    /// window) instead of resizing it; smaller images are padded by reflection.
+    #[arg(long)]
+    tile: bool,
+    /// Fraction of a tile shared with its neighbour (with --tile).
+    #[arg(long, default_value_t = 0.25, requires = "tile")]
+    overlap: f64,
+    /// Weighting of overlapping tiles (with --tile).
+    #[arg(long, value_enum, default_value = "gaussian", requires = "tile")]
+    blend: Blend,
+    /// Average the probabilities over horizontal, vertical and both flips.
+    #[arg(long)]
+    tta: bool,
+    /// Keep only the largest 8-connected component of each mask.
+    #[arg(long)]
+    keep_largest: bool,
+}
+
+impl InferArgs {
+    fn options(&self) -> InferOptions {
+        InferOptions {
+            batch: self.batch,
+            tile: self.tile,
+            overlap: self.overlap,
+            blend: self.blend,
+            tta: self.tta,
+            keep_largest: self.keep_largest,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -263,16 +309,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             train::train(&opts)?;
         }
-        Command::Eval { model, data, list, device, batch, json } => {
-            let what = match (data, list) {
+        Command::Eval { model, data, list, device, infer, panels, out, json } => {
+            let data = match (data, list) {
                 (Some(d), _) => EvalData::Folder(d),
                 (None, Some(l)) => EvalData::List(l),
                 (None, None) => EvalData::RunTestSplit,
             };
-            infer::eval(&model, &what, &device.device, batch, json.as_deref())?;
+            let options = EvalOptions { data, device: device.device, infer: infer.options(), panels, out, json };
+            infer::eval(&model, &options)?;
         }
-        Command::Predict { model, input, output, device, batch } => {
-            infer::predict(&model, &input, &output, &device.device, batch)?;
+        Command::Predict { model, input, output, device, infer } => {
+            infer::predict(&model, &input, &output, &device.device, &infer.options())?;
         }
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
             let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters };

@@ -1,4 +1,5 @@
-//! The architectures, built as graphs: the seed notebook's U-Net with either decoder.
+//! The architectures, built as graphs: the seed notebook's U-Net with either decoder, its
+//! residual U-Net with batch norm and dropout, and a U-Net with attention-gated skips.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,10 @@ pub enum Arch {
     Unet,
     /// U-Net with nearest ×2 up-sampling (the seed's training cell, Keras UpSampling2D).
     UnetUpsample,
+    /// Residual U-Net with batch norm and dropout (the seed's `build_resunet`).
+    Resunet,
+    /// U-Net whose skip connections pass through attention gates (Oktay et al. 2018).
+    AttentionUnet,
 }
 
 impl Arch {
@@ -18,6 +23,8 @@ impl Arch {
         match self {
             Arch::Unet => "unet",
             Arch::UnetUpsample => "unet-upsample",
+            Arch::Resunet => "resunet",
+            Arch::AttentionUnet => "attention-unet",
         }
     }
 }
@@ -37,6 +44,9 @@ pub struct ModelConfig {
 /// Levels of the encoder; the input side must divide by 2^DEPTH.
 pub const DEPTH: usize = 4;
 
+/// The residual U-Net's dropout probability (the seed's `dropout=0.1`).
+pub const DEFAULT_DROPOUT: f32 = 0.1;
+
 impl ModelConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let step = 1 << DEPTH;
@@ -53,6 +63,13 @@ impl ModelConfig {
 
     /// The network for `batch` images. Its last node is the 1-channel logit map.
     pub fn build(&self, batch: usize) -> Graph {
+        match self.arch {
+            Arch::Resunet => self.build_resunet(batch, DEFAULT_DROPOUT),
+            Arch::Unet | Arch::UnetUpsample | Arch::AttentionUnet => self.build_unet(batch),
+        }
+    }
+
+    fn build_unet(&self, batch: usize) -> Graph {
         let mut g = Graph::default();
         let f = self.filters;
         let mut x = g.input([batch, self.channels, self.size, self.size]);
@@ -66,12 +83,46 @@ impl ModelConfig {
         for level in (0..DEPTH).rev() {
             let name = format!("dec{}", DEPTH - level);
             let up = match self.arch {
-                Arch::Unet => g.conv_transpose(&format!("{name}.up"), x, f << level),
                 Arch::UnetUpsample => g.upsample(&format!("{name}.up"), x),
+                _ => g.conv_transpose(&format!("{name}.up"), x, f << level),
+            };
+            let skip = match self.arch {
+                Arch::AttentionUnet => attention_gate(&mut g, &format!("{name}.att"), skips[level], up),
+                _ => skips[level],
             };
             // Up-sampled features first, then the skip, as Keras' Concatenate()([x, skip]).
-            let cat = g.concat(&format!("{name}.concat"), &[up, skips[level]]);
+            let cat = g.concat(&format!("{name}.concat"), &[up, skip]);
             x = conv_block(&mut g, &name, cat, f << level);
+        }
+        g.conv("head", x, 1, 1, false);
+        g
+    }
+
+    /// The seed's `build_resunet`: residual blocks, dropout after encoder blocks 2–4 (before
+    /// pooling, so the skip is the dropped map too) and after decoder blocks 1–3.
+    fn build_resunet(&self, batch: usize, dropout: f32) -> Graph {
+        let mut g = Graph::default();
+        let f = self.filters;
+        let mut x = g.input([batch, self.channels, self.size, self.size]);
+        let mut skips = Vec::new();
+        for level in 0..DEPTH {
+            let name = format!("enc{}", level + 1);
+            let mut c = residual_block(&mut g, &name, x, f << level);
+            if level > 0 && dropout > 0.0 {
+                c = g.dropout(&format!("{name}.dropout"), c, dropout);
+            }
+            skips.push(c);
+            x = g.max_pool(&format!("pool{}", level + 1), c);
+        }
+        x = residual_block(&mut g, "bridge", x, f << DEPTH);
+        for level in (0..DEPTH).rev() {
+            let name = format!("dec{}", DEPTH - level);
+            let up = g.conv_transpose(&format!("{name}.up"), x, f << level);
+            let cat = g.concat(&format!("{name}.concat"), &[up, skips[level]]);
+            x = residual_block(&mut g, &name, cat, f << level);
+            if level > 0 && dropout > 0.0 {
+                x = g.dropout(&format!("{name}.dropout"), x, dropout);
+            }
         }
         g.conv("head", x, 1, 1, false);
         g
@@ -82,4 +133,33 @@ impl ModelConfig {
 fn conv_block(g: &mut Graph, name: &str, x: TensorId, filters: usize) -> TensorId {
     let x = g.conv(&format!("{name}.conv1"), x, filters, 3, true);
     g.conv(&format!("{name}.conv2"), x, filters, 3, true)
+}
+
+/// The seed's `residual_block`: (3×3 conv → batch norm → ReLU) twice, plus a 1×1 projection of
+/// the input with batch norm, added, then ReLU. The convolutions keep their biases, as Keras'
+/// do by default, although the batch norm after each cancels it.
+fn residual_block(g: &mut Graph, name: &str, x: TensorId, filters: usize) -> TensorId {
+    let res = g.conv(&format!("{name}.proj"), x, filters, 1, false);
+    let res = g.batch_norm(&format!("{name}.proj_bn"), res);
+    let mut y = x;
+    for i in 1..=2 {
+        y = g.conv(&format!("{name}.conv{i}"), y, filters, 3, false);
+        y = g.batch_norm(&format!("{name}.bn{i}"), y);
+        y = g.relu(&format!("{name}.relu{i}"), y);
+    }
+    let sum = g.add(&format!("{name}.add"), y, res);
+    g.relu(&format!("{name}.relu"), sum)
+}
+
+/// An additive attention gate (Oktay et al. 2018) on the skip `x`, driven by the up-sampled
+/// decoder features `gating` of the same size: α = σ(ψ(ReLU(W_x·x + W_g·g + b))), returned as
+/// x·α. W_x·x + W_g·g is one 1×1 convolution over concat(x, g); its width is half the skip's
+/// channels (at least 1); ψ is a 1×1 convolution to one channel.
+fn attention_gate(g: &mut Graph, name: &str, x: TensorId, gating: TensorId) -> TensorId {
+    let inter = (g.shape(x)[1] / 2).max(1);
+    let both = g.concat(&format!("{name}.concat"), &[x, gating]);
+    let q = g.conv(&format!("{name}.theta"), both, inter, 1, true);
+    let psi = g.conv(&format!("{name}.psi"), q, 1, 1, false);
+    let alpha = g.sigmoid(&format!("{name}.alpha"), psi);
+    g.gate(&format!("{name}.gate"), x, alpha)
 }

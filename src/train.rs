@@ -22,6 +22,7 @@ use crate::graph::{compile, Loss, Mode};
 use crate::model::{Arch, ModelConfig};
 use crate::ops::adam::AdamHyper;
 use crate::ops::augment::{Augment, AugmentConfig, ImageTransform};
+use crate::report;
 
 /// Where training data come from.
 #[derive(Clone, Debug)]
@@ -58,6 +59,10 @@ pub struct TrainOptions {
 pub struct Dataset {
     pub train: Vec<Sample>,
     pub test: Vec<Sample>,
+    /// A name per test sample (file stem, or `synthetic-N`), for panels.
+    pub test_names: Vec<String>,
+    /// Pairs found before splitting.
+    pub pairs: usize,
     pub record: DatasetRecord,
     pub channels: usize,
 }
@@ -77,7 +82,10 @@ pub fn load_dataset(
             let mut all = all;
             let test = all.split_off(n_train);
             println!("built-in synthetic data: {} slices ({} train, {} test)", count, all.len(), test.len());
+            let test_names = (n_train..*count).map(|i| format!("synthetic-{i:04}")).collect();
             Ok(Dataset {
+                test_names,
+                pairs: *count,
                 train: expand_channels(all, channels.unwrap_or(1)),
                 test: expand_channels(test, channels.unwrap_or(1)),
                 record: DatasetRecord::Synthetic { seed, count: *count, train: 0.7 },
@@ -97,13 +105,15 @@ pub fn load_dataset(
             );
             split::write_list(&out.join("train.txt"), &tr)?;
             split::write_list(&out.join("test.txt"), &te)?;
-            load_lists(&tr, &te, size, channels, DatasetRecord::Lists { source: dir.display().to_string() })
+            let record = DatasetRecord::Lists { source: dir.display().to_string() };
+            load_lists(&tr, &te, size, channels, record, pairing.pairs.len())
         }
         DataSource::Lists { train, test } => {
             let (tr, te) = (split::read_list(train)?, split::read_list(test)?);
             split::write_list(&out.join("train.txt"), &tr)?;
             split::write_list(&out.join("test.txt"), &te)?;
-            load_lists(&tr, &te, size, channels, DatasetRecord::Lists { source: train.display().to_string() })
+            let record = DatasetRecord::Lists { source: train.display().to_string() };
+            load_lists(&tr, &te, size, channels, record, tr.len() + te.len())
         }
     }
 }
@@ -114,6 +124,7 @@ fn load_lists(
     size: usize,
     channels: Option<usize>,
     record: DatasetRecord,
+    pairs: usize,
 ) -> Result<Dataset> {
     let channels = match channels {
         Some(c) => c,
@@ -128,7 +139,11 @@ fn load_lists(
         train.len() + test.len(),
         t0.elapsed().as_secs_f64()
     );
-    Ok(Dataset { train, test, record, channels })
+    let test_names = te
+        .iter()
+        .map(|p| p.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    Ok(Dataset { train, test, test_names, pairs, record, channels })
 }
 
 /// Synthetic slices are grayscale; a 3-channel model gets them replicated.
@@ -305,6 +320,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
             m.loss, m.mean_pixel_accuracy, m.mean_iou, m.mean_dice, m.micro_iou, m.micro_dice
         )?;
         csv.flush()?;
+        report::curves(&csv_path, &o.out.join("curves.png"))?;
         epochs_run = epoch;
         let (improved, halve, stop) = callbacks.observe(epoch, train_loss);
         let values = params.read(&gpu, &params.values)?;
@@ -332,6 +348,47 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     }
     last_metrics.print("test split");
     checkpoint::write_atomic(&o.out.join("metrics.json"), serde_json::to_string_pretty(&last_metrics)?.as_bytes())?;
+    write_run_report(o, &gpu, &evaluator, &data, &cfg, &last_metrics)?;
     println!("saved {}", o.out.display());
     Ok(last_metrics)
+}
+
+/// Panels of the best and worst test images and `report.md`, from the final weights.
+fn write_run_report(
+    o: &TrainOptions,
+    gpu: &Gpu,
+    evaluator: &Evaluator,
+    data: &Dataset,
+    cfg: &ModelConfig,
+    metrics: &Metrics,
+) -> Result<()> {
+    let probs = evaluator.probabilities(gpu, &data.test)?;
+    let cases: Vec<report::Case<'_>> = data
+        .test
+        .iter()
+        .zip(&probs)
+        .zip(&data.test_names)
+        .map(|((s, p), name)| report::Case { name, image: &s.image, truth: &s.mask, prob: p })
+        .collect();
+    let panels = report::write_panels(&o.out, &cases, cfg.channels, cfg.size, 3, 3)?;
+    let dataset = match &data.record {
+        DatasetRecord::Synthetic { seed, .. } => format!("built-in synthetic slices (seed {seed})"),
+        DatasetRecord::Lists { source } => source.clone(),
+    };
+    report::write_report(
+        &o.out,
+        &report::ReportInfo {
+            command: o.command.clone(),
+            dataset,
+            pairs: data.pairs,
+            train: data.train.len(),
+            test: data.test.len(),
+            size: cfg.size,
+            channels: cfg.channels,
+            metrics: report::metric_rows(metrics),
+            panels,
+        },
+    )?;
+    println!("wrote {}", o.out.join("report.md").display());
+    Ok(())
 }

@@ -74,3 +74,8 @@ fn batchnorm() {
 fn dropout() {
     check_family("dropout");
 }
+
+#[test]
+fn gate() {
+    check_family("gate");
+}

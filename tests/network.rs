@@ -1,13 +1,15 @@
-//! The whole U-Net on the GPU executor equals the f64 CPU interpreter of the same program:
-//! logits, loss and every parameter's gradient, for both decoders and every loss.
+//! The whole network on the GPU executor equals the f64 CPU interpreter of the same program:
+//! logits, loss, every parameter's gradient and the updated batch-norm running statistics, for
+//! every architecture and loss; evaluation programs use the running statistics and no dropout.
 
 mod common;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use wgunet::executor::{Executor, MemoryPlan, ParamArena};
-use wgunet::graph::{compile, reference, Loss, Mode};
+use wgunet::graph::{compile, reference, Graph, Loss, Mode, Op, Program, Step};
 use wgunet::model::{Arch, ModelConfig};
 
 fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
@@ -16,41 +18,98 @@ fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
     (diff / norm.max(1e-30)).sqrt()
 }
 
-fn gradients_match(arch: Arch, channels: usize, loss: Loss) {
-    let seed = common::seed();
-    let gpu = common::gpu();
-    let cfg = ModelConfig { arch, size: 16, channels, filters: 3 };
-    let batch = 2;
-    let program = compile(&cfg.build(batch), Mode::Train(loss));
-    let params = Arc::new(ParamArena::new(gpu, &program.params).unwrap());
+fn config(arch: Arch, size: usize, channels: usize, filters: usize) -> ModelConfig {
+    ModelConfig { arch, size, channels, filters }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// A tiny network with its parameters on the GPU: Keras initialisation, except small positive
+/// biases (which keep the ReLUs of so narrow a net alive, so gradients reach every layer) and
+/// running statistics away from their (0, 1) start, so using them is visible.
+struct Net {
+    graph: Graph,
+    params: Arc<ParamArena>,
+    values: Vec<Vec<f32>>,
+}
+
+fn net(arch: Arch, size: usize, channels: usize, batch: usize, rng: &mut rand_pcg::Pcg64, seed: u64) -> Net {
+    let graph = config(arch, size, channels, 3).build(batch);
+    let params = Arc::new(ParamArena::new(common::gpu(), &graph.params).unwrap());
     let mut values = params.initial_values(seed);
-    // Small positive biases keep the ReLUs of so narrow a net alive, so gradients reach every layer.
-    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
-    for (v, info) in values.iter_mut().zip(&program.params) {
-        if info.name.ends_with(".bias") {
-            v.iter_mut().for_each(|b| *b = rng.random_range(0.05..0.2));
-        }
+    for (v, info) in values.iter_mut().zip(&graph.params) {
+        let range = if info.name.ends_with(".bias") {
+            0.05..0.2
+        } else if info.name.ends_with(".running_mean") {
+            -0.5..0.5
+        } else if info.name.ends_with(".running_var") {
+            0.5..2.0
+        } else {
+            continue;
+        };
+        v.iter_mut().for_each(|b| *b = rng.random_range(range.clone()));
     }
-    params.load(gpu, &values).unwrap();
-    let exec = Executor::new(gpu, program.clone(), params.clone(), None).unwrap();
-    let input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
-    let target: Vec<f32> = (0..exec.target().elems()).map(|_| if rng.random_bool(0.3) { 1.0 } else { 0.0 }).collect();
-    gpu.write(exec.input(), &input);
-    gpu.write(exec.target(), &target);
+    params.load(common::gpu(), &values).unwrap();
+    Net { graph, params, values }
+}
+
+/// Runs `exec`'s program once (a training step without optimizer, or an evaluation) on the GPU
+/// with dropout masks from (mask_seed, step).
+fn run_gpu(exec: &Executor, input: &[f32], target: &[f32], mask_seed: u64, step: u32) {
+    let gpu = common::gpu();
+    gpu.write(exec.input(), input);
+    gpu.write(exec.target(), target);
     gpu.write(exec.loss_sum(), &[0.0f32]);
+    exec.set_step(gpu, mask_seed, step);
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
+        // Forward, loss and (for a training program) backward: these executors have no optimizer.
         exec.record_train_step(&mut pass);
     }
     gpu.queue.submit([enc.finish()]);
-    let gpu_grads = params.read(gpu, &params.grads).unwrap();
+}
+
+/// Biases of convolutions followed by batch norm: the normalisation subtracts any per-channel
+/// constant, so their gradient is exactly zero (in exact arithmetic).
+fn absorbed_biases(g: &Graph) -> HashSet<String> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::BatchNorm { x, .. } => match g.nodes[x].op {
+                Op::Conv2d { b, .. } => Some(g.params[b].name.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn gradients_match(arch: Arch, size: usize, channels: usize, loss: Loss) {
+    let seed = common::seed();
+    let gpu = common::gpu();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let batch = 2;
+    let net = net(arch, size, channels, batch, &mut rng, seed);
+    let program = compile(&net.graph, Mode::Train(loss));
+    let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
+    let input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
+    let target: Vec<f32> = (0..exec.target().elems()).map(|_| if rng.random_bool(0.3) { 1.0 } else { 0.0 }).collect();
+    let (mask_seed, step) = (rng.random::<u64>(), rng.random_range(1..1000));
+    run_gpu(&exec, &input, &target, mask_seed, step);
+    let gpu_grads = net.params.read(gpu, &net.params.grads).unwrap();
+    let gpu_values = net.params.read(gpu, &net.params.values).unwrap();
     let gpu_logits: Vec<f32> = gpu.read(exec.logits()).unwrap();
     let gpu_loss = gpu.read::<f32>(exec.loss_sum()).unwrap()[0] as f64;
 
-    let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    let cpu_params: Vec<Vec<f64>> = values.iter().map(|v| to64(v)).collect();
-    let cpu = reference::run(&program, &cpu_params, &to64(&input), &to64(&target));
+    let cpu_params: Vec<Vec<f64>> = net.values.iter().map(|v| to64(v)).collect();
+    let cpu = reference::run(&program, &cpu_params, &to64(&input), &to64(&target), mask_seed, step);
 
     let what = format!("{arch:?} channels {channels} loss {loss:?} (WGUNET_SEED={seed})");
     let e = rel_err(&gpu_logits, &cpu.buffers[program.logits]);
@@ -60,56 +119,138 @@ fn gradients_match(arch: Arch, channels: usize, loss: Loss) {
         "{what}: loss {gpu_loss} vs {}",
         cpu.loss(&program)
     );
-    for ((info, g), c) in program.params.iter().zip(&gpu_grads).zip(&cpu.param_grads) {
-        let norm: f64 = c.iter().map(|x| x * x).sum();
-        assert!(norm > 0.0, "{what}: reference gradient of {} is zero; the check would prove nothing", info.name);
-        let e = rel_err(g, c);
-        assert!(e < 1e-4, "{what}: gradient of {} differs, rel err {e:.2e}", info.name);
+    let absorbed = absorbed_biases(&net.graph);
+    for (id, info) in program.params.iter().enumerate() {
+        let (g, c) = (&gpu_grads[id], &cpu.param_grads[id]);
+        if !info.trained {
+            // Running statistics: no gradient, updated by the step like the reference's.
+            assert!(c.iter().all(|&x| x == 0.0), "{what}: {} has a gradient", info.name);
+            let e = rel_err(&gpu_values[id], &cpu.params[id]);
+            assert!(e < 1e-5, "{what}: {} after the step differs, rel err {e:.2e}", info.name);
+            assert!(rel_err(&net.values[id], &cpu.params[id]) > 1e-4, "{what}: the step left {} unchanged", info.name);
+        } else if absorbed.contains(&info.name) {
+            let weight = info.name.replace(".bias", ".weight");
+            let w = program.params.iter().position(|p| p.name == weight).unwrap();
+            let scale = norm(&cpu.param_grads[w]);
+            assert!(norm(c) < 1e-9 * scale, "{what}: reference gradient of {} is not ~0", info.name);
+            assert!(norm(&to64(g)) < 1e-4 * scale, "{what}: gradient of {} is not ~0", info.name);
+        } else {
+            assert!(
+                norm(c) > 0.0,
+                "{what}: reference gradient of {} is zero; the check would prove nothing",
+                info.name
+            );
+            let e = rel_err(g, c);
+            assert!(e < 1e-4, "{what}: gradient of {} differs, rel err {e:.2e}", info.name);
+        }
     }
 }
 
 #[test]
 fn unet_transposed_conv_gradients_match_reference() {
-    gradients_match(Arch::Unet, 1, Loss::Bce);
+    gradients_match(Arch::Unet, 16, 1, Loss::Bce);
 }
 
 #[test]
 fn unet_upsample_gradients_match_reference() {
-    gradients_match(Arch::UnetUpsample, 3, Loss::Bce);
+    gradients_match(Arch::UnetUpsample, 16, 3, Loss::Bce);
 }
 
 #[test]
 fn dice_losses_gradients_match_reference() {
-    gradients_match(Arch::Unet, 1, Loss::BceDice);
-    gradients_match(Arch::UnetUpsample, 1, Loss::Dice);
+    gradients_match(Arch::Unet, 16, 1, Loss::BceDice);
+    gradients_match(Arch::UnetUpsample, 16, 1, Loss::Dice);
+}
+
+/// Batch norm in training mode, dropout masks from (seed, step), residual sums. Size 32, as
+/// at 16 the bridge normalises N·H·W = 2 values per channel, where the output is ±1 whatever
+/// the input and dx cancels to almost nothing, leaving f32 rounding as large as the gradient.
+#[test]
+fn resunet_gradients_match_reference() {
+    gradients_match(Arch::Resunet, 32, 3, Loss::Bce);
+}
+
+/// Attention gates: concat, fused-ReLU 1×1 conv, sigmoid, gating.
+#[test]
+fn attention_unet_gradients_match_reference() {
+    gradients_match(Arch::AttentionUnet, 16, 1, Loss::BceDice);
+}
+
+fn has(p: &Program, f: impl Fn(&Step) -> bool) -> bool {
+    p.steps().any(f)
+}
+
+/// Evaluation programs normalise with the running statistics and apply no dropout: the GPU
+/// equals the CPU interpreter in the same mode, the dropout seed and step change nothing, and
+/// each image's logits are independent of the other images in the batch (batch statistics would
+/// couple them).
+#[test]
+fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
+    let seed = common::seed();
+    let gpu = common::gpu();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let batch = 2;
+    let net = net(Arch::Resunet, 16, 1, batch, &mut rng, seed);
+    let program = compile(&net.graph, Mode::Evaluate(Loss::Bce));
+    assert!(!has(&program, |s| matches!(s, Step::DropoutForward { .. } | Step::BatchNormTrain { .. })));
+    assert!(has(&program, |s| matches!(s, Step::BatchNormInfer { .. })));
+    let train = compile(&net.graph, Mode::Train(Loss::Bce));
+    assert!(has(&train, |s| matches!(s, Step::DropoutForward { .. })), "the training program has no dropout");
+
+    let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
+    let mut input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
+    let target: Vec<f32> = (0..exec.target().elems()).map(|_| if rng.random_bool(0.3) { 1.0 } else { 0.0 }).collect();
+    run_gpu(&exec, &input, &target, 1, 1);
+    let logits: Vec<f32> = gpu.read(exec.logits()).unwrap();
+    let gpu_loss = gpu.read::<f32>(exec.loss_sum()).unwrap()[0] as f64;
+
+    let cpu_params: Vec<Vec<f64>> = net.values.iter().map(|v| to64(v)).collect();
+    let cpu = reference::run(&program, &cpu_params, &to64(&input), &to64(&target), 1, 1);
+    let what = format!("WGUNET_SEED={seed}");
+    let e = rel_err(&logits, &cpu.buffers[program.logits]);
+    assert!(e < 1e-5, "{what}: evaluation logits differ from the reference, rel err {e:.2e}");
+    let cpu_loss = cpu.loss(&program);
+    assert!((gpu_loss - cpu_loss).abs() < 1e-5 * cpu_loss.max(1.0), "{what}: loss {gpu_loss} vs {cpu_loss}");
+    assert_eq!(cpu.params, cpu_params, "{what}: evaluation changed the running statistics");
+    assert_eq!(net.params.read(gpu, &net.params.values).unwrap(), net.values, "{what}: GPU running statistics changed");
+
+    // Another dropout step, and another second image: the first image's logits stay the same.
+    let image = input.len() / batch;
+    input[image..].iter_mut().for_each(|v| *v = rng.random());
+    run_gpu(&exec, &input, &target, 2, 7);
+    let again: Vec<f32> = gpu.read(exec.logits()).unwrap();
+    let plane = logits.len() / batch;
+    assert_eq!(logits[..plane], again[..plane], "{what}: image 0's logits depend on the dropout step or on image 1");
+    assert_ne!(logits[plane..], again[plane..], "{what}: image 1's logits ignore its input");
 }
 
 /// The memory plan shares storage, and never between two buffers alive at the same step.
 #[test]
 fn memory_plan_shares_only_disjoint_lifetimes() {
-    let cfg = ModelConfig { arch: Arch::Unet, size: 64, channels: 1, filters: 8 };
-    let p = compile(&cfg.build(4), Mode::Train(Loss::BceDice));
-    let plan = MemoryPlan::new(&p);
-    assert!(plan.planned_bytes() < plan.unplanned_elems as u64 * 4 * 3 / 4, "plan saves under 25%");
-    let steps: Vec<_> = p.steps().collect();
-    let mut first = vec![usize::MAX; p.buffers.len()];
-    let mut last = vec![0; p.buffers.len()];
-    for (i, s) in steps.iter().enumerate() {
-        let (r, w) = s.buffers();
-        for b in r.into_iter().chain(w) {
-            first[b] = first[b].min(i);
-            last[b] = last[b].max(i);
-        }
-    }
-    for a in 0..p.buffers.len() {
-        assert!(plan.slot_elems[plan.slot_of[a]] >= p.buffers[a].len, "slot too small for {}", p.buffers[a].name);
-        for b in a + 1..p.buffers.len() {
-            if plan.slot_of[a] != plan.slot_of[b] {
-                continue;
+    for arch in [Arch::Unet, Arch::Resunet, Arch::AttentionUnet] {
+        let p = compile(&config(arch, 64, 1, 8).build(4), Mode::Train(Loss::BceDice));
+        let plan = MemoryPlan::new(&p);
+        assert!(plan.planned_bytes() < plan.unplanned_elems as u64 * 4 * 3 / 4, "{arch:?}: plan saves under 25%");
+        let steps: Vec<_> = p.steps().collect();
+        let mut first = vec![usize::MAX; p.buffers.len()];
+        let mut last = vec![0; p.buffers.len()];
+        for (i, s) in steps.iter().enumerate() {
+            let (r, w) = s.buffers();
+            for b in r.into_iter().chain(w) {
+                first[b] = first[b].min(i);
+                last[b] = last[b].max(i);
             }
-            assert!(!p.buffers[a].pinned && !p.buffers[b].pinned, "pinned buffer shares a slot");
-            let overlap = first[a] <= last[b] && first[b] <= last[a];
-            assert!(!overlap, "{} and {} share a slot while both alive", p.buffers[a].name, p.buffers[b].name);
+        }
+        for a in 0..p.buffers.len() {
+            assert!(plan.slot_elems[plan.slot_of[a]] >= p.buffers[a].len, "slot too small for {}", p.buffers[a].name);
+            for b in a + 1..p.buffers.len() {
+                if plan.slot_of[a] != plan.slot_of[b] {
+                    continue;
+                }
+                assert!(!p.buffers[a].pinned && !p.buffers[b].pinned, "pinned buffer shares a slot");
+                let overlap = first[a] <= last[b] && first[b] <= last[a];
+                assert!(!overlap, "{} and {} share a slot while both alive", p.buffers[a].name, p.buffers[b].name);
+            }
         }
     }
 }

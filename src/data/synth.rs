@@ -296,7 +296,7 @@ impl Slice {
 impl Tumour {
     fn random(rng: &mut Pcg64, head: &Ellipse, brain_radius: f32, tissue: f32) -> Self {
         // Log-uniform size: small tumours are as common as large ones.
-        let size: f32 = (rng.random_range(0.08f32.ln()..0.42f32.ln())).exp();
+        let size: f32 = (rng.random_range(0.2f32.ln()..0.5f32.ln())).exp();
         let reach = rng.random_range(0.0..(brain_radius - 0.25).max(0.1));
         let direction = rng.random_range(0.0..std::f32::consts::TAU);
         let (cx, cy) = head_point(head, reach * direction.cos(), reach * direction.sin());
@@ -328,7 +328,7 @@ impl Tumour {
             rng.random_range(0.17..0.28)
         } else {
             let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
-            tissue + sign * rng.random_range(0.2..0.28)
+            tissue + sign * rng.random_range(0.25..0.32)
         };
         let core = (intensity > 0.7 && size > 0.14 && rng.random_bool(0.4)).then(|| rng.random_range(0.25..0.4));
         Self {

@@ -2,12 +2,15 @@
 //! GPU executor's whole-network gradients are tested against.
 
 use super::{Program, Step};
-use crate::ops::{concat, conv2d, conv_transpose2d, elementwise, loss, pool};
+use crate::ops::{batchnorm, concat, conv2d, conv_transpose2d, dropout, elementwise, gate, loss, pool};
 
 /// Buffers after a run, parameter gradients, and the loss.
 pub struct CpuRun {
     pub buffers: Vec<Vec<f64>>,
     pub param_grads: Vec<Vec<f64>>,
+    /// Parameter values after the run: the inputs, with training batch norms' running
+    /// statistics updated.
+    pub params: Vec<Vec<f64>>,
 }
 
 impl CpuRun {
@@ -16,14 +19,17 @@ impl CpuRun {
     }
 }
 
-pub fn run(p: &Program, params: &[Vec<f64>], input: &[f64], target: &[f64]) -> CpuRun {
+/// Runs `p` once. Dropout masks are those of the GPU executor after
+/// [`set_step(gpu, seed, step)`](crate::executor::Executor::set_step).
+pub fn run(p: &Program, params: &[Vec<f64>], input: &[f64], target: &[f64], seed: u64, step: u32) -> CpuRun {
     let mut b: Vec<Vec<f64>> = p.buffers.iter().map(|i| vec![0.0; i.len]).collect();
     let mut g: Vec<Vec<f64>> = params.iter().map(|v| vec![0.0; v.len()]).collect();
+    let mut params = params.to_vec();
     b[p.input].copy_from_slice(input);
     b[p.target].copy_from_slice(target);
-    for step in p.steps() {
+    for kernel_step in p.steps() {
         use Step::*;
-        match step {
+        match kernel_step {
             Conv2dForward { s, x, w, b: bias, y } => {
                 b[*y] = conv2d::reference::forward(s, &b[*x], &params[*w], &params[*bias])
             }
@@ -69,6 +75,34 @@ pub fn run(p: &Program, params: &[Vec<f64>], input: &[f64], target: &[f64]) -> C
             SliceExtract { s, whole, part } => b[*part] = slice_pieces(s, &b[*whole]).swap_remove(1),
             ReluBackward { y, dy, dx } => b[*dx] = elementwise::reference::relu_backward(&b[*y], &b[*dy]),
             Add { a, b: bb, y } => b[*y] = elementwise::reference::add(&b[*a], &b[*bb]),
+            Relu { x, y } => b[*y] = elementwise::reference::relu(&b[*x]),
+            Sigmoid { x, y } => b[*y] = elementwise::reference::sigmoid(&b[*x]),
+            SigmoidBackward { y, dy, dx } => b[*dx] = elementwise::reference::sigmoid_backward(&b[*y], &b[*dy]),
+            BatchNormTrain { s, x, gamma, beta, mean, var, y, stats } => {
+                let (mut rm, mut rv) = (params[*mean].clone(), params[*var].clone());
+                (b[*y], b[*stats]) =
+                    batchnorm::reference::forward_train(s, &b[*x], &params[*gamma], &params[*beta], &mut rm, &mut rv);
+                (params[*mean], params[*var]) = (rm, rv);
+            }
+            BatchNormInfer { s, x, gamma, beta, mean, var, y } => {
+                b[*y] = batchnorm::reference::forward_infer(
+                    s,
+                    &b[*x],
+                    &params[*gamma],
+                    &params[*beta],
+                    &params[*mean],
+                    &params[*var],
+                )
+            }
+            BatchNormBackward { s, x, gamma, dy, dx, dgamma, dbeta, .. } => {
+                (b[*dx], g[*dgamma], g[*dbeta]) = batchnorm::reference::backward(s, &b[*x], &params[*gamma], &b[*dy]);
+            }
+            DropoutForward { s, x, y } => b[*y] = dropout::reference::forward(s, seed, step, &b[*x]),
+            DropoutBackward { s, dy, dx } => b[*dx] = dropout::reference::backward(s, seed, step, &b[*dy]),
+            GateForward { s, x, a, y } => b[*y] = gate::reference::forward(s, &b[*x], &b[*a]),
+            // dx = dy·a is the forward with dy for x.
+            GateBackwardInput { s, a, dy, dx } => b[*dx] = gate::reference::forward(s, &b[*dy], &b[*a]),
+            GateBackwardGate { s, x, dy, da } => b[*da] = gate::reference::gate_grad(s, &b[*x], &b[*dy]),
             SigmoidBce { logits, target, loss, grad, grad_scale, .. } => {
                 let (l, d) = loss::reference::sigmoid_bce(&b[*logits], &b[*target]);
                 b[*loss] = l;
@@ -89,7 +123,7 @@ pub fn run(p: &Program, params: &[Vec<f64>], input: &[f64], target: &[f64]) -> C
             }
         }
     }
-    CpuRun { buffers: b, param_grads: g }
+    CpuRun { buffers: b, param_grads: g, params }
 }
 
 /// `whole` cut into the channels before the slice, the slice, and those after it.

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -140,14 +140,14 @@ impl Conv2d {
     }
 
     /// Forward / backward_input, computing `channels` channels per pixel: the spec and the grid
-    /// (pixel blocks × channel tiles × batch).
+    /// ((image, pixel) blocks × channel tiles, wrapping into z).
     fn tiled(&self, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels);
         let spec = KernelSpec::new("conv2d", entry, [WG_PIXELS, 1, 1])
             .constant("K", self.k as f64)
             .constant("TILE", tile as f64);
-        let grid =
-            [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
+        let [x, z, _] = grid_1d(self.n * self.h * self.w, WG_PIXELS);
+        let grid = [x, channels.div_ceil(tile) as u32, z];
         (spec, grid)
     }
 
@@ -281,19 +281,13 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Conv2d) -> Result<Vec<CaseReport
     let (x64, w64, b64, dz64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dz));
     let (gx, gw, gb, gdz) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dz", &dz)?);
     let (dx, dw, db) = reference::backward(s, &x64, &w64, &dz64);
-    let mut out = Vec::new();
-    let mut run = |name: &str, len: usize, d: &dyn Fn(&BufferView) -> Result<Dispatch>, want: &[f64]| -> Result<()> {
-        let result = check::poisoned(gpu, name, len)?;
-        gpu.run(&[&d(&result)?])?;
-        out.push(check::compare(name, &shape, &gpu.read::<f32>(&result)?, want));
-        Ok(())
-    };
     let y = reference::forward(s, &x64, &w64, &b64);
-    run("conv2d forward", s.output_len(), &|y| s.forward(gpu, &gx, &gw, &gb, y), &y)?;
-    run("conv2d backward_input", s.input_len(), &|dx| s.backward_input(gpu, &gdz, &gw, dx), &dx)?;
-    run("conv2d backward_weight", s.weight_len(), &|dw| s.backward_weight(gpu, &gx, &gdz, dw), &dw)?;
-    run("conv2d backward_bias", s.cout, &|db| s.backward_bias(gpu, &gdz, db), &db)?;
-    Ok(out)
+    Ok(vec![
+        check::run_case(gpu, "conv2d forward", &shape, &y, |y| s.forward(gpu, &gx, &gw, &gb, y))?,
+        check::run_case(gpu, "conv2d backward_input", &shape, &dx, |dx| s.backward_input(gpu, &gdz, &gw, dx))?,
+        check::run_case(gpu, "conv2d backward_weight", &shape, &dw, |dw| s.backward_weight(gpu, &gx, &gdz, dw))?,
+        check::run_case(gpu, "conv2d backward_bias", &shape, &db, |db| s.backward_bias(gpu, &gdz, db))?,
+    ])
 }
 
 /// The awkward shapes: odd sizes, batch 1 and 2, cin 1, channel counts that leave a partial

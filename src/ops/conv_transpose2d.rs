@@ -180,19 +180,13 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &ConvTranspose2d) -> Result<Vec<C
     let (x64, w64, b64, dy64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dy));
     let (gx, gw, gb, gdy) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dy", &dy)?);
     let (dx, dw, db) = reference::backward(s, &x64, &w64, &dy64);
-    let mut out = Vec::new();
-    let mut run = |name: &str, len: usize, d: &dyn Fn(&BufferView) -> Result<Dispatch>, want: &[f64]| -> Result<()> {
-        let result = check::poisoned(gpu, name, len)?;
-        gpu.run(&[&d(&result)?])?;
-        out.push(check::compare(name, &shape, &gpu.read::<f32>(&result)?, want));
-        Ok(())
-    };
     let y = reference::forward(s, &x64, &w64, &b64);
-    run("conv_transpose2d forward", s.output_len(), &|y| s.forward(gpu, &gx, &gw, &gb, y), &y)?;
-    run("conv_transpose2d backward_input", s.input_len(), &|dx| s.backward_input(gpu, &gdy, &gw, dx), &dx)?;
-    run("conv_transpose2d backward_weight", s.weight_len(), &|dw| s.backward_weight(gpu, &gx, &gdy, dw), &dw)?;
-    run("conv_transpose2d backward_bias", s.cout, &|db| s.backward_bias(gpu, &gdy, db), &db)?;
-    Ok(out)
+    Ok(vec![
+        check::run_case(gpu, "conv_transpose2d forward", &shape, &y, |y| s.forward(gpu, &gx, &gw, &gb, y))?,
+        check::run_case(gpu, "conv_transpose2d backward_input", &shape, &dx, |dx| s.backward_input(gpu, &gdy, &gw, dx))?,
+        check::run_case(gpu, "conv_transpose2d backward_weight", &shape, &dw, |dw| s.backward_weight(gpu, &gx, &gdy, dw))?,
+        check::run_case(gpu, "conv_transpose2d backward_bias", &shape, &db, |db| s.backward_bias(gpu, &gdy, db))?,
+    ])
 }
 
 /// The awkward shapes: odd sizes, batch 1 and 2, cin 1, channel counts that leave a partial

@@ -1,4 +1,4 @@
-//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU and its backward, sigmoid, add.
+//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, sigmoid and their backwards, add.
 //! `add` sums gradients where a tensor feeds several consumers, and joins residual paths.
 
 use anyhow::Result;
@@ -47,6 +47,11 @@ pub fn sigmoid(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
     launch(gpu, "sigmoid", x, None, y)
 }
 
+/// `dx = dy·y·(1 − y)` from the sigmoid output `y`.
+pub fn sigmoid_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "sigmoid_backward", y, Some(dy), dx)
+}
+
 /// `y = a + b` (y may not alias a or b).
 pub fn add(gpu: &Gpu, a: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
     launch(gpu, "add", a, Some(b), y)
@@ -62,6 +67,9 @@ pub mod reference {
     }
     pub fn sigmoid(x: &[f64]) -> Vec<f64> {
         x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect()
+    }
+    pub fn sigmoid_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
+        y.iter().zip(dy).map(|(&y, &g)| g * y * (1.0 - y)).collect()
     }
     pub fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
         a.iter().zip(b).map(|(x, y)| x + y).collect()
@@ -79,18 +87,14 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>>
     let ga = gpu.upload("a", &a)?;
     let gb = gpu.upload("b", &b)?;
     let gbig = gpu.upload("big", &big)?;
-    let mut out = Vec::new();
-    let mut run = |name: &str, d: &dyn Fn(&BufferView) -> Result<Dispatch>, want: Vec<f64>| -> Result<()> {
-        let y = check::poisoned(gpu, "out", n)?;
-        gpu.run(&[&d(&y)?])?;
-        out.push(check::compare(name, &shape, &gpu.read::<f32>(&y)?, &want));
-        Ok(())
-    };
     let relu_y = reference::relu(&a64);
-    run("relu", &|y| relu(gpu, &ga, y), relu_y.clone())?;
     let gy = gpu.upload("y", &relu_y.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
-    run("relu_backward", &|dx| relu_backward(gpu, &gy, &gb, dx), reference::relu_backward(&relu_y, &b64))?;
-    run("sigmoid", &|y| sigmoid(gpu, &gbig, y), reference::sigmoid(&big64))?;
-    run("add", &|y| add(gpu, &ga, &gb, y), reference::add(&a64, &b64))?;
-    Ok(out)
+    Ok(vec![
+        check::run_case(gpu, "relu", &shape, &relu_y, |y| relu(gpu, &ga, y))?,
+        check::run_case(gpu, "relu_backward", &shape, &reference::relu_backward(&relu_y, &b64), |dx| {
+            relu_backward(gpu, &gy, &gb, dx)
+        })?,
+        check::run_case(gpu, "sigmoid", &shape, &reference::sigmoid(&big64), |y| sigmoid(gpu, &gbig, y))?,
+        check::run_case(gpu, "add", &shape, &reference::add(&a64, &b64), |y| add(gpu, &ga, &gb, y))?,
+    ])
 }

@@ -16,6 +16,7 @@ pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod dropout;
 pub mod elementwise;
+pub mod gate;
 pub mod loss;
 pub mod metrics;
 pub mod pool;
@@ -48,6 +49,7 @@ pub static FAMILIES: &[Family] = &[
     Family { name: "augment", check: augment::check_all },
     Family { name: "batchnorm", check: batchnorm::check_all },
     Family { name: "dropout", check: dropout::check_all },
+    Family { name: "gate", check: gate::check_all },
 ];
 
 pub fn family(name: &str) -> &'static Family {

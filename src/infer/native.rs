@@ -1,0 +1,111 @@
+//! Images and masks at their own size, for tiled inference and for scores at native
+//! resolution. Colour conversion and mask binarisation follow `data::load` exactly (a test
+//! holds them together), only without the resize.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use image::{ColorType, DynamicImage, ImageReader};
+
+/// `[channels, height, width]` in [0, 1]: colour becomes luma for 1 channel, gray is
+/// replicated for 3.
+pub struct NativeImage {
+    pub pixels: Vec<f32>,
+    pub width: u32,
+    pub height: u32,
+}
+
+pub fn load_image(path: &Path, channels: usize) -> Result<NativeImage> {
+    let decoded = decode(path)?;
+    let (width, height) = (decoded.width(), decoded.height());
+    let planar = match channels {
+        1 => decoded.to_luma32f().into_raw(),
+        3 => {
+            let interleaved = decoded.to_rgb32f().into_raw();
+            (0..3).flat_map(|c| interleaved.iter().skip(c).step_by(3).copied()).collect()
+        }
+        _ => bail!("images must have 1 or 3 channels, not {channels}"),
+    };
+    Ok(NativeImage { pixels: planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), width, height })
+}
+
+/// A mask file as foreground flags, row-major, and its (width, height): foreground where any
+/// channel exceeds half the range; a mask whose largest value is 1 (a 0/1 label mask) is
+/// foreground wherever it is not 0 — `data::load`'s rule.
+pub fn load_mask(path: &Path) -> Result<(Vec<bool>, (u32, u32))> {
+    let mask = decode(path)?;
+    let full_scale = match mask.color() {
+        ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => Some(255.0),
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => Some(65535.0),
+        _ => None, // float masks are already on a 0..1 scale
+    };
+    let rgb = mask.to_rgb32f();
+    let largest = rgb.as_raw().iter().fold(0.0f32, |m, &v| m.max(v));
+    let zero_one = full_scale.is_some_and(|scale| (largest * scale).round() == 1.0);
+    let threshold = if zero_one { 0.0 } else { 0.5 };
+    let bits = rgb.pixels().map(|p| p.0.iter().any(|&v| v > threshold)).collect();
+    Ok((bits, (rgb.width(), rgb.height())))
+}
+
+/// Opens an image by its contents (a JPEG named .png still decodes).
+fn decode(path: &Path) -> Result<DynamicImage> {
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if reader.format().is_none() {
+        bail!("{} is not an image (expected png, jpeg, bmp or tiff contents)", path.display());
+    }
+    reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::load::{self, Preprocess};
+    use crate::data::pairs::Pair;
+
+    /// At the native size the loader's resize is the identity, so both must agree exactly.
+    #[test]
+    fn agrees_with_the_loader_at_native_size() {
+        let dir = std::env::temp_dir().join(format!("wgunet-native-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let side = 12u32;
+        let rgb = image::RgbImage::from_fn(side, side, |x, y| image::Rgb([(x * 20) as u8, (y * 20) as u8, 90]));
+        let image_path = dir.join("a.png");
+        rgb.save(&image_path).unwrap();
+        let cases: [(&str, DynamicImage); 3] = [
+            (
+                "gray",
+                DynamicImage::ImageLuma8(image::GrayImage::from_fn(side, side, |x, y| {
+                    image::Luma([((x + y) * 11) as u8])
+                })),
+            ),
+            (
+                "zero-one",
+                DynamicImage::ImageLuma8(image::GrayImage::from_fn(side, side, |x, _| image::Luma([(x % 2) as u8]))),
+            ),
+            (
+                "colour",
+                DynamicImage::ImageRgb8(image::RgbImage::from_fn(side, side, |x, y| {
+                    image::Rgb([0, (x * 23) as u8, (y * 5) as u8])
+                })),
+            ),
+        ];
+        for (name, mask) in cases {
+            let mask_path = dir.join(format!("{name}_mask.png"));
+            mask.save(&mask_path).unwrap();
+            let pair = Pair { image: image_path.clone(), mask: mask_path };
+            for channels in [1, 3] {
+                let sample = load::load_sample(&pair, &Preprocess { size: side as usize, channels }).unwrap();
+                let native = load_image(&pair.image, channels).unwrap();
+                assert_eq!((native.width, native.height), sample.native_size);
+                assert_eq!(native.pixels, sample.image, "{channels}-channel image");
+                let (bits, size) = load_mask(&pair.mask).unwrap();
+                assert_eq!(size, (side, side));
+                let want: Vec<bool> = sample.mask.iter().map(|&m| m > 0.5).collect();
+                assert_eq!(bits, want, "{name} mask");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
