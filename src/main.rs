@@ -43,6 +43,9 @@ struct ModelArgs {
     /// Base filters F (encoder F, 2F, 4F, 8F; bridge 16F).
     #[arg(long, default_value_t = 32)]
     filters: usize,
+    /// Dropout probability (resunet).
+    #[arg(long, default_value_t = wgunet::model::DEFAULT_DROPOUT)]
+    dropout: f32,
 }
 
 #[derive(Subcommand)]
@@ -103,8 +106,11 @@ enum Command {
         /// Run folder written by `wgunet train`.
         #[arg(long)]
         model: PathBuf,
+        /// A dataset folder in any layout `wgunet split` accepts (e.g. the Pratheepan photos);
+        /// colour and size may differ from the training data.
         #[arg(long, conflicts_with = "list")]
         data: Option<PathBuf>,
+        /// A list of image/mask pairs, like test.txt from `wgunet split`.
         #[arg(long)]
         list: Option<PathBuf>,
         #[command(flatten)]
@@ -260,7 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Info { model, channels, batch } => {
-            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters };
+            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters, dropout: model.dropout };
             cfg.validate()?;
             print_info(&cfg, batch);
         }
@@ -296,6 +302,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 arch: a.model.arch,
                 size: a.model.size,
                 filters: a.model.filters,
+                dropout: a.model.dropout,
                 channels: a.channels,
                 epochs: a.epochs,
                 batch: a.batch,
@@ -322,7 +329,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             infer::predict(&model, &input, &output, &device.device, &infer.options())?;
         }
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
-            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters };
+            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters, dropout: model.dropout };
             cfg.validate()?;
             let gpu = Gpu::open(&device.device)?;
             bench::run(&gpu, &cfg, batch, warmup, steps, profile)?.print();

@@ -39,6 +39,13 @@ pub struct ModelConfig {
     pub channels: usize,
     /// Base filters F: the encoder has F, 2F, 4F, 8F, the bridge 16F.
     pub filters: usize,
+    /// Dropout probability of the residual U-Net (ignored by the others).
+    #[serde(default = "default_dropout")]
+    pub dropout: f32,
+}
+
+fn default_dropout() -> f32 {
+    DEFAULT_DROPOUT
 }
 
 /// Levels of the encoder; the input side must divide by 2^DEPTH.
@@ -58,13 +65,14 @@ impl ModelConfig {
         );
         anyhow::ensure!(self.channels == 1 || self.channels == 3, "--channels must be 1 or 3, not {}", self.channels);
         anyhow::ensure!(self.filters >= 1, "--filters must be at least 1");
+        anyhow::ensure!((0.0..1.0).contains(&self.dropout), "--dropout must be in [0, 1), not {}", self.dropout);
         Ok(())
     }
 
     /// The network for `batch` images. Its last node is the 1-channel logit map.
     pub fn build(&self, batch: usize) -> Graph {
         match self.arch {
-            Arch::Resunet => self.build_resunet(batch, DEFAULT_DROPOUT),
+            Arch::Resunet => self.build_resunet(batch, self.dropout),
             Arch::Unet | Arch::UnetUpsample | Arch::AttentionUnet => self.build_unet(batch),
         }
     }

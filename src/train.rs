@@ -42,6 +42,7 @@ pub struct TrainOptions {
     pub arch: Arch,
     pub size: usize,
     pub filters: usize,
+    pub dropout: f32,
     /// None: from the data (grayscale stays grayscale).
     pub channels: Option<usize>,
     pub epochs: usize,
@@ -193,7 +194,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     let data = load_dataset(&o.source, o.size, o.channels, o.seed, &o.out)?;
     anyhow::ensure!(!data.train.is_empty(), "no training images");
     anyhow::ensure!(!data.test.is_empty(), "no test images: use more images or a smaller --train fraction");
-    let cfg = ModelConfig { arch: o.arch, size: o.size, channels: data.channels, filters: o.filters };
+    let cfg = ModelConfig { arch: o.arch, size: o.size, channels: data.channels, filters: o.filters, dropout: o.dropout };
     cfg.validate()?;
     let gpu = Gpu::open(&o.device)?;
     println!("device: {}", gpu.describe());
@@ -275,6 +276,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
             }
             step += 1;
             exec.set_hyper(&gpu, AdamHyper::new(lr, o.weight_decay, step));
+            exec.set_step(&gpu, o.seed, step);
             let mut enc = gpu.device.create_command_encoder(&Default::default());
             if o.augment {
                 gpu.write(&raw_image, &image);

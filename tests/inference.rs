@@ -26,8 +26,9 @@ fn wgunet(args: &[&str]) -> String {
     text
 }
 
+/// Below cargo's scratch folder for integration tests; each test removes its own folder.
 fn root() -> PathBuf {
-    std::env::temp_dir().join(format!("wgunet-inference-{}", std::process::id()))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("inference-{}", std::process::id()))
 }
 
 fn fresh_dir(name: &str) -> PathBuf {
@@ -169,11 +170,12 @@ fn tta_is_flip_equivariant() {
 #[test]
 fn tta_of_a_symmetric_image_is_the_symmetrised_plain_output() {
     let model = model();
+    // The top-left quarter of a slice mirrored into the other three.
     let x = slice(3);
-    let copies: Vec<Vec<f32>> = Flip::ALL.iter().map(|f| f.apply(&x, SIZE, SIZE)).collect();
-    let symmetric: Vec<f32> = (0..SIZE * SIZE).map(|k| copies.iter().map(|c| c[k]).sum::<f32>() / 4.0).collect();
+    let fold = |i: usize| i.min(SIZE - 1 - i);
+    let symmetric: Vec<f32> = (0..SIZE * SIZE).map(|k| x[fold(k / SIZE) * SIZE + fold(k % SIZE)]).collect();
     for f in Flip::ALL {
-        assert_eq!(f.apply(&symmetric, SIZE, SIZE), symmetric);
+        assert!(f.apply(&symmetric, SIZE, SIZE) == symmetric, "the test image is not symmetric under {f:?}");
     }
     let plain =
         Segmenter::new(&model, InferOptions::default()).unwrap().probabilities(&[&symmetric]).unwrap().remove(0);
@@ -222,6 +224,7 @@ fn eval_scores_match_the_gpu_evaluator() {
     assert_eq!(report.native.mean_dice, report.model.mean_dice);
     assert!(!out.join("panels").exists(), "--panels 0 drew panels");
     assert_eq!(std::fs::read_to_string(out.join("per_image.csv")).unwrap().lines().count(), 19);
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// A skin-like photo: an orange ellipse on a noisy green-blue background, and its mask.
@@ -246,8 +249,7 @@ fn photo(w: u32, h: u32, seed: u32) -> (image::RgbImage, image::GrayImage) {
 
 /// The Pratheepan skin dataset's layout: jpg and jpeg photos of different sizes, png ground
 /// truth in `Ground_Truth/GroundT_<folder>/`.
-fn pratheepan_tree() -> PathBuf {
-    let root = fresh_dir("pratheepan");
+fn pratheepan_tree(root: &Path) {
     let files = [
         ("FacePhoto", "face1.jpg", 45, 37),
         ("FacePhoto", "face2.jpg", 64, 50),
@@ -264,7 +266,18 @@ fn pratheepan_tree() -> PathBuf {
         rgb.save(images.join(name)).unwrap();
         mask.save(truth.join(Path::new(name).with_extension("png"))).unwrap();
     }
-    root
+    // A tinted synthetic slice at an odd size: something the brain model may find.
+    let (slice, lesion) = synth::generate(7, 1, 64);
+    let (w, h) = (57, 45);
+    let gray = image::imageops::resize(&slice, w, h, image::imageops::FilterType::Triangle);
+    let tinted = image::RgbImage::from_fn(w, h, |x, y| {
+        let v = gray.get_pixel(x, y).0[0];
+        image::Rgb([v, v.saturating_sub(10), v / 2])
+    });
+    tinted.save(root.join("Pratheepan_Dataset/FacePhoto/brain.jpg")).unwrap();
+    image::imageops::resize(&lesion, w, h, image::imageops::FilterType::Nearest)
+        .save(root.join("Ground_Truth/GroundT_FacePhoto/brain.png"))
+        .unwrap();
 }
 
 fn csv_rows(path: &Path) -> Vec<Vec<String>> {
@@ -292,8 +305,10 @@ fn dice(pred: &image::GrayImage, truth: &image::GrayImage) -> f64 {
 #[test]
 fn pratheepan_layout_end_to_end() {
     let run = trained_run();
-    let data = pratheepan_tree();
-    let out = root().join("pratheepan-eval");
+    let scratch = fresh_dir("pratheepan");
+    let data = scratch.join("data");
+    pratheepan_tree(&data);
+    let out = scratch.join("eval");
     let text = wgunet(&[
         "eval",
         "--model",
@@ -309,7 +324,7 @@ fn pratheepan_layout_end_to_end() {
         "--json",
         &s(&out.join("eval.json")),
     ]);
-    assert!(text.contains("found 5 pairs"), "{text}");
+    assert!(text.contains("found 6 pairs"), "{text}");
     assert!(text.contains("note: the images are colour but the model takes grayscale"), "{text}");
     assert!(text.contains("model  mean Dice") && text.contains("native mean Dice"), "{text}");
     assert!(text.contains("mean pixel accuracy") && text.contains("native micro IoU"), "{text}");
@@ -319,6 +334,7 @@ fn pratheepan_layout_end_to_end() {
     assert_eq!(
         sizes,
         [
+            ("FacePhoto/brain.jpg".to_string(), "57", "45"),
             ("FacePhoto/face1.jpg".to_string(), "45", "37"),
             ("FacePhoto/face2.jpg".to_string(), "64", "50"),
             ("FamilyPhoto/fam1.jpeg".to_string(), "30", "70"),
@@ -331,11 +347,11 @@ fn pratheepan_layout_end_to_end() {
     }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
-    assert_eq!(json["images"], 5);
+    assert_eq!(json["images"], 6);
     assert!(json["native"]["mean_dice"].is_number() && json["inference"]["tile"] == false);
 
     // The native scores are those of the masks `predict` writes, against the original truth.
-    let masks = root().join("pratheepan-masks");
+    let masks = scratch.join("masks");
     for folder in ["FacePhoto", "FamilyPhoto"] {
         wgunet(&[
             "predict",
@@ -363,7 +379,7 @@ fn pratheepan_layout_end_to_end() {
     }
 
     // Tiled, with TTA and the largest component: native size end to end, smaller-than-tile images included.
-    let tiled_out = root().join("pratheepan-tiled");
+    let tiled_out = scratch.join("tiled");
     let text = wgunet(&[
         "eval",
         "--model",
@@ -387,8 +403,9 @@ fn pratheepan_layout_end_to_end() {
         &s(&tiled_out.join("eval.json")),
     ]);
     assert!(text.contains("tiles of 32 px") && text.contains("native mean Dice"), "{text}");
-    assert_eq!(csv_rows(&tiled_out.join("per_image.csv")).len(), 5);
+    assert_eq!(csv_rows(&tiled_out.join("per_image.csv")).len(), 6);
     assert!(tiled_out.join("panels/best-1.png").is_file() && tiled_out.join("panels/worst-1.png").is_file());
+    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 fn components(mask: &image::GrayImage) -> Vec<bool> {
@@ -398,11 +415,12 @@ fn components(mask: &image::GrayImage) -> Vec<bool> {
 #[test]
 fn predict_tiled_with_largest_component_writes_native_size_masks() {
     let run = trained_run();
-    let data = fresh_dir("predict-data");
+    let scratch = fresh_dir("predict");
+    let data = scratch.join("data");
     synth::write_dataset(&data, 3, 5, 48).unwrap();
     let small = image::GrayImage::from_fn(21, 17, |x, y| image::Luma([((x * 7 + y * 3) % 256) as u8]));
     small.save(data.join("images").join("small.png")).unwrap();
-    let masks = root().join("predict-masks");
+    let masks = scratch.join("masks");
     wgunet(&[
         "predict",
         "--model",
@@ -429,11 +447,13 @@ fn predict_tiled_with_largest_component_writes_native_size_masks() {
             "{name} has several components"
         );
     }
+    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 #[test]
 fn gray_images_for_a_colour_model_are_announced() {
-    let dir = fresh_dir("rgb-run");
+    let scratch = fresh_dir("rgb");
+    let dir = scratch.join("run");
     wgunet(&[
         "train",
         "--device",
@@ -453,9 +473,10 @@ fn gray_images_for_a_colour_model_are_announced() {
         "--out",
         &s(&dir),
     ]);
-    let data = fresh_dir("rgb-data");
+    let data = scratch.join("data");
     synth::write_dataset(&data, 4, 9, 40).unwrap();
     let text = wgunet(&["eval", "--model", &s(&dir), "--data", &s(&data), "--device", "cpu", "--panels", "0"]);
     assert!(text.contains("note: the images are grayscale but the model takes RGB"), "{text}");
     assert!(text.contains("native mean Dice"), "{text}");
+    let _ = std::fs::remove_dir_all(&scratch);
 }

@@ -19,7 +19,7 @@ fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
 }
 
 fn config(arch: Arch, size: usize, channels: usize, filters: usize) -> ModelConfig {
-    ModelConfig { arch, size, channels, filters }
+    ModelConfig { arch, size, channels, filters, dropout: wgunet::model::DEFAULT_DROPOUT }
 }
 
 fn norm(v: &[f64]) -> f64 {
