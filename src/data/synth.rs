@@ -295,8 +295,9 @@ impl Slice {
 
 impl Tumour {
     fn random(rng: &mut Pcg64, head: &Ellipse, brain_radius: f32, tissue: f32) -> Self {
-        // Log-uniform size: small tumours are as common as large ones.
-        let size: f32 = (rng.random_range(0.2f32.ln()..0.5f32.ln())).exp();
+        // Log-uniform size: small tumours are as common as large ones; the smallest are still a
+        // few dozen pixels at 64×64, so a small U-Net trained for minutes can find them.
+        let size: f32 = (rng.random_range(0.14f32.ln()..0.45f32.ln())).exp();
         let reach = rng.random_range(0.0..(brain_radius - 0.25).max(0.1));
         let direction = rng.random_range(0.0..std::f32::consts::TAU);
         let (cx, cy) = head_point(head, reach * direction.cos(), reach * direction.sin());
