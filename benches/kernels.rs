@@ -65,6 +65,11 @@ fn main() {
         ("backward_weight", t.backward_weight(&gpu, &x, &y, &w).unwrap()),
     ] {
         let s = time(&gpu, &d, reps);
-        println!("{:<44} {:>10.2} {:>10.2}", format!("conv_transpose2d {label} 8x64x16x16->32"), s * 1e3, t.flops() as f64 / s / 1e9);
+        println!(
+            "{:<44} {:>10.2} {:>10.2}",
+            format!("conv_transpose2d {label} 8x64x16x16->32"),
+            s * 1e3,
+            t.flops() as f64 / s / 1e9
+        );
     }
 }

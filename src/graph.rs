@@ -48,7 +48,9 @@ pub enum Init {
     /// Uniform in ±sqrt(6 / fan_in) (He et al. 2015): keeps the signal's variance through a
     /// ReLU, so a deep U-Net starts learning at once rather than after many epochs of
     /// predicting background (Keras' Glorot default shrinks it by about √2 a layer).
-    HeUniform { fan_in: usize },
+    HeUniform {
+        fan_in: usize,
+    },
     /// Uniform in ±sqrt(6 / (fan_in + fan_out)).
     GlorotUniform {
         fan_in: usize,

@@ -152,7 +152,10 @@ impl Gpu {
                         label: Some(shader.name),
                         source: wgpu::ShaderSource::Wgsl(full_source(shader).into()),
                     };
-                    let checks = wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+                    let checks = wgpu::ShaderRuntimeChecks {
+                        force_loop_bounding: false,
+                        ..wgpu::ShaderRuntimeChecks::checked()
+                    };
                     unsafe { self.device.create_shader_module_trusted(desc, checks) }
                 })
                 .clone()

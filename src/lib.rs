@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod check;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod evaluate;

@@ -99,6 +99,14 @@ enum Command {
     },
     /// Train a model (with no --data: on the built-in synthetic dataset).
     Train(TrainArgs),
+    /// Train several architectures on the same split with the same seed and tabulate them.
+    Compare {
+        /// Comma-separated architectures.
+        #[arg(long, value_delimiter = ',', default_value = "unet,unet-upsample,resunet,attention-unet")]
+        archs: Vec<Arch>,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
     /// Evaluate a trained run: its own test split, another dataset (--data) or a list (--list).
     /// Scores at the model's size and at each image's own size (`native`); writes a per-image
     /// CSV and panels of the best and worst images.
@@ -266,7 +274,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Info { model, channels, batch } => {
-            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters, dropout: model.dropout };
+            let cfg = ModelConfig {
+                arch: model.arch,
+                size: model.size,
+                channels,
+                filters: model.filters,
+                dropout: model.dropout,
+            };
             cfg.validate()?;
             print_info(&cfg, batch);
         }
@@ -290,31 +304,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("wrote {n} synthetic image/mask pairs to {}", out.display());
         }
         Command::Train(a) => {
-            let source = match (a.data, a.train_list, a.test_list) {
-                (Some(dir), _, _) => DataSource::Folder { dir, train: a.train, max_images: a.max_images },
-                (None, Some(train), Some(test)) => DataSource::Lists { train, test },
-                (None, None, None) => DataSource::Synthetic { count: a.synth_count },
-                _ => bail!("give both --train-list and --test-list"),
-            };
-            let opts = TrainOptions {
-                source,
-                device: a.device.device,
-                arch: a.model.arch,
-                size: a.model.size,
-                filters: a.model.filters,
-                dropout: a.model.dropout,
-                channels: a.channels,
-                epochs: a.epochs,
-                batch: a.batch,
-                lr: a.lr,
-                weight_decay: a.weight_decay,
-                loss: a.loss,
-                augment: !a.no_augment,
-                seed: a.seed,
-                out: a.out,
-                command: std::env::args().collect::<Vec<_>>().join(" "),
-            };
-            train::train(&opts)?;
+            train::train(&train_options(a)?)?;
+        }
+        Command::Compare { archs, train } => {
+            wgunet::compare::compare(&train_options(train)?, &archs)?;
         }
         Command::Eval { model, data, list, device, infer, panels, out, json } => {
             let data = match (data, list) {
@@ -329,13 +322,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             infer::predict(&model, &input, &output, &device.device, &infer.options())?;
         }
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
-            let cfg = ModelConfig { arch: model.arch, size: model.size, channels, filters: model.filters, dropout: model.dropout };
+            let cfg = ModelConfig {
+                arch: model.arch,
+                size: model.size,
+                channels,
+                filters: model.filters,
+                dropout: model.dropout,
+            };
             cfg.validate()?;
             let gpu = Gpu::open(&device.device)?;
             bench::run(&gpu, &cfg, batch, warmup, steps, profile)?.print();
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The training options a `train` (or `compare`) command line asks for.
+fn train_options(a: TrainArgs) -> Result<TrainOptions> {
+    let source = match (a.data, a.train_list, a.test_list) {
+        (Some(dir), _, _) => DataSource::Folder { dir, train: a.train, max_images: a.max_images },
+        (None, Some(train), Some(test)) => DataSource::Lists { train, test },
+        (None, None, None) => DataSource::Synthetic { count: a.synth_count },
+        _ => bail!("give both --train-list and --test-list"),
+    };
+    Ok(TrainOptions {
+        source,
+        device: a.device.device,
+        arch: a.model.arch,
+        size: a.model.size,
+        filters: a.model.filters,
+        dropout: a.model.dropout,
+        channels: a.channels,
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        loss: a.loss,
+        augment: !a.no_augment,
+        seed: a.seed,
+        out: a.out,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    })
 }
 
 fn print_info(cfg: &ModelConfig, batch: usize) {

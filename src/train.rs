@@ -140,10 +140,8 @@ fn load_lists(
         train.len() + test.len(),
         t0.elapsed().as_secs_f64()
     );
-    let test_names = te
-        .iter()
-        .map(|p| p.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
-        .collect();
+    let test_names =
+        te.iter().map(|p| p.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()).collect();
     Ok(Dataset { train, test, test_names, pairs, record, channels })
 }
 
@@ -194,7 +192,8 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     let data = load_dataset(&o.source, o.size, o.channels, o.seed, &o.out)?;
     anyhow::ensure!(!data.train.is_empty(), "no training images");
     anyhow::ensure!(!data.test.is_empty(), "no test images: use more images or a smaller --train fraction");
-    let cfg = ModelConfig { arch: o.arch, size: o.size, channels: data.channels, filters: o.filters, dropout: o.dropout };
+    let cfg =
+        ModelConfig { arch: o.arch, size: o.size, channels: data.channels, filters: o.filters, dropout: o.dropout };
     cfg.validate()?;
     let gpu = Gpu::open(&o.device)?;
     println!("device: {}", gpu.describe());

@@ -82,12 +82,30 @@ fn split_train_eval_predict() {
 
     let run = root.join("run");
     let out = wgunet(&[
-        "train", "--train-list", &s(&lists.join("train.txt")), "--test-list", &s(&lists.join("test.txt")),
-        "--device", "cpu", "--size", "32", "--filters", "4", "--epochs", "20", "--batch", "6", "--lr", "3e-3",
-        "--out", &s(&run),
+        "train",
+        "--train-list",
+        &s(&lists.join("train.txt")),
+        "--test-list",
+        &s(&lists.join("test.txt")),
+        "--device",
+        "cpu",
+        "--size",
+        "32",
+        "--filters",
+        "4",
+        "--epochs",
+        "20",
+        "--batch",
+        "6",
+        "--lr",
+        "3e-3",
+        "--out",
+        &s(&run),
     ]);
     assert!(out.contains("mean Dice"), "{out}");
-    for f in ["model.json", "best.safetensors", "last.safetensors", "metrics.csv", "metrics.json", "train.txt", "test.txt"] {
+    for f in
+        ["model.json", "best.safetensors", "last.safetensors", "metrics.csv", "metrics.json", "train.txt", "test.txt"]
+    {
         assert!(run.join(f).is_file(), "train did not write {f}");
     }
     let loss = csv_column(&run.join("metrics.csv"), "train_loss");
@@ -99,7 +117,8 @@ fn split_train_eval_predict() {
     let tests = wgunet::data::split::read_list(&lists.join("test.txt")).unwrap();
     let pre = wgunet::data::load::Preprocess { size: 32, channels: 1 };
     let samples = wgunet::data::load::load_all(&tests, &pre).unwrap();
-    let background_iou = samples.iter().filter(|s| s.mask.iter().all(|&m| m == 0.0)).count() as f64 / samples.len() as f64;
+    let background_iou =
+        samples.iter().filter(|s| s.mask.iter().all(|&m| m == 0.0)).count() as f64 / samples.len() as f64;
 
     let out = wgunet(&["eval", "--model", &s(&run), "--device", "cpu"]);
     assert!(out.contains("mean pixel accuracy") && out.contains("mean IoU") && out.contains("mean Dice"), "{out}");
@@ -108,7 +127,17 @@ fn split_train_eval_predict() {
     assert_eq!(json_number(&run.join("eval.json"), "images") as usize, 18);
 
     let masks = root.join("masks");
-    wgunet(&["predict", "--model", &s(&run), "--input", &s(&data.join("images")), "--output", &s(&masks), "--device", "cpu"]);
+    wgunet(&[
+        "predict",
+        "--model",
+        &s(&run),
+        "--input",
+        &s(&data.join("images")),
+        "--output",
+        &s(&masks),
+        "--device",
+        "cpu",
+    ]);
     let first = std::fs::read_dir(data.join("images")).unwrap().next().unwrap().unwrap().path();
     let predicted = image::open(masks.join(first.file_name().unwrap()).with_extension("png")).unwrap().to_luma8();
     let original = image::open(&first).unwrap();
@@ -120,11 +149,46 @@ fn split_train_eval_predict() {
 
 #[test]
 fn bad_size_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
-        .args(["info", "--size", "100"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wgunet")).args(["info", "--size", "100"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a multiple of 16") && err.contains("try 96"), "{err}");
+}
+
+#[test]
+fn compare_tabulates_each_architecture() {
+    let root = temp_dir("compare");
+    let data = root.join("data");
+    write_disc_dataset(&data, 24);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = root.join("cmp");
+    let text = wgunet(&[
+        "compare",
+        "--archs",
+        "unet,resunet",
+        "--data",
+        &s(&data),
+        "--device",
+        "cpu",
+        "--size",
+        "16",
+        "--filters",
+        "2",
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(text.contains("| unet |") && text.contains("| resunet |"), "{text}");
+    let csv = std::fs::read_to_string(out.join("comparison.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert!(rows[1].starts_with("unet,") && rows[2].starts_with("resunet,"), "{csv}");
+    // Both runs used the same split.
+    let list = |arch: &str| std::fs::read_to_string(out.join(arch).join("test.txt")).unwrap();
+    assert_eq!(list("unet"), list("resunet"));
+    assert!(out.join("comparison.md").is_file());
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -183,8 +183,12 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &ConvTranspose2d) -> Result<Vec<C
     let y = reference::forward(s, &x64, &w64, &b64);
     Ok(vec![
         check::run_case(gpu, "conv_transpose2d forward", &shape, &y, |y| s.forward(gpu, &gx, &gw, &gb, y))?,
-        check::run_case(gpu, "conv_transpose2d backward_input", &shape, &dx, |dx| s.backward_input(gpu, &gdy, &gw, dx))?,
-        check::run_case(gpu, "conv_transpose2d backward_weight", &shape, &dw, |dw| s.backward_weight(gpu, &gx, &gdy, dw))?,
+        check::run_case(gpu, "conv_transpose2d backward_input", &shape, &dx, |dx| {
+            s.backward_input(gpu, &gdy, &gw, dx)
+        })?,
+        check::run_case(gpu, "conv_transpose2d backward_weight", &shape, &dw, |dw| {
+            s.backward_weight(gpu, &gx, &gdy, dw)
+        })?,
         check::run_case(gpu, "conv_transpose2d backward_bias", &shape, &db, |db| s.backward_bias(gpu, &gdy, db))?,
     ])
 }
