@@ -53,26 +53,16 @@ pub fn compare(base: &TrainOptions, archs: &[Arch]) -> Result<Vec<Row>> {
     );
     for r in &rows {
         let m = &r.metrics;
-        writeln!(
-            csv,
-            "{},{},{:.3},{:.4},{:.4},{:.4}",
-            r.arch.name(),
-            r.params,
-            r.train_images_per_s,
-            m.mean_pixel_accuracy,
-            m.mean_iou,
-            m.mean_dice
-        )?;
-        writeln!(
-            md,
-            "| {} | {} | {:.2} | {:.4} | {:.4} | {:.4} |",
-            r.arch.name(),
-            r.params,
-            r.train_images_per_s,
-            m.mean_pixel_accuracy,
-            m.mean_iou,
-            m.mean_dice
-        )?;
+        let cells = [
+            r.arch.name().to_string(),
+            r.params.to_string(),
+            format!("{:.2}", r.train_images_per_s),
+            format!("{:.4}", m.mean_pixel_accuracy),
+            format!("{:.4}", m.mean_iou),
+            format!("{:.4}", m.mean_dice),
+        ];
+        writeln!(csv, "{}", cells.join(","))?;
+        writeln!(md, "| {} |", cells.join(" | "))?;
     }
     write_atomic(&base.out.join("comparison.csv"), csv.as_bytes())?;
     write_atomic(&base.out.join("comparison.md"), md.as_bytes())?;
