@@ -19,7 +19,11 @@ impl Flip {
     /// its own inverse, so this also flips an output back.
     pub fn apply(self, data: &[f32], height: usize, width: usize) -> Vec<f32> {
         let plane = height * width;
-        assert!(plane > 0 && data.len() % plane == 0, "flip: {} values are not planes of {height}×{width}", data.len());
+        assert!(
+            plane > 0 && data.len().is_multiple_of(plane),
+            "flip: {} values are not planes of {height}×{width}",
+            data.len()
+        );
         let (mirror_x, mirror_y) = match self {
             Flip::Identity => return data.to_vec(),
             Flip::Horizontal => (true, false),
