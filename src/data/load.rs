@@ -110,7 +110,7 @@ fn is_gray(image: &DynamicImage) -> bool {
 
 /// Foreground where any channel exceeds half the range (> 127 of 255); a mask whose largest
 /// value is 1 (a 0/1 label mask) is foreground wherever it is not 0. Returns 0/1 pixels.
-fn binarize(mask: &DynamicImage) -> GrayImage {
+pub(crate) fn binarize(mask: &DynamicImage) -> GrayImage {
     let full_scale = match mask.color() {
         ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => Some(255.0),
         ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => Some(65535.0),
@@ -127,7 +127,7 @@ fn binarize(mask: &DynamicImage) -> GrayImage {
 
 /// Opens an image by its contents (a JPEG named .png still decodes), with errors that name the
 /// file and say what is wrong.
-fn decode(path: &Path) -> Result<DynamicImage> {
+pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
     let reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .with_context(|| format!("cannot read {}", path.display()))?;

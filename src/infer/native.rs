@@ -1,11 +1,12 @@
 //! Images and masks at their own size, for tiled inference and for scores at native
-//! resolution. Colour conversion and mask binarisation follow `data::load` exactly (a test
-//! holds them together), only without the resize.
+//! resolution: `data::load`'s decoding, colour conversion and mask binarisation, without the
+//! resize (a test holds the two together).
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use image::{ColorType, DynamicImage, ImageReader};
+use anyhow::{bail, Result};
+
+use crate::data::load::{binarize, decode};
 
 /// `[channels, height, width]` in [0, 1]: colour becomes luma for 1 channel, gray is
 /// replicated for 3.
@@ -33,29 +34,9 @@ pub fn load_image(path: &Path, channels: usize) -> Result<NativeImage> {
 /// channel exceeds half the range; a mask whose largest value is 1 (a 0/1 label mask) is
 /// foreground wherever it is not 0 — `data::load`'s rule.
 pub fn load_mask(path: &Path) -> Result<(Vec<bool>, (u32, u32))> {
-    let mask = decode(path)?;
-    let full_scale = match mask.color() {
-        ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => Some(255.0),
-        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => Some(65535.0),
-        _ => None, // float masks are already on a 0..1 scale
-    };
-    let rgb = mask.to_rgb32f();
-    let largest = rgb.as_raw().iter().fold(0.0f32, |m, &v| m.max(v));
-    let zero_one = full_scale.is_some_and(|scale| (largest * scale).round() == 1.0);
-    let threshold = if zero_one { 0.0 } else { 0.5 };
-    let bits = rgb.pixels().map(|p| p.0.iter().any(|&v| v > threshold)).collect();
-    Ok((bits, (rgb.width(), rgb.height())))
-}
-
-/// Opens an image by its contents (a JPEG named .png still decodes).
-fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if reader.format().is_none() {
-        bail!("{} is not an image (expected png, jpeg, bmp or tiff contents)", path.display());
-    }
-    reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
+    let mask = binarize(&decode(path)?);
+    let size = mask.dimensions();
+    Ok((mask.into_raw().into_iter().map(|v| v == 1).collect(), size))
 }
 
 #[cfg(test)]
@@ -63,6 +44,7 @@ mod tests {
     use super::*;
     use crate::data::load::{self, Preprocess};
     use crate::data::pairs::Pair;
+    use image::DynamicImage;
 
     /// At the native size the loader's resize is the identity, so both must agree exactly.
     #[test]
