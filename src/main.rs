@@ -48,6 +48,16 @@ struct ModelArgs {
     dropout: f32,
 }
 
+impl ModelArgs {
+    /// The validated model these flags describe, for `channels` input channels.
+    fn config(&self, channels: usize) -> Result<ModelConfig> {
+        let cfg =
+            ModelConfig { arch: self.arch, size: self.size, channels, filters: self.filters, dropout: self.dropout };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// List every adapter wgpu finds, with the limits and features that matter to wgunet.
@@ -274,14 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Info { model, channels, batch } => {
-            let cfg = ModelConfig {
-                arch: model.arch,
-                size: model.size,
-                channels,
-                filters: model.filters,
-                dropout: model.dropout,
-            };
-            cfg.validate()?;
+            let cfg = model.config(channels)?;
             print_info(&cfg, batch);
         }
         Command::Split { data, train, seed, max_images, out } => {
@@ -322,14 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             infer::predict(&model, &input, &output, &device.device, &infer.options())?;
         }
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
-            let cfg = ModelConfig {
-                arch: model.arch,
-                size: model.size,
-                channels,
-                filters: model.filters,
-                dropout: model.dropout,
-            };
-            cfg.validate()?;
+            let cfg = model.config(channels)?;
             let gpu = Gpu::open(&device.device)?;
             bench::run(&gpu, &cfg, batch, warmup, steps, profile)?.print();
         }
