@@ -1,18 +1,13 @@
 //! The command line end to end on a tiny generated dataset: synth → split → train → eval →
 //! predict, as a user runs it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn wgunet(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("wgunet runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "wgunet {} failed:\n{text}", args.join(" "));
-    text
+    common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), args)
 }
 
 fn temp_dir(name: &str) -> PathBuf {

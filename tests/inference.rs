@@ -2,8 +2,9 @@
 //! flip test-time augmentation, keeping the largest component, and a model trained on gray
 //! synthetic MRI slices evaluated on a Pratheepan-style tree of colour photos of any size.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use wgunet::data::synth;
@@ -15,18 +16,11 @@ use wgunet::DeviceChoice;
 
 const SIZE: usize = 32;
 
+/// Below cargo's scratch folder for integration tests; each test removes its own folder.
 fn wgunet(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("wgunet runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "wgunet {} failed:\n{text}", args.join(" "));
-    text
+    common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), args)
 }
 
-/// Below cargo's scratch folder for integration tests; each test removes its own folder.
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("inference-{}", std::process::id()))
 }

@@ -5,6 +5,19 @@ use std::sync::OnceLock;
 
 use wgunet::{DeviceChoice, Gpu};
 
+/// Runs the `wgunet` binary (env!("CARGO_BIN_EXE_wgunet") of the calling test), asserts success
+/// and returns stdout and stderr together.
+pub fn run_wgunet(binary: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(binary)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("wgunet runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "wgunet {} failed:\n{text}", args.join(" "));
+    text
+}
+
 /// The software adapter (lavapipe) in CI; `WGUNET_TEST_DEVICE` picks another (e.g. `gpu`).
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
