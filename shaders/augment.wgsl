@@ -16,6 +16,9 @@ struct Params {
 
 // Control points per side of the elastic field (augment::GRID, set from Rust).
 override GRID: u32 = 4u;
+// Masks of class ids (K-class training) take the nearest pixel's id: interpolating between
+// class 1 and class 3 would invent class 2. Binary masks are interpolated, then thresholded.
+override NEAREST_MASK: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Per image: a (4, row-major), t (2), elastic displacements (2 per control point, row-major).
@@ -102,8 +105,15 @@ fn augment(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
             + w10 * image_in[off + o10] + w11 * image_in[off + o11];
     }
     let m = b * plane;
-    let v = w00 * mask_in[m + o00] + w01 * mask_in[m + o01] + w10 * mask_in[m + o10] + w11 * mask_in[m + o11];
-    // Thresholding the interpolated mask keeps it binary and follows the same boundary the
-    // image's interpolation moved.
-    mask_out[m + y * s + x] = select(0.0, 1.0, v > 0.5);
+    if (NEAREST_MASK) {
+        // The nearest pixel centre is the cell's upper neighbour from a fraction of 0.5 on.
+        let nx = select(cx.i0, cx.i1, cx.f >= 0.5);
+        let ny = select(cy.i0, cy.i1, cy.f >= 0.5);
+        mask_out[m + y * s + x] = mask_in[m + ny * s + nx];
+    } else {
+        let v = w00 * mask_in[m + o00] + w01 * mask_in[m + o01] + w10 * mask_in[m + o10] + w11 * mask_in[m + o11];
+        // Thresholding the interpolated mask keeps it binary and follows the same boundary the
+        // image's interpolation moved.
+        mask_out[m + y * s + x] = select(0.0, 1.0, v > 0.5);
+    }
 }

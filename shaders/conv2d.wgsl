@@ -1,10 +1,7 @@
 // 2-D convolution, stride 1, "same" zero padding: y = act(conv(x, w) + b).
 // x, y: NCHW; w: [cout][cin][K][K]; b: [cout].
 //
-// forward / backward_input: grid ((image, pixel) blocks of WG_X, channel tiles). Each invocation
-// computes one pixel for TILE channels, so every x (or dz) value it loads feeds TILE
-// multiply-adds. The last tile may be partial: its weight reads are clamped to a valid channel
-// (keeping the inner loop branch-free) and only valid channels are written.
+// forward computes the output and, specialised with TRANSPOSE, the input gradient (see there).
 //
 // backward_weight / backward_bias reduce over N·H·W. A workgroup holds WG_X / SPLIT groups of
 // SPLIT invocations; each group owns one input channel's K·K weights for TILE output channels
@@ -27,17 +24,25 @@ struct Params {
 override K: u32 = 3u;
 // Fused ReLU on the forward output.
 override RELU: bool = false;
-// Channels per invocation: at most MAX_TILE in forward / backward_input, MAX_WEIGHT_TILE in
-// backward_weight.
+// `forward` computes the input gradient instead: dx = conv(dz, w transposed and flipped), no bias.
+override TRANSPOSE: bool = false;
+// Output channels per invocation: at most MAX_TILE in forward, MAX_WEIGHT_TILE in backward_weight.
 override TILE: u32 = 4u;
+// Adjacent pixels of a row per invocation of forward (at most MAX_PX).
+override PX: u32 = 4u;
 // Invocations that share one reduction; a power of two dividing WG_X.
 override SPLIT: u32 = 64u;
 // Values each invocation reduces: TILE·K·K in backward_weight, 1 in backward_bias.
 override SLOTS: u32 = 1u;
 
-const MAX_TILE: u32 = 8u;
+const MAX_TILE: u32 = 4u;
+const MAX_PX: u32 = 8u;
 const MAX_WEIGHT_TILE: u32 = 4u;
 const MAX_KK: u32 = 9u;
+// Input columns one forward invocation reads per row: PX + K − 1 at most.
+const MAX_SPAN: u32 = MAX_PX + 2u;
+// Offsets in one window (K rows of the span); at most 32, one bit each in a u32 mask.
+const MAX_WINDOW: u32 = MAX_SPAN * 3u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -45,98 +50,100 @@ const MAX_KK: u32 = 9u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> dz: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
 
 // Slot j of invocation lid: partial[j * WG_X + lid].
 var<workgroup> partial: array<f32, WG_X * SLOTS>;
 
-// The K·K taps around pixel (cy, cx), tap j = (ky, kx) at (cy + dir·(ky − pad), cx + dir·(kx − pad)):
-// writes off[j], its offset within a plane clamped into the plane, and returns a mask whose bit j
-// says whether it really is inside (zero padding otherwise). The loops over channels then run
-// without bounds branches.
-fn taps(cy: i32, cx: i32, dir: i32, off: ptr<function, array<u32, MAX_KK>>) -> u32 {
+// The input window of the run of PX pixels starting at (oy, ox0): off[ky * span + c] is the
+// offset within a plane of input row oy + ky − pad, column ox0 + c − pad (span = PX + K − 1),
+// clamped into the plane; bit ky * span + c of the result says whether it really is inside (zero
+// padding otherwise). The loops over channels then run without bounds branches.
+fn window(oy: u32, ox0: u32, off: ptr<function, array<u32, MAX_WINDOW>>) -> u32 {
     let pad = i32(K / 2u);
+    let span = PX + K - 1u;
     var inside = 0u;
     for (var ky = 0u; ky < K; ky++) {
-        for (var kx = 0u; kx < K; kx++) {
-            let iy = cy + dir * (i32(ky) - pad);
-            let ix = cx + dir * (i32(kx) - pad);
-            (*off)[ky * K + kx] = u32(clamp(iy, 0, i32(p.h) - 1)) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
-            inside |= select(0u, 1u << (ky * K + kx), iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w));
+        let iy = i32(oy) + i32(ky) - pad;
+        for (var c = 0u; c < span; c++) {
+            let ix = i32(ox0) + i32(c) - pad;
+            (*off)[ky * span + c] = u32(clamp(iy, 0, i32(p.h) - 1)) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+            inside |= select(0u, 1u << (ky * span + c), iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w));
         }
     }
     return inside;
 }
 
-// forward / backward_input enumerate (image, pixel) pairs along x — so small deep layers
-// (4×4 planes) still fill whole workgroups — wrapping into z past 65535 workgroups.
-fn pixel_item(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.z * nwg.x * WG_X;
+// Row ky of the window at plane offset `plane_start`, zeros outside the image.
+fn window_row(plane_start: u32, ky: u32, off: ptr<function, array<u32, MAX_WINDOW>>, inside: u32) -> array<f32, MAX_SPAN> {
+    let span = PX + K - 1u;
+    var row: array<f32, MAX_SPAN>;
+    for (var c = 0u; c < span; c++) {
+        let j = ky * span + c;
+        row[c] = select(0.0, x[plane_start + (*off)[j]], (inside & (1u << j)) != 0u);
+    }
+    return row;
 }
 
-// y[n,co,oy,ox] = act(b[co] + Σ_ci Σ_ky,kx x[n,ci,oy+ky-pad,ox+kx-pad] · w[co,ci,ky,kx])
+// Forward: y[n,co,oy,ox] = act(b[co] + Σ_ci Σ_ky,kx x[n,ci,oy+ky−pad,ox+kx−pad] · w[co,ci,ky,kx]).
+// With TRANSPOSE it is the input gradient, bound as x ← dz, y ← dx, with Params.cin / cout the
+// layer's cout / cin: dx[n,ci,iy,ix] = Σ_co Σ_ky,kx dz[n,co,iy−ky+pad,ix−kx+pad] · w[co,ci,ky,kx],
+// the same sum over the same window with the kernel flipped and its channel axes swapped.
+//
+// Grid: x enumerates (image, row, run of PX pixels), wrapping into z past 65535 workgroups, so
+// even 4×4 planes fill whole workgroups; y enumerates tiles of TILE output channels. Each
+// invocation keeps PX·TILE sums in registers: every input value it loads feeds up to K·TILE
+// multiply-adds and every weight PX, which is what makes it fast on SIMD CPUs and GPUs alike. The
+// last channel tile may be partial: its weight reads are clamped to a valid channel (keeping the
+// inner loops branch-free) and only valid channels are written; the same for a row's last run.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let runs = (p.w + PX - 1u) / PX;
+    let item = gid.x + gid.z * nwg.x * WG_X;
+    if (item >= p.n * p.h * runs) { return; }
+    let n = item / (p.h * runs);
+    let oy = item / runs % p.h;
+    let ox0 = item % runs * PX;
     let plane = p.h * p.w;
-    let item = pixel_item(gid, nwg);
-    if (item >= p.n * plane) { return; }
-    let n = item / plane;
-    let pix = item % plane;
     let co0 = gid.y * TILE;
     let kk = K * K;
     let last = p.cout - 1u;
-    var off: array<u32, MAX_KK>;
-    let inside = taps(i32(pix / p.w), i32(pix % p.w), 1, &off);
-    var acc: array<f32, MAX_TILE>;
-    for (var t = 0u; t < TILE; t++) {
-        acc[t] = bias[min(co0 + t, last)];
+    var off: array<u32, MAX_WINDOW>;
+    let inside = window(oy, ox0, &off);
+    var acc: array<array<f32, MAX_PX>, MAX_TILE>;
+    if (!TRANSPOSE) {
+        for (var t = 0u; t < TILE; t++) {
+            let b = bias[min(co0 + t, last)];
+            for (var q = 0u; q < PX; q++) {
+                acc[t][q] = b;
+            }
+        }
     }
     for (var ci = 0u; ci < p.cin; ci++) {
         let xplane = (n * p.cin + ci) * plane;
-        for (var j = 0u; j < kk; j++) {
-            let v = select(0.0, x[xplane + off[j]], (inside & (1u << j)) != 0u);
-            for (var t = 0u; t < TILE; t++) {
-                acc[t] += v * wt[(min(co0 + t, last) * p.cin + ci) * kk + j];
+        for (var ky = 0u; ky < K; ky++) {
+            let row = window_row(xplane, ky, &off, inside);
+            for (var kx = 0u; kx < K; kx++) {
+                for (var t = 0u; t < TILE; t++) {
+                    let co = min(co0 + t, last);
+                    // The transposed kernel: channel axes swapped, taps flipped.
+                    let wi = select((co * p.cin + ci) * kk + ky * K + kx,
+                                    (ci * p.cout + co) * kk + (kk - 1u - ky * K - kx), TRANSPOSE);
+                    let wv = wt[wi];
+                    for (var q = 0u; q < PX; q++) {
+                        acc[t][q] += row[q + kx] * wv;
+                    }
+                }
             }
         }
     }
     for (var t = 0u; t < TILE; t++) {
         let co = co0 + t;
-        if (co < p.cout) {
-            y[(n * p.cout + co) * plane + pix] = select(acc[t], max(acc[t], 0.0), RELU);
-        }
-    }
-}
-
-// dx[n,ci,iy,ix] = Σ_co Σ_ky,kx dz[n,co,iy-ky+pad,ix-kx+pad] · w[co,ci,ky,kx]
-@compute @workgroup_size(WG_X, WG_Y, WG_Z)
-fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let plane = p.h * p.w;
-    let item = pixel_item(gid, nwg);
-    if (item >= p.n * plane) { return; }
-    let n = item / plane;
-    let pix = item % plane;
-    let ci0 = gid.y * TILE;
-    let kk = K * K;
-    let last = p.cin - 1u;
-    var off: array<u32, MAX_KK>;
-    let inside = taps(i32(pix / p.w), i32(pix % p.w), -1, &off);
-    var acc: array<f32, MAX_TILE>;
-    for (var co = 0u; co < p.cout; co++) {
-        let zplane = (n * p.cout + co) * plane;
-        for (var j = 0u; j < kk; j++) {
-            let g = select(0.0, dz[zplane + off[j]], (inside & (1u << j)) != 0u);
-            for (var t = 0u; t < TILE; t++) {
-                acc[t] += g * wt[(co * p.cin + min(ci0 + t, last)) * kk + j];
+        for (var q = 0u; q < PX; q++) {
+            if (co < p.cout && ox0 + q < p.w) {
+                y[(n * p.cout + co) * plane + oy * p.w + ox0 + q] = select(acc[t][q], max(acc[t][q], 0.0), RELU);
             }
-        }
-    }
-    for (var t = 0u; t < TILE; t++) {
-        let ci = ci0 + t;
-        if (ci < p.cin) {
-            dx[(n * p.cin + ci) * plane + pix] = acc[t];
         }
     }
 }
@@ -159,8 +166,10 @@ fn reduce_partial(lid: u32) {
 
 // dw[co,ci,ky,kx] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky-pad,ox+kx-pad]
 // Grid (input-channel groups, output-channel tiles); each group computes the K·K taps of one
-// input channel for TILE (≤ MAX_WEIGHT_TILE) output channels, so each x value loaded feeds TILE
-// multiply-adds and each dz value K·K. SLOTS = TILE·K·K.
+// input channel for TILE (≤ MAX_WEIGHT_TILE) output channels, SLOTS = TILE·K·K sums. Its
+// invocations take turns over the (image, row, run of PX pixels) items, as forward enumerates
+// them: each item's input window is loaded once and each of its values feeds up to K·TILE
+// multiply-adds, each dz value K·K.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let ci = wid.x * (WG_X / SPLIT) + lid / SPLIT;
@@ -169,23 +178,35 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let plane = p.h * p.w;
     let kk = K * K;
     let last = p.cout - 1u;
+    let runs = (p.w + PX - 1u) / PX;
     // acc[t * kk + j]: output channel co0 + t, tap j.
     var acc: array<f32, MAX_WEIGHT_TILE * MAX_KK>;
     // Groups past the last input channel only take part in the reduction's barriers.
     if (ci < p.cin) {
-        for (var n = 0u; n < p.n; n++) {
-            let xplane = (n * p.cin + ci) * plane;
-            for (var pix = slice; pix < plane; pix += SPLIT) {
-                var g: array<f32, MAX_WEIGHT_TILE>;
-                for (var t = 0u; t < TILE; t++) {
-                    g[t] = dz[(n * p.cout + min(co0 + t, last)) * plane + pix];
+        for (var item = slice; item < p.n * p.h * runs; item += SPLIT) {
+            let n = item / (p.h * runs);
+            let oy = item / runs % p.h;
+            let ox0 = item % runs * PX;
+            // dz of the run, zero past the row's end.
+            var g: array<array<f32, MAX_PX>, MAX_WEIGHT_TILE>;
+            for (var t = 0u; t < TILE; t++) {
+                let zrow = (n * p.cout + min(co0 + t, last)) * plane + oy * p.w;
+                for (var q = 0u; q < PX; q++) {
+                    g[t][q] = select(0.0, dz[zrow + min(ox0 + q, p.w - 1u)], ox0 + q < p.w);
                 }
-                var off: array<u32, MAX_KK>;
-                let inside = taps(i32(pix / p.w), i32(pix % p.w), 1, &off);
-                for (var j = 0u; j < kk; j++) {
-                    let v = select(0.0, x[xplane + off[j]], (inside & (1u << j)) != 0u);
+            }
+            var off: array<u32, MAX_WINDOW>;
+            let inside = window(oy, ox0, &off);
+            let xplane = (n * p.cin + ci) * plane;
+            for (var ky = 0u; ky < K; ky++) {
+                let row = window_row(xplane, ky, &off, inside);
+                for (var kx = 0u; kx < K; kx++) {
                     for (var t = 0u; t < TILE; t++) {
-                        acc[t * kk + j] += g[t] * v;
+                        var sum = 0.0;
+                        for (var q = 0u; q < PX; q++) {
+                            sum += g[t][q] * row[q + kx];
+                        }
+                        acc[t * kk + ky * K + kx] += sum;
                     }
                 }
             }

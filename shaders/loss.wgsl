@@ -6,12 +6,12 @@
 // into it), so the training loop never reads anything back to form a gradient.
 
 struct Params {
-    // Elements the entry point covers: logits (bce), pixels n·hw (ce), images·pixels (dice
-    // backward), images (dice sums), inputs (reduce_sum).
+    // Elements the entry point covers: logits (bce), pixels n·hw (ce, softmax, class_labels),
+    // images·pixels (dice backward), images (dice sums), inputs (reduce_sum).
     count: u32,
-    // Classes K (ce).
+    // Classes K (ce, softmax).
     classes: u32,
-    // Pixels per image (ce: hw; dice: pixels).
+    // Pixels per image (ce and softmax: hw; dice: pixels).
     pixels: u32,
     // Output element (reduce_sum).
     index: u32,
@@ -39,6 +39,8 @@ const MAX_WG: u32 = 256u;
 @group(0) @binding(7) var<storage, read> image_sums: array<f32>;
 @group(0) @binding(8) var<storage, read> x: array<f32>;
 @group(0) @binding(9) var<storage, read_write> out: array<f32>;
+@group(0) @binding(10) var<storage, read_write> labels_out: array<u32>;
+@group(0) @binding(11) var<storage, read_write> probs: array<f32>;
 
 var<workgroup> partial: array<f32, MAX_WG>;
 var<workgroup> partial3: array<vec3<f32>, MAX_WG>;
@@ -77,28 +79,63 @@ fn sigmoid_bce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     grad[i] = p.scale * (sigmoid_from(z, e) - t);
 }
 
+// Pixel i of logits [n, K, hw]: where its class-0 logit is (its class-c logit is at
+// base + c·hw), m = max_c z_c, and s = Σ_c exp(z_c − m) — the max subtracted so exp never
+// overflows.
+struct PixelSoftmax {
+    base: u32,
+    m: f32,
+    s: f32,
+}
+
+fn pixel_softmax(i: u32) -> PixelSoftmax {
+    let hw = p.pixels;
+    let base = (i / hw) * p.classes * hw + i % hw;
+    var m = logits[base];
+    for (var c = 1u; c < p.classes; c++) {
+        m = max(m, logits[base + c * hw]);
+    }
+    var s = 0.0;
+    for (var c = 0u; c < p.classes; c++) {
+        s += exp(logits[base + c * hw] - m);
+    }
+    return PixelSoftmax(base, m, s);
+}
+
 // One invocation per pixel of logits [n, K, hw]: loss = logsumexp(z) − z[label] with the max
 // subtracted so exp never overflows; grad[c] = scale · (softmax[c] − [c == label]).
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn softmax_ce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
     if (i >= p.count) { return; }
+    let q = pixel_softmax(i);
     let hw = p.pixels;
-    let k = p.classes;
-    let base = (i / hw) * k * hw + i % hw;
-    var m = logits[base];
-    for (var c = 1u; c < k; c++) {
-        m = max(m, logits[base + c * hw]);
-    }
-    var s = 0.0;
-    for (var c = 0u; c < k; c++) {
-        s += exp(logits[base + c * hw] - m);
-    }
     let label = labels[i];
-    loss[i] = log(s) + m - logits[base + label * hw];
-    for (var c = 0u; c < k; c++) {
-        let soft = exp(logits[base + c * hw] - m) / s;
-        grad[base + c * hw] = p.scale * (soft - select(0.0, 1.0, c == label));
+    loss[i] = log(q.s) + q.m - logits[q.base + label * hw];
+    for (var c = 0u; c < p.classes; c++) {
+        let soft = exp(logits[q.base + c * hw] - q.m) / q.s;
+        grad[q.base + c * hw] = p.scale * (soft - select(0.0, 1.0, c == label));
+    }
+}
+
+// Class ids stored as f32 (masks as the data pipeline and augmentation write them) into the u32
+// labels softmax_ce reads, one invocation per pixel. The ids are whole numbers, so u32() is exact.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn class_labels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.count) { return; }
+    labels_out[i] = u32(targets[i]);
+}
+
+// Softmax over the K channels of logits [n, K, hw], one invocation per pixel, with the max
+// subtracted as in softmax_ce: the class probabilities evaluation and prediction read.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.count) { return; }
+    let q = pixel_softmax(i);
+    for (var c = 0u; c < p.classes; c++) {
+        probs[q.base + c * p.pixels] = exp(logits[q.base + c * p.pixels] - q.m) / q.s;
     }
 }
 

@@ -84,14 +84,15 @@ pub fn run(
 ) -> Result<BenchResult> {
     let graph = cfg.build(batch);
     let flops = graph.flops() as f64;
-    let program = compile(&graph, Mode::Train(Loss::Bce));
+    let program = compile(&graph, Mode::Train(Loss::monitor(cfg.classes)));
     let params = Arc::new(ParamArena::new(gpu, &program.params)?);
     params.load(gpu, &params.initial_values(1))?;
     let train =
         Executor::new(gpu, program, params.clone(), Some(OptimizerConfig { weight_decay: 0.0, decoupled: true }))?;
     let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
     let image: Vec<f32> = (0..train.input().elems()).map(|_| rng.random::<f32>()).collect();
-    let mask: Vec<f32> = (0..train.target().elems()).map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 }).collect();
+    // 0/1 for a binary model, class ids for K classes.
+    let mask: Vec<f32> = (0..train.target().elems()).map(|_| rng.random_range(0..cfg.classes.max(2)) as f32).collect();
     gpu.write(train.input(), &image);
     gpu.write(train.target(), &mask);
     train.set_hyper(gpu, AdamHyper::new(1e-4, 0.0, 1));
@@ -103,11 +104,12 @@ pub fn run(
     Ok(BenchResult {
         adapter: gpu.describe(),
         config: format!(
-            "{} size {} filters {} channels {} batch {batch}",
+            "{} size {} filters {} channels {}{} batch {batch}",
             cfg.arch.name(),
             cfg.size,
             cfg.filters,
-            cfg.channels
+            cfg.channels,
+            if cfg.multiclass() { format!(" classes {}", cfg.classes) } else { String::new() }
         ),
         train_images_per_s: batch as f64 / train_s,
         train_ms_per_step: train_s * 1e3,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Loss, ParamInfo};
 use crate::model::ModelConfig;
+use crate::ops::augment::AugmentPreset;
 
 /// Where a run's data came from, so `wgunet eval --model RUN` can rebuild its test split.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -26,11 +27,19 @@ pub enum DatasetRecord {
 pub struct RunRecord {
     pub model: ModelConfig,
     pub loss: Loss,
+    /// Runs written before `--augment` existed trained with the full set (or none: their
+    /// command says `--no-augment`).
+    #[serde(default = "full_augmentation")]
+    pub augment: AugmentPreset,
     pub dataset: DatasetRecord,
     pub command: String,
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub wgunet_version: String,
+}
+
+fn full_augmentation() -> AugmentPreset {
+    AugmentPreset::Full
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

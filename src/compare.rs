@@ -39,7 +39,14 @@ pub fn compare(base: &TrainOptions, archs: &[Arch]) -> Result<Vec<Row>> {
         let opts = TrainOptions { arch, out: base.out.join(arch.name()), ..base.clone() };
         let metrics = train::train(&opts)?;
         let channels = crate::checkpoint::load_record(&opts.out)?.model.channels;
-        let cfg = ModelConfig { arch, size: base.size, channels, filters: base.filters, dropout: base.dropout };
+        let cfg = ModelConfig {
+            arch,
+            size: base.size,
+            channels,
+            filters: base.filters,
+            dropout: base.dropout,
+            classes: base.classes,
+        };
         rows.push(Row {
             arch,
             params: cfg.build(1).param_count(),

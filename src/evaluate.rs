@@ -1,5 +1,6 @@
 //! Segmenting a set of samples on the GPU and scoring it: per-image confusion counts come from
-//! the metrics kernel; the host only turns counts into the seed's metrics.
+//! the metrics kernel; the host only turns counts into the seed's metrics. K-class models are
+//! scored per class: IoU and Dice averaged over the foreground classes 1..K.
 
 use std::sync::Arc;
 
@@ -12,9 +13,15 @@ use crate::executor::{Executor, ParamArena};
 use crate::graph::{compile, Loss, Mode};
 use crate::kernel::{BufferView, Dispatch};
 use crate::model::ModelConfig;
-use crate::ops::{elementwise, metrics};
+use crate::ops::elementwise;
+use crate::ops::loss::SoftmaxCe;
+use crate::ops::metrics::{self, ClassConfusion, ClassCounts};
 
 /// Means over images, as the seed notebook reports them, plus dataset-level (micro) scores.
+///
+/// For a K-class model an image's IoU and Dice are the means over its foreground classes 1..K
+/// (a class neither present nor predicted scores 1); the micro scores are the means over the
+/// foreground classes of each class's dataset-level score, listed in `classes`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Metrics {
     pub images: usize,
@@ -24,9 +31,54 @@ pub struct Metrics {
     pub mean_dice: f64,
     pub micro_iou: f64,
     pub micro_dice: f64,
+    /// K-class models: each class's dataset-level IoU and Dice, background first. Empty (and
+    /// left out of the JSON) for binary models.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassScore>,
+}
+
+/// One class's dataset-level (micro) scores: its TP, FP and FN summed over every image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassScore {
+    pub class: usize,
+    pub iou: f64,
+    pub dice: f64,
 }
 
 impl Metrics {
+    /// From per-image class counts of a K-class model.
+    pub fn from_class_counts(counts: &[ClassCounts], loss: f64) -> Metrics {
+        let n = counts.len().max(1) as f64;
+        let classes = counts.first().map_or(0, |c| c.per_class.len());
+        let (mut acc, mut iou, mut dice) = (0.0, 0.0, 0.0);
+        let mut total = ClassCounts::new(classes);
+        for c in counts {
+            let (a, i, d) = c.image_metrics();
+            acc += a;
+            iou += i;
+            dice += d;
+            total.add(c);
+        }
+        let scores: Vec<ClassScore> = (0..classes)
+            .map(|class| {
+                let (iou, dice) = total.class_scores(class);
+                ClassScore { class, iou, dice }
+            })
+            .collect();
+        let foreground = &scores[1.min(scores.len())..];
+        let mean = |f: fn(&ClassScore) -> f64| foreground.iter().map(f).sum::<f64>() / foreground.len().max(1) as f64;
+        Metrics {
+            images: counts.len(),
+            loss,
+            mean_pixel_accuracy: acc / n,
+            mean_iou: iou / n,
+            mean_dice: dice / n,
+            micro_iou: mean(|s| s.iou),
+            micro_dice: mean(|s| s.dice),
+            classes: scores,
+        }
+    }
+
     /// From per-image `[TP, FP, FN, TN]`.
     pub fn from_counts(counts: &[[u64; 4]], loss: f64) -> Metrics {
         let n = counts.len().max(1) as f64;
@@ -50,6 +102,7 @@ impl Metrics {
             mean_dice: dice / n,
             micro_iou,
             micro_dice,
+            classes: Vec::new(),
         }
     }
 
@@ -65,6 +118,14 @@ impl Metrics {
         println!("  {prefix}mean Dice           {:.4}", self.mean_dice);
         println!("  {prefix}micro IoU           {:.4}", self.micro_iou);
         println!("  {prefix}micro Dice          {:.4}", self.micro_dice);
+        if !self.classes.is_empty() {
+            println!("  {prefix}per class, dataset level:");
+            println!("  {prefix}  class      IoU     Dice");
+            for s in &self.classes {
+                let note = if s.class == 0 { "  (background)" } else { "" };
+                println!("  {prefix}  {:>5}   {:.4}   {:.4}{note}", s.class, s.iou, s.dice);
+            }
+        }
     }
 }
 
@@ -73,8 +134,11 @@ impl Metrics {
 pub struct Evaluator {
     pub exec: Executor,
     pub batch: usize,
+    /// The model's classes: 1 (binary) or K.
+    pub classes: usize,
     probabilities: BufferView,
-    sigmoid: Dispatch,
+    /// Sigmoid (binary) or softmax over the classes.
+    to_probabilities: Dispatch,
     counts: BufferView,
     count_dispatches: Vec<Dispatch>,
 }
@@ -87,25 +151,41 @@ impl Evaluator {
         batch: usize,
         samples: usize,
     ) -> Result<Evaluator> {
-        let program = compile(&cfg.build(batch), Mode::Evaluate(Loss::Bce));
+        let classes = cfg.classes;
+        let program = compile(&cfg.build(batch), Mode::Evaluate(Loss::monitor(classes)));
         let exec = Executor::new(gpu, program, params, None)?;
         let batches = samples.div_ceil(batch).max(1);
         let pixels = cfg.size * cfg.size;
-        let counts = gpu.buffer("confusion counts", batches * batch * 4)?;
+        let row = if cfg.multiclass() { metrics::class_row_len(classes) } else { 4 };
+        let counts = gpu.buffer("confusion counts", batches * batch * row)?;
         let count_dispatches = (0..batches)
             .map(|b| {
-                // Logit > 0 is probability > 0.5, the seed's threshold.
-                metrics::ConfusionCounts { images: batch, pixels, threshold: 0.0, first_image: b * batch }.dispatch(
-                    gpu,
-                    exec.logits(),
-                    exec.target(),
-                    &counts,
-                )
+                let first_image = b * batch;
+                if cfg.multiclass() {
+                    ClassConfusion { images: batch, pixels, classes, first_image }.dispatch(
+                        gpu,
+                        exec.logits(),
+                        exec.target(),
+                        &counts,
+                    )
+                } else {
+                    // Logit > 0 is probability > 0.5, the seed's threshold.
+                    metrics::ConfusionCounts { images: batch, pixels, threshold: 0.0, first_image }.dispatch(
+                        gpu,
+                        exec.logits(),
+                        exec.target(),
+                        &counts,
+                    )
+                }
             })
             .collect::<Result<_>>()?;
         let probabilities = gpu.buffer("probabilities", exec.logits().elems())?;
-        let sigmoid = elementwise::sigmoid(gpu, exec.logits(), &probabilities)?;
-        Ok(Evaluator { exec, batch, probabilities, sigmoid, counts, count_dispatches })
+        let to_probabilities = if cfg.multiclass() {
+            SoftmaxCe { n: batch, k: classes, hw: pixels }.probabilities(gpu, exec.logits(), &probabilities)?
+        } else {
+            elementwise::sigmoid(gpu, exec.logits(), &probabilities)?
+        };
+        Ok(Evaluator { exec, batch, classes, probabilities, to_probabilities, counts, count_dispatches })
     }
 
     fn upload_batch(&self, gpu: &Gpu, samples: &[Sample], first: usize) {
@@ -120,7 +200,8 @@ impl Evaluator {
         gpu.write(self.exec.target(), &mask);
     }
 
-    /// Per-image `[TP, FP, FN, TN]` and the mean BCE loss over `samples`.
+    /// The metrics of `samples` from per-image counts, and the mean loss (BCE, or CE for a
+    /// K-class model).
     pub fn evaluate(&self, gpu: &Gpu, samples: &[Sample]) -> Result<Metrics> {
         anyhow::ensure!(samples.len() <= self.count_dispatches.len() * self.batch, "evaluator built for fewer samples");
         gpu.write(self.exec.loss_sum(), &[0.0f32]);
@@ -138,11 +219,16 @@ impl Evaluator {
             gpu.wait()?;
         }
         let raw: Vec<u32> = gpu.read(&self.counts)?;
-        let counts: Vec<[u64; 4]> = (0..samples.len())
-            .map(|i| [raw[4 * i] as u64, raw[4 * i + 1] as u64, raw[4 * i + 2] as u64, raw[4 * i + 3] as u64])
-            .collect();
         // The loss of padding images in a last partial batch is included; it is a monitor, not a metric.
         let loss = gpu.read::<f32>(self.exec.loss_sum())?[0] as f64 / batches.max(1) as f64;
+        if self.classes >= 2 {
+            let row = metrics::class_row_len(self.classes);
+            let counts: Vec<ClassCounts> =
+                raw.chunks_exact(row).take(samples.len()).map(ClassCounts::from_row).collect();
+            return Ok(Metrics::from_class_counts(&counts, loss));
+        }
+        let counts: Vec<[u64; 4]> =
+            raw.chunks_exact(4).take(samples.len()).map(|c| [c[0], c[1], c[2], c[3]].map(u64::from)).collect();
         Ok(Metrics::from_counts(&counts, loss))
     }
 
@@ -152,8 +238,9 @@ impl Evaluator {
         self.probability_maps(gpu, &images)
     }
 
-    /// Probability maps `[size, size]` of any number of `[channels, size, size]` images (tiles,
-    /// flipped copies), run `batch` at a time.
+    /// Probability maps of any number of `[channels, size, size]` images (tiles, flipped
+    /// copies), run `batch` at a time: `[size, size]` for a binary model, `[classes, size, size]`
+    /// (a softmax per pixel) for a K-class one.
     pub fn probability_maps(&self, gpu: &Gpu, images: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
         let per = self.probabilities.elems() / self.batch;
         let img_len = self.exec.input().elems() / self.batch;
@@ -174,7 +261,7 @@ impl Evaluator {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 self.exec.record_forward(&mut pass);
-                self.sigmoid.record(&mut pass);
+                self.to_probabilities.record(&mut pass);
             }
             gpu.queue.submit([enc.finish()]);
             let probs: Vec<f32> = gpu.read(&self.probabilities)?;

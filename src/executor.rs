@@ -439,6 +439,10 @@ fn dispatch_step(
                 *accumulate,
             )
         }
+        Step::ClassLabels { s, target, labels } => s.labels(gpu, &v[*target], &v[*labels]),
+        Step::SoftmaxCe { s, logits, labels, loss, grad, grad_scale } => {
+            s.forward_backward(gpu, &v[*logits], &v[*labels], &v[*loss], &v[*grad], *grad_scale)
+        }
         Step::ReduceSum { n, scale, x, out, index, accumulate } => {
             loss::ReduceSum { n: *n, scale: *scale, index: *index, accumulate: *accumulate }
                 .dispatch(gpu, &v[*x], &v[*out])

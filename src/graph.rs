@@ -12,6 +12,7 @@ use crate::ops::conv2d::Conv2d;
 use crate::ops::conv_transpose2d::ConvTranspose2d;
 use crate::ops::dropout::Dropout;
 use crate::ops::gate::Gate;
+use crate::ops::loss::SoftmaxCe;
 use crate::ops::pool::{MaxPool2d, Upsample2x};
 
 pub type TensorId = usize;
@@ -287,6 +288,53 @@ pub enum Loss {
     #[value(name = "bce+dice", alias = "bce-dice")]
     #[serde(rename = "bce+dice")]
     BceDice,
+    /// Softmax + cross-entropy over K classes, mean over pixels (models with `--classes K`).
+    Ce,
+}
+
+impl Loss {
+    /// The loss for a model of `classes` classes: `explicit` (from `--loss`) if it suits, else
+    /// bce for a binary model and ce for K classes. A loss of the other kind is an error that
+    /// says which to use.
+    pub fn for_classes(explicit: Option<Loss>, classes: usize) -> anyhow::Result<Loss> {
+        let multiclass = classes >= 2;
+        match explicit {
+            None => Ok(Loss::monitor(classes)),
+            Some(l) if l.multiclass() == multiclass => Ok(l),
+            Some(Loss::Ce) => anyhow::bail!(
+                "--loss ce is softmax cross-entropy over classes: give --classes K (2 or more) for class-id masks, \
+                 or use --loss bce, dice or bce+dice for binary masks"
+            ),
+            Some(l) => anyhow::bail!(
+                "--loss {} is for binary masks (one sigmoid output); with --classes {classes} use --loss ce (the default)",
+                l.name()
+            ),
+        }
+    }
+
+    /// The loss evaluation reports for a model of `classes` classes: the seed's BCE, or CE.
+    pub fn monitor(classes: usize) -> Loss {
+        if classes >= 2 {
+            Loss::Ce
+        } else {
+            Loss::Bce
+        }
+    }
+
+    /// As `--loss` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Bce => "bce",
+            Loss::Dice => "dice",
+            Loss::BceDice => "bce+dice",
+            Loss::Ce => "ce",
+        }
+    }
+
+    /// Whether this loss trains K-class (softmax) rather than binary (sigmoid) models.
+    pub fn multiclass(self) -> bool {
+        self == Loss::Ce
+    }
 }
 
 /// One kernel launch (or a short fixed sequence of them) over logical buffers. Parameters live in
@@ -487,6 +535,21 @@ pub enum Step {
         grad_scale: f32,
         accumulate: bool,
     },
+    /// Class ids stored as f32 in `target` [n, hw] → u32 `labels` for [`Step::SoftmaxCe`].
+    ClassLabels {
+        s: SoftmaxCe,
+        target: BufId,
+        labels: BufId,
+    },
+    /// Per-pixel softmax cross-entropy losses and the logits' gradient.
+    SoftmaxCe {
+        s: SoftmaxCe,
+        logits: BufId,
+        labels: BufId,
+        loss: BufId,
+        grad: BufId,
+        grad_scale: f32,
+    },
     /// `out[index] (+)= scale · Σ x`.
     ReduceSum {
         n: usize,
@@ -529,6 +592,8 @@ impl Step {
             GateBackwardGate { x, dy, da, .. } => (vec![x, dy], vec![da]),
             SigmoidBce { logits, target, loss, grad, .. } => (vec![logits, target], vec![loss, grad]),
             SoftDiceSums { logits, target, sums, .. } => (vec![logits, target], vec![sums]),
+            ClassLabels { target, labels, .. } => (vec![target], vec![labels]),
+            SoftmaxCe { logits, labels, loss, grad, .. } => (vec![logits, labels], vec![loss, grad]),
             SoftDiceGrad { logits, target, sums, loss, grad, accumulate, .. } => {
                 let mut read = vec![logits, target, sums];
                 if accumulate {
@@ -560,6 +625,7 @@ pub struct Program {
     pub loss: Vec<Step>,
     pub backward: Vec<Step>,
     pub input: BufId,
+    /// [n, 1, h, w]: 0/1 masks, or class ids (as f32) for a K-class model.
     pub target: BufId,
     pub logits: BufId,
     /// `[0]` accumulates batch-mean losses (`(+)=` each step); read by the host when it reports.
@@ -605,12 +671,17 @@ pub enum Mode {
     Train(Loss),
 }
 
-/// Compiles `graph` (whose last node is the output logits) into a program.
+/// Compiles `graph` (whose last node is the output logits: 1 channel for the binary losses,
+/// K ≥ 2 for [`Loss::Ce`]) into a program.
 pub fn compile(graph: &Graph, mode: Mode) -> Program {
     let loss = match mode {
         Mode::Inference => None,
         Mode::Evaluate(l) | Mode::Train(l) => Some(l),
     };
+    let classes = graph.shape(graph.nodes.len() - 1)[1];
+    if let Some(l) = loss {
+        assert_eq!(l.multiclass(), classes >= 2, "loss {l:?} does not suit a model with {classes} output channels");
+    }
     let train = matches!(mode, Mode::Train(_));
     let mut c = Compiler { buffers: Vec::new() };
     let out_node = graph.nodes.len() - 1;
@@ -631,7 +702,8 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
     }
     let input = graph.nodes.iter().position(|n| matches!(n.op, Op::Input)).expect("graph has no input");
     let output_shape = graph.shape(out_node);
-    let target = c.pinned("target", numel(&output_shape));
+    let [n, _, h, w] = output_shape;
+    let target = c.pinned("target", n * h * w);
     let loss_sum = c.pinned("loss sum", 1);
 
     let mut forward = Vec::new();
@@ -678,8 +750,23 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
     if let Some(loss) = loss {
         let logits = act[out_node];
         let elems = numel(&output_shape);
-        let [n, _, h, w] = output_shape;
         let dlogits = c.buf("d logits".into(), elems);
+        if loss == Loss::Ce {
+            let s = SoftmaxCe { n, k: classes, hw: h * w };
+            let labels = c.buf("labels".into(), n * h * w);
+            c.buffers[labels].is_u32 = true;
+            let per_pixel = c.buf("ce per pixel".into(), n * h * w);
+            loss_steps.push(Step::ClassLabels { s, target, labels });
+            loss_steps.push(Step::SoftmaxCe { s, logits, labels, loss: per_pixel, grad: dlogits, grad_scale: 1.0 });
+            loss_steps.push(Step::ReduceSum {
+                n: n * h * w,
+                scale: 1.0 / (n * h * w) as f32,
+                x: per_pixel,
+                out: loss_sum,
+                index: 0,
+                accumulate: true,
+            });
+        }
         if matches!(loss, Loss::Bce | Loss::BceDice) {
             let per_elem = c.buf("bce per element".into(), elems);
             loss_steps.push(Step::SigmoidBce { elems, logits, target, loss: per_elem, grad: dlogits, grad_scale: 1.0 });

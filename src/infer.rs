@@ -4,6 +4,9 @@
 //! averaged over mirrorings (`--tta`, [`tta`]) and cut down to the largest connected component
 //! (`--keep-largest`, [`postprocess`]). `eval` scores both at the model's size and at each
 //! image's own size, and writes a per-image CSV and panels of the best and worst images.
+//!
+//! A K-class model's probabilities are K maps (one per class), resized, tiled and averaged
+//! alike; each pixel's class is the most probable one.
 
 pub mod native;
 pub mod postprocess;
@@ -25,9 +28,11 @@ use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::ParamArena;
 use crate::graph::{compile, Mode};
-use crate::ops::metrics::image_metrics;
+use crate::ops::metrics::{image_metrics, ClassCounts};
 use crate::report;
-use postprocess::{bce, confusion, keep_largest_component, resize_map, threshold};
+use postprocess::{
+    argmax, bce, class_confusion, confusion, cross_entropy, keep_largest_component, resize_maps, threshold,
+};
 use tiling::{Blend, Blender, TilePlan};
 use tta::Flip;
 
@@ -55,6 +60,11 @@ impl LoadedModel {
 
     pub fn evaluator(&self, samples: usize, batch: usize) -> Result<Evaluator> {
         Evaluator::new(&self.gpu, &self.record.model, self.params.clone(), batch, samples)
+    }
+
+    /// 1 for a binary model, else its K classes.
+    pub fn classes(&self) -> usize {
+        self.record.model.classes
     }
 }
 
@@ -106,7 +116,8 @@ pub struct Input {
     pub native_size: (u32, u32),
 }
 
-/// Probability maps of one image: `[size, size]` and `[height, width]`.
+/// Probability maps of one image: `[size, size]` and `[height, width]`, or for a K-class model
+/// `[classes, size, size]` and `[classes, height, width]`.
 pub struct Maps {
     pub model: Vec<f32>,
     pub native: Vec<f32>,
@@ -128,6 +139,11 @@ impl<'m> Segmenter<'m> {
             (0.0..1.0).contains(&options.overlap),
             "--overlap must be at least 0 and below 1, not {}",
             options.overlap
+        );
+        ensure!(
+            !(options.keep_largest && model.classes() >= 2),
+            "--keep-largest keeps the largest component of a binary mask; this model segments {} classes",
+            model.classes()
         );
         Ok(Segmenter {
             model,
@@ -153,8 +169,9 @@ impl<'m> Segmenter<'m> {
         }
     }
 
-    /// Probability maps `[size, size]` of `[channels, size, size]` images; with `--tta` each
-    /// is the mean over the four mirrorings, every output flipped back first.
+    /// Probability maps `[size, size]` (`[classes, size, size]` for a K-class model) of
+    /// `[channels, size, size]` images; with `--tta` each is the mean over the four mirrorings,
+    /// every output flipped back first.
     pub fn probabilities(&self, images: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
         let gpu = &self.model.gpu;
         if !self.options.tta {
@@ -173,12 +190,13 @@ impl<'m> Segmenter<'m> {
             .collect())
     }
 
-    /// Probability map `[height, width]` of a `[channels, height, width]` image from
-    /// overlapping tiles of the model's size, blended with the window of `--blend`.
+    /// Probability map `[height, width]` (`[classes, height, width]` for a K-class model) of a
+    /// `[channels, height, width]` image from overlapping tiles of the model's size, blended with
+    /// the window of `--blend`.
     pub fn tiled(&self, image: &[f32], height: usize, width: usize) -> Result<Vec<f32>> {
         let plan = TilePlan::new(height, width, self.size(), self.options.overlap)?;
         let channels = self.model.record.model.channels;
-        let mut blender = Blender::new(&plan);
+        let mut blender = Blender::new(&plan, self.model.classes());
         // A few batches of tiles at a time: a large photo has hundreds.
         let group = 4 * self.options.batch;
         for first in (0..plan.origins.len()).step_by(group) {
@@ -196,13 +214,14 @@ impl<'m> Segmenter<'m> {
     /// image's size, or with `--tile` the tiled map resized down to the model's size.
     pub fn segment(&self, inputs: &[Input]) -> Result<Vec<Maps>> {
         let s = self.size() as u32;
+        let planes = self.model.classes();
         if self.options.tile {
             return inputs
                 .iter()
                 .map(|input| {
                     let (w, h) = input.native_size;
                     let native = self.tiled(&input.pixels, h as usize, w as usize)?;
-                    Ok(Maps { model: resize_map(&native, w, h, s, s), native })
+                    Ok(Maps { model: resize_maps(&native, planes, w, h, s, s), native })
                 })
                 .collect();
         }
@@ -213,19 +232,35 @@ impl<'m> Segmenter<'m> {
             .zip(inputs)
             .map(|(model, input)| {
                 let (w, h) = input.native_size;
-                Maps { native: resize_map(&model, s, s, w, h), model }
+                Maps { native: resize_maps(&model, planes, s, s, w, h), model }
             })
             .collect())
     }
 
     /// A `width`×`height` probability map thresholded at 0.5, reduced to its largest
-    /// component with `--keep-largest`.
+    /// component with `--keep-largest` (binary models).
     pub fn mask(&self, prob: &[f32], width: u32, height: u32) -> Vec<bool> {
         let mask = threshold(prob);
         if self.options.keep_largest {
             keep_largest_component(&mask, width as usize, height as usize)
         } else {
             mask
+        }
+    }
+
+    /// Each pixel's class from `[classes, height, width]` probabilities (K-class models): the
+    /// most probable, the first on a tie.
+    pub fn labels(&self, prob: &[f32]) -> Vec<u8> {
+        argmax(prob, self.model.classes())
+    }
+
+    /// The mask of a probability map as class ids: 0/1 for a binary model ([`Segmenter::mask`]),
+    /// else [`Segmenter::labels`].
+    fn ids(&self, prob: &[f32], width: u32, height: u32) -> Vec<u8> {
+        if self.model.classes() >= 2 {
+            self.labels(prob)
+        } else {
+            self.mask(prob, width, height).into_iter().map(u8::from).collect()
         }
     }
 }
@@ -263,14 +298,59 @@ pub struct EvalOptions {
     pub json: Option<PathBuf>,
 }
 
-/// One image's confusion counts `[TP, FP, FN, TN]` at the model's size and at its own.
+/// One image's confusion counts against its truth.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Confusion {
+    /// `[TP, FP, FN, TN]` of a binary mask.
+    Binary([u64; 4]),
+    /// Per class counts of a K-class mask.
+    Classes(ClassCounts),
+}
+
+impl Confusion {
+    /// Counts of predicted against true class ids (0/1 for a binary model).
+    fn of(pred: &[u8], truth: &[u8], classes: usize) -> Confusion {
+        if classes >= 2 {
+            Confusion::Classes(class_confusion(pred, truth, classes))
+        } else {
+            let bits = |ids: &[u8]| -> Vec<bool> { ids.iter().map(|&v| v == 1).collect() };
+            Confusion::Binary(confusion(&bits(pred), &bits(truth)))
+        }
+    }
+
+    /// (pixel accuracy, IoU, Dice); for classes, IoU and Dice are means over the foreground classes.
+    pub fn metrics(&self) -> (f64, f64, f64) {
+        match self {
+            Confusion::Binary(c) => image_metrics(*c),
+            Confusion::Classes(c) => c.image_metrics(),
+        }
+    }
+}
+
+/// The metrics of images' counts (all binary or all of one K) and their mean loss.
+fn metrics_of<'a>(counts: impl Iterator<Item = &'a Confusion>, loss: f64) -> Metrics {
+    let (mut binary, mut classes) = (Vec::new(), Vec::new());
+    for c in counts {
+        match c {
+            Confusion::Binary(b) => binary.push(*b),
+            Confusion::Classes(k) => classes.push(k.clone()),
+        }
+    }
+    if classes.is_empty() {
+        Metrics::from_counts(&binary, loss)
+    } else {
+        Metrics::from_class_counts(&classes, loss)
+    }
+}
+
+/// One image's confusion counts at the model's size and at its own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageScore {
     pub name: String,
     pub width: u32,
     pub height: u32,
-    pub model: [u64; 4],
-    pub native: [u64; 4],
+    pub model: Confusion,
+    pub native: Confusion,
 }
 
 /// What `eval` writes as JSON: the model-resolution metrics at the top level (as before),
@@ -279,7 +359,8 @@ pub struct ImageScore {
 pub struct EvalReport {
     #[serde(flatten)]
     pub model: Metrics,
-    /// Each image scored at its own size; `loss` is the BCE of the resized probabilities.
+    /// Each image scored at its own size; `loss` is the BCE (CE for K classes) of the resized
+    /// probabilities.
     pub native: Metrics,
     pub inference: InferOptions,
     #[serde(skip)]
@@ -292,11 +373,12 @@ enum Item {
     Synthetic { name: String, sample: Sample },
 }
 
-/// An item decoded: at the model's size, as the segmenter's input, and its mask at its own size.
+/// An item decoded: at the model's size, as the segmenter's input, and its mask at its own size
+/// (0/1, or class ids).
 struct Loaded {
     sample: Sample,
     input: Input,
-    native_mask: Vec<bool>,
+    native_mask: Vec<u8>,
 }
 
 impl Item {
@@ -309,8 +391,13 @@ impl Item {
     fn load(&self, seg: &Segmenter<'_>) -> Result<Loaded> {
         match self {
             Item::File { pair, .. } => {
-                let sample = load::load_sample(pair, &seg.model.preprocess())?;
-                let (native_mask, _) = native::load_mask(&pair.mask)?;
+                let classes = seg.model.classes();
+                let sample = load::load_sample_with_classes(pair, &seg.model.preprocess(), classes)?;
+                let native_mask = if classes >= 2 {
+                    native::load_labels(&pair.mask, classes)?.0
+                } else {
+                    native::load_mask(&pair.mask)?.0.into_iter().map(u8::from).collect()
+                };
                 let input = if seg.options.tile {
                     seg.load_input(&pair.image)?
                 } else {
@@ -319,12 +406,17 @@ impl Item {
                 Ok(Loaded { sample, input, native_mask })
             }
             Item::Synthetic { sample, .. } => Ok(Loaded {
-                native_mask: sample.mask.iter().map(|&m| m > 0.5).collect(),
+                native_mask: mask_ids(&sample.mask),
                 input: Input { pixels: sample.image.clone(), native_size: sample.native_size },
                 sample: sample.clone(),
             }),
         }
     }
+}
+
+/// A sample's mask (0/1, or class ids, as f32) as u8 ids.
+fn mask_ids(mask: &[f32]) -> Vec<u8> {
+    mask.iter().map(|&m| m.round() as u8).collect()
 }
 
 /// Names that tell images apart: paths below the images' deepest common folder.
@@ -352,7 +444,7 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
         EvalData::RunTestSplit => match &model.record.dataset {
             DatasetRecord::Synthetic { seed, count, train } => {
                 let n_train = ((*count as f64) * train).round() as usize;
-                let mut all = synth::samples(*seed, *count, pre.size);
+                let mut all = synth::samples_with_classes(*seed, *count, pre.size, model.classes())?;
                 let test = all.split_off(n_train);
                 let items = test
                     .into_iter()
@@ -386,11 +478,12 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
     Ok((file_items(pairs), label))
 }
 
-/// A picture for a panel, kept compactly until the best and worst are known.
+/// A picture for a panel, kept compactly until the best and worst are known: masks as ids
+/// (0/1 for a binary model).
 struct PanelCase {
     image: Vec<u8>,
-    truth: Vec<bool>,
-    pred: Vec<bool>,
+    truth: Vec<u8>,
+    pred: Vec<u8>,
 }
 
 pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
@@ -402,28 +495,36 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let seg = Segmenter::new(&model, o.infer)?;
     let pre = model.preprocess();
     let side = pre.size as u32;
+    let classes = model.classes();
+    let loss_of = |prob: &[f32], truth: &[u8]| -> f64 {
+        if classes >= 2 {
+            cross_entropy(prob, truth)
+        } else {
+            bce(prob, &truth.iter().map(|&v| v == 1).collect::<Vec<_>>())
+        }
+    };
     let mut per_image = Vec::with_capacity(items.len());
     let mut cases = Vec::new();
     let (mut model_loss, mut native_loss) = (0.0, 0.0);
     for chunk in items.chunks(o.infer.batch) {
         let loaded: Vec<Loaded> = chunk.par_iter().map(|item| item.load(&seg)).collect::<Result<_>>()?;
-        let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<bool>)>) =
+        let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<u8>)>) =
             loaded.into_iter().map(|l| (l.input, (l.sample, l.native_mask))).unzip();
         let maps = seg.segment(&inputs)?;
         for (((item, input), (sample, native_mask)), m) in chunk.iter().zip(&inputs).zip(truths).zip(maps) {
-            let truth: Vec<bool> = sample.mask.iter().map(|&v| v > 0.5).collect();
+            let truth = mask_ids(&sample.mask);
             let (w, h) = input.native_size;
-            let pred = seg.mask(&m.model, side, side);
-            let native_pred = seg.mask(&m.native, w, h);
+            let pred = seg.ids(&m.model, side, side);
+            let native_pred = seg.ids(&m.native, w, h);
             per_image.push(ImageScore {
                 name: item.name().to_string(),
                 width: w,
                 height: h,
-                model: confusion(&pred, &truth),
-                native: confusion(&native_pred, &native_mask),
+                model: Confusion::of(&pred, &truth, classes),
+                native: Confusion::of(&native_pred, &native_mask, classes),
             });
-            model_loss += bce(&m.model, &truth);
-            native_loss += bce(&m.native, &native_mask);
+            model_loss += loss_of(&m.model, &truth);
+            native_loss += loss_of(&m.native, &native_mask);
             if o.panels > 0 {
                 let image = sample.image.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
                 cases.push(PanelCase { image, truth, pred });
@@ -431,11 +532,9 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
         }
     }
     let n = per_image.len() as f64;
-    let model_counts: Vec<[u64; 4]> = per_image.iter().map(|s| s.model).collect();
-    let native_counts: Vec<[u64; 4]> = per_image.iter().map(|s| s.native).collect();
     let result = EvalReport {
-        model: Metrics::from_counts(&model_counts, model_loss / n),
-        native: Metrics::from_counts(&native_counts, native_loss / n),
+        model: metrics_of(per_image.iter().map(|s| &s.model), model_loss / n),
+        native: metrics_of(per_image.iter().map(|s| &s.native), native_loss / n),
         inference: o.infer,
         per_image,
     };
@@ -451,7 +550,7 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     checkpoint::write_atomic(&csv, per_image_csv(&result.per_image).as_bytes())?;
     println!("wrote {}", csv.display());
     if o.panels > 0 {
-        write_eval_panels(&out_dir, &result.per_image, &cases, pre, o.panels)?;
+        write_eval_panels(&out_dir, &result.per_image, &cases, pre, classes, o.panels)?;
         println!("wrote panels of the best and worst images to {}", out_dir.join("panels").display());
     }
     let json = o.json.clone().unwrap_or_else(|| run.join("eval.json"));
@@ -460,7 +559,8 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     Ok(result)
 }
 
-/// `name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice`.
+/// `name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice`
+/// (for K classes, IoU and Dice are the means over the foreground classes).
 pub fn per_image_csv(scores: &[ImageScore]) -> String {
     let mut text =
         String::from("name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice\n");
@@ -470,8 +570,8 @@ pub fn per_image_csv(scores: &[ImageScore]) -> String {
         } else {
             s.name.clone()
         };
-        let (a, i, d) = image_metrics(s.model);
-        let (na, ni, nd) = image_metrics(s.native);
+        let (a, i, d) = s.model.metrics();
+        let (na, ni, nd) = s.native.metrics();
         text += &format!("{name},{},{},{a:.6},{i:.6},{d:.6},{na:.6},{ni:.6},{nd:.6}\n", s.width, s.height);
     }
     text
@@ -483,24 +583,37 @@ fn write_eval_panels(
     scores: &[ImageScore],
     cases: &[PanelCase],
     pre: Preprocess,
+    classes: usize,
     panels: usize,
 ) -> Result<()> {
     let (best, worst) = (panels.div_ceil(2), panels / 2);
-    let dice: Vec<f64> = scores.iter().map(|s| image_metrics(s.model).2).collect();
+    let dice: Vec<f64> = scores.iter().map(|s| s.model.metrics().2).collect();
     let (top, bottom) = report::select_cases(&dice, best, worst);
     let chosen: Vec<usize> = top.iter().chain(&bottom).copied().collect();
-    let as_f32 = |bits: &[bool]| -> Vec<f32> { bits.iter().map(|&b| f32::from(u8::from(b))).collect() };
-    let pictures: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = chosen
-        .iter()
-        .map(|&i| {
-            let c = &cases[i];
-            (c.image.iter().map(|&v| f32::from(v) / 255.0).collect(), as_f32(&c.truth), as_f32(&c.pred))
-        })
-        .collect();
+    let images: Vec<Vec<f32>> =
+        chosen.iter().map(|&i| cases[i].image.iter().map(|&v| f32::from(v) / 255.0).collect()).collect();
+    if classes >= 2 {
+        let selected: Vec<report::ClassCase<'_>> = chosen
+            .iter()
+            .zip(&images)
+            .map(|(&i, image)| report::ClassCase {
+                name: &scores[i].name,
+                image,
+                truth: &cases[i].truth,
+                pred: &cases[i].pred,
+            })
+            .collect();
+        report::write_class_panels(out_dir, &selected, classes, pre.channels, pre.size, top.len(), bottom.len())?;
+        return Ok(());
+    }
+    let as_f32 = |ids: &[u8]| -> Vec<f32> { ids.iter().map(|&b| f32::from(b)).collect() };
+    let masks: Vec<(Vec<f32>, Vec<f32>)> =
+        chosen.iter().map(|&i| (as_f32(&cases[i].truth), as_f32(&cases[i].pred))).collect();
     let selected: Vec<report::Case<'_>> = chosen
         .iter()
-        .zip(&pictures)
-        .map(|(&i, (image, truth, prob))| report::Case { name: &scores[i].name, image, truth, prob })
+        .zip(&images)
+        .zip(&masks)
+        .map(|((&i, image), (truth, prob))| report::Case { name: &scores[i].name, image, truth, prob })
         .collect();
     report::write_panels(out_dir, &selected, pre.channels, pre.size, top.len(), bottom.len())?;
     Ok(())
@@ -521,7 +634,8 @@ fn images_in(input: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Writes one 0/255 mask PNG per image, at the image's own size, named by its stem.
+/// Writes one mask PNG per image, at the image's own size, named by its stem: 0/255 for a binary
+/// model, class ids (0..K) for a K-class model, as its training masks were.
 pub fn predict(
     run: &Path,
     input: &Path,
@@ -540,9 +654,12 @@ pub fn predict(
         for ((file, input), maps) in chunk.iter().zip(&inputs).zip(seg.segment(&inputs)?) {
             let (w, h) = input.native_size;
             // Resized probabilities (not a resized mask) were thresholded: smoother edges.
-            let bits = seg.mask(&maps.native, w, h);
-            let mask = image::GrayImage::from_raw(w, h, bits.iter().map(|&b| if b { 255 } else { 0 }).collect())
-                .expect("mask size");
+            let pixels = if model.classes() >= 2 {
+                seg.labels(&maps.native)
+            } else {
+                seg.mask(&maps.native, w, h).iter().map(|&b| if b { 255 } else { 0 }).collect()
+            };
+            let mask = image::GrayImage::from_raw(w, h, pixels).expect("mask size");
             let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("mask");
             let path = output.join(format!("{stem}.png"));
             let mut bytes = Vec::new();
@@ -574,13 +691,23 @@ mod tests {
             name: name.into(),
             width: 3,
             height: 2,
-            model: [1, 0, 0, 5],
-            native: [1, 1, 0, 4],
+            model: Confusion::Binary([1, 0, 0, 5]),
+            native: Confusion::Binary([1, 1, 0, 4]),
         };
-        let text = per_image_csv(&[score("a.png"), score("b, \"c\".png")]);
+        // 3 classes, 6 pixels: class 1 IoU 1/2 and Dice 2/3, class 2 absent and not predicted (1).
+        let classes = ClassCounts { correct: 5, per_class: vec![[4, 0, 1], [1, 1, 0], [0, 0, 0]] };
+        let three = ImageScore {
+            name: "k.png".into(),
+            width: 3,
+            height: 2,
+            model: Confusion::Classes(classes.clone()),
+            native: Confusion::Classes(classes),
+        };
+        let text = per_image_csv(&[score("a.png"), score("b, \"c\".png"), three]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "name,width,height,pixel_accuracy,iou,dice,native_pixel_accuracy,native_iou,native_dice");
         assert_eq!(lines[1], "a.png,3,2,1.000000,1.000000,1.000000,0.833333,0.500000,0.666667");
         assert!(lines[2].starts_with("\"b, \"\"c\"\".png\",3,2,"), "{}", lines[2]);
+        assert_eq!(lines[3], "k.png,3,2,0.833333,0.750000,0.833333,0.833333,0.750000,0.833333");
     }
 }

@@ -11,6 +11,7 @@ use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Arch, ModelConfig};
+use wgunet::ops::augment::AugmentPreset;
 use wgunet::train::{self, DataSource, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu};
 
@@ -46,13 +47,23 @@ struct ModelArgs {
     /// Dropout probability (resunet).
     #[arg(long, default_value_t = wgunet::model::DEFAULT_DROPOUT)]
     dropout: f32,
+    /// 1: binary masks, one sigmoid output. K (2 to 255): masks whose pixel values are class
+    /// ids 0..K, K outputs and a softmax.
+    #[arg(long, default_value_t = 1)]
+    classes: usize,
 }
 
 impl ModelArgs {
     /// The validated model these flags describe, for `channels` input channels.
     fn config(&self, channels: usize) -> Result<ModelConfig> {
-        let cfg =
-            ModelConfig { arch: self.arch, size: self.size, channels, filters: self.filters, dropout: self.dropout };
+        let cfg = ModelConfig {
+            arch: self.arch,
+            size: self.size,
+            channels,
+            filters: self.filters,
+            dropout: self.dropout,
+            classes: self.classes,
+        };
         cfg.validate()?;
         Ok(cfg)
     }
@@ -106,6 +117,9 @@ enum Command {
         size: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// 1: 0/255 tumour masks. 2 to 4: class-id masks (1 tumour, 2 ventricles, 3 skull).
+        #[arg(long, default_value_t = 1)]
+        classes: usize,
     },
     /// Train a model (with no --data: on the built-in synthetic dataset).
     Train(TrainArgs),
@@ -145,7 +159,8 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Segment images: one 0/255 mask PNG per image, at its own size, named by its stem.
+    /// Segment images: one mask PNG per image, at its own size, named by its stem: 0/255, or
+    /// class ids for a model trained with --classes.
     Predict {
         #[arg(long)]
         model: PathBuf,
@@ -251,9 +266,14 @@ struct TrainArgs {
     /// Decoupled weight decay (AdamW); 0 is plain Adam.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f32,
-    #[arg(long, value_enum, default_value = "bce")]
-    loss: Loss,
-    /// Turn off random flips, rotations, scaling and elastic deformation.
+    /// Loss (default: bce; ce with --classes K).
+    #[arg(long, value_enum)]
+    loss: Option<Loss>,
+    /// Training augmentation, on the GPU: none; flips (as the seed); dihedral (flips and quarter
+    /// turns); full (dihedral, ±15° rotation, ±10 % scaling, elastic deformation).
+    #[arg(long, value_enum, default_value = "dihedral")]
+    augment: AugmentPreset,
+    /// Same as --augment none.
     #[arg(long)]
     no_augment: bool,
     #[arg(long, default_value_t = 42)]
@@ -302,8 +322,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 te.len()
             );
         }
-        Command::Synth { out, count, size, seed } => {
-            let n = synth::write_dataset(&out, count, seed, size)?;
+        Command::Synth { out, count, size, seed, classes } => {
+            let n = synth::write_dataset_with_classes(&out, count, seed, size, classes)?;
             println!("wrote {n} synthetic image/mask pairs to {}", out.display());
         }
         Command::Train(a) => {
@@ -349,12 +369,13 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         filters: a.model.filters,
         dropout: a.model.dropout,
         channels: a.channels,
+        classes: a.model.classes,
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
         weight_decay: a.weight_decay,
-        loss: a.loss,
-        augment: !a.no_augment,
+        loss: Loss::for_classes(a.loss, a.model.classes)?,
+        augment: if a.no_augment { AugmentPreset::None } else { a.augment },
         seed: a.seed,
         out: a.out,
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -372,7 +393,7 @@ fn print_info(cfg: &ModelConfig, batch: usize) {
         let [n, c, h, w] = node.shape;
         println!("{:<18} {:<16} {:>18} {:>10}", node.name, op, format!("{n}x{c}x{h}x{w}"), params);
     }
-    let train = compile(&graph, Mode::Train(Loss::Bce));
+    let train = compile(&graph, Mode::Train(Loss::monitor(cfg.classes)));
     let plan = wgunet::executor::MemoryPlan::new(&train);
     println!("parameters: {}", graph.param_count());
     println!("forward FLOPs per image: {:.3} G (training step ~3x)", graph.flops() as f64 / batch as f64 / 1e9);

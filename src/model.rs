@@ -42,11 +42,23 @@ pub struct ModelConfig {
     /// Dropout probability of the residual U-Net (ignored by the others).
     #[serde(default = "default_dropout")]
     pub dropout: f32,
+    /// 1: a binary mask from one sigmoid output. K ≥ 2: K output channels and a softmax, for
+    /// masks whose pixel values are class ids 0..K. Runs saved before K-class models load as 1.
+    #[serde(default = "default_classes")]
+    pub classes: usize,
 }
 
 fn default_dropout() -> f32 {
     DEFAULT_DROPOUT
 }
+
+fn default_classes() -> usize {
+    1
+}
+
+/// The most classes a model may have: what an 8-bit class-id mask holds, and what the metrics
+/// kernel counts.
+pub const MAX_CLASSES: usize = crate::ops::metrics::MAX_CLASSES;
 
 /// Levels of the encoder; the input side must divide by 2^DEPTH.
 pub const DEPTH: usize = 4;
@@ -66,10 +78,21 @@ impl ModelConfig {
         anyhow::ensure!(self.channels == 1 || self.channels == 3, "--channels must be 1 or 3, not {}", self.channels);
         anyhow::ensure!(self.filters >= 1, "--filters must be at least 1");
         anyhow::ensure!((0.0..1.0).contains(&self.dropout), "--dropout must be in [0, 1), not {}", self.dropout);
+        anyhow::ensure!(
+            self.classes == 1 || (2..=MAX_CLASSES).contains(&self.classes),
+            "--classes must be 1 (a binary mask) or 2 to {MAX_CLASSES} (class-id masks), not {}",
+            self.classes
+        );
         Ok(())
     }
 
-    /// The network for `batch` images. Its last node is the 1-channel logit map.
+    /// K-class segmentation (softmax head) rather than binary (sigmoid head).
+    pub fn multiclass(&self) -> bool {
+        self.classes >= 2
+    }
+
+    /// The network for `batch` images. Its last node is the logit map: 1 channel for a binary
+    /// model, `classes` channels otherwise.
     pub fn build(&self, batch: usize) -> Graph {
         match self.arch {
             Arch::Resunet => self.build_resunet(batch, self.dropout),
@@ -102,7 +125,7 @@ impl ModelConfig {
             let cat = g.concat(&format!("{name}.concat"), &[up, skip]);
             x = conv_block(&mut g, &name, cat, f << level);
         }
-        g.conv("head", x, 1, 1, false);
+        g.conv("head", x, self.classes, 1, false);
         g
     }
 
@@ -132,7 +155,7 @@ impl ModelConfig {
                 x = g.dropout(&format!("{name}.dropout"), x, dropout);
             }
         }
-        g.conv("head", x, 1, 1, false);
+        g.conv("head", x, self.classes, 1, false);
         g
     }
 }
@@ -170,4 +193,25 @@ fn attention_gate(g: &mut Graph, name: &str, x: TensorId, gating: TensorId) -> T
     let psi = g.conv(&format!("{name}.psi"), q, 1, 1, false);
     let alpha = g.sigmoid(&format!("{name}.alpha"), psi);
     g.gate(&format!("{name}.gate"), x, alpha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_saved_before_classes_load_as_binary() {
+        let old = r#"{ "arch": "unet", "size": 64, "channels": 1, "filters": 8, "dropout": 0.1 }"#;
+        let cfg: ModelConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg.classes, 1);
+        assert!(!cfg.multiclass());
+        let head = |cfg: &ModelConfig| cfg.build(1).nodes.last().unwrap().shape;
+        assert_eq!(head(&cfg), [1, 1, 64, 64]);
+        let three = ModelConfig { classes: 3, ..cfg };
+        assert_eq!(head(&three), [1, 3, 64, 64]);
+        assert!(three.validate().is_ok());
+        for bad in [0, 256] {
+            assert!(ModelConfig { classes: bad, ..three.clone() }.validate().is_err(), "{bad} classes");
+        }
+    }
 }

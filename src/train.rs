@@ -19,15 +19,17 @@ use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::{Executor, OptimizerConfig, ParamArena};
 use crate::graph::{compile, Loss, Mode};
+use crate::infer::postprocess::argmax;
 use crate::model::{Arch, ModelConfig};
 use crate::ops::adam::AdamHyper;
-use crate::ops::augment::{Augment, AugmentConfig, ImageTransform};
+use crate::ops::augment::{Augment, AugmentPreset, ImageTransform};
 use crate::report;
 
 /// Where training data come from.
 #[derive(Clone, Debug)]
 pub enum DataSource {
-    /// The built-in synthetic MRI-like slices.
+    /// The built-in synthetic MRI-like slices (tumour masks, or with K classes tumour,
+    /// ventricles and skull: see [`synth`]).
     Synthetic { count: usize },
     /// A folder of image/mask pairs, split reproducibly.
     Folder { dir: PathBuf, train: f64, max_images: Option<usize> },
@@ -45,12 +47,14 @@ pub struct TrainOptions {
     pub dropout: f32,
     /// None: from the data (grayscale stays grayscale).
     pub channels: Option<usize>,
+    /// 1: binary masks (sigmoid head). K ≥ 2: masks of class ids 0..K (softmax head).
+    pub classes: usize,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
     pub weight_decay: f32,
     pub loss: Loss,
-    pub augment: bool,
+    pub augment: AugmentPreset,
     pub seed: u64,
     pub out: PathBuf,
     pub command: String,
@@ -68,17 +72,19 @@ pub struct Dataset {
     pub channels: usize,
 }
 
-/// Loads the data of `source` at `size`, writing the split lists into `out` when there are files.
+/// Loads the data of `source` at `size` for a model of `classes` classes (binary masks for 1,
+/// class ids for K), writing the split lists into `out` when there are files.
 pub fn load_dataset(
     source: &DataSource,
     size: usize,
     channels: Option<usize>,
+    classes: usize,
     seed: u64,
     out: &Path,
 ) -> Result<Dataset> {
     match source {
         DataSource::Synthetic { count } => {
-            let all = synth::samples(seed, *count, size);
+            let all = synth::samples_with_classes(seed, *count, size, classes)?;
             let n_train = ((*count as f64) * 0.7).round() as usize;
             let mut all = all;
             let test = all.split_off(n_train);
@@ -107,14 +113,14 @@ pub fn load_dataset(
             split::write_list(&out.join("train.txt"), &tr)?;
             split::write_list(&out.join("test.txt"), &te)?;
             let record = DatasetRecord::Lists { source: dir.display().to_string() };
-            load_lists(&tr, &te, size, channels, record, pairing.pairs.len())
+            load_lists(&tr, &te, size, channels, classes, record, pairing.pairs.len())
         }
         DataSource::Lists { train, test } => {
             let (tr, te) = (split::read_list(train)?, split::read_list(test)?);
             split::write_list(&out.join("train.txt"), &tr)?;
             split::write_list(&out.join("test.txt"), &te)?;
             let record = DatasetRecord::Lists { source: train.display().to_string() };
-            load_lists(&tr, &te, size, channels, record, tr.len() + te.len())
+            load_lists(&tr, &te, size, channels, classes, record, tr.len() + te.len())
         }
     }
 }
@@ -124,6 +130,7 @@ fn load_lists(
     te: &[pairs::Pair],
     size: usize,
     channels: Option<usize>,
+    classes: usize,
     record: DatasetRecord,
     pairs: usize,
 ) -> Result<Dataset> {
@@ -133,8 +140,8 @@ fn load_lists(
     };
     let pre = Preprocess { size, channels };
     let t0 = Instant::now();
-    let train = load::load_all(tr, &pre)?;
-    let test = load::load_all(te, &pre)?;
+    let train = load::load_all_with_classes(tr, &pre, classes)?;
+    let test = load::load_all_with_classes(te, &pre, classes)?;
     println!(
         "decoded {} images at {size}x{size}, {channels} channel(s), in {:.1} s (kept in memory)",
         train.len() + test.len(),
@@ -188,13 +195,24 @@ impl Callbacks {
 }
 
 pub fn train(o: &TrainOptions) -> Result<Metrics> {
+    let cfg = ModelConfig {
+        arch: o.arch,
+        size: o.size,
+        channels: o.channels.unwrap_or(1),
+        filters: o.filters,
+        dropout: o.dropout,
+        classes: o.classes,
+    };
+    cfg.validate()?;
+    Loss::for_classes(Some(o.loss), o.classes)?;
+    if let DataSource::Synthetic { .. } = o.source {
+        synth::check_classes(o.classes).context("train without --data uses the built-in synthetic slices")?;
+    }
     std::fs::create_dir_all(&o.out).with_context(|| format!("could not create {}", o.out.display()))?;
-    let data = load_dataset(&o.source, o.size, o.channels, o.seed, &o.out)?;
+    let data = load_dataset(&o.source, o.size, o.channels, o.classes, o.seed, &o.out)?;
     anyhow::ensure!(!data.train.is_empty(), "no training images");
     anyhow::ensure!(!data.test.is_empty(), "no test images: use more images or a smaller --train fraction");
-    let cfg =
-        ModelConfig { arch: o.arch, size: o.size, channels: data.channels, filters: o.filters, dropout: o.dropout };
-    cfg.validate()?;
+    let cfg = ModelConfig { channels: data.channels, ..cfg };
     let gpu = Gpu::open(&o.device)?;
     println!("device: {}", gpu.describe());
 
@@ -210,17 +228,19 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
         Some(OptimizerConfig { weight_decay: o.weight_decay, decoupled: true }),
     )?;
     let evaluator = Evaluator::new(&gpu, &cfg, params.clone(), batch, data.test.len())?;
+    let head = if cfg.multiclass() { format!(", {} classes (softmax)", cfg.classes) } else { String::new() };
     println!(
-        "{}: {} parameters, {:.2} GFLOP per image forward, batch {batch}, {} kernels per step; {}",
+        "{}{head}, loss {}: {} parameters, {:.2} GFLOP per image forward, batch {batch}, {} kernels per step; {}",
         cfg.arch.name(),
+        o.loss.name(),
         graph.param_count(),
         graph.flops() as f64 / batch as f64 / 1e9,
         exec.dispatch_count(),
         exec.memory_summary()
     );
 
-    let augment = Augment { n: batch, channels: cfg.channels, size: cfg.size };
-    let aug_cfg = AugmentConfig::default();
+    let augment = Augment { n: batch, channels: cfg.channels, size: cfg.size, class_ids: cfg.multiclass() };
+    let aug_cfg = o.augment.config();
     let raw_image = gpu.buffer("batch images", exec.input().elems())?;
     let raw_mask = gpu.buffer("batch masks", exec.target().elems())?;
     let transforms = gpu.buffer("augmentation transforms", augment.transforms_len())?;
@@ -229,6 +249,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     let record = |epochs_run, best_epoch| RunRecord {
         model: cfg.clone(),
         loss: o.loss,
+        augment: o.augment,
         dataset: data.record.clone(),
         command: o.command.clone(),
         epochs_run,
@@ -277,11 +298,11 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
             exec.set_hyper(&gpu, AdamHyper::new(lr, o.weight_decay, step));
             exec.set_step(&gpu, o.seed, step);
             let mut enc = gpu.device.create_command_encoder(&Default::default());
-            if o.augment {
+            if let Some(aug_cfg) = &aug_cfg {
                 gpu.write(&raw_image, &image);
                 gpu.write(&raw_mask, &mask);
                 let t: Vec<ImageTransform> =
-                    (0..batch).map(|_| ImageTransform::random(&mut rng, cfg.size, &aug_cfg)).collect();
+                    (0..batch).map(|_| ImageTransform::random(&mut rng, cfg.size, aug_cfg)).collect();
                 gpu.write(&transforms, &augment.pack(&t));
             } else {
                 gpu.write(exec.input(), &image);
@@ -289,7 +310,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
             }
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                if o.augment {
+                if aug_cfg.is_some() {
                     augment_dispatch.record(&mut pass);
                 }
                 exec.record_train_step(&mut pass);
@@ -364,14 +385,28 @@ fn write_run_report(
     metrics: &Metrics,
 ) -> Result<()> {
     let probs = evaluator.probabilities(gpu, &data.test)?;
-    let cases: Vec<report::Case<'_>> = data
-        .test
-        .iter()
-        .zip(&probs)
-        .zip(&data.test_names)
-        .map(|((s, p), name)| report::Case { name, image: &s.image, truth: &s.mask, prob: p })
-        .collect();
-    let panels = report::write_panels(&o.out, &cases, cfg.channels, cfg.size, 3, 3)?;
+    let panels = if cfg.multiclass() {
+        let truths: Vec<Vec<u8>> = data.test.iter().map(|s| s.mask.iter().map(|&v| v as u8).collect()).collect();
+        let preds: Vec<Vec<u8>> = probs.iter().map(|p| argmax(p, cfg.classes)).collect();
+        let cases: Vec<report::ClassCase<'_>> = data
+            .test
+            .iter()
+            .zip(&truths)
+            .zip(&preds)
+            .zip(&data.test_names)
+            .map(|(((s, truth), pred), name)| report::ClassCase { name, image: &s.image, truth, pred })
+            .collect();
+        report::write_class_panels(&o.out, &cases, cfg.classes, cfg.channels, cfg.size, 3, 3)?
+    } else {
+        let cases: Vec<report::Case<'_>> = data
+            .test
+            .iter()
+            .zip(&probs)
+            .zip(&data.test_names)
+            .map(|((s, p), name)| report::Case { name, image: &s.image, truth: &s.mask, prob: p })
+            .collect();
+        report::write_panels(&o.out, &cases, cfg.channels, cfg.size, 3, 3)?
+    };
     let dataset = match &data.record {
         DatasetRecord::Synthetic { seed, .. } => format!("built-in synthetic slices (seed {seed})"),
         DatasetRecord::Lists { source } => source.clone(),

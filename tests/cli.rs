@@ -51,6 +51,171 @@ fn write_disc_dataset(dir: &Path, count: usize) {
     }
 }
 
+/// 48×40 images with a bright disc (class 1) on the left and a dark square (class 2) on the
+/// right, on a noisy grey background; the masks hold the class ids (0, 1, 2), as a user's
+/// class-id masks do.
+fn write_class_dataset(dir: &Path, count: usize) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(12);
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("masks")).unwrap();
+    for i in 0..count {
+        let (cx, cy, r) = (rng.random_range(10.0..15.0), rng.random_range(10.0..30.0), rng.random_range(6.0..10.0f32));
+        let (sx, sy, side) = (rng.random_range(25..31), rng.random_range(3..19), rng.random_range(12..18));
+        let mut image = image::GrayImage::new(48, 40);
+        let mut mask = image::GrayImage::new(48, 40);
+        for (x, y, p) in image.enumerate_pixels_mut() {
+            let disc = (x as f32 - cx).hypot(y as f32 - cy) < r;
+            let square = (sx..sx + side).contains(&x) && (sy..sy + side).contains(&y);
+            let (level, class) = if disc {
+                (200.0, 1)
+            } else if square {
+                (20.0, 2)
+            } else {
+                (110.0, 0)
+            };
+            p.0[0] = (level + rng.random_range(-25.0..25.0f32)) as u8;
+            mask.put_pixel(x, y, image::Luma([class]));
+        }
+        image.save(dir.join("images").join(format!("{i}.png"))).unwrap();
+        mask.save(dir.join("masks").join(format!("{i}.png"))).unwrap();
+    }
+}
+
+/// `wgunet ARGS` that must fail; returns its stderr.
+fn wgunet_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("wgunet runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "wgunet {} succeeded:\n{err}", args.join(" "));
+    err
+}
+
+/// `--classes 3` end to end: train on class-id masks, eval, predict class-id PNGs at native size.
+#[test]
+fn three_classes_train_eval_predict() {
+    let root = temp_dir("classes");
+    let data = root.join("data");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    write_class_dataset(&data, 60);
+
+    let run = root.join("run");
+    #[rustfmt::skip]
+    let out = wgunet(&[
+        "train", "--data", &s(&data), "--classes", "3", "--device", "cpu", "--size", "32", "--filters", "8",
+        "--epochs", "8", "--batch", "6", "--lr", "6e-3", "--out", &s(&run),
+    ]);
+    assert!(out.contains("3 classes (softmax), loss ce") && out.contains("per class, dataset level"), "{out}");
+    for f in ["model.json", "best.safetensors", "metrics.csv", "metrics.json", "report.md", "panels/contact_sheet.png"]
+    {
+        assert!(run.join(f).is_file(), "train did not write {f}");
+    }
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!((model["model"]["classes"].as_u64(), model["loss"].as_str()), (Some(3), Some("ce")));
+    let loss = csv_column(&run.join("metrics.csv"), "train_loss");
+    assert!(loss[loss.len() - 1] < 0.5 * loss[0], "training loss did not fall: {loss:?}");
+
+    // Every image has a disc and a square, so predicting background everywhere scores IoU 0 on
+    // both foreground classes.
+    let out = wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--panels", "2"]);
+    assert!(out.contains("model  mean IoU") && out.contains("native   class"), "{out}");
+    let eval = run.join("eval.json");
+    let iou = json_number(&eval, "mean_iou");
+    assert!(iou > 0.3, "mean IoU {iou} does not beat the all-background predictor (0)");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval).unwrap()).unwrap();
+    assert_eq!(json["classes"].as_array().map(Vec::len), Some(3), "{json}");
+    assert_eq!(json["images"], 18);
+    assert_eq!(std::fs::read_to_string(run.join("eval/per_image.csv")).unwrap().lines().count(), 19);
+    assert!(run.join("eval/panels/best-1.png").is_file());
+    let err = wgunet_fails(&["eval", "--model", &s(&run), "--device", "cpu", "--keep-largest"]);
+    assert!(err.contains("--keep-largest") && err.contains("3 classes"), "{err}");
+
+    for (name, extra) in [("plain", &[][..]), ("tiled", &["--tile", "--tta"][..])] {
+        let masks = root.join(name);
+        let mut args = vec!["predict", "--model", run.to_str().unwrap(), "--device", "cpu"];
+        let (input, output) = (s(&data.join("images")), s(&masks));
+        args.extend(["--input", &input, "--output", &output]);
+        args.extend(extra);
+        wgunet(&args);
+        assert_eq!(std::fs::read_dir(&masks).unwrap().count(), 60);
+        let mut seen = [false; 3];
+        for i in 0..5 {
+            let predicted = image::open(masks.join(format!("{i}.png"))).unwrap();
+            assert_eq!(predicted.color(), image::ColorType::L8, "{name}: not an 8-bit gray PNG");
+            let predicted = predicted.to_luma8();
+            assert_eq!(predicted.dimensions(), (48, 40), "{name}: not at the image's own size");
+            for p in predicted.pixels() {
+                assert!(p.0[0] < 3, "{name}: predicted class id {} of 3 classes", p.0[0]);
+                seen[usize::from(p.0[0])] = true;
+            }
+        }
+        assert_eq!(seen, [true; 3], "{name}: some class is never predicted");
+    }
+
+    // A class id of K or more names the file, the value and the classes.
+    let bad = root.join("bad");
+    write_class_dataset(&bad, 6);
+    image::GrayImage::from_fn(48, 40, |x, _| image::Luma([if x == 7 { 3 } else { 0 }]))
+        .save(bad.join("masks/4.png"))
+        .unwrap();
+    let err =
+        wgunet_fails(&["train", "--data", &s(&bad), "--classes", "3", "--device", "cpu", "--out", &s(&root.join("x"))]);
+    assert!(err.contains("4.png") && err.contains("class id 3") && err.contains("--classes 4"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Binary losses with --classes, ce without, and more classes than allowed say what to use.
+#[test]
+fn class_options_that_do_not_fit_are_clear_errors() {
+    let root = temp_dir("class-errors");
+    let out = root.join("run");
+    let out = out.to_str().unwrap();
+    let err = wgunet_fails(&["train", "--classes", "3", "--loss", "bce+dice", "--out", out]);
+    assert!(err.contains("--loss bce+dice is for binary masks") && err.contains("--loss ce"), "{err}");
+    let err = wgunet_fails(&["train", "--loss", "ce", "--out", out]);
+    assert!(err.contains("--classes K"), "{err}");
+    let err = wgunet_fails(&["info", "--classes", "256"]);
+    assert!(err.contains("--classes must be 1") && err.contains("255"), "{err}");
+    let err = wgunet_fails(&["train", "--classes", "6", "--out", out]);
+    assert!(err.contains("synthetic slices have 1") && err.contains("not 6"), "{err}");
+    let err = wgunet_fails(&["synth", "--classes", "5", "--out", out]);
+    assert!(err.contains("not 5"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// `synth --classes 3` writes class-id masks; train without --data uses the same slices, and
+/// eval rebuilds their test split.
+#[test]
+fn synthetic_classes_train_and_eval() {
+    let root = temp_dir("synth-classes");
+    let data = root.join("data");
+    wgunet(&["synth", "--out", data.to_str().unwrap(), "--count", "8", "--size", "32", "--classes", "3"]);
+    let mut seen = [0usize; 256];
+    for entry in std::fs::read_dir(data.join("masks")).unwrap() {
+        let mask = image::open(entry.unwrap().path()).unwrap().to_luma8();
+        mask.pixels().for_each(|p| seen[usize::from(p.0[0])] += 1);
+    }
+    assert!(seen[0] > 0 && seen[1] > 0 && seen[2] > 0, "tumour or ventricles missing: {:?}", &seen[..4]);
+    assert_eq!(seen[3..].iter().sum::<usize>(), 0, "class ids of 3 or more");
+
+    let run = root.join("run");
+    let run = run.to_str().unwrap();
+    #[rustfmt::skip]
+    wgunet(&[
+        "train", "--classes", "3", "--synth-count", "10", "--device", "cpu", "--size", "16", "--filters", "2",
+        "--epochs", "1", "--batch", "4", "--out", run,
+    ]);
+    let out = wgunet(&["eval", "--model", run, "--device", "cpu", "--panels", "2"]);
+    assert!(out.contains("(synthetic)") && out.contains("native   class"), "{out}");
+    let eval = Path::new(run).join("eval.json");
+    assert_eq!(json_number(&eval, "images"), 3.0);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn synth_writes_pairs() {
     let root = temp_dir("synth");

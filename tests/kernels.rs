@@ -51,6 +51,11 @@ fn metrics() {
 }
 
 #[test]
+fn class_counts() {
+    check_family("class_counts");
+}
+
+#[test]
 fn loss() {
     check_family("loss");
 }

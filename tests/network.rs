@@ -1,6 +1,7 @@
 //! The whole network on the GPU executor equals the f64 CPU interpreter of the same program:
 //! logits, loss, every parameter's gradient and the updated batch-norm running statistics, for
-//! every architecture and loss; evaluation programs use the running statistics and no dropout.
+//! every architecture and loss (K-class softmax cross-entropy included); evaluation programs use
+//! the running statistics and no dropout.
 
 mod common;
 
@@ -18,8 +19,8 @@ fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
     (diff / norm.max(1e-30)).sqrt()
 }
 
-fn config(arch: Arch, size: usize, channels: usize, filters: usize) -> ModelConfig {
-    ModelConfig { arch, size, channels, filters, dropout: wgunet::model::DEFAULT_DROPOUT }
+fn config(arch: Arch, size: usize, channels: usize, filters: usize, classes: usize) -> ModelConfig {
+    ModelConfig { arch, size, channels, filters, dropout: wgunet::model::DEFAULT_DROPOUT, classes }
 }
 
 fn norm(v: &[f64]) -> f64 {
@@ -39,8 +40,16 @@ struct Net {
     values: Vec<Vec<f32>>,
 }
 
-fn net(arch: Arch, size: usize, channels: usize, batch: usize, rng: &mut rand_pcg::Pcg64, seed: u64) -> Net {
-    let graph = config(arch, size, channels, 3).build(batch);
+fn net(
+    arch: Arch,
+    size: usize,
+    channels: usize,
+    classes: usize,
+    batch: usize,
+    rng: &mut rand_pcg::Pcg64,
+    seed: u64,
+) -> Net {
+    let graph = config(arch, size, channels, 3, classes).build(batch);
     let params = Arc::new(ParamArena::new(common::gpu(), &graph.params).unwrap());
     let mut values = params.initial_values(seed);
     for (v, info) in values.iter_mut().zip(&graph.params) {
@@ -96,11 +105,23 @@ fn gradients_match(arch: Arch, size: usize, channels: usize, loss: Loss) {
     let gpu = common::gpu();
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let batch = 2;
-    let net = net(arch, size, channels, batch, &mut rng, seed);
+    // Softmax cross-entropy trains a 3-class head on class ids; the other losses one channel on 0/1.
+    let classes = if loss == Loss::Ce { 3 } else { 1 };
+    let net = net(arch, size, channels, classes, batch, &mut rng, seed);
     let program = compile(&net.graph, Mode::Train(loss));
     let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
+    assert_eq!(exec.logits().elems(), classes * exec.target().elems(), "one logit per class and pixel");
     let input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
-    let target: Vec<f32> = (0..exec.target().elems()).map(|_| if rng.random_bool(0.3) { 1.0 } else { 0.0 }).collect();
+    let target: Vec<f32> =
+        (0..exec.target().elems())
+            .map(|_| {
+                if classes > 1 {
+                    rng.random_range(0..classes) as f32
+                } else {
+                    f32::from(u8::from(rng.random_bool(0.3)))
+                }
+            })
+            .collect();
     let (mask_seed, step) = (rng.random::<u64>(), rng.random_range(1..1000));
     run_gpu(&exec, &input, &target, mask_seed, step);
     let gpu_grads = net.params.read(gpu, &net.params.grads).unwrap();
@@ -170,6 +191,12 @@ fn resunet_gradients_match_reference() {
     gradients_match(Arch::Resunet, 32, 3, Loss::Bce);
 }
 
+/// A 3-class head: class ids → labels, softmax cross-entropy, and its gradient through the net.
+#[test]
+fn multiclass_unet_gradients_match_reference() {
+    gradients_match(Arch::Unet, 16, 1, Loss::Ce);
+}
+
 /// Attention gates: concat, fused-ReLU 1×1 conv, sigmoid, gating.
 #[test]
 fn attention_unet_gradients_match_reference() {
@@ -190,7 +217,7 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
     let gpu = common::gpu();
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let batch = 2;
-    let net = net(Arch::Resunet, 16, 1, batch, &mut rng, seed);
+    let net = net(Arch::Resunet, 16, 1, 1, batch, &mut rng, seed);
     let program = compile(&net.graph, Mode::Evaluate(Loss::Bce));
     assert!(!has(&program, |s| matches!(s, Step::DropoutForward { .. } | Step::BatchNormTrain { .. })));
     assert!(has(&program, |s| matches!(s, Step::BatchNormInfer { .. })));
@@ -227,8 +254,13 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
 /// The memory plan shares storage, and never between two buffers alive at the same step.
 #[test]
 fn memory_plan_shares_only_disjoint_lifetimes() {
-    for arch in [Arch::Unet, Arch::Resunet, Arch::AttentionUnet] {
-        let p = compile(&config(arch, 64, 1, 8).build(4), Mode::Train(Loss::BceDice));
+    for (arch, classes, loss) in [
+        (Arch::Unet, 1, Loss::BceDice),
+        (Arch::Resunet, 1, Loss::BceDice),
+        (Arch::AttentionUnet, 1, Loss::BceDice),
+        (Arch::Unet, 4, Loss::Ce),
+    ] {
+        let p = compile(&config(arch, 64, 1, 8, classes).build(4), Mode::Train(loss));
         let plan = MemoryPlan::new(&p);
         assert!(plan.planned_bytes() < plan.unplanned_elems as u64 * 4 * 3 / 4, "{arch:?}: plan saves under 25%");
         let steps: Vec<_> = p.steps().collect();

@@ -34,13 +34,20 @@ impl Preprocess {
 pub struct Sample {
     /// `[channels, size, size]`, in [0, 1].
     pub image: Vec<f32>,
-    /// `[size, size]`, each 0 or 1.
+    /// `[size, size]`: each 0 or 1, or for a K-class model each a class id below K.
     pub mask: Vec<f32>,
     /// (width, height) of the image file, to scale predictions back.
     pub native_size: (u32, u32),
 }
 
+/// A pair for a binary model: the mask binarised (see [`binarize`]).
 pub fn load_sample(pair: &Pair, pre: &Preprocess) -> Result<Sample> {
+    load_sample_with_classes(pair, pre, 1)
+}
+
+/// A pair for a model of `classes` classes: 1 binarises the mask; K ≥ 2 reads its pixel values
+/// as class ids (see [`class_ids`]). Masks are resized by nearest neighbour either way.
+pub fn load_sample_with_classes(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<Sample> {
     let (image, native_size) = load_image(&pair.image, pre)?;
     let mask_image = decode(&pair.mask)?;
     let mask_size = (mask_image.width(), mask_image.height());
@@ -56,7 +63,7 @@ pub fn load_sample(pair: &Pair, pre: &Preprocess) -> Result<Sample> {
         );
     }
     let side = pre.size as u32;
-    let mask = imageops::resize(&binarize(&mask_image), side, side, FilterType::Nearest);
+    let mask = imageops::resize(&mask_targets(&mask_image, classes, &pair.mask)?, side, side, FilterType::Nearest);
     Ok(Sample { image, mask: mask.into_raw().into_iter().map(f32::from).collect(), native_size })
 }
 
@@ -78,10 +85,16 @@ pub fn load_image(path: &Path, pre: &Preprocess) -> Result<(Vec<f32>, (u32, u32)
     Ok((planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), native_size))
 }
 
-/// Decodes every pair in parallel, returning samples in the order of `pairs`.
+/// Decodes every pair in parallel for a binary model, returning samples in the order of `pairs`.
 pub fn load_all(pairs: &[Pair], pre: &Preprocess) -> Result<Vec<Sample>> {
+    load_all_with_classes(pairs, pre, 1)
+}
+
+/// Decodes every pair in parallel for a model of `classes` classes (see
+/// [`load_sample_with_classes`]), returning samples in the order of `pairs`.
+pub fn load_all_with_classes(pairs: &[Pair], pre: &Preprocess, classes: usize) -> Result<Vec<Sample>> {
     pre.validate()?;
-    pairs.par_iter().map(|pair| load_sample(pair, pre)).collect()
+    pairs.par_iter().map(|pair| load_sample_with_classes(pair, pre, classes)).collect()
 }
 
 /// 1 if the first few images are all gray (or colour files with R = G = B), else 3.
@@ -125,6 +138,57 @@ pub(crate) fn binarize(mask: &DynamicImage) -> GrayImage {
     })
 }
 
+/// The mask a model of `classes` classes trains on: 0/1 pixels ([`binarize`]) for 1, class ids
+/// ([`class_ids`]) for K ≥ 2.
+pub(crate) fn mask_targets(mask: &DynamicImage, classes: usize, path: &Path) -> Result<GrayImage> {
+    if classes == 1 {
+        Ok(binarize(mask))
+    } else {
+        class_ids(mask, classes, path)
+    }
+}
+
+/// A class-id mask: each pixel's gray value is its class, below `classes`. 8- or 16-bit gray, or
+/// colour with R = G = B; a colour pixel (a palette-coloured mask would be misread), another
+/// pixel format or an id of `classes` or more is an error naming the file.
+pub(crate) fn class_ids(mask: &DynamicImage, classes: usize, path: &Path) -> Result<GrayImage> {
+    let rgb: Vec<[u16; 3]> = match mask.color() {
+        ColorType::L8 | ColorType::La8 => mask.to_luma8().pixels().map(|p| [u16::from(p.0[0]); 3]).collect(),
+        ColorType::L16 | ColorType::La16 => mask.to_luma16().pixels().map(|p| [p.0[0]; 3]).collect(),
+        ColorType::Rgb8 | ColorType::Rgba8 => mask.to_rgb8().pixels().map(|p| p.0.map(u16::from)).collect(),
+        ColorType::Rgb16 | ColorType::Rgba16 => mask.to_rgb16().pixels().map(|p| p.0).collect(),
+        other => bail!(
+            "mask {} is a {other:?} image: class-id masks must be 8- or 16-bit images whose gray value is the class id",
+            path.display()
+        ),
+    };
+    let width = mask.width() as usize;
+    let mut ids = Vec::with_capacity(rgb.len());
+    for (k, &[r, g, b]) in rgb.iter().enumerate() {
+        let (x, y) = (k % width, k / width);
+        if r != g || g != b {
+            bail!(
+                "mask {} has a colour pixel ({r}, {g}, {b}) at ({x}, {y}): class-id masks hold the class id as a gray value",
+                path.display()
+            );
+        }
+        if usize::from(r) >= classes {
+            let hint = if usize::from(r) < crate::model::MAX_CLASSES {
+                format!("use --classes {} or more if the masks have that many classes", r + 1)
+            } else {
+                "is it a 0/255 binary mask? Those train without --classes".to_string()
+            };
+            bail!(
+                "mask {} has class id {r} at ({x}, {y}), but --classes {classes} allows ids 0 to {}: {hint}",
+                path.display(),
+                classes - 1
+            );
+        }
+        ids.push(r as u8);
+    }
+    Ok(GrayImage::from_raw(mask.width(), mask.height(), ids).expect("one id per pixel"))
+}
+
 /// Opens an image by its contents (a JPEG named .png still decodes), with errors that name the
 /// file and say what is wrong.
 pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
@@ -135,4 +199,33 @@ pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
         bail!("{} is not an image (expected png, jpeg, bmp or tiff contents)", path.display());
     }
     reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgb};
+
+    fn ids(mask: DynamicImage, classes: usize) -> Result<Vec<u8>> {
+        class_ids(&mask, classes, Path::new("m.png")).map(GrayImage::into_raw)
+    }
+
+    #[test]
+    fn class_ids_read_gray_values_and_name_what_is_wrong() {
+        let gray = GrayImage::from_fn(3, 2, |x, y| Luma([(x + y) as u8]));
+        assert_eq!(ids(DynamicImage::ImageLuma8(gray.clone()), 4).unwrap(), [0, 1, 2, 1, 2, 3]);
+        let wide: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_fn(3, 1, |x, _| Luma([x as u16]));
+        assert_eq!(ids(DynamicImage::ImageLuma16(wide), 3).unwrap(), [0, 1, 2]);
+        let rgb = image::RgbImage::from_fn(2, 1, |x, _| Rgb([x as u8; 3]));
+        assert_eq!(ids(DynamicImage::ImageRgb8(rgb), 2).unwrap(), [0, 1]);
+
+        let err = format!("{:#}", ids(DynamicImage::ImageLuma8(gray), 3).unwrap_err());
+        assert!(err.contains("m.png") && err.contains("class id 3 at (2, 1)") && err.contains("--classes 4"), "{err}");
+        let binary = GrayImage::from_fn(2, 1, |x, _| Luma([if x == 1 { 255 } else { 0 }]));
+        let err = format!("{:#}", ids(DynamicImage::ImageLuma8(binary), 3).unwrap_err());
+        assert!(err.contains("0/255 binary mask"), "{err}");
+        let colour = image::RgbImage::from_fn(2, 1, |x, _| Rgb([x as u8, 0, 0]));
+        let err = format!("{:#}", ids(DynamicImage::ImageRgb8(colour), 3).unwrap_err());
+        assert!(err.contains("colour pixel (1, 0, 0) at (1, 0)"), "{err}");
+    }
 }

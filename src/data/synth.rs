@@ -9,6 +9,9 @@
 //! intensity alone does not find them; shape and context do. Then a smooth bias field and
 //! Gaussian noise. All geometry is drawn in coordinates [-1, 1]², so one (seed, index) gives the
 //! same slice at any size.
+//!
+//! Binary masks mark the tumours. K-class masks (`--classes K`) hold class ids: [`TUMOUR`],
+//! [`VENTRICLES`], [`SKULL`], each where its id is below K; the rest is background (0).
 
 use std::fs;
 use std::path::Path;
@@ -24,41 +27,102 @@ use super::load::Sample;
 /// Share of slices without a tumour.
 pub const EMPTY_FRACTION: f64 = 0.15;
 
+/// Class id of tumours in K-class masks.
+pub const TUMOUR: u8 = 1;
+/// Class id of the ventricles (in about 75% of slices), with 3 classes or more.
+pub const VENTRICLES: u8 = 2;
+/// Class id of the skull ring, with 4 classes.
+pub const SKULL: u8 = 3;
+/// Background, tumour, ventricles and skull.
+pub const MAX_CLASSES: usize = 4;
+
 /// Slice `index` of the dataset `seed`: (image, mask), both `size`×`size`, mask 0 or 255.
 pub fn generate(seed: u64, index: usize, size: usize) -> (GrayImage, GrayImage) {
+    let (image, labels) = render(seed, index, size);
+    let mask = GrayImage::from_fn(labels.width(), labels.height(), |x, y| {
+        Luma([if labels.get_pixel(x, y).0[0] == TUMOUR { 255 } else { 0 }])
+    });
+    (image, mask)
+}
+
+/// Slice `index` of the dataset `seed` (the image of [`generate`]) with a mask of class ids below
+/// `classes` (2 to [`MAX_CLASSES`]).
+pub fn generate_classes(seed: u64, index: usize, size: usize, classes: usize) -> (GrayImage, GrayImage) {
+    let (image, mut labels) = render(seed, index, size);
+    for p in labels.pixels_mut() {
+        if usize::from(p.0[0]) >= classes {
+            p.0[0] = 0;
+        }
+    }
+    (image, labels)
+}
+
+/// The image and every structure's class id.
+fn render(seed: u64, index: usize, size: usize) -> (GrayImage, GrayImage) {
     let mut rng = Pcg64::seed_from_u64(splitmix64(seed ^ splitmix64(index as u64)));
     let slice = Slice::random(&mut rng);
     slice.render(&mut rng, size as u32)
 }
 
+/// Whether the synthetic slices have `classes` classes (an error that lists them, if not).
+pub fn check_classes(classes: usize) -> Result<()> {
+    if classes == 0 || classes > MAX_CLASSES {
+        bail!(
+            "the synthetic slices have 1 (binary tumour masks) to {MAX_CLASSES} classes (background, tumour, \
+             ventricles, skull), not {classes}"
+        );
+    }
+    Ok(())
+}
+
 /// `count` slices as samples (no disk): image `[1, size, size]` in [0, 1], mask in {0, 1}.
 pub fn samples(seed: u64, count: usize, size: usize) -> Vec<Sample> {
-    (0..count)
+    samples_with_classes(seed, count, size, 1).expect("1 class is binary")
+}
+
+/// `count` slices as samples for a model of `classes` classes: masks in {0, 1} for 1, class ids
+/// for 2 to [`MAX_CLASSES`] (more is an error). The images are those of [`samples`].
+pub fn samples_with_classes(seed: u64, count: usize, size: usize, classes: usize) -> Result<Vec<Sample>> {
+    check_classes(classes)?;
+    Ok((0..count)
         .into_par_iter()
         .map(|index| {
-            let (image, mask) = generate(seed, index, size);
+            let (image, mask) = if classes == 1 {
+                let (image, mask) = generate(seed, index, size);
+                (image, mask.as_raw().iter().map(|&v| f32::from(v > 127)).collect())
+            } else {
+                let (image, ids) = generate_classes(seed, index, size, classes);
+                (image, ids.as_raw().iter().map(|&v| f32::from(v)).collect())
+            };
             Sample {
                 image: image.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect(),
-                mask: mask.as_raw().iter().map(|&v| f32::from(v > 127)).collect(),
+                mask,
                 native_size: (size as u32, size as u32),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Writes `DIR/images/NNNN.png` and `DIR/masks/NNNN.png` for slices 0..count (each through a
 /// temporary file and a rename); returns the count.
 pub fn write_dataset(dir: &Path, count: usize, seed: u64, size: usize) -> Result<usize> {
+    write_dataset_with_classes(dir, count, seed, size, 1)
+}
+
+/// [`write_dataset`] with 0/255 masks for 1 class, or class-id masks for 2 to [`MAX_CLASSES`].
+pub fn write_dataset_with_classes(dir: &Path, count: usize, seed: u64, size: usize, classes: usize) -> Result<usize> {
     if size == 0 {
         bail!("synthetic slices need a size of at least 1 pixel");
     }
+    check_classes(classes)?;
     let (images, masks) = (dir.join("images"), dir.join("masks"));
     for d in [&images, &masks] {
         fs::create_dir_all(d).with_context(|| format!("cannot create folder {}", d.display()))?;
     }
     let digits = count.saturating_sub(1).to_string().len().max(4);
     (0..count).into_par_iter().try_for_each(|index| {
-        let (image, mask) = generate(seed, index, size);
+        let (image, mask) =
+            if classes == 1 { generate(seed, index, size) } else { generate_classes(seed, index, size, classes) };
         let name = format!("{index:0digits$}.png");
         save_png(&image, &images.join(&name))?;
         save_png(&mask, &masks.join(&name))
@@ -230,9 +294,10 @@ impl Slice {
         }
     }
 
+    /// The image and the class id of every pixel (0 background).
     fn render(&self, rng: &mut Pcg64, size: u32) -> (GrayImage, GrayImage) {
         let mut image = GrayImage::new(size, size);
-        let mut mask = GrayImage::new(size, size);
+        let mut labels = GrayImage::new(size, size);
         let brain_radius = 1.0 - self.skull_thickness - self.gap;
         for py in 0..size {
             for px in 0..size {
@@ -243,9 +308,11 @@ impl Slice {
                 let wobble: f32 = self.wobble.iter().map(|&(k, a, phase)| a * (k * theta + phase).sin()).sum();
                 let r = (u * u + v * v).sqrt() / (1.0 + wobble);
 
+                let mut label = 0;
                 let mut value = if r > 1.0 {
                     self.background
                 } else if r > 1.0 - self.skull_thickness {
+                    label = SKULL;
                     self.skull_brightness * (0.92 + 0.08 * self.texture.at(x, y))
                 } else if r > brain_radius {
                     self.csf
@@ -253,6 +320,10 @@ impl Slice {
                     self.tissue_at(x, y, r / brain_radius)
                 };
                 if r <= brain_radius {
+                    // Where tissue_at's blend towards CSF (radius 0.85 to 1.1) is over half done.
+                    if self.ventricles.iter().any(|v| v.radius(x, y) < 0.975) {
+                        label = VENTRICLES;
+                    }
                     let mut inside = false;
                     for tumour in &self.tumours {
                         let f = tumour.field(x, y);
@@ -267,16 +338,17 @@ impl Slice {
                         }
                     }
                     if inside {
-                        mask.put_pixel(px, py, Luma([255]));
+                        label = TUMOUR;
                     }
                 }
                 let (bx, by, bq) = self.bias;
                 value *= 1.0 + bx * x + by * y + bq * (x * x + y * y);
                 value += self.noise_sigma * gaussian(rng);
                 image.put_pixel(px, py, Luma([(value.clamp(0.0, 1.0) * 255.0).round() as u8]));
+                labels.put_pixel(px, py, Luma([label]));
             }
         }
-        (image, mask)
+        (image, labels)
     }
 
     /// Brain tissue at (x, y), `depth` = 0 at the centre and 1 at the brain's edge.

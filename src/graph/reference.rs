@@ -117,6 +117,16 @@ pub fn run(p: &Program, params: &[Vec<f64>], input: &[f64], target: &[f64], seed
                 let scaled: Vec<f64> = d.iter().map(|v| v * *grad_scale as f64).collect();
                 b[*grad] = if *accumulate { elementwise::reference::add(&b[*grad], &scaled) } else { scaled };
             }
+            // Labels live in an f64 buffer like every other; they are whole numbers, kept exactly.
+            ClassLabels { target, labels, .. } => {
+                b[*labels] = loss::reference::class_labels(&b[*target]).into_iter().map(f64::from).collect()
+            }
+            SoftmaxCe { s, logits, labels, loss, grad, grad_scale } => {
+                let ids = loss::reference::class_labels(&b[*labels]);
+                let (l, d) = loss::reference::softmax_ce(s.n, s.k, s.hw, &b[*logits], &ids);
+                b[*loss] = l;
+                b[*grad] = d.iter().map(|v| v * *grad_scale as f64).collect();
+            }
             ReduceSum { scale, x, out, index, accumulate, .. } => {
                 let sum: f64 = b[*x].iter().sum::<f64>() * *scale as f64;
                 b[*out][*index] = if *accumulate { b[*out][*index] + sum } else { sum };

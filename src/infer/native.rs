@@ -1,12 +1,12 @@
 //! Images and masks at their own size, for tiled inference and for scores at native
-//! resolution: `data::load`'s decoding, colour conversion and mask binarisation, without the
-//! resize (a test holds the two together).
+//! resolution: `data::load`'s decoding, colour conversion, mask binarisation and class ids,
+//! without the resize (a test holds the two together).
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::data::load::{binarize, decode};
+use crate::data::load::{binarize, class_ids, decode};
 
 /// `[channels, height, width]` in [0, 1]: colour becomes luma for 1 channel, gray is
 /// replicated for 3.
@@ -37,6 +37,14 @@ pub fn load_mask(path: &Path) -> Result<(Vec<bool>, (u32, u32))> {
     let mask = binarize(&decode(path)?);
     let size = mask.dimensions();
     Ok((mask.into_raw().into_iter().map(|v| v == 1).collect(), size))
+}
+
+/// A class-id mask file as ids below `classes`, row-major, and its (width, height) —
+/// `data::load`'s rule for K-class models.
+pub fn load_labels(path: &Path, classes: usize) -> Result<(Vec<u8>, (u32, u32))> {
+    let ids = class_ids(&decode(path)?, classes, path)?;
+    let size = ids.dimensions();
+    Ok((ids.into_raw(), size))
 }
 
 #[cfg(test)]
@@ -88,6 +96,17 @@ mod tests {
                 assert_eq!(bits, want, "{name} mask");
             }
         }
+        // Class ids 0..3 in a gray mask read the same both ways.
+        let ids = image::GrayImage::from_fn(side, side, |x, y| image::Luma([((x + 2 * y) % 3) as u8]));
+        let mask_path = dir.join("ids_mask.png");
+        ids.save(&mask_path).unwrap();
+        let pair = Pair { image: image_path.clone(), mask: mask_path };
+        let sample =
+            load::load_sample_with_classes(&pair, &Preprocess { size: side as usize, channels: 1 }, 3).unwrap();
+        let (labels, size) = load_labels(&pair.mask, 3).unwrap();
+        assert_eq!(size, (side, side));
+        assert_eq!(labels, ids.as_raw().as_slice());
+        assert_eq!(sample.mask, labels.iter().map(|&v| f32::from(v)).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,8 +1,11 @@
-//! From probability maps to binary masks and scores on the CPU: resizing a map, thresholding,
-//! keeping the largest connected component, and the confusion counts and loss of a mask.
+//! From probability maps to masks and scores on the CPU: resizing a map, thresholding (binary)
+//! or taking the most probable class (K classes), keeping the largest connected component, and
+//! the confusion counts and loss of a mask.
 
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma};
+
+use crate::ops::metrics::ClassCounts;
 
 /// The seed's threshold: probability > 0.5 is foreground.
 pub const THRESHOLD: f32 = 0.5;
@@ -14,6 +17,31 @@ const PROBABILITY_FLOOR: f64 = 1e-7;
 pub fn resize_map(map: &[f32], width: u32, height: u32, new_width: u32, new_height: u32) -> Vec<f32> {
     let buffer = ImageBuffer::<Luma<f32>, &[f32]>::from_raw(width, height, map).expect("resize_map: map size");
     imageops::resize(&buffer, new_width, new_height, FilterType::Triangle).into_raw()
+}
+
+/// `planes` maps of `width`×`height` (`[planes, height, width]`, e.g. one per class) each
+/// resized as [`resize_map`] does.
+pub fn resize_maps(maps: &[f32], planes: usize, width: u32, height: u32, new_width: u32, new_height: u32) -> Vec<f32> {
+    maps.chunks_exact(maps.len() / planes.max(1))
+        .flat_map(|plane| resize_map(plane, width, height, new_width, new_height))
+        .collect()
+}
+
+/// The class of each pixel of `[classes, pixels]` probabilities: the most probable, the first
+/// on a tie (as the metrics kernel decides).
+pub fn argmax(probs: &[f32], classes: usize) -> Vec<u8> {
+    let pixels = probs.len() / classes;
+    (0..pixels)
+        .map(|q| {
+            let mut best = 0;
+            for c in 1..classes {
+                if probs[c * pixels + q] > probs[best * pixels + q] {
+                    best = c;
+                }
+            }
+            best as u8
+        })
+        .collect()
 }
 
 pub fn threshold(prob: &[f32]) -> Vec<bool> {
@@ -72,6 +100,28 @@ pub fn confusion(pred: &[bool], truth: &[bool]) -> [u64; 4] {
         }] += 1;
     }
     c
+}
+
+/// Per class TP, FP, FN and the correct pixels of predicted class ids against true ones, as the
+/// class-counts kernel counts.
+pub fn class_confusion(pred: &[u8], truth: &[u8], classes: usize) -> ClassCounts {
+    assert_eq!(pred.len(), truth.len(), "class_confusion: masks differ in size");
+    let mut c = ClassCounts::new(classes);
+    for (&p, &t) in pred.iter().zip(truth) {
+        c.add_pixel(usize::from(p), usize::from(t));
+    }
+    c
+}
+
+/// Mean cross-entropy of `[classes, pixels]` probabilities against class ids, in f64.
+pub fn cross_entropy(probs: &[f32], truth: &[u8]) -> f64 {
+    let pixels = truth.len();
+    let total: f64 = truth
+        .iter()
+        .enumerate()
+        .map(|(q, &t)| -(probs[usize::from(t) * pixels + q] as f64).max(PROBABILITY_FLOOR).ln())
+        .sum();
+    total / pixels.max(1) as f64
 }
 
 /// Mean binary cross-entropy of probabilities against a 0/1 mask, in f64.
@@ -137,6 +187,30 @@ mod tests {
         let loss = bce(&[0.8, 0.25], &[true, false]);
         assert!((loss - (-(0.8f64.ln()) - 0.75f64.ln()) / 2.0).abs() < 1e-7);
         assert!(bce(&[0.0, 1.0], &[true, false]).is_finite());
+    }
+
+    #[test]
+    fn argmax_confusion_and_cross_entropy_of_classes() {
+        // 3 classes of 4 pixels, [classes, pixels]: pixel 2 ties classes 1 and 2 (the first wins).
+        let probs = [0.7, 0.1, 0.2, 0.3, 0.2, 0.8, 0.4, 0.3, 0.1, 0.1, 0.4, 0.4];
+        let pred = argmax(&probs, 3);
+        assert_eq!(pred, [0, 1, 1, 2]);
+        let truth = [0, 1, 2, 0];
+        let c = class_confusion(&pred, &truth, 3);
+        assert_eq!(c.correct, 2);
+        assert_eq!(c.per_class, vec![[1, 0, 1], [1, 1, 0], [0, 1, 1]]);
+        let want = -(0.7f64.ln() + 0.8f64.ln() + 0.4f64.ln() + 0.3f64.ln()) / 4.0;
+        assert!((cross_entropy(&probs, &truth) - want).abs() < 1e-7);
+        assert!(cross_entropy(&[1.0, 0.0], &[1]).is_finite());
+    }
+
+    #[test]
+    fn resize_maps_resizes_each_plane() {
+        let maps = [0.0, 1.0, 0.5, 0.25, 1.0, 0.0, 0.5, 0.75];
+        assert_eq!(resize_maps(&maps, 2, 2, 2, 2, 2), maps);
+        let big = resize_maps(&[0.0, 1.0, 1.0, 0.0], 2, 2, 1, 8, 1);
+        assert_eq!(big[..8], resize_map(&[0.0, 1.0], 2, 1, 8, 1)[..]);
+        assert_eq!(big[8..], resize_map(&[1.0, 0.0], 2, 1, 8, 1)[..]);
     }
 
     #[test]

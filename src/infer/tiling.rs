@@ -108,36 +108,46 @@ impl TilePlan {
     }
 }
 
-/// Running weighted sums of tile probability maps over an image.
+/// Running weighted sums of tile probability maps over an image: one plane for a binary model,
+/// one per class for a K-class model (every plane blended alike).
 pub struct Blender {
+    planes: usize,
     sum: Vec<f32>,
     weight: Vec<f32>,
 }
 
 impl Blender {
-    pub fn new(plan: &TilePlan) -> Blender {
+    pub fn new(plan: &TilePlan, planes: usize) -> Blender {
         let pixels = plan.height * plan.width;
-        Blender { sum: vec![0.0; pixels], weight: vec![0.0; pixels] }
+        Blender { planes, sum: vec![0.0; planes * pixels], weight: vec![0.0; pixels] }
     }
 
-    /// Adds tile `index`'s `[tile, tile]` map with `window`'s weights; pixels in the padding
-    /// are dropped.
+    /// Adds tile `index`'s `[planes, tile, tile]` maps with `window`'s weights; pixels in the
+    /// padding are dropped.
     pub fn add(&mut self, plan: &TilePlan, index: usize, prob: &[f32], window: &[f32]) {
         let (y0, x0) = plan.origins[index];
         let t = plan.tile;
-        assert!(prob.len() == t * t && window.len() == t * t, "add: tile maps must be [{t}, {t}]");
+        let pixels = plan.height * plan.width;
+        assert!(
+            prob.len() == self.planes * t * t && window.len() == t * t,
+            "add: tile maps must be [{}, {t}, {t}]",
+            self.planes
+        );
         for y in 0..t.min(plan.height - y0) {
             for x in 0..t.min(plan.width - x0) {
                 let (k, at) = (y * t + x, (y0 + y) * plan.width + x0 + x);
-                self.sum[at] += window[k] * prob[k];
+                for c in 0..self.planes {
+                    self.sum[c * pixels + at] += window[k] * prob[c * t * t + k];
+                }
                 self.weight[at] += window[k];
             }
         }
     }
 
-    /// The blended `[height, width]` map: Σ w·p / Σ w at every pixel.
+    /// The blended `[planes, height, width]` maps: Σ w·p / Σ w at every pixel.
     pub fn finish(self) -> Vec<f32> {
-        self.sum.iter().zip(&self.weight).map(|(s, w)| s / w).collect()
+        let pixels = self.weight.len();
+        self.sum.iter().enumerate().map(|(i, s)| s / self.weight[i % pixels]).collect()
     }
 }
 
@@ -213,7 +223,7 @@ mod tests {
         assert_eq!(plan.origins, vec![(0, 0), (0, 2)]);
         let image: Vec<f32> = (0..6).map(|v| v as f32).collect();
         assert_eq!(plan.cut(&image, 1, 1)[..4], [2., 3., 4., 5.]);
-        let mut blender = Blender::new(&plan);
+        let mut blender = Blender::new(&plan, 1);
         // Each tile is 4 wide and 4 tall (rows 1..4 mirror row 0 of the 1-row image and are dropped).
         let ones = vec![1.0; 16];
         blender.add(&plan, 0, &[0.2; 16], &ones);
@@ -233,11 +243,27 @@ mod tests {
         let image: Vec<f32> = (0..h * w).map(|v| v as f32 * 0.5).collect();
         let plan = TilePlan::new(h, w, t, 0.0).unwrap();
         assert_eq!(plan.origins.len(), 6);
-        let mut blender = Blender::new(&plan);
+        let mut blender = Blender::new(&plan, 1);
         for i in 0..plan.origins.len() {
             blender.add(&plan, i, &plan.cut(&image, 1, i), &window(t, Blend::Constant));
         }
         assert_eq!(blender.finish(), image);
+    }
+
+    #[test]
+    fn every_plane_blends_alike() {
+        // Two planes (classes) of a 1×6 image, tiles of 4 at 0 and 2, constant weights.
+        let plan = TilePlan::new(1, 6, 4, 0.5).unwrap();
+        let mut blender = Blender::new(&plan, 2);
+        let ones = vec![1.0; 16];
+        let tile = |a: f32, b: f32| [vec![a; 16], vec![b; 16]].concat();
+        blender.add(&plan, 0, &tile(0.2, 0.8), &ones);
+        blender.add(&plan, 1, &tile(0.6, 0.4), &ones);
+        let got = blender.finish();
+        let want = [0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.8, 0.8, 0.6, 0.6, 0.4, 0.4];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} != {want:?}");
+        }
     }
 
     #[test]

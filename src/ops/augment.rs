@@ -40,6 +40,35 @@ impl Default for AugmentConfig {
     }
 }
 
+/// The augmentation a `train` command line asks for (`--augment`), from none to the U-Net
+/// paper's full set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AugmentPreset {
+    /// No augmentation: the network sees the training images as they are.
+    None,
+    /// Random horizontal and vertical flips, as the seed notebook.
+    Flips,
+    /// Flips and quarter turns: the 8 symmetries of the square, exact (nothing is interpolated).
+    Dihedral,
+    /// Dihedral plus ±15° rotations, ±10 % scaling and elastic deformation (the U-Net paper's).
+    Full,
+}
+
+impl AugmentPreset {
+    /// The transforms to draw, or None when training sees the images unchanged.
+    pub fn config(self) -> Option<AugmentConfig> {
+        let dihedral =
+            AugmentConfig { flips: true, rot90: true, max_rotation_deg: 0.0, scale_range: 0.0, elastic_pixels: 0.0 };
+        match self {
+            AugmentPreset::None => None,
+            AugmentPreset::Flips => Some(AugmentConfig { rot90: false, ..dihedral }),
+            AugmentPreset::Dihedral => Some(dihedral),
+            AugmentPreset::Full => Some(AugmentConfig::default()),
+        }
+    }
+}
+
 /// Elastic control points per side; they span the image corner to corner.
 pub const GRID: usize = 4;
 
@@ -138,6 +167,9 @@ pub struct Augment {
     pub n: usize,
     pub channels: usize,
     pub size: usize,
+    /// The masks hold class ids (K-class training): each output pixel takes the id of the
+    /// nearest source pixel. Otherwise they are 0/1, interpolated and thresholded at 0.5.
+    pub class_ids: bool,
 }
 
 #[repr(C)]
@@ -180,8 +212,8 @@ impl Augment {
     }
 
     /// `image_in` → `image_out` (bilinear) and `mask_in` → `mask_out` (bilinear, then > 0.5 → 1
-    /// else 0), each image by its transform in `transforms` (written with [`Augment::pack`]).
-    /// Outputs may not alias inputs.
+    /// else 0; or the nearest pixel's class id with `class_ids`), each image by its transform in
+    /// `transforms` (written with [`Augment::pack`]). Outputs may not alias inputs.
     pub fn dispatch(
         &self,
         gpu: &Gpu,
@@ -205,7 +237,9 @@ impl Augment {
                 view.elems()
             );
         }
-        let spec = KernelSpec::new("augment", "augment", [WG, 1, 1]).constant("GRID", GRID as f64);
+        let spec = KernelSpec::new("augment", "augment", [WG, 1, 1])
+            .constant("GRID", GRID as f64)
+            .constant("NEAREST_MASK", f64::from(u8::from(self.class_ids)));
         let params = Params { n: self.n as u32, channels: self.channels as u32, size: self.size as u32, _pad: 0 };
         let tensors = [(1, transforms), (2, image_in), (3, mask_in), (4, image_out), (5, mask_out)];
         Dispatch::new(gpu, &spec, &params, &tensors, grid_1d(self.n * self.size * self.size, WG))
@@ -229,13 +263,15 @@ pub mod reference {
         }
     }
 
+    /// The bilinear cell of v in [0, len − 1]: lower index, upper index, fraction.
+    fn cell(v: f64, len: usize) -> (usize, usize, f64) {
+        let i0 = (v as usize).min(len.max(2) - 2);
+        (i0, (i0 + 1).min(len - 1), v - i0 as f64)
+    }
+
     /// Bilinear sample of a `len`×`len` row-major plane at (x, y) in [0, len − 1]².
     fn bilinear(plane: &[f64], len: usize, x: f64, y: f64) -> f64 {
-        let cell = |v: f64| {
-            let i0 = (v as usize).min(len.max(2) - 2);
-            (i0, (i0 + 1).min(len - 1), v - i0 as f64)
-        };
-        let ((x0, x1, fx), (y0, y1, fy)) = (cell(x), cell(y));
+        let ((x0, x1, fx), (y0, y1, fy)) = (cell(x, len), cell(y, len));
         let at = |x: usize, y: usize| plane[y * len + x];
         (1.0 - fy) * ((1.0 - fx) * at(x0, y0) + fx * at(x1, y0)) + fy * ((1.0 - fx) * at(x0, y1) + fx * at(x1, y1))
     }
@@ -252,6 +288,30 @@ pub mod reference {
         let sx = a[0] * x + a[1] * y + t.t[0] as f64 + ex;
         let sy = a[2] * x + a[3] * y + t.t[1] as f64 + ey;
         (mirror(sx, last), mirror(sy, last))
+    }
+
+    /// The pixel nearest (x, y) in [0, len − 1]², as (x, y): the upper neighbour from a
+    /// fraction of 0.5 on.
+    pub fn nearest(len: usize, x: f64, y: f64) -> (usize, usize) {
+        let pick = |(i0, i1, f): (usize, usize, f64)| if f >= 0.5 { i1 } else { i0 };
+        (pick(cell(x, len)), pick(cell(y, len)))
+    }
+
+    /// Nearest-neighbour resampling of `[n, size, size]` class-id masks, image b by `t[b]`.
+    pub fn warp_nearest(s: &Augment, t: &[ImageTransform], masks: &[f64]) -> Vec<f64> {
+        let size = s.size;
+        let mut out = vec![0.0; masks.len()];
+        for (b, t) in t.iter().enumerate() {
+            let off = b * size * size;
+            for y in 0..size {
+                for x in 0..size {
+                    let (sx, sy) = source(size, t, x, y);
+                    let (nx, ny) = nearest(size, sx, sy);
+                    out[off + y * size + x] = masks[off + ny * size + nx];
+                }
+            }
+        }
+        out
     }
 
     /// Bilinear resampling of `[n, channels, size, size]` planes, image b by `t[b]`.
@@ -273,9 +333,14 @@ pub mod reference {
         out
     }
 
-    /// (augmented image, augmented mask): the mask is warped like the image, then thresholded.
+    /// (augmented image, augmented mask): the mask is warped like the image, then thresholded;
+    /// class ids are sampled at the nearest pixel instead.
     pub fn augment(s: &Augment, t: &[ImageTransform], image: &[f64], mask: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let mask = warp(s, t, mask, 1).iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect();
+        let mask = if s.class_ids {
+            warp_nearest(s, t, mask)
+        } else {
+            warp(s, t, mask, 1).iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect()
+        };
         (warp(s, t, image, s.channels), mask)
     }
 }
@@ -295,12 +360,52 @@ fn permuted(s: &Augment, planes: &[f32], channels: usize, from: fn(usize, usize,
     out
 }
 
+/// Class ids 0..CHECK_CLASSES in the class-id masks of the check.
+const CHECK_CLASSES: u32 = 5;
+
+/// The mask the kernel wrote where the reference's choice is a near tie that f32 rounding of
+/// the sample position (~1e-5 here) may tip either way, else `reference`: for 0/1 masks, pixels
+/// whose exact interpolated value lies within 1e-4 of 0.5, if the kernel wrote 0 or 1; for class
+/// ids, pixels whose source coordinate lies within 1e-4 of halfway between two pixels, if the
+/// kernel wrote the id of one of the pixels around the source. Every other pixel must match
+/// exactly.
+fn forgive_near_ties(s: &Augment, t: &[ImageTransform], mask: &[f64], gpu_mask: &[f32], reference: &[f64]) -> Vec<f32> {
+    let size = s.size;
+    let soft = reference::warp(s, t, mask, 1);
+    let near_half = |v: f64| (v.fract() - 0.5).abs() < 1e-4;
+    (0..gpu_mask.len())
+        .map(|k| {
+            let (g, r) = (gpu_mask[k], reference[k]);
+            let forgiven = if s.class_ids {
+                let (b, x, y) = (k / (size * size), k % size, k / size % size);
+                let (sx, sy) = reference::source(size, &t[b], x, y);
+                let around = |v: f64| [v.floor() as usize, (v.ceil() as usize).min(size - 1)];
+                (near_half(sx) || near_half(sy))
+                    && around(sy)
+                        .iter()
+                        .any(|&py| around(sx).iter().any(|&px| mask[b * size * size + py * size + px] == g as f64))
+            } else {
+                (soft[k] - 0.5).abs() < 1e-4 && (g == 0.0 || g == 1.0)
+            };
+            if forgiven {
+                r as f32
+            } else {
+                g
+            }
+        })
+        .collect()
+}
+
 /// Runs the augment kernel on a random batch of shape `s` against the reference, for random
 /// transforms, and checks that identity, flips and a quarter turn copy pixels exactly.
 pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Augment) -> Result<Vec<CaseReport>> {
-    let shape = check::shape4(s.n, s.channels, s.size, s.size);
+    let shape = format!("{}{}", check::shape4(s.n, s.channels, s.size, s.size), if s.class_ids { " ids" } else { "" });
     let image = check::random(rng, s.image_len());
-    let mask = check::random_mask(rng, s.mask_len());
+    let mask = if s.class_ids {
+        (0..s.mask_len()).map(|_| rng.random_range(0..CHECK_CLASSES) as f32).collect()
+    } else {
+        check::random_mask(rng, s.mask_len())
+    };
     let (image64, mask64) = (check::to_f64(&image), check::to_f64(&mask));
     let image_in = gpu.upload("image_in", &image)?;
     let mask_in = gpu.upload("mask_in", &mask)?;
@@ -322,17 +427,10 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Augment) -> Result<Vec<CaseRepor
         let (image_gpu, mask_gpu) = run(&t)?;
         let (image_ref, mask_ref) = reference::augment(s, &t, &image64, &mask64);
         out.push(check::compare(&format!("{name} image"), &shape, &image_gpu, &image_ref));
-        // The masks are random 0/1 noise — the harshest case, as interpolated values cross 0.5
-        // at almost every pixel. Where the exact interpolated value lies within 1e-4 of 0.5,
-        // f32 rounding of the sample position (~1e-5 here) may tip the threshold either way, so
-        // those pixels (about 1 in 10^4) need only be 0 or 1; every other pixel must match exactly.
-        let soft = reference::warp(s, &t, &mask64, 1);
-        let mask_gpu: Vec<f32> = mask_gpu
-            .iter()
-            .zip(&soft)
-            .zip(&mask_ref)
-            .map(|((&g, &v), &r)| if (v - 0.5).abs() < 1e-4 && (g == 0.0 || g == 1.0) { r as f32 } else { g })
-            .collect();
+        // The masks are random noise — the harshest case, as interpolated 0/1 values cross 0.5
+        // and nearest pixels change at almost every pixel; near ties (about 1 in 10^4 pixels)
+        // may go either way.
+        let mask_gpu = forgive_near_ties(s, &t, &mask64, &mask_gpu, &mask_ref);
         out.push(check::compare_with(&format!("{name} mask"), &shape, &mask_gpu, &mask_ref, 0.0));
     }
 
@@ -363,11 +461,20 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Augment) -> Result<Vec<CaseRepor
 }
 
 /// [`check`] over batches of 1 and 3 images, 1 and 3 channels, sizes 16 and 24, and an odd size
-/// with 5 channels.
+/// with 5 channels; binary masks, and class-id masks on three of the shapes.
 pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
     let mut out = Vec::new();
-    for (n, channels, size) in [(1, 1, 16), (3, 3, 24), (1, 3, 24), (3, 1, 16), (2, 5, 17)] {
-        out.extend(check(gpu, rng, &Augment { n, channels, size })?);
+    for (n, channels, size, class_ids) in [
+        (1, 1, 16, false),
+        (3, 3, 24, false),
+        (1, 3, 24, false),
+        (3, 1, 16, false),
+        (2, 5, 17, false),
+        (1, 1, 16, true),
+        (3, 3, 24, true),
+        (2, 5, 17, true),
+    ] {
+        out.extend(check(gpu, rng, &Augment { n, channels, size, class_ids })?);
     }
     Ok(out)
 }
@@ -382,7 +489,7 @@ mod tests {
 
     #[test]
     fn reference_flips_and_turns_permute_pixels() {
-        let s = Augment { n: 1, channels: 2, size: 5 };
+        let s = Augment { n: 1, channels: 2, size: 5, class_ids: false };
         let image = pattern(s.image_len());
         let mask: Vec<f64> = (0..s.mask_len()).map(|i| (i % 3 == 0) as u8 as f64).collect();
         let t = [ImageTransform::about_centre(s.size, QUARTER_TURN)];
@@ -396,7 +503,7 @@ mod tests {
 
     #[test]
     fn reference_uniform_elastic_shift_translates_with_mirroring() {
-        let s = Augment { n: 1, channels: 1, size: 6 };
+        let s = Augment { n: 1, channels: 1, size: 6, class_ids: false };
         let image = pattern(s.image_len());
         let mut t = ImageTransform::identity(s.size);
         t.elastic = [[2.0, -1.0]; GRID * GRID];
@@ -415,6 +522,27 @@ mod tests {
                 assert_eq!(out[(y * 6 + x) as usize], (mirror(y - 1) * 6 + mirror(x + 2)) as f64, "pixel ({x}, {y})");
             }
         }
+    }
+
+    #[test]
+    fn reference_class_ids_are_sampled_not_blended() {
+        // Classes 1 and 3 side by side: a blend would invent class 2 along the border.
+        let s = Augment { n: 1, channels: 1, size: 8, class_ids: true };
+        let mask: Vec<f64> = (0..s.mask_len()).map(|k| if k % 8 < 4 { 1.0 } else { 3.0 }).collect();
+        let image = vec![0.0; s.image_len()];
+        let mut rng = check::rng(3);
+        let wild = AugmentConfig { max_rotation_deg: 180.0, scale_range: 0.5, ..AugmentConfig::default() };
+        for _ in 0..20 {
+            let t = ImageTransform::random(&mut rng, s.size, &wild);
+            let (_, out) = reference::augment(&s, &[t], &image, &mask);
+            assert!(out.iter().all(|&v| v == 1.0 || v == 3.0), "{out:?}");
+        }
+        // A shift by exactly half a pixel takes the upper neighbour, whole pixels copy.
+        assert_eq!(reference::nearest(8, 2.5, 3.0), (3, 3));
+        assert_eq!(reference::nearest(8, 2.49, 7.0), (2, 7));
+        let t = [ImageTransform::about_centre(s.size, QUARTER_TURN)];
+        let as_f32: Vec<f32> = mask.iter().map(|&v| v as f32).collect();
+        assert_eq!(reference::augment(&s, &t, &image, &mask).1, permuted(&s, &as_f32, 1, |l, x, y| (l - y, x)));
     }
 
     #[test]

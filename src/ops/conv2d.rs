@@ -33,8 +33,11 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
-const MAX_TILE: usize = 8;
+/// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL):
+/// with MAX_PX pixels each that is 32 sums in registers, the most that measured faster.
+const MAX_TILE: usize = 4;
+/// Most adjacent pixels of a row one invocation of forward / backward_input computes (`MAX_PX`).
+const MAX_PX: usize = 8;
 /// Most channels one invocation of backward_weight reduces for (`MAX_WEIGHT_TILE` in the WGSL of
 /// both convolutions).
 pub(crate) const MAX_WEIGHT_TILE: usize = 4;
@@ -43,10 +46,10 @@ pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
 
-/// Channels per invocation of forward / backward_input (the `TILE` override): 8, or fewer when
-/// there are fewer channels, so e.g. cin = 1 spends no work on clamped duplicate channels.
-pub(crate) fn channel_tile(channels: usize) -> usize {
-    channels.next_power_of_two().min(MAX_TILE)
+/// Channels per invocation (a `TILE` override): `max`, or fewer when there are fewer channels, so
+/// e.g. cin = 1 spends no work on clamped duplicate channels.
+pub(crate) fn channel_tile(channels: usize, max: usize) -> usize {
+    channels.next_power_of_two().min(max)
 }
 
 /// How a reduction of `terms` values into each of `outputs` outputs is spread over workgroups
@@ -139,14 +142,24 @@ impl Conv2d {
         })
     }
 
-    /// Forward / backward_input, computing `channels` channels per pixel: the spec and the grid
-    /// ((image, pixel) blocks × channel tiles, wrapping into z).
-    fn tiled(&self, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
-        let tile = channel_tile(channels);
-        let spec = KernelSpec::new("conv2d", entry, [WG_PIXELS, 1, 1])
+    /// Pixels of a row one invocation handles at a time (the `PX` override): up to MAX_PX, fewer
+    /// on narrow planes so no lane only computes padding.
+    fn run_length(&self) -> usize {
+        self.w.next_power_of_two().min(MAX_PX)
+    }
+
+    /// The `forward` entry point computing `channels` output channels, with TRANSPOSE for the
+    /// input gradient: the spec and the grid ((image, row, run of PX pixels) blocks × channel
+    /// tiles, wrapping into z).
+    fn tiled(&self, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
+        let tile = channel_tile(channels, MAX_TILE);
+        let px = self.run_length();
+        let spec = KernelSpec::new("conv2d", "forward", [WG_PIXELS, 1, 1])
             .constant("K", self.k as f64)
-            .constant("TILE", tile as f64);
-        let [x, z, _] = grid_1d(self.n * self.h * self.w, WG_PIXELS);
+            .constant("TILE", tile as f64)
+            .constant("PX", px as f64)
+            .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
+        let [x, z, _] = grid_1d(self.n * self.h * self.w.div_ceil(px), WG_PIXELS);
         let grid = [x, channels.div_ceil(tile) as u32, z];
         (spec, grid)
     }
@@ -165,20 +178,22 @@ impl Conv2d {
         require_len(w, self.weight_len(), "conv2d forward")?;
         require_len(b, self.cout, "conv2d forward")?;
         require_len(y, self.output_len(), "conv2d forward")?;
-        let (spec, grid) = self.tiled("forward", self.cout);
+        let (spec, grid) = self.tiled(self.cout, false);
         let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
         Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
     }
 
     /// dx from dz, the gradient w.r.t. the PRE-activation output (the graph applies
-    /// relu_backward first when relu is fused).
+    /// relu_backward first when relu is fused): the forward kernel over dz with the kernel
+    /// transposed, so Params swaps cin and cout.
     pub fn backward_input(&self, gpu: &Gpu, dz: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        let params = self.params()?;
+        let params = Params { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
         require_len(dz, self.output_len(), "conv2d backward_input")?;
         require_len(w, self.weight_len(), "conv2d backward_input")?;
         require_len(dx, self.input_len(), "conv2d backward_input")?;
-        let (spec, grid) = self.tiled("backward_input", self.cin);
-        Dispatch::new(gpu, &spec, &params, &[(5, dz), (2, w), (6, dx)], grid)
+        let (spec, grid) = self.tiled(self.cin, true);
+        // The transposed kernel reads no bias; binding 3 takes the weights to fill the layout.
+        Dispatch::new(gpu, &spec, &params, &[(1, dz), (2, w), (3, w), (4, dx)], grid)
     }
 
     /// dw from x and dz (pre-activation gradient), reducing over N·H·W (see [`Reduction`]).
@@ -187,12 +202,14 @@ impl Conv2d {
         require_len(x, self.input_len(), "conv2d backward_weight")?;
         require_len(dz, self.output_len(), "conv2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv2d backward_weight")?;
-        let tile = channel_tile(self.cout).min(MAX_WEIGHT_TILE);
+        let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         let slots = tile * self.k * self.k;
-        let r = Reduction::new(self.cin, self.n * self.h * self.w, slots);
+        let px = self.run_length();
+        let r = Reduction::new(self.cin, self.n * self.h * self.w.div_ceil(px), slots);
         let spec = r
             .spec("conv2d", "backward_weight")
             .constant("K", self.k as f64)
+            .constant("PX", px as f64)
             .constant("TILE", tile as f64)
             .constant("SLOTS", slots as f64);
         let grid = [r.groups, self.cout.div_ceil(tile) as u32, 1];

@@ -10,6 +10,9 @@ use crate::device::Gpu;
 use crate::kernel::{BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::{channel_sum, channel_tile, require_len, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
+/// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
+const MAX_TILE: usize = 8;
+
 /// Input `h×w`, output `2h×2w`. The weights are bound as `vec4`s, so a weight view's size must
 /// be a multiple of 16 bytes (it is: `weight_len` is a multiple of 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +67,7 @@ impl ConvTranspose2d {
 
     /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch.
     fn tiled(&self, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
-        let tile = channel_tile(channels);
+        let tile = channel_tile(channels, MAX_TILE);
         let spec = KernelSpec::new("conv_transpose2d", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
         let grid =
             [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
@@ -106,7 +109,7 @@ impl ConvTranspose2d {
         require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
         require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
-        let tile = channel_tile(self.cin).min(MAX_WEIGHT_TILE);
+        let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
         let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
         let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
         Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dy), (7, dw)], [r.groups, self.cout as u32, 1])

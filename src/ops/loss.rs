@@ -1,5 +1,6 @@
 //! Losses and their gradients w.r.t. the logits (`shaders/loss.wgsl`): sigmoid + binary
-//! cross-entropy, softmax + cross-entropy, soft Dice, and [`ReduceSum`], which turns per-element
+//! cross-entropy, softmax + cross-entropy (with the softmax itself, for predictions), soft Dice,
+//! and [`ReduceSum`], which turns per-element
 //! losses into the step loss (and an epoch's running total) without a readback per step.
 //!
 //! Each loss writes its per-element loss unscaled and its gradient already divided by the count
@@ -78,7 +79,8 @@ impl SigmoidBce {
 }
 
 /// Softmax + cross-entropy over K classes: logits [n, k, hw], labels [n, hw] as u32 class ids
-/// (each < k); mean over the n·hw pixels.
+/// (each < k); mean over the n·hw pixels. Training masks hold class ids as f32 (the augmentation
+/// warps them like images); [`SoftmaxCe::labels`] turns them into the u32 labels first.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SoftmaxCe {
     pub n: usize,
@@ -87,6 +89,28 @@ pub struct SoftmaxCe {
 }
 
 impl SoftmaxCe {
+    fn pixel_params(&self, scale: f64) -> Params {
+        Params { classes: self.k as u32, pixels: self.hw as u32, ..Params::new(self.n * self.hw, scale) }
+    }
+
+    /// labels[pixel] = u32(target[pixel]): class ids stored as f32 → u32 labels, [n, hw].
+    pub fn labels(&self, gpu: &Gpu, target: &BufferView, labels: &BufferView) -> Result<Dispatch> {
+        let pixels = self.n * self.hw;
+        need(target, pixels, "target")?;
+        need(labels, pixels, "labels")?;
+        let spec = KernelSpec::new("loss", "class_labels", [WG, 1, 1]);
+        Dispatch::new(gpu, &spec, &self.pixel_params(0.0), &[(2, target), (10, labels)], grid_1d(pixels, WG))
+    }
+
+    /// probs = softmax of the logits over the k channels of each pixel, [n, k, hw].
+    pub fn probabilities(&self, gpu: &Gpu, logits: &BufferView, probs: &BufferView) -> Result<Dispatch> {
+        let pixels = self.n * self.hw;
+        need(logits, pixels * self.k, "logits")?;
+        need(probs, pixels * self.k, "probabilities")?;
+        let spec = KernelSpec::new("loss", "softmax", [WG, 1, 1]);
+        Dispatch::new(gpu, &spec, &self.pixel_params(0.0), &[(1, logits), (11, probs)], grid_1d(pixels, WG))
+    }
+
     /// loss[pixel] = logsumexp(z) − z[label] (max-subtracted), unscaled;
     /// grad = grad_scale·(softmax − onehot)/(n·hw).
     pub fn forward_backward(
@@ -104,11 +128,7 @@ impl SoftmaxCe {
         need(loss, pixels, "loss")?;
         need(grad, pixels * self.k, "grad")?;
         let spec = KernelSpec::new("loss", "softmax_ce", [WG, 1, 1]);
-        let params = Params {
-            classes: self.k as u32,
-            pixels: self.hw as u32,
-            ..Params::new(pixels, grad_scale as f64 / pixels as f64)
-        };
+        let params = self.pixel_params(grad_scale as f64 / pixels as f64);
         Dispatch::new(gpu, &spec, &params, &[(1, logits), (3, labels), (4, loss), (5, grad)], grid_1d(pixels, WG))
     }
 }
@@ -222,6 +242,27 @@ pub mod reference {
         (loss, grad)
     }
 
+    /// Softmax over the k channels of each pixel of z [n, k, hw].
+    pub fn softmax(n: usize, k: usize, hw: usize, z: &[f64]) -> Vec<f64> {
+        let mut p = vec![0.0; n * k * hw];
+        for img in 0..n {
+            for q in 0..hw {
+                let at = |c: usize| img * k * hw + c * hw + q;
+                let m = (0..k).map(|c| z[at(c)]).fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = (0..k).map(|c| (z[at(c)] - m).exp()).sum();
+                for c in 0..k {
+                    p[at(c)] = (z[at(c)] - m).exp() / s;
+                }
+            }
+        }
+        p
+    }
+
+    /// Class ids stored as f64 (as masks hold them) as u32 labels.
+    pub fn class_labels(target: &[f64]) -> Vec<u32> {
+        target.iter().map(|&t| t as u32).collect()
+    }
+
     /// Per image (Σσ(z)·t, Σσ(z), Σt), flattened [images, 3].
     pub fn dice_sums(images: usize, pixels: usize, z: &[f64], t: &[f64]) -> Vec<f64> {
         let mut sums = vec![0.0; 3 * images];
@@ -321,7 +362,33 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, images: usize, classes: usize, pixel
         let grad = check::poisoned(gpu, "ce grad", z.len())?;
         gpu.run(&[&ce.forward_backward(gpu, &gz, &glabels, &loss, &grad, 0.5)?])?;
         out.push(check::compare("loss::softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
-        out.push(check::compare("loss::softmax_ce grad", &shape, &gpu.read::<f32>(&grad)?, &scaled(ce_grad, 0.5)));
+        out.push(check::compare(
+            "loss::softmax_ce grad",
+            &shape,
+            &gpu.read::<f32>(&grad)?,
+            &scaled(ce_grad.clone(), 0.5),
+        ));
+
+        // As training runs it: class ids stored as f32 in the mask, turned into labels first. The
+        // labels buffer starts as NaN bits, an out-of-range class, so an unwritten label shows.
+        let ids: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+        let gids = gpu.upload("class ids", &ids)?;
+        let converted = check::poisoned(gpu, "labels", n)?;
+        let loss = check::poisoned(gpu, "ce loss", n)?;
+        let grad = check::poisoned(gpu, "ce grad", z.len())?;
+        gpu.run(&[
+            &ce.labels(gpu, &gids, &converted)?,
+            &ce.forward_backward(gpu, &gz, &converted, &loss, &grad, 1.0)?,
+        ])?;
+        let want_labels = reference::class_labels(&check::to_f64(&ids));
+        let (ce_loss, ce_grad) = reference::softmax_ce(images, classes, pixels, &check::to_f64(&z), &want_labels);
+        out.push(check::compare("loss::class_labels+softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
+        out.push(check::compare("loss::class_labels+softmax_ce grad", &shape, &gpu.read::<f32>(&grad)?, &ce_grad));
+
+        let probs = check::poisoned(gpu, "probabilities", z.len())?;
+        gpu.run(&[&ce.probabilities(gpu, &gz, &probs)?])?;
+        let want = reference::softmax(images, classes, pixels, &check::to_f64(&z));
+        out.push(check::compare("loss::softmax", &shape, &gpu.read::<f32>(&probs)?, &want));
     }
     Ok(out)
 }

@@ -1,8 +1,10 @@
 //! Segmentation metrics (`shaders/metrics.wgsl`): per-image confusion counts computed on the GPU,
-//! so evaluation reads back 4 integers an image instead of every predicted pixel; the seed
-//! notebook's pixel accuracy, IoU and Dice then follow on the host from the counts.
+//! so evaluation reads back 4 integers an image (binary) or 1 + 3K (K classes) instead of every
+//! predicted pixel; the seed notebook's pixel accuracy, IoU and Dice then follow on the host from
+//! the counts.
 
 use anyhow::{ensure, Result};
+use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
@@ -15,6 +17,8 @@ struct Params {
     pixels: u32,
     threshold: f32,
     first_image: u32,
+    classes: u32,
+    _pad: [u32; 3],
 }
 
 /// Invocations per workgroup; one workgroup counts one image.
@@ -57,8 +61,136 @@ impl ConfusionCounts {
             pixels: self.pixels as u32,
             threshold: self.threshold,
             first_image: self.first_image as u32,
+            classes: 0,
+            _pad: [0; 3],
         };
         Dispatch::new(gpu, &spec, &params, &[(1, pred), (2, target), (3, counts)], grid_1d(self.images, 1))
+    }
+}
+
+/// The largest K the class-counts kernel's workgroup memory holds (`MAX_CLASS_COUNTS` in the
+/// shader is 1 + 3·MAX_CLASSES): every class id an 8-bit mask can hold.
+pub const MAX_CLASSES: usize = 255;
+
+/// u32 counts per image of a K-class segmentation: correct pixels, then TP, FP, FN per class.
+pub fn class_row_len(classes: usize) -> usize {
+    1 + 3 * classes
+}
+
+/// Per image: the correctly classified pixels and per class TP, FP, FN, where a pixel's
+/// predicted class is the argmax of its K logits (the first maximum on ties) and its true class
+/// the mask's class id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClassConfusion {
+    pub images: usize,
+    /// Per image.
+    pub pixels: usize,
+    pub classes: usize,
+    pub first_image: usize,
+}
+
+impl ClassConfusion {
+    /// logits: [images, classes, pixels] f32; mask: class ids [images, pixels] as f32, each below
+    /// `classes`. counts: u32 [total_images, class_row_len]; writes rows
+    /// first_image..first_image+images.
+    pub fn dispatch(&self, gpu: &Gpu, logits: &BufferView, mask: &BufferView, counts: &BufferView) -> Result<Dispatch> {
+        ensure!(
+            (2..=MAX_CLASSES).contains(&self.classes),
+            "class counts: {} classes, the kernel counts 2 to {MAX_CLASSES}",
+            self.classes
+        );
+        for (t, want) in [(logits, self.images * self.classes * self.pixels), (mask, self.images * self.pixels)] {
+            ensure!(t.elems() >= want, "class counts: tensor '{}' holds {} elements, needs {want}", t.name, t.elems());
+        }
+        let (rows, row) = (self.first_image + self.images, class_row_len(self.classes));
+        ensure!(
+            counts.elems() >= row * rows,
+            "class counts: '{}' holds {} rows, needs {rows}",
+            counts.name,
+            counts.elems() / row
+        );
+        let spec = KernelSpec::new("metrics", "class_counts", [WG, 1, 1])
+            .workgroup_memory(4 * class_row_len(MAX_CLASSES) as u32);
+        let params = Params {
+            images: self.images as u32,
+            pixels: self.pixels as u32,
+            threshold: 0.0,
+            first_image: self.first_image as u32,
+            classes: self.classes as u32,
+            _pad: [0; 3],
+        };
+        Dispatch::new(gpu, &spec, &params, &[(1, logits), (2, mask), (3, counts)], grid_1d(self.images, 1))
+    }
+}
+
+/// One image's counts of a K-class segmentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassCounts {
+    /// Pixels whose predicted class is the true one.
+    pub correct: u64,
+    /// `[TP, FP, FN]` of each class, background (class 0) first.
+    pub per_class: Vec<[u64; 3]>,
+}
+
+impl ClassCounts {
+    pub fn new(classes: usize) -> ClassCounts {
+        ClassCounts { correct: 0, per_class: vec![[0; 3]; classes] }
+    }
+
+    /// From one row of the class-counts kernel's output.
+    pub fn from_row(row: &[u32]) -> ClassCounts {
+        ClassCounts {
+            correct: row[0] as u64,
+            per_class: row[1..].chunks_exact(3).map(|c| [c[0] as u64, c[1] as u64, c[2] as u64]).collect(),
+        }
+    }
+
+    /// Counts a pixel predicted as class `pred` whose true class is `truth`.
+    pub fn add_pixel(&mut self, pred: usize, truth: usize) {
+        if pred == truth {
+            self.correct += 1;
+            self.per_class[pred][0] += 1;
+        } else {
+            self.per_class[pred][1] += 1;
+            self.per_class[truth][2] += 1;
+        }
+    }
+
+    /// Adds another image's counts (dataset-level totals).
+    pub fn add(&mut self, other: &ClassCounts) {
+        self.correct += other.correct;
+        for (mine, theirs) in self.per_class.iter_mut().zip(&other.per_class) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+    }
+
+    /// Every pixel is in exactly one class's TP or FN.
+    pub fn pixels(&self) -> u64 {
+        self.per_class.iter().map(|[tp, _, fn_]| tp + fn_).sum()
+    }
+
+    /// (IoU, Dice) of class `c`; 1.0 each where the class is neither predicted nor true.
+    pub fn class_scores(&self, c: usize) -> (f64, f64) {
+        let [tp, fp, fn_] = self.per_class[c].map(|v| v as f64);
+        let union = tp + fp + fn_;
+        if union == 0.0 {
+            return (1.0, 1.0);
+        }
+        (tp / union, 2.0 * tp / (tp + union))
+    }
+
+    /// (pixel accuracy, IoU, Dice): IoU and Dice are means over the foreground classes 1..K.
+    pub fn image_metrics(&self) -> (f64, f64, f64) {
+        let foreground = (self.per_class.len() - 1).max(1) as f64;
+        let (mut iou, mut dice) = (0.0, 0.0);
+        for c in 1..self.per_class.len() {
+            let (i, d) = self.class_scores(c);
+            iou += i;
+            dice += d;
+        }
+        (self.correct as f64 / self.pixels().max(1) as f64, iou / foreground, dice / foreground)
     }
 }
 
@@ -82,6 +214,31 @@ pub mod reference {
                     (false, false) => 3,
                 };
                 row[slot] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Per image: the argmax of each pixel's `classes` logits (the first maximum on ties)
+    /// against the class id in `mask`.
+    pub fn class_counts(
+        images: usize,
+        pixels: usize,
+        classes: usize,
+        logits: &[f64],
+        mask: &[f64],
+    ) -> Vec<super::ClassCounts> {
+        let mut counts = vec![super::ClassCounts::new(classes); images];
+        for (i, row) in counts.iter_mut().enumerate() {
+            for q in 0..pixels {
+                let logit = |c: usize| logits[(i * classes + c) * pixels + q];
+                let mut pred = 0;
+                for c in 1..classes {
+                    if logit(c) > logit(pred) {
+                        pred = c;
+                    }
+                }
+                row.add_pixel(pred, mask[i * pixels + q] as usize);
             }
         }
         counts
@@ -179,9 +336,105 @@ pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
     Ok(out)
 }
 
+/// Class counts of `images` random `h × w` images of `classes` classes written at row
+/// `first_image` of a buffer with a spare row after them, which must come back untouched, as
+/// must rows before. Logits take 5 levels only, so most pixels have tied maxima (the first
+/// must win).
+pub fn check_classes(
+    gpu: &Gpu,
+    rng: &mut CheckRng,
+    images: usize,
+    h: usize,
+    w: usize,
+    classes: usize,
+    first_image: usize,
+) -> Result<Vec<CaseReport>> {
+    let pixels = h * w;
+    let row = class_row_len(classes);
+    let shape = format!("{images}x{classes}x{h}x{w} at row {first_image}");
+    let logits: Vec<f32> =
+        check::random(rng, images * classes * pixels).into_iter().map(|v| (v * 2.0).round() / 2.0).collect();
+    let mask: Vec<f32> = (0..images * pixels).map(|_| rng.random_range(0..classes) as f32).collect();
+    let rows = first_image + images + 1;
+    let mut initial = vec![OUTSIDE; row * rows];
+    initial[row * first_image..row * (first_image + images)].fill(UNWRITTEN);
+    let counts = gpu.upload("class counts", &initial)?;
+    let op = ClassConfusion { images, pixels, classes, first_image };
+    gpu.run(&[&op.dispatch(gpu, &gpu.upload("logits", &logits)?, &gpu.upload("mask", &mask)?, &counts)?])?;
+    let mut want = vec![OUTSIDE; row * rows];
+    let per_image = reference::class_counts(images, pixels, classes, &check::to_f64(&logits), &check::to_f64(&mask));
+    for (i, c) in per_image.iter().enumerate() {
+        let at = row * (first_image + i);
+        want[at] = c.correct as u32;
+        for (k, v) in c.per_class.iter().flatten().enumerate() {
+            want[at + 1 + k] = *v as u32;
+        }
+    }
+    Ok(vec![compare_exact("class_counts", &shape, &gpu.read::<u32>(&counts)?, &want)])
+}
+
+/// Class counts for K = 2, 3, 5 and the largest K, odd sizes, 1 to 3 images, first row 0 and later.
+pub fn check_all_classes(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for (images, h, w, classes, first_image) in
+        [(1, 1, 1, 2, 0), (3, 17, 23, 3, 2), (2, 33, 31, 5, 1), (1, 64, 64, 2, 0), (2, 5, 3, MAX_CLASSES, 0)]
+    {
+        out.extend(check_classes(gpu, rng, images, h, w, classes, first_image)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::image_metrics;
+    use super::{image_metrics, reference, ClassCounts};
+
+    /// Per class [TP, FP, FN] and the correct count, from a 3-class prediction and truth.
+    fn counts(pred: &[usize], truth: &[usize]) -> ClassCounts {
+        let mut c = ClassCounts::new(3);
+        for (&p, &t) in pred.iter().zip(truth) {
+            c.add_pixel(p, t);
+        }
+        c
+    }
+
+    #[test]
+    fn class_metrics_from_hand_counted_confusions() {
+        // 8 pixels. Class 1: TP 2, FP 1, FN 1 → IoU 2/4, Dice 4/6. Class 2: TP 1, FP 1, FN 0 →
+        // IoU 1/2, Dice 2/3. Background: TP 2, FP 1, FN 2. Correct 5 of 8.
+        let truth = [0, 0, 0, 1, 1, 1, 2, 0];
+        let pred = [0, 0, 1, 1, 1, 0, 2, 2];
+        let c = counts(&pred, &truth);
+        assert_eq!(c.per_class, vec![[2, 1, 2], [2, 1, 1], [1, 1, 0]]);
+        assert_eq!((c.correct, c.pixels()), (5, 8));
+        assert_eq!(c.class_scores(1), (0.5, 4.0 / 6.0));
+        assert_eq!(c.class_scores(2), (0.5, 2.0 / 3.0));
+        let (accuracy, iou, dice) = c.image_metrics();
+        assert_eq!(accuracy, 5.0 / 8.0);
+        assert_eq!(iou, 0.5);
+        assert!((dice - (4.0 / 6.0 + 2.0 / 3.0) / 2.0).abs() < 1e-15);
+
+        // A class neither present nor predicted counts 1.0; a missed one 0.
+        let c = counts(&[0, 0, 0, 1], &[0, 0, 0, 1]);
+        assert_eq!(c.image_metrics(), (1.0, 1.0, 1.0));
+        let c = counts(&[0, 0, 0, 0], &[0, 0, 2, 2]);
+        assert_eq!(c.class_scores(2), (0.0, 0.0));
+        assert_eq!(c.image_metrics(), (0.5, 0.5, 0.5));
+
+        // Totals add up, and a kernel row reads back as the same counts.
+        let mut total = counts(&pred, &truth);
+        total.add(&counts(&[2], &[1]));
+        assert_eq!(total.per_class, vec![[2, 1, 2], [2, 1, 2], [1, 2, 0]]);
+        assert_eq!(ClassCounts::from_row(&[5, 2, 1, 2, 2, 1, 1, 1, 1, 0]), counts(&pred, &truth));
+    }
+
+    #[test]
+    fn reference_argmax_takes_the_first_maximum() {
+        // 2 pixels of 3 classes: logits (1, 1, 0) → class 0; (0, 2, 2) → class 1.
+        let logits = [1.0, 0.0, 1.0, 2.0, 0.0, 2.0];
+        let got = reference::class_counts(1, 2, 3, &logits, &[0.0, 2.0]);
+        assert_eq!(got[0].per_class, vec![[1, 0, 0], [0, 1, 0], [0, 0, 1]]);
+        assert_eq!(got[0].correct, 1);
+    }
 
     #[test]
     fn metrics_from_hand_counted_confusions() {

@@ -46,6 +46,7 @@ pub static FAMILIES: &[Family] = &[
     Family { name: "upsample", check: pool::check_all_upsample },
     Family { name: "concat", check: concat::check_all },
     Family { name: "metrics", check: metrics::check_all },
+    Family { name: "class_counts", check: metrics::check_all_classes },
     Family { name: "augment", check: augment::check_all },
     Family { name: "batchnorm", check: batchnorm::check_all },
     Family { name: "dropout", check: dropout::check_all },

@@ -45,6 +45,9 @@ pub fn metric_rows(m: &Metrics) -> Vec<(String, f64)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(m.classes.iter().flat_map(|c| {
+        [(format!("class {} IoU (dataset)", c.class), c.iou), (format!("class {} Dice (dataset)", c.class), c.dice)]
+    }))
     .collect()
 }
 
@@ -117,11 +120,15 @@ fn render(name: &str, model: &Value, info: &ReportInfo, has_curves: bool) -> Str
     }
 
     if !info.panels.is_empty() {
-        let _ = writeln!(
-            md,
-            "\n## Predictions\n\nEach row: image | ground truth | prediction (probability > 0.5) | overlay of \
-             true positives (green), false positives (red) and false negatives (blue)."
-        );
+        let classes = model.pointer("/model/classes").and_then(Value::as_u64).unwrap_or(1);
+        let rows = if classes >= 2 {
+            "image | ground truth | prediction (the most probable class), class ids in colour (background \
+             black) | misclassified pixels (red). Ranked by the mean Dice over the foreground classes."
+        } else {
+            "image | ground truth | prediction (probability > 0.5) | overlay of true positives (green), false \
+             positives (red) and false negatives (blue)."
+        };
+        let _ = writeln!(md, "\n## Predictions\n\nEach row: {rows}");
         let mut group = "";
         for p in &info.panels {
             if p.group != group {

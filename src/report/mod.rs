@@ -1,5 +1,5 @@
 //! What a person looks at after a run: prediction panels (image | truth | prediction | error
-//! overlay), a contact sheet of the best and worst test images, training curves from
+//! overlay; class masks in colour), a contact sheet of the best and worst test images, training curves from
 //! `metrics.csv`, and `report.md` tying them together. Everything is drawn on the CPU into
 //! `image::RgbImage`s with a font compiled into the binary.
 
@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 pub use curves::{curves, CURVES_SIZE};
 pub use markdown::{metric_rows, write_report, ReportInfo};
 pub use panels::{
-    contact_sheet, dice, panel, select_cases, tint, PanelLayout, FALSE_NEGATIVE, FALSE_POSITIVE, MIN_TILE,
-    OVERLAY_ALPHA, TRUE_POSITIVE,
+    class_colour, class_dice, class_panel, contact_sheet, dice, panel, select_cases, tint, PanelLayout, FALSE_NEGATIVE,
+    FALSE_POSITIVE, MIN_TILE, OVERLAY_ALPHA, TRUE_POSITIVE, WRONG_CLASS,
 };
 
 use crate::checkpoint::write_atomic;
@@ -43,6 +43,17 @@ pub struct Case<'a> {
     pub prob: &'a [f32],
 }
 
+/// One test image of a K-class model and its predicted class ids.
+pub struct ClassCase<'a> {
+    pub name: &'a str,
+    /// `[channels, size, size]` in [0, 1].
+    pub image: &'a [f32],
+    /// `[size, size]` class ids.
+    pub truth: &'a [u8],
+    /// `[size, size]` class ids.
+    pub pred: &'a [u8],
+}
+
 /// Writes panels of the `best` highest-Dice and `worst` lowest-Dice cases to
 /// `run_dir/panels/best-N.png` and `worst-N.png`, and all of them to
 /// `run_dir/panels/contact_sheet.png`. Returns the links for [`ReportInfo::panels`].
@@ -54,21 +65,56 @@ pub fn write_panels(
     best: usize,
     worst: usize,
 ) -> Result<Vec<PanelLink>> {
+    let scores: Vec<f64> = cases.iter().map(|c| dice(c.truth, c.prob)).collect();
+    let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    write_ranked(run_dir, &names, &scores, best, worst, |i, caption| {
+        let c = &cases[i];
+        panel(c.image, channels, size, c.truth, c.prob, caption)
+    })
+}
+
+/// [`write_panels`] for a model of `classes` classes: class masks in colour, ranked by the mean
+/// Dice over the foreground classes.
+pub fn write_class_panels(
+    run_dir: &Path,
+    cases: &[ClassCase<'_>],
+    classes: usize,
+    channels: usize,
+    size: usize,
+    best: usize,
+    worst: usize,
+) -> Result<Vec<PanelLink>> {
+    let scores: Vec<f64> = cases.iter().map(|c| class_dice(c.truth, c.pred, classes)).collect();
+    let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+    write_ranked(run_dir, &names, &scores, best, worst, |i, caption| {
+        let c = &cases[i];
+        class_panel(c.image, channels, size, c.truth, c.pred, caption)
+    })
+}
+
+/// The panels (`draw(case, caption)`) of the `best` highest- and `worst` lowest-scoring cases,
+/// and their contact sheet.
+fn write_ranked(
+    run_dir: &Path,
+    names: &[&str],
+    scores: &[f64],
+    best: usize,
+    worst: usize,
+    draw: impl Fn(usize, &str) -> image::RgbImage,
+) -> Result<Vec<PanelLink>> {
     let dir = run_dir.join("panels");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    let scores: Vec<f64> = cases.iter().map(|c| dice(c.truth, c.prob)).collect();
-    let (top, bottom) = select_cases(&scores, best, worst);
+    let (top, bottom) = select_cases(scores, best, worst);
     let mut links = Vec::new();
     let mut rows = Vec::new();
     for (group, members) in [("best", &top), ("worst", &bottom)] {
         for (rank, &i) in members.iter().enumerate() {
-            let c = &cases[i];
-            let caption = format!("{}  Dice {:.3}", c.name, scores[i]);
-            let picture = panel(c.image, channels, size, c.truth, c.prob, &caption);
+            let caption = format!("{}  Dice {:.3}", names[i], scores[i]);
+            let picture = draw(i, &caption);
             let file = format!("{group}-{}.png", rank + 1);
             save_png(&picture, &dir.join(&file))?;
             links.push(PanelLink { group: group.to_string(), path: format!("panels/{file}"), caption });
-            rows.push((c.name.to_string(), scores[i], picture));
+            rows.push((names[i].to_string(), scores[i], picture));
         }
     }
     save_png(&contact_sheet(&rows, top.len(), bottom.len()), &dir.join("contact_sheet.png"))?;

@@ -1,10 +1,11 @@
 //! One test image per row: image | ground truth | prediction | error overlay, and a contact
-//! sheet of the best and worst rows by Dice.
+//! sheet of the best and worst rows by Dice. Binary masks are white on black; class-id masks
+//! are drawn in [`class_colour`]s.
 
 use image::{Rgb, RgbImage};
 
 use super::draw::{self, BODY, HEADING, INK, MUTED, WHITE};
-use crate::ops::metrics::image_metrics;
+use crate::ops::metrics::{image_metrics, ClassCounts};
 
 /// Overlay colour of pixels predicted and true.
 pub const TRUE_POSITIVE: Rgb<u8> = Rgb([0, 200, 70]);
@@ -16,6 +17,43 @@ pub const FALSE_NEGATIVE: Rgb<u8> = Rgb([30, 120, 255]);
 pub const OVERLAY_ALPHA: f32 = 0.6;
 /// Tiles smaller than this are enlarged by a whole factor (nearest neighbour) to be readable.
 pub const MIN_TILE: usize = 128;
+
+/// Colours of class ids 1, 2, … in class panels (Sasha Trubetskoy's 20 distinct colours); ids
+/// past the end cycle through them. Background (0) is black.
+const CLASS_PALETTE: [Rgb<u8>; 20] = [
+    Rgb([230, 25, 75]),
+    Rgb([60, 180, 75]),
+    Rgb([255, 225, 25]),
+    Rgb([0, 130, 200]),
+    Rgb([245, 130, 48]),
+    Rgb([145, 30, 180]),
+    Rgb([70, 240, 240]),
+    Rgb([240, 50, 230]),
+    Rgb([210, 245, 60]),
+    Rgb([250, 190, 212]),
+    Rgb([0, 128, 128]),
+    Rgb([220, 190, 255]),
+    Rgb([170, 110, 40]),
+    Rgb([255, 250, 200]),
+    Rgb([128, 0, 0]),
+    Rgb([170, 255, 195]),
+    Rgb([128, 128, 0]),
+    Rgb([255, 215, 180]),
+    Rgb([0, 0, 128]),
+    Rgb([128, 128, 128]),
+];
+
+/// The colour of class `id` in class panels: black for the background, a fixed palette colour
+/// otherwise.
+pub fn class_colour(id: u8) -> Rgb<u8> {
+    match id {
+        0 => Rgb([0, 0, 0]),
+        _ => CLASS_PALETTE[(usize::from(id) - 1) % CLASS_PALETTE.len()],
+    }
+}
+
+/// Overlay colour of misclassified pixels in class panels.
+pub const WRONG_CLASS: Rgb<u8> = FALSE_POSITIVE;
 
 const TILE_BORDER: Rgb<u8> = Rgb([150, 150, 150]);
 const SHEET_BACKGROUND: Rgb<u8> = Rgb([236, 236, 236]);
@@ -75,6 +113,16 @@ pub fn dice(truth: &[f32], prob: &[f32]) -> f64 {
     image_metrics(counts).2
 }
 
+/// Mean Dice over the foreground classes 1..`classes` of predicted class ids against true ones,
+/// with the metrics kernel's conventions (a class neither present nor predicted scores 1).
+pub fn class_dice(truth: &[u8], pred: &[u8], classes: usize) -> f64 {
+    let mut counts = ClassCounts::new(classes);
+    for (&t, &p) in truth.iter().zip(pred) {
+        counts.add_pixel(usize::from(p), usize::from(t));
+    }
+    counts.image_metrics().2
+}
+
 /// Four tiles side by side under a caption: the image, the ground truth, the prediction
 /// (prob > 0.5) and the image in grey with true positives, false positives and false negatives
 /// tinted [`TRUE_POSITIVE`], [`FALSE_POSITIVE`], [`FALSE_NEGATIVE`]. `image` is
@@ -82,8 +130,45 @@ pub fn dice(truth: &[f32], prob: &[f32]) -> f64 {
 /// grey); `truth` and `prob` are `[size, size]`.
 pub fn panel(image: &[f32], channels: usize, size: usize, truth: &[f32], prob: &[f32], title: &str) -> RgbImage {
     let pixels = size * size;
-    assert!(channels >= 1 && image.len() >= channels * pixels, "panel: image is not [{channels}, {size}, {size}]");
     assert!(truth.len() == pixels && prob.len() == pixels, "panel: truth and prob must be [{size}, {size}]");
+    let legend = [("TP", TRUE_POSITIVE), ("FP", FALSE_POSITIVE), ("FN", FALSE_NEGATIVE)];
+    let mask = |on: bool| if on { WHITE } else { Rgb([0, 0, 0]) };
+    draw_panel(image, channels, size, title, &legend, |k, grey| {
+        let (t, p) = (truth[k] > 0.5, prob[k] > 0.5);
+        let overlay = match (p, t) {
+            (true, true) => tint(grey, TRUE_POSITIVE),
+            (true, false) => tint(grey, FALSE_POSITIVE),
+            (false, true) => tint(grey, FALSE_NEGATIVE),
+            (false, false) => grey,
+        };
+        [mask(t), mask(p), overlay]
+    })
+}
+
+/// [`panel`] for class-id masks (`[size, size]` each): the ground truth and the prediction in
+/// [`class_colour`]s, and the image in grey with misclassified pixels tinted [`WRONG_CLASS`].
+pub fn class_panel(image: &[f32], channels: usize, size: usize, truth: &[u8], pred: &[u8], title: &str) -> RgbImage {
+    let pixels = size * size;
+    assert!(truth.len() == pixels && pred.len() == pixels, "class panel: truth and pred must be [{size}, {size}]");
+    draw_panel(image, channels, size, title, &[("wrong class", WRONG_CLASS)], |k, grey| {
+        let overlay = if truth[k] == pred[k] { grey } else { tint(grey, WRONG_CLASS) };
+        [class_colour(truth[k]), class_colour(pred[k]), overlay]
+    })
+}
+
+/// The panel layout around the image tile: `pixel(k, grey)` gives pixel k's colours in the
+/// truth, prediction and overlay tiles (`grey`: the image's luma there); `legend` explains the
+/// overlay.
+fn draw_panel(
+    image: &[f32],
+    channels: usize,
+    size: usize,
+    title: &str,
+    legend: &[(&str, Rgb<u8>)],
+    pixel: impl Fn(usize, Rgb<u8>) -> [Rgb<u8>; 3],
+) -> RgbImage {
+    let pixels = size * size;
+    assert!(channels >= 1 && image.len() >= channels * pixels, "panel: image is not [{channels}, {size}, {size}]");
     let layout = PanelLayout::new(size);
     let mut img = RgbImage::from_pixel(layout.width, layout.height, WHITE);
 
@@ -103,7 +188,7 @@ pub fn panel(image: &[f32], channels: usize, size: usize, truth: &[f32], prob: &
         let centred = x as i64 + (layout.tile as i64 - BODY.width(&label) as i64) / 2;
         draw::text(&mut img, centred, labels_y, &label, BODY, MUTED);
     }
-    overlay_legend(&mut img, &layout, labels_y);
+    overlay_legend(&mut img, &layout, labels_y, legend);
 
     let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let colour_at = |k: usize| -> Rgb<u8> {
@@ -116,20 +201,13 @@ pub fn panel(image: &[f32], channels: usize, size: usize, truth: &[f32], prob: &
     };
     for k in 0..pixels {
         let colour = colour_at(k);
-        let (t, p) = (truth[k] > 0.5, prob[k] > 0.5);
         let grey = {
             let [r, g, b] = colour.0.map(f32::from);
             let l = (0.299 * r + 0.587 * g + 0.114 * b).round() as u8;
             Rgb([l, l, l])
         };
-        let overlay = match (p, t) {
-            (true, true) => tint(grey, TRUE_POSITIVE),
-            (true, false) => tint(grey, FALSE_POSITIVE),
-            (false, true) => tint(grey, FALSE_NEGATIVE),
-            (false, false) => grey,
-        };
-        let mask = |on: bool| if on { WHITE } else { Rgb([0, 0, 0]) };
-        for (tile, c) in [colour, mask(t), mask(p), overlay].into_iter().enumerate() {
+        let [truth, prediction, overlay] = pixel(k, grey);
+        for (tile, c) in [colour, truth, prediction, overlay].into_iter().enumerate() {
             let (x0, y0) = layout.tile_origin(tile as u32);
             let x = x0 as i64 + ((k % size) as u32 * layout.scale) as i64;
             let y = y0 as i64 + ((k / size) as u32 * layout.scale) as i64;
@@ -143,16 +221,17 @@ pub fn panel(image: &[f32], channels: usize, size: usize, truth: &[f32], prob: &
     img
 }
 
-/// "■ TP ■ FP ■ FN" over the overlay tile, centred, so the colours explain themselves.
-fn overlay_legend(img: &mut RgbImage, layout: &PanelLayout, y: i64) {
+/// "■ TP ■ FP ■ FN" (the `entries`) over the overlay tile, centred, so the colours explain
+/// themselves.
+fn overlay_legend(img: &mut RgbImage, layout: &PanelLayout, y: i64, entries: &[(&str, Rgb<u8>)]) {
     let swatch = BODY.height() - 6;
-    let entries = [("TP", TRUE_POSITIVE), ("FP", FALSE_POSITIVE), ("FN", FALSE_NEGATIVE)];
     let entry_width = |label: &str| swatch + 3 + BODY.width(label);
     let spacing = BODY.advance();
-    let total: u32 = entries.iter().map(|(l, _)| entry_width(l)).sum::<u32>() + spacing * 2;
+    let total: u32 =
+        entries.iter().map(|(l, _)| entry_width(l)).sum::<u32>() + spacing * (entries.len() as u32).saturating_sub(1);
     let (x0, _) = layout.tile_origin(3);
     let mut x = x0 as i64 + (layout.tile as i64 - total as i64) / 2;
-    for (label, colour) in entries {
+    for &(label, colour) in entries {
         draw::fill_rect(img, x, y + 3, swatch, swatch, colour);
         draw::text(img, x + swatch as i64 + 3, y, label, BODY, MUTED);
         x += (entry_width(label) + spacing) as i64;
