@@ -48,15 +48,9 @@ pub struct ClassScore {
 impl Metrics {
     /// From per-image class counts of a K-class model.
     pub fn from_class_counts(counts: &[ClassCounts], loss: f64) -> Metrics {
-        let n = counts.len().max(1) as f64;
         let classes = counts.first().map_or(0, |c| c.per_class.len());
-        let (mut acc, mut iou, mut dice) = (0.0, 0.0, 0.0);
         let mut total = ClassCounts::new(classes);
         for c in counts {
-            let (a, i, d) = c.image_metrics();
-            acc += a;
-            iou += i;
-            dice += d;
             total.add(c);
         }
         let scores: Vec<ClassScore> = (0..classes)
@@ -67,41 +61,42 @@ impl Metrics {
             .collect();
         let foreground = &scores[1.min(scores.len())..];
         let mean = |f: fn(&ClassScore) -> f64| foreground.iter().map(f).sum::<f64>() / foreground.len().max(1) as f64;
-        Metrics {
-            images: counts.len(),
-            loss,
-            mean_pixel_accuracy: acc / n,
-            mean_iou: iou / n,
-            mean_dice: dice / n,
-            micro_iou: mean(|s| s.iou),
-            micro_dice: mean(|s| s.dice),
-            classes: scores,
-        }
+        let micro = (mean(|s| s.iou), mean(|s| s.dice));
+        let per_image = counts.iter().map(ClassCounts::image_metrics);
+        Metrics { classes: scores, ..Metrics::from_image_metrics(per_image, micro, loss) }
     }
 
     /// From per-image `[TP, FP, FN, TN]`.
     pub fn from_counts(counts: &[[u64; 4]], loss: f64) -> Metrics {
-        let n = counts.len().max(1) as f64;
-        let (mut acc, mut iou, mut dice) = (0.0, 0.0, 0.0);
         let mut total = [0u64; 4];
         for c in counts {
-            let (a, i, d) = metrics::image_metrics(*c);
-            acc += a;
-            iou += i;
-            dice += d;
             for k in 0..4 {
                 total[k] += c[k];
             }
         }
         let (_, micro_iou, micro_dice) = metrics::image_metrics(total);
+        let per_image = counts.iter().map(|&c| metrics::image_metrics(c));
+        Metrics::from_image_metrics(per_image, (micro_iou, micro_dice), loss)
+    }
+
+    /// The means over images of their (pixel accuracy, IoU, Dice), and the dataset-level
+    /// `(micro IoU, micro Dice)`.
+    fn from_image_metrics(
+        per_image: impl ExactSizeIterator<Item = (f64, f64, f64)>,
+        micro: (f64, f64),
+        loss: f64,
+    ) -> Metrics {
+        let images = per_image.len();
+        let n = images.max(1) as f64;
+        let (acc, iou, dice) = per_image.fold((0.0, 0.0, 0.0), |(a, i, d), (ai, ii, di)| (a + ai, i + ii, d + di));
         Metrics {
-            images: counts.len(),
+            images,
             loss,
             mean_pixel_accuracy: acc / n,
             mean_iou: iou / n,
             mean_dice: dice / n,
-            micro_iou,
-            micro_dice,
+            micro_iou: micro.0,
+            micro_dice: micro.1,
             classes: Vec::new(),
         }
     }

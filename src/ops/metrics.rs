@@ -173,12 +173,8 @@ impl ClassCounts {
 
     /// (IoU, Dice) of class `c`; 1.0 each where the class is neither predicted nor true.
     pub fn class_scores(&self, c: usize) -> (f64, f64) {
-        let [tp, fp, fn_] = self.per_class[c].map(|v| v as f64);
-        let union = tp + fp + fn_;
-        if union == 0.0 {
-            return (1.0, 1.0);
-        }
-        (tp / union, 2.0 * tp / (tp + union))
+        let [tp, fp, fn_] = self.per_class[c];
+        iou_dice(tp, fp, fn_)
     }
 
     /// (pixel accuracy, IoU, Dice): IoU and Dice are means over the foreground classes 1..K.
@@ -249,13 +245,20 @@ pub mod reference {
 /// IoU TP/(TP+FP+FN), Dice 2TP/(2TP+FP+FN)). An empty union (nothing predicted, nothing true)
 /// is a perfect score: IoU and Dice are 1.0.
 pub fn image_metrics(c: [u64; 4]) -> (f64, f64, f64) {
-    let [tp, fp, fn_, tn] = c.map(|v| v as f64);
-    let accuracy = (tp + tn) / (tp + fp + fn_ + tn);
-    let union = tp + fp + fn_;
+    let [tp, fp, fn_, tn] = c;
+    let (iou, dice) = iou_dice(tp, fp, fn_);
+    ((tp + tn) as f64 / (tp + fp + fn_ + tn) as f64, iou, dice)
+}
+
+/// IoU TP/(TP+FP+FN) and Dice 2TP/(2TP+FP+FN), with the seed's convention that an empty union
+/// (nothing predicted, nothing true) scores 1.0 for both.
+fn iou_dice(tp: u64, fp: u64, fn_: u64) -> (f64, f64) {
+    let union = (tp + fp + fn_) as f64;
     if union == 0.0 {
-        return (accuracy, 1.0, 1.0);
+        return (1.0, 1.0);
     }
-    (accuracy, tp / union, 2.0 * tp / (tp + union))
+    let tp = tp as f64;
+    (tp / union, 2.0 * tp / (tp + union))
 }
 
 /// Marks count elements the kernel never wrote (no count reaches it).
