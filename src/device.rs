@@ -187,7 +187,8 @@ impl Gpu {
         // Everything the adapter offers: larger buffers on real GPUs, and timestamp queries
         // for `wgunet bench` where they exist.
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamp queries for `wgunet bench`; subgroups for the CPU-lane kernels.
+        let features = adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("wgunet"),
             required_features: features,
@@ -224,6 +225,12 @@ impl Gpu {
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether kernels written for SIMD-lane CPU adapters apply: a CPU adapter whose subgroups
+    /// the device has enabled (lavapipe: 8 lanes).
+    pub fn lane_kernels(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu && self.features.contains(wgpu::Features::SUBGROUP)
     }
 
     /// The first device error since the last check, as an `Err`.

@@ -32,7 +32,9 @@ pub const COMMON: &str = include_str!("../shaders/common.wgsl");
 pub static SHADERS: &[Shader] = &[
     shader!("elementwise"),
     shader!("conv2d"),
+    shader!("conv2d_lanes"),
     shader!("conv_transpose2d"),
+    shader!("conv_transpose2d_lanes"),
     shader!("pool"),
     shader!("concat"),
     shader!("loss"),

@@ -7,7 +7,16 @@ fn every_shader_validates() {
         let src = wgunet::kernel::full_source(s);
         let module = naga::front::wgsl::parse_str(&src)
             .unwrap_or_else(|e| panic!("{}.wgsl does not parse:\n{}", s.name, e.emit_to_string(&src)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+        // The CPU-lane kernels (`*_lanes.wgsl`) need subgroups; every other shader must run on
+        // adapters without them.
+        let (capabilities, subgroup_stages) = if s.name.ends_with("_lanes") {
+            (naga::valid::Capabilities::SUBGROUP, naga::valid::ShaderStages::COMPUTE)
+        } else {
+            (naga::valid::Capabilities::empty(), naga::valid::ShaderStages::empty())
+        };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+            .subgroup_stages(subgroup_stages)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}.wgsl does not validate: {e:?}", s.name));
     }

@@ -41,6 +41,8 @@ const MAX_PX: usize = 8;
 /// Most channels one invocation of backward_weight reduces for (`MAX_WEIGHT_TILE` in the WGSL of
 /// both convolutions).
 pub(crate) const MAX_WEIGHT_TILE: usize = 4;
+/// Lanes of the subgroup the CPU-lane kernels (`conv2d_lanes.wgsl`) are written for.
+const LANES: u32 = 8;
 /// Invocations per workgroup along the pixel axis of forward / backward_input.
 pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
@@ -103,6 +105,12 @@ pub(crate) fn channel_sum(
 ) -> Result<Dispatch> {
     require_len(dz, n * channels * plane, "bias gradient")?;
     require_len(db, channels, "bias gradient")?;
+    if plane % 4 == 0 && gpu.lane_kernels() {
+        // One 8-lane subgroup a channel, reading vec4s; a 1 × plane image as below.
+        let spec = KernelSpec::new("conv2d_lanes", "backward_bias", [LANES, 1, 1]);
+        let params = Params { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
+        return Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [channels as u32, 1, 1]);
+    }
     let r = Reduction::new(channels, n * plane, 1);
     let spec = r.spec("conv2d", "backward_bias").constant("SLOTS", 1.0);
     // A 1 × plane image: backward_bias only reads the pixel count h·w.
@@ -142,6 +150,23 @@ impl Conv2d {
         })
     }
 
+    /// The run of pixels an invocation of the CPU-lane kernels computes (their `PX`: whole vec4s,
+    /// so rows of a multiple of 8 or 4 pixels), if they apply on `gpu`.
+    fn lane_run(&self, gpu: &Gpu) -> Option<usize> {
+        let px = [8, 4].into_iter().find(|px| self.w % px == 0)?;
+        gpu.lane_kernels().then_some(px)
+    }
+
+    /// The `CROSSING` override of the CPU-lane kernels: 1 when a row of `px`-pixel runs can span
+    /// two subgroups (its run count does not divide the 8 lanes).
+    fn rows_cross_subgroups(&self, px: usize) -> f64 {
+        if LANES as usize % (self.w / px) == 0 {
+            0.0
+        } else {
+            1.0
+        }
+    }
+
     /// Pixels of a row one invocation handles at a time (the `PX` override): up to MAX_PX, fewer
     /// on narrow planes so no lane only computes padding.
     fn run_length(&self) -> usize {
@@ -151,8 +176,18 @@ impl Conv2d {
     /// The `forward` entry point computing `channels` output channels, with TRANSPOSE for the
     /// input gradient: the spec and the grid ((image, row, run of PX pixels) blocks × channel
     /// tiles, wrapping into z).
-    fn tiled(&self, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
+    fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
+        if let Some(px) = self.lane_run(gpu) {
+            let spec = KernelSpec::new("conv2d_lanes", "forward", [WG_PIXELS, 1, 1])
+                .constant("K", self.k as f64)
+                .constant("TILE", tile as f64)
+                .constant("PX", px as f64)
+                .constant("CROSSING", self.rows_cross_subgroups(px))
+                .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
+            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, WG_PIXELS);
+            return (spec, [x, channels.div_ceil(tile) as u32, z]);
+        }
         let px = self.run_length();
         let spec = KernelSpec::new("conv2d", "forward", [WG_PIXELS, 1, 1])
             .constant("K", self.k as f64)
@@ -178,7 +213,7 @@ impl Conv2d {
         require_len(w, self.weight_len(), "conv2d forward")?;
         require_len(b, self.cout, "conv2d forward")?;
         require_len(y, self.output_len(), "conv2d forward")?;
-        let (spec, grid) = self.tiled(self.cout, false);
+        let (spec, grid) = self.tiled(gpu, self.cout, false);
         let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
         Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
     }
@@ -191,7 +226,7 @@ impl Conv2d {
         require_len(dz, self.output_len(), "conv2d backward_input")?;
         require_len(w, self.weight_len(), "conv2d backward_input")?;
         require_len(dx, self.input_len(), "conv2d backward_input")?;
-        let (spec, grid) = self.tiled(self.cin, true);
+        let (spec, grid) = self.tiled(gpu, self.cin, true);
         // The transposed kernel reads no bias; binding 3 takes the weights to fill the layout.
         Dispatch::new(gpu, &spec, &params, &[(1, dz), (2, w), (3, w), (4, dx)], grid)
     }
@@ -203,6 +238,16 @@ impl Conv2d {
         require_len(dz, self.output_len(), "conv2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv2d backward_weight")?;
         let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
+        if let Some(px) = self.lane_run(gpu) {
+            // One 8-lane subgroup per (input channel, output channel tile), no reduction tree.
+            let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
+                .constant("K", self.k as f64)
+                .constant("TILE", tile as f64)
+                .constant("PX", px as f64)
+                .constant("CROSSING", self.rows_cross_subgroups(px));
+            let grid = [self.cin as u32, self.cout.div_ceil(tile) as u32, 1];
+            return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
+        }
         let slots = tile * self.k * self.k;
         let px = self.run_length();
         let r = Reduction::new(self.cin, self.n * self.h * self.w.div_ceil(px), slots);
@@ -316,6 +361,14 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 2, cin: 5, cout: 33, h: 8, w: 8, k: 1, relu: false },
     Conv2d { n: 1, cin: 1, cout: 3, h: 17, w: 23, k: 3, relu: true },
     Conv2d { n: 2, cin: 3, cout: 2, h: 61, w: 67, k: 3, relu: false },
+    // Rows of whole 8-pixel runs (the CPU-lane kernel): rows that span two subgroups, rows of 3
+    // runs that start mid-subgroup, one run a row.
+    Conv2d { n: 1, cin: 3, cout: 5, h: 5, w: 136, k: 3, relu: true },
+    Conv2d { n: 2, cin: 5, cout: 6, h: 9, w: 24, k: 3, relu: false },
+    Conv2d { n: 3, cin: 7, cout: 9, h: 7, w: 8, k: 3, relu: true },
+    Conv2d { n: 2, cin: 6, cout: 3, h: 5, w: 16, k: 1, relu: false },
+    Conv2d { n: 3, cin: 9, cout: 7, h: 4, w: 4, k: 3, relu: true },
+    Conv2d { n: 1, cin: 4, cout: 5, h: 3, w: 12, k: 3, relu: false },
 ];
 
 pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::{channel_sum, channel_tile, require_len, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
@@ -66,8 +66,15 @@ impl ConvTranspose2d {
     }
 
     /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch.
-    fn tiled(&self, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
+    fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
+        if gpu.lane_kernels() {
+            // (image, input pixel) items in lane order, wrapping into z.
+            let spec =
+                KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
+            let [x, z, _] = grid_1d(self.n * self.h * self.w, WG_PIXELS);
+            return (spec, [x, channels.div_ceil(tile) as u32, z]);
+        }
         let spec = KernelSpec::new("conv_transpose2d", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
         let grid =
             [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
@@ -88,7 +95,7 @@ impl ConvTranspose2d {
         require_len(w, self.weight_len(), "conv_transpose2d forward")?;
         require_len(b, self.cout, "conv_transpose2d forward")?;
         require_len(y, self.output_len(), "conv_transpose2d forward")?;
-        let (spec, grid) = self.tiled("forward", self.cout);
+        let (spec, grid) = self.tiled(gpu, "forward", self.cout);
         Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
     }
 
@@ -98,7 +105,7 @@ impl ConvTranspose2d {
         require_len(dy, self.output_len(), "conv_transpose2d backward_input")?;
         require_len(w, self.weight_len(), "conv_transpose2d backward_input")?;
         require_len(dx, self.input_len(), "conv_transpose2d backward_input")?;
-        let (spec, grid) = self.tiled("backward_input", self.cin);
+        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin);
         Dispatch::new(gpu, &spec, &params, &[(5, dy), (2, w), (6, dx)], grid)
     }
 
@@ -109,6 +116,12 @@ impl ConvTranspose2d {
         require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
         require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
+        if gpu.lane_kernels() {
+            // One 8-lane subgroup per 8 input × 8 output channels.
+            let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
+            let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
+            return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dy), (7, dw)], grid);
+        }
         let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
         let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
         let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
@@ -204,6 +217,8 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     ConvTranspose2d { n: 2, cin: 33, cout: 3, h: 4, w: 5 },
     ConvTranspose2d { n: 2, cin: 1, cout: 2, h: 3, w: 3 },
     ConvTranspose2d { n: 2, cin: 33, cout: 9, h: 31, w: 35 },
+    // Channel counts that fill whole 8-lane tiles and leave partial ones in both axes.
+    ConvTranspose2d { n: 3, cin: 16, cout: 17, h: 4, w: 6 },
 ];
 
 pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {

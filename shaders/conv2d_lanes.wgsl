@@ -1,0 +1,258 @@
+// 2-D convolution for SIMD-lane adapters (the CPU kernel variant; Mesa lavapipe): the same
+// `forward` as conv2d.wgsl (and, with TRANSPOSE, the input gradient), built around what such a
+// driver makes cheap and dear. On lavapipe 22.x each storage-buffer load in a loop becomes a loop
+// over the 8 lanes of the subgroup with a branch per lane (~20 instructions a lane, seen in the
+// generated assembly), whatever its address; a vec4 load costs about as much as two scalar ones;
+// a subgroup broadcast or shuffle is a few register moves; an FMA is one instruction for all 8
+// lanes. So this kernel
+// - reads x as vec4 (rows of a multiple of 8 pixels: the driver checks), two loads per window
+//   row, and takes the window's two edge pixels from the neighbouring lanes by shuffles;
+// - loads the TILE·K·K weights of one input channel once per subgroup, 8 to a load, and hands
+//   them to every lane by broadcasts (they are the same for every lane);
+// - keeps PX = 8 pixels × TILE output channels of sums in registers and uses fma().
+// Needs the subgroup feature with 8-lane subgroups; GPUs use conv2d.wgsl.
+
+struct Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Kernel size: 1 or 3 (padding K / 2).
+override K: u32 = 3u;
+override RELU: bool = false;
+// Compute the input gradient instead, as in conv2d.wgsl.
+override TRANSPOSE: bool = false;
+// Output channels per invocation (at most MAX_TILE).
+override TILE: u32 = 4u;
+
+// Whether a row can continue across a subgroup boundary (its run count does not divide 8): then
+// lanes 0 and 7 read their outer neighbour pixel themselves.
+override CROSSING: bool = true;
+// Pixels of a row per invocation, 8 or 4 (one or two vec4 loads); rows are whole runs.
+override PX: u32 = 8u;
+const MAX_PX: u32 = 8u;
+const LANES: u32 = 8u;
+const MAX_TILE: u32 = 4u;
+// Weight slots one subgroup loads per input channel: TILE·K·K rounded up to whole loads.
+const MAX_WEIGHT_LOADS: u32 = (MAX_TILE * 9u + LANES - 1u) / LANES;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
+
+// Weight offset of slot s = t·K·K + tap for output channel tile start co0, input channel 0.
+fn weight_offset(s: u32, co0: u32) -> u32 {
+    let kk = K * K;
+    let t = min(s / kk, TILE - 1u);
+    let tap = s % kk;
+    let co = min(co0 + t, p.cout - 1u);
+    // Forward: w[co][ci][tap]; transposed: w[ci][co][flipped tap] with the layer's channel axes.
+    return select(co * p.cin * kk + tap, co * kk + (kk - 1u - tap), TRANSPOSE);
+}
+
+// Grid: x enumerates (image, row, run of 8 pixels) items in invocation order, so the lanes of a
+// subgroup hold consecutive runs of one row (or of consecutive rows when a row has < 8 runs),
+// wrapping into z past 65535 workgroups; y enumerates tiles of TILE output channels. Items past
+// the end compute a clamped copy of the last one and store nothing: every lane stays active for
+// the subgroup operations.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn forward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let runs = p.w / PX;
+    let items = p.n * p.h * runs;
+    let raw = gid.x + gid.z * nwg.x * WG_X;
+    let item = min(raw, items - 1u);
+    let n = item / (p.h * runs);
+    let oy = item / runs % p.h;
+    let run = item % runs;
+    let plane4 = p.h * p.w / 4u;
+    let row4 = p.w / 4u;
+    let co0 = wid.y * TILE;
+    let kk = K * K;
+    // Weight slots: lane l of load j holds slot j·8 + l.
+    let loads = (TILE * kk + LANES - 1u) / LANES;
+    let lane = gid.x % LANES;
+    var woff: array<u32, MAX_WEIGHT_LOADS>;
+    for (var j = 0u; j < loads; j++) {
+        woff[j] = weight_offset(j * LANES + lane, co0);
+    }
+    // Weight stride between input channels.
+    let wstride = select(kk, p.cout * kk, TRANSPOSE);
+
+    var acc: array<array<f32, MAX_PX>, MAX_TILE>;
+    if (!TRANSPOSE) {
+        for (var t = 0u; t < TILE; t++) {
+            let b = bias[min(co0 + t, p.cout - 1u)];
+            for (var q = 0u; q < PX; q++) {
+                acc[t][q] = b;
+            }
+        }
+    }
+    for (var ci = 0u; ci < p.cin; ci++) {
+        var wl: array<f32, MAX_WEIGHT_LOADS>;
+        for (var j = 0u; j < loads; j++) {
+            wl[j] = wt[woff[j] + ci * wstride];
+        }
+        var wv: array<f32, 40>;
+        for (var j = 0u; j < loads; j++) {
+            wv[j * 8u + 0u] = subgroupBroadcast(wl[j], 0u);
+            wv[j * 8u + 1u] = subgroupBroadcast(wl[j], 1u);
+            wv[j * 8u + 2u] = subgroupBroadcast(wl[j], 2u);
+            wv[j * 8u + 3u] = subgroupBroadcast(wl[j], 3u);
+            wv[j * 8u + 4u] = subgroupBroadcast(wl[j], 4u);
+            wv[j * 8u + 5u] = subgroupBroadcast(wl[j], 5u);
+            wv[j * 8u + 6u] = subgroupBroadcast(wl[j], 6u);
+            wv[j * 8u + 7u] = subgroupBroadcast(wl[j], 7u);
+        }
+        let xplane = (n * p.cin + ci) * plane4;
+        for (var ky = 0u; ky < K; ky++) {
+            let row = window_row(xplane, oy, ky, run, runs, lane);
+            for (var kx = 0u; kx < K; kx++) {
+                // A 1×1 kernel reads the centre pixels (offset 1 in the window).
+                let shift = kx + 1u - K / 2u;
+                for (var t = 0u; t < TILE; t++) {
+                    let wv_t = wv[t * kk + ky * K + kx];
+                    for (var q = 0u; q < PX; q++) {
+                        acc[t][q] = fma(row[q + shift], wv_t, acc[t][q]);
+                    }
+                }
+            }
+        }
+    }
+    if (raw < items) {
+        let out = (n * p.cout) * plane4 + oy * row4 + run * (PX / 4u);
+        for (var t = 0u; t < TILE; t++) {
+            let co = co0 + t;
+            if (co < p.cout) {
+                var v: array<f32, MAX_PX>;
+                for (var q = 0u; q < PX; q++) {
+                    v[q] = select(acc[t][q], max(acc[t][q], 0.0), RELU);
+                }
+                y[out + co * plane4] = vec4<f32>(v[0], v[1], v[2], v[3]);
+                if (PX == 8u) {
+                    y[out + co * plane4 + 1u] = vec4<f32>(v[4], v[5], v[6], v[7]);
+                }
+            }
+        }
+    }
+}
+
+@group(0) @binding(5) var<storage, read> dz: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(8) var<storage, read_write> db: array<f32>;
+
+// The input window row ky of the run `run` of item row `oy` (image plane `xplane`, in vec4s):
+// row[c] = x[oy + ky − pad][8·run + c − 1], zero outside the image. Called from uniform control
+// flow (it shuffles between lanes).
+fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> array<f32, MAX_PX + 2u> {
+    let pad = i32(K / 2u);
+    let iy = i32(oy) + i32(ky) - pad;
+    let inside = iy >= 0 && iy < i32(p.h);
+    let base = xplane + u32(clamp(iy, 0, i32(p.h) - 1)) * (p.w / 4u) + run * (PX / 4u);
+    let lo = select(vec4<f32>(), x[base], inside);
+    var hi = vec4<f32>();
+    if (PX == 8u) {
+        hi = select(vec4<f32>(), x[base + 1u], inside);
+    }
+    let has_left = run > 0u && inside;
+    let has_right = run + 1u < runs && inside;
+    // Lanes 0 and 7 have no neighbour lane on that side (their shuffles return another lane's
+    // value): a row that goes on in the previous / next subgroup is read directly.
+    var left = subgroupShuffleUp(select(lo.w, hi.w, PX == 8u), 1u);
+    var right = subgroupShuffleDown(lo.x, 1u);
+    if (CROSSING && lane == 0u && has_left) {
+        left = x[base - 1u].w;
+    }
+    if (CROSSING && lane == LANES - 1u && has_right) {
+        right = x[base + PX / 4u].x;
+    }
+    var row = array<f32, MAX_PX + 2u>(select(0.0, left, has_left), lo.x, lo.y, lo.z, lo.w,
+                                      hi.x, hi.y, hi.z, hi.w, 0.0);
+    row[PX + 1u] = select(0.0, right, has_right);
+    return row;
+}
+
+// dw[co,ci,tap] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad].
+// One subgroup a workgroup, grid (input channel, tile of TILE output channels): lane l walks the
+// items l, l + 8, … (so the lanes always hold 8 consecutive runs, as forward), keeping TILE·K·K
+// sums; a subgroup sum ends it. No barriers, no workgroup memory.
+@compute @workgroup_size(8, 1, 1)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let ci = wid.x;
+    let co0 = wid.y * TILE;
+    let runs = p.w / PX;
+    let items = p.n * p.h * runs;
+    let plane4 = p.h * p.w / 4u;
+    let kk = K * K;
+    var acc: array<array<f32, 9>, MAX_TILE>;
+    for (var first = 0u; first < items; first += LANES) {
+        let valid = first + lane < items;
+        let item = min(first + lane, items - 1u);
+        let n = item / (p.h * runs);
+        let oy = item / runs % p.h;
+        let run = item % runs;
+        let zrow = n * p.cout * plane4 + oy * (p.w / 4u) + run * (PX / 4u);
+        var g: array<array<f32, MAX_PX>, MAX_TILE>;
+        for (var t = 0u; t < TILE; t++) {
+            let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
+            let lo = select(vec4<f32>(), dz[zi], valid);
+            var hi = vec4<f32>();
+            if (PX == 8u) {
+                hi = select(vec4<f32>(), dz[zi + 1u], valid);
+            }
+            g[t] = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+        }
+        let xplane = (n * p.cin + ci) * plane4;
+        for (var ky = 0u; ky < K; ky++) {
+            let row = window_row(xplane, oy, ky, run, runs, lane);
+            for (var kx = 0u; kx < K; kx++) {
+                let shift = kx + 1u - K / 2u;
+                for (var t = 0u; t < TILE; t++) {
+                    var s = acc[t][ky * K + kx];
+                    for (var q = 0u; q < PX; q++) {
+                        s = fma(g[t][q], row[q + shift], s);
+                    }
+                    acc[t][ky * K + kx] = s;
+                }
+            }
+        }
+    }
+    for (var t = 0u; t < TILE; t++) {
+        for (var j = 0u; j < kk; j++) {
+            let total = subgroupAdd(acc[t][j]);
+            if (lane == 0u && co0 + t < p.cout) {
+                dw[((co0 + t) * p.cin + ci) * kk + j] = total;
+            }
+        }
+    }
+}
+
+// db[c] = Σ_n,pixel dz[n,c,pixel] for planes of a multiple of 4 pixels (Params.h·w), Params.cout
+// channels: one subgroup a channel, vec4 loads, a subgroup sum. Also conv_transpose2d's.
+@compute @workgroup_size(8, 1, 1)
+fn backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let c = wid.x;
+    let plane4 = p.h * p.w / 4u;
+    var acc = vec4<f32>();
+    for (var n = 0u; n < p.n; n++) {
+        let zplane = (n * p.cout + c) * plane4;
+        for (var i = lane; i < plane4; i += LANES) {
+            acc += dz[zplane + i];
+        }
+    }
+    let total = subgroupAdd((acc.x + acc.y) + (acc.z + acc.w));
+    if (lane == 0u) {
+        db[c] = total;
+    }
+}

@@ -1,0 +1,174 @@
+// 2×2 stride-2 transposed convolution for SIMD-lane adapters (the CPU kernel variant; Mesa
+// lavapipe): the entry points of conv_transpose2d.wgsl, with the same bindings and results,
+// built on what conv2d_lanes.wgsl explains: storage loads are dear (a branchy loop over the 8
+// lanes each), subgroup broadcasts cheap. An operand that is the same for every lane is loaded
+// 8 values to a load, one per lane, and handed out by broadcasts. Needs 8-lane subgroups.
+
+struct Params {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Channels per invocation of forward / backward_input (at most LANES).
+override TILE: u32 = 8u;
+const LANES: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+// y, dy: the rows of a 2×2 block are vec2s (even offsets: the output width 2w is even).
+@group(0) @binding(4) var<storage, read_write> y: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read> dy: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dw: array<vec4<f32>>;
+
+// Lane t's value, for t < TILE, as seen by every lane (zeros past TILE).
+fn broadcast_tile(v: vec4<f32>) -> array<vec4<f32>, LANES> {
+    var out: array<vec4<f32>, LANES>;
+    out[0] = subgroupBroadcast(v, 0u);
+    if (TILE > 1u) { out[1] = subgroupBroadcast(v, 1u); }
+    if (TILE > 2u) { out[2] = subgroupBroadcast(v, 2u); }
+    if (TILE > 3u) { out[3] = subgroupBroadcast(v, 3u); }
+    if (TILE > 4u) { out[4] = subgroupBroadcast(v, 4u); }
+    if (TILE > 5u) { out[5] = subgroupBroadcast(v, 5u); }
+    if (TILE > 6u) { out[6] = subgroupBroadcast(v, 6u); }
+    if (TILE > 7u) { out[7] = subgroupBroadcast(v, 7u); }
+    return out;
+}
+
+// Index into y / dy (vec2s) of the top row of the 2×2 block of input pixel (i, j), channel c.
+fn block_top(n: u32, c: u32, i: u32, j: u32) -> u32 {
+    return (((n * p.cout + c) * 2u * p.h + 2u * i) * 2u * p.w + 2u * j) / 2u;
+}
+
+// The 2×2 block of dy at input pixel (i, j) of channel c, in weight order (a·2+c).
+fn dy_block(n: u32, c: u32, i: u32, j: u32) -> vec4<f32> {
+    let top = block_top(n, c, i, j);
+    return vec4<f32>(dy[top], dy[top + p.w]);
+}
+
+// The (image, input pixel) of linear item `raw`, clamped to the last one so every lane stays
+// active for the subgroup operations.
+fn pixel_of(raw: u32) -> vec3<u32> {
+    let plane = p.h * p.w;
+    let item = min(raw, p.n * plane - 1u);
+    let pix = item % plane;
+    return vec3<u32>(item / plane, pix / p.w, pix % p.w);
+}
+
+// Grid: x enumerates (image, input pixel) in lane order, wrapping into z; y enumerates tiles of
+// TILE output channels. Lane l loads the weights of output channel co0 + l, then every lane gets
+// all TILE of them by broadcasts; each invocation owns one input pixel's 2×2 output blocks.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn forward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let raw = gid.x + gid.z * nwg.x * WG_X;
+    let at = pixel_of(raw);
+    let plane = p.h * p.w;
+    let pix = at.y * p.w + at.z;
+    let co0 = wid.y * TILE;
+    let last = p.cout - 1u;
+    let wcol = min(co0 + gid.x % LANES, last);
+    var acc: array<vec4<f32>, LANES>;
+    for (var t = 0u; t < TILE; t++) {
+        acc[t] = vec4(bias[min(co0 + t, last)]);
+    }
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let v = x[(at.x * p.cin + ci) * plane + pix];
+        let ws = broadcast_tile(wt[ci * p.cout + wcol]);
+        for (var t = 0u; t < TILE; t++) {
+            acc[t] = fma(vec4(v), ws[t], acc[t]);
+        }
+    }
+    if (raw < p.n * plane) {
+        for (var t = 0u; t < TILE; t++) {
+            if (co0 + t < p.cout) {
+                let top = block_top(at.x, co0 + t, at.y, at.z);
+                y[top] = acc[t].xy;
+                y[top + p.w] = acc[t].zw;
+            }
+        }
+    }
+}
+
+// dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] · w[ci,co,a,c]; the grid of forward over input
+// channels: lane l loads the weights of input channel ci0 + l for each co.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn backward_input(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let raw = gid.x + gid.z * nwg.x * WG_X;
+    let at = pixel_of(raw);
+    let plane = p.h * p.w;
+    let ci0 = wid.y * TILE;
+    let last = p.cin - 1u;
+    let wrow = min(ci0 + gid.x % LANES, last) * p.cout;
+    var acc: array<f32, LANES>;
+    for (var co = 0u; co < p.cout; co++) {
+        let g = dy_block(at.x, co, at.y, at.z);
+        let ws = broadcast_tile(wt[wrow + co]);
+        for (var t = 0u; t < TILE; t++) {
+            acc[t] += dot(g, ws[t]);
+        }
+    }
+    if (raw < p.n * plane) {
+        for (var t = 0u; t < TILE; t++) {
+            if (ci0 + t < p.cin) {
+                dx[(at.x * p.cin + ci0 + t) * plane + at.y * p.w + at.z] = acc[t];
+            }
+        }
+    }
+}
+
+// dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] · dy[n,co,2i+a,2j+c]
+// One subgroup a workgroup, grid (tiles of 8 input channels, tiles of 8 output channels): lane l
+// owns output channel co0 + l and sums its 8 input channels' weights over every input pixel.
+// The 8 × 8 x values of 8 pixels are loaded one per lane per channel, then broadcast; each lane
+// loads its own dy blocks. No barriers, no workgroup memory.
+@compute @workgroup_size(8, 1, 1)
+fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let ci0 = wid.x * LANES;
+    let co = min(wid.y * LANES + lane, p.cout - 1u);
+    let plane = p.h * p.w;
+    var acc: array<vec4<f32>, LANES>;
+    for (var n = 0u; n < p.n; n++) {
+        for (var first = 0u; first < plane; first += LANES) {
+            let mine = min(first + lane, plane - 1u);
+            // xs[t][q]: x of input channel ci0 + t at pixel first + q (zero past the plane).
+            var xs: array<array<f32, LANES>, LANES>;
+            for (var t = 0u; t < LANES; t++) {
+                let v = select(0.0, x[(n * p.cin + min(ci0 + t, p.cin - 1u)) * plane + mine], first + lane < plane);
+                xs[t] = array<f32, LANES>(
+                    subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
+                    subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
+                    subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+            }
+            for (var q = 0u; q < LANES; q++) {
+                let pix = min(first + q, plane - 1u);
+                let g = dy_block(n, co, pix / p.w, pix % p.w);
+                for (var t = 0u; t < LANES; t++) {
+                    acc[t] = fma(vec4(xs[t][q]), g, acc[t]);
+                }
+            }
+        }
+    }
+    if (wid.y * LANES + lane < p.cout) {
+        for (var t = 0u; t < LANES; t++) {
+            if (ci0 + t < p.cin) {
+                dw[(ci0 + t) * p.cout + co] = acc[t];
+            }
+        }
+    }
+}
