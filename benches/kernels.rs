@@ -4,8 +4,8 @@
 //! The shapes come from the model graph (`unet` at 128² F32 and 64² F8, batch 8, RGB), so they
 //! follow the network as it changes; only the drivers' public API is used, so the bench follows
 //! the kernels as they change. Each distinct layer is timed once per pass (the passes a training
-//! step runs: no input gradient for the first layer), and each variant ends with the total
-//! convolution time of one training step.
+//! step runs: no input gradient for the first layer); each variant ends with `all layers` rows:
+//! each pass summed over the network, and all convolutions of one training step.
 //!
 //! Environment: `WGUNET_BENCH_DEVICE=gpu|cpu|…` (default auto); `WGUNET_KERNELS=cpu|gpu` times
 //! one variant (default: every variant); `WGUNET_BENCH_MODELS=128:32,64:8` (size:filters);
@@ -163,32 +163,46 @@ fn main() {
             "{:<8} {:<17} {:<16} {:<28} {:>6} {:>10} {:>9}",
             "kernels", "op", "pass", "shape (NxCxHxW -> Cout)", "layers", "ms", "GFLOP/s"
         );
+        let row = |variant: KernelVariant, op: &str, pass: &str, shape: &str, layers: usize, s: f64, flops: f64| {
+            println!(
+                "{:<8} {:<17} {:<16} {:<28} {:>6} {:>10.2} {:>9.2}",
+                variant.name(),
+                op,
+                pass,
+                shape,
+                layers,
+                s * 1e3,
+                flops / s / 1e9
+            )
+        };
         for &variant in &variants {
             gpu = gpu.with_kernels(variant);
-            let (mut step_s, mut step_flops) = (0.0, 0.0);
+            // (op, pass) → (layers, seconds, FLOPs) over the whole network, in first-seen order.
+            let mut totals: Vec<((&str, &str), (usize, f64, f64))> = Vec::new();
             for l in &layers {
                 for (pass, build) in &l.passes {
                     let t = time(&gpu, &build(&gpu), reps);
-                    step_s += t * l.count as f64;
-                    step_flops += l.flops * l.count as f64;
-                    println!(
-                        "{:<8} {:<17} {:<16} {:<28} {:>6} {:>10.2} {:>9.2}",
-                        variant.name(),
-                        l.op,
-                        pass,
-                        l.shape,
-                        l.count,
-                        t * 1e3,
-                        l.flops / t / 1e9
-                    );
+                    row(variant, l.op, pass, &l.shape, l.count, t, l.flops);
+                    let key = (l.op, *pass);
+                    let slot = match totals.iter().position(|(k, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            totals.push((key, (0, 0.0, 0.0)));
+                            totals.len() - 1
+                        }
+                    };
+                    let total = &mut totals[slot].1;
+                    total.0 += l.count;
+                    total.1 += t * l.count as f64;
+                    total.2 += l.flops * l.count as f64;
                 }
             }
-            println!(
-                "{:<8} all convolutions of one training step: {:.1} ms, {:.2} GFLOP/s",
-                variant.name(),
-                step_s * 1e3,
-                step_flops / step_s / 1e9
-            );
+            for ((op, pass), (count, s, flops)) in &totals {
+                row(variant, op, pass, "all layers", *count, *s, *flops);
+            }
+            let (s, flops) = totals.iter().fold((0.0, 0.0), |(s, f), (_, t)| (s + t.1, f + t.2));
+            let count = layers.iter().map(|l| l.count).sum();
+            row(variant, "all convolutions", "training step", "all layers", count, s, flops);
         }
     }
 }
