@@ -91,37 +91,37 @@ fn layers(gpu: &Gpu, graph: &Graph) -> Vec<Layer> {
     for node in &graph.nodes {
         // A training step computes no gradient for the network's input.
         let input_gradient = |x: usize| !matches!(graph.nodes[x].op, Op::Input);
+        // Both kinds of convolution have the same driver API.
+        macro_rules! layer {
+            ($op:literal, $driver:ty, $s:expr, $x:expr, $shape:expr) => {
+                Layer {
+                    op: $op,
+                    shape: $shape,
+                    flops: $s.flops() as f64,
+                    count: 1,
+                    passes: passes(
+                        gpu,
+                        *$s,
+                        [$s.input_len(), $s.weight_len(), $s.cout, $s.output_len()],
+                        input_gradient(*$x),
+                        <$driver>::forward,
+                        <$driver>::backward_input,
+                        <$driver>::backward_weight,
+                    ),
+                }
+            };
+        }
         let layer = match &node.op {
-            Op::Conv2d { x, s, .. } => Layer {
-                op: "conv2d",
-                shape: format!("{}x{}x{}x{} -> {} k{}", s.n, s.cin, s.h, s.w, s.cout, s.k),
-                flops: s.flops() as f64,
-                count: 1,
-                passes: passes(
-                    gpu,
-                    *s,
-                    [s.input_len(), s.weight_len(), s.cout, s.output_len()],
-                    input_gradient(*x),
-                    Conv2d::forward,
-                    Conv2d::backward_input,
-                    Conv2d::backward_weight,
-                ),
-            },
-            Op::ConvTranspose2d { x, s, .. } => Layer {
-                op: "conv_transpose2d",
-                shape: format!("{}x{}x{}x{} -> {} 2x2 s2", s.n, s.cin, s.h, s.w, s.cout),
-                flops: s.flops() as f64,
-                count: 1,
-                passes: passes(
-                    gpu,
-                    *s,
-                    [s.input_len(), s.weight_len(), s.cout, s.output_len()],
-                    input_gradient(*x),
-                    ConvTranspose2d::forward,
-                    ConvTranspose2d::backward_input,
-                    ConvTranspose2d::backward_weight,
-                ),
-            },
+            Op::Conv2d { x, s, .. } => {
+                layer!("conv2d", Conv2d, s, x, format!("{}x{}x{}x{} -> {} k{}", s.n, s.cin, s.h, s.w, s.cout, s.k))
+            }
+            Op::ConvTranspose2d { x, s, .. } => layer!(
+                "conv_transpose2d",
+                ConvTranspose2d,
+                s,
+                x,
+                format!("{}x{}x{}x{} -> {} 2x2 s2", s.n, s.cin, s.h, s.w, s.cout)
+            ),
             _ => continue,
         };
         let same = |l: &&mut Layer| l.op == layer.op && l.shape == layer.shape && l.passes.len() == layer.passes.len();
