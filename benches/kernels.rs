@@ -1,13 +1,24 @@
-//! Kernel throughput on typical U-Net layer shapes: `cargo bench --bench kernels`
-//! (`WGUNET_BENCH_DEVICE=gpu|cpu|…`, default auto). Prints ms per launch and GFLOP/s for the
-//! convolutions, forward and backward, after warm-up.
+//! Convolution throughput at the U-Net's own layer shapes, for each kernel variant:
+//! `cargo bench --bench kernels`.
+//!
+//! The shapes come from the model graph (`unet` at 128² F32 and 64² F8, batch 8, RGB), so they
+//! follow the network as it changes; only the drivers' public API is used, so the bench follows
+//! the kernels as they change. Each distinct layer is timed once per pass (the passes a training
+//! step runs: no input gradient for the first layer); each variant ends with `all layers` rows:
+//! each pass summed over the network, and all convolutions of one training step.
+//!
+//! Environment: `WGUNET_BENCH_DEVICE=gpu|cpu|…` (default auto); `WGUNET_KERNELS=cpu|gpu` times
+//! one variant (default: every variant); `WGUNET_BENCH_MODELS=128:32,64:8` (size:filters);
+//! `WGUNET_BENCH_BATCH=8`; `WGUNET_BENCH_REPS=2` (launches timed per kernel, after one warm-up).
 
 use std::time::Instant;
 
-use wgunet::kernel::Dispatch;
+use wgunet::graph::{Graph, Op};
+use wgunet::kernel::{BufferView, Dispatch};
+use wgunet::model::{Arch, ModelConfig};
 use wgunet::ops::conv2d::Conv2d;
 use wgunet::ops::conv_transpose2d::ConvTranspose2d;
-use wgunet::{DeviceChoice, Gpu};
+use wgunet::{DeviceChoice, Gpu, KernelVariant};
 
 fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
     let run = |n: usize| {
@@ -27,49 +38,171 @@ fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
     t0.elapsed().as_secs_f64() / reps as f64
 }
 
-fn main() {
-    let choice: DeviceChoice = std::env::var("WGUNET_BENCH_DEVICE").unwrap_or_else(|_| "auto".into()).parse().unwrap();
-    let gpu = Gpu::open(&choice).expect("an adapter");
-    let reps: usize = std::env::var("WGUNET_BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
-    println!("{}", gpu.describe());
-    println!("{:<44} {:>10} {:>10}", "kernel and shape", "ms", "GFLOP/s");
-    let buf = |n: usize| gpu.buffer("bench", n).unwrap();
-    let shapes = [
-        Conv2d { n: 8, cin: 16, cout: 8, h: 64, w: 64, k: 3, relu: true },
-        Conv2d { n: 8, cin: 32, cout: 32, h: 32, w: 32, k: 3, relu: true },
-        Conv2d { n: 8, cin: 128, cout: 128, h: 4, w: 4, k: 3, relu: true },
-        Conv2d { n: 8, cin: 64, cout: 64, h: 128, w: 128, k: 3, relu: true },
-    ];
-    for s in shapes {
-        let big = std::env::var("WGUNET_BENCH_BIG").is_ok();
-        if s.h == 128 && !big {
-            continue;
+/// One pass of one layer, built on the device it is given (for the variant it builds).
+type Pass = (&'static str, Box<dyn Fn(&Gpu) -> Dispatch>);
+
+/// One distinct convolution of the network: its label, forward FLOPs, how many layers share
+/// it, and the passes a training step runs for it.
+struct Layer {
+    op: &'static str,
+    shape: String,
+    flops: f64,
+    count: usize,
+    passes: Vec<Pass>,
+}
+
+type Forward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Dispatch>;
+type Backward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Dispatch>;
+
+/// The passes of a convolution `s` (both kinds have the same driver signatures), on fresh
+/// buffers of `[input, weight, bias, output]` lengths. They hold zeros: throughput does not
+/// depend on the values.
+fn passes<S: Copy + 'static>(
+    gpu: &Gpu,
+    s: S,
+    lens: [usize; 4],
+    input_gradient: bool,
+    forward: Forward<S>,
+    backward_input: Backward<S>,
+    backward_weight: Backward<S>,
+) -> Vec<Pass> {
+    let [x, w, b, y] = lens.map(|n| gpu.buffer("bench", n).unwrap());
+    let mut out: Vec<Pass> = Vec::new();
+    let (x1, w1, y1) = (x.clone(), w.clone(), y.clone());
+    out.push(("forward", Box::new(move |g| forward(&s, g, &x1, &w1, &b, &y1).unwrap())));
+    if input_gradient {
+        let (x2, w2, y2) = (x.clone(), w.clone(), y.clone());
+        out.push(("input gradient", Box::new(move |g| backward_input(&s, g, &y2, &w2, &x2).unwrap())));
+    }
+    out.push(("weight gradient", Box::new(move |g| backward_weight(&s, g, &x, &y, &w).unwrap())));
+    out
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.parse().unwrap_or_else(|_| panic!("{name}={s}: not a valid value")))
+        .unwrap_or(default)
+}
+
+/// The distinct convolutions of `graph`, in network order.
+fn layers(gpu: &Gpu, graph: &Graph) -> Vec<Layer> {
+    let mut out: Vec<Layer> = Vec::new();
+    for node in &graph.nodes {
+        // A training step computes no gradient for the network's input.
+        let input_gradient = |x: usize| !matches!(graph.nodes[x].op, Op::Input);
+        // Both kinds of convolution have the same driver API.
+        macro_rules! layer {
+            ($op:literal, $driver:ty, $s:expr, $x:expr, $shape:expr) => {
+                Layer {
+                    op: $op,
+                    shape: $shape,
+                    flops: $s.flops() as f64,
+                    count: 1,
+                    passes: passes(
+                        gpu,
+                        *$s,
+                        [$s.input_len(), $s.weight_len(), $s.cout, $s.output_len()],
+                        input_gradient(*$x),
+                        <$driver>::forward,
+                        <$driver>::backward_input,
+                        <$driver>::backward_weight,
+                    ),
+                }
+            };
         }
-        let (x, w, b, y) = (buf(s.input_len()), buf(s.weight_len()), buf(s.cout), buf(s.output_len()));
-        let f = s.flops() as f64;
-        let name = format!("{}x{}x{}x{}->{} k{}", s.n, s.cin, s.h, s.w, s.cout, s.k);
-        for (label, d) in [
-            ("forward", s.forward(&gpu, &x, &w, &b, &y).unwrap()),
-            ("backward_input", s.backward_input(&gpu, &y, &w, &x).unwrap()),
-            ("backward_weight", s.backward_weight(&gpu, &x, &y, &w).unwrap()),
-        ] {
-            let t = time(&gpu, &d, reps);
-            println!("{:<44} {:>10.2} {:>10.2}", format!("conv2d {label} {name}"), t * 1e3, f / t / 1e9);
+        let layer = match &node.op {
+            Op::Conv2d { x, s, .. } => {
+                layer!("conv2d", Conv2d, s, x, format!("{}x{}x{}x{} -> {} k{}", s.n, s.cin, s.h, s.w, s.cout, s.k))
+            }
+            Op::ConvTranspose2d { x, s, .. } => layer!(
+                "conv_transpose2d",
+                ConvTranspose2d,
+                s,
+                x,
+                format!("{}x{}x{}x{} -> {} 2x2 s2", s.n, s.cin, s.h, s.w, s.cout)
+            ),
+            _ => continue,
+        };
+        let same = |l: &&mut Layer| l.op == layer.op && l.shape == layer.shape && l.passes.len() == layer.passes.len();
+        match out.iter_mut().find(same) {
+            Some(l) => l.count += 1,
+            None => out.push(layer),
         }
     }
-    let t = ConvTranspose2d { n: 8, cin: 64, cout: 32, h: 16, w: 16 };
-    let (x, w, b, y) = (buf(t.input_len()), buf(t.weight_len()), buf(t.cout), buf(t.output_len()));
-    for (label, d) in [
-        ("forward", t.forward(&gpu, &x, &w, &b, &y).unwrap()),
-        ("backward_input", t.backward_input(&gpu, &y, &w, &x).unwrap()),
-        ("backward_weight", t.backward_weight(&gpu, &x, &y, &w).unwrap()),
-    ] {
-        let s = time(&gpu, &d, reps);
+    out
+}
+
+fn main() {
+    let choice: DeviceChoice = env_or("WGUNET_BENCH_DEVICE", "auto".to_string()).parse().unwrap();
+    let reps: usize = env_or("WGUNET_BENCH_REPS", 2);
+    let batch: usize = env_or("WGUNET_BENCH_BATCH", 8);
+    let models: String = env_or("WGUNET_BENCH_MODELS", "128:32,64:8".to_string());
+    let variants = match KernelVariant::forced().unwrap() {
+        Some(v) => vec![v],
+        None => KernelVariant::ALL.to_vec(),
+    };
+    let mut gpu = Gpu::open(&choice).expect("an adapter");
+    println!("{}", gpu.describe());
+    println!("GFLOP/s: 2 FLOPs per multiply-add of the forward convolution, the same count for each pass.");
+    for model in models.split(',') {
+        let (size, filters) = model.split_once(':').expect("WGUNET_BENCH_MODELS: size:filters,…");
+        let cfg = ModelConfig {
+            arch: Arch::Unet,
+            size: size.parse().unwrap(),
+            channels: 3,
+            filters: filters.parse().unwrap(),
+            dropout: 0.0,
+            classes: 1,
+        };
+        cfg.validate().unwrap();
+        let graph = cfg.build(batch);
+        let layers = layers(&gpu, &graph);
+        println!("\nunet {size}² F{filters} batch {batch} (RGB): {} distinct convolutions", layers.len());
         println!(
-            "{:<44} {:>10.2} {:>10.2}",
-            format!("conv_transpose2d {label} 8x64x16x16->32"),
-            s * 1e3,
-            t.flops() as f64 / s / 1e9
+            "{:<8} {:<17} {:<16} {:<28} {:>6} {:>10} {:>9}",
+            "kernels", "op", "pass", "shape (NxCxHxW -> Cout)", "layers", "ms", "GFLOP/s"
         );
+        let row = |variant: KernelVariant, op: &str, pass: &str, shape: &str, layers: usize, s: f64, flops: f64| {
+            println!(
+                "{:<8} {:<17} {:<16} {:<28} {:>6} {:>10.2} {:>9.2}",
+                variant.name(),
+                op,
+                pass,
+                shape,
+                layers,
+                s * 1e3,
+                flops / s / 1e9
+            )
+        };
+        for &variant in &variants {
+            gpu = gpu.with_kernels(variant);
+            // (op, pass) → (layers, seconds, FLOPs) over the whole network, in first-seen order.
+            let mut totals: Vec<((&str, &str), (usize, f64, f64))> = Vec::new();
+            for l in &layers {
+                for (pass, build) in &l.passes {
+                    let t = time(&gpu, &build(&gpu), reps);
+                    row(variant, l.op, pass, &l.shape, l.count, t, l.flops);
+                    let key = (l.op, *pass);
+                    let slot = match totals.iter().position(|(k, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            totals.push((key, (0, 0.0, 0.0)));
+                            totals.len() - 1
+                        }
+                    };
+                    let total = &mut totals[slot].1;
+                    total.0 += l.count;
+                    total.1 += t * l.count as f64;
+                    total.2 += l.flops * l.count as f64;
+                }
+            }
+            for ((op, pass), (count, s, flops)) in &totals {
+                row(variant, op, pass, "all layers", *count, *s, *flops);
+            }
+            let (s, flops) = totals.iter().fold((0.0, 0.0), |(s, f), (_, t)| (s + t.1, f + t.2));
+            let count = layers.iter().map(|l| l.count).sum();
+            row(variant, "all convolutions", "training step", "all layers", count, s, flops);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `wgunet bench`: training-step and inference throughput on random data after warm-up.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -12,11 +12,38 @@ use crate::graph::{compile, Loss, Mode};
 use crate::model::ModelConfig;
 use crate::ops::adam::AdamHyper;
 
+/// When `main` started: the origin of "first step finished after" figures.
+static PROCESS_START: OnceLock<Instant> = OnceLock::new();
+
+/// Records the process start; `main` calls it first thing.
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(Instant::now);
+}
+
+/// Time since [`mark_process_start`] (or since the first call, in a process that never marked).
+pub fn since_process_start() -> Duration {
+    PROCESS_START.get_or_init(Instant::now).elapsed()
+}
+
+/// Prints when the first training step finished; call it right after waiting for that step.
+pub fn print_first_step() {
+    println!("{}", first_step_line(since_process_start()));
+}
+
+fn first_step_line(after: Duration) -> String {
+    format!("first step finished {:.2} s after start", after.as_secs_f64())
+}
+
 pub struct BenchResult {
     pub adapter: String,
     pub config: String,
     pub train_images_per_s: f64,
     pub train_ms_per_step: f64,
+    /// ms per step / megapixels per step (batch × H × W / 10⁶): flat across sizes when the
+    /// kernels scale with the work.
+    pub train_ms_per_megapixel: f64,
+    /// From process start to the end of the first training step (pipelines, uploads included).
+    pub first_step_after: Duration,
     pub train_gflops: f64,
     pub infer_images_per_s: f64,
     pub planned_memory: String,
@@ -30,9 +57,10 @@ impl BenchResult {
         println!("model:   {}", self.config);
         println!("memory:  {}", self.planned_memory);
         println!(
-            "train:   {:.2} images/s, {:.1} ms/step, {:.1} GFLOP/s (analytic, 3x forward)",
-            self.train_images_per_s, self.train_ms_per_step, self.train_gflops
+            "train:   {:.2} images/s, {:.1} ms/step, {:.1} ms/megapixel, {:.1} GFLOP/s (analytic, 3x forward)",
+            self.train_images_per_s, self.train_ms_per_step, self.train_ms_per_megapixel, self.train_gflops
         );
+        println!("{}", first_step_line(self.first_step_after));
         println!("infer:   {:.2} images/s", self.infer_images_per_s);
         if !self.profile.is_empty() {
             let total: f64 = self.profile.iter().map(|(_, t)| t).sum();
@@ -44,7 +72,15 @@ impl BenchResult {
     }
 }
 
-fn time_steps(gpu: &Gpu, warmup: usize, steps: usize, record: impl Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
+/// Seconds per step after `warmup` steps, and when the first step finished (from process start).
+/// With no warm-up the first step is one of the timed ones.
+fn time_steps(
+    gpu: &Gpu,
+    warmup: usize,
+    steps: usize,
+    record: impl Fn(&mut wgpu::ComputePass<'_>),
+) -> Result<(f64, Duration)> {
+    let steps = steps.max(1);
     let run = |n: usize| -> Result<()> {
         for _ in 0..n {
             let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -56,17 +92,25 @@ fn time_steps(gpu: &Gpu, warmup: usize, steps: usize, record: impl Fn(&mut wgpu:
         }
         gpu.wait()
     };
-    run(warmup)?;
-    let t0 = Instant::now();
-    run(steps)?;
-    Ok(t0.elapsed().as_secs_f64() / steps.max(1) as f64)
+    let mut t0 = Instant::now();
+    run(1)?;
+    let first = since_process_start();
+    let timed = if warmup == 0 {
+        steps - 1
+    } else {
+        run(warmup - 1)?;
+        t0 = Instant::now();
+        steps
+    };
+    run(timed)?;
+    Ok((t0.elapsed().as_secs_f64() / steps as f64, first))
 }
 
 /// Time of each dispatch of a training step, summed by kernel and shape, slowest first.
 fn profile(gpu: &Gpu, exec: &Executor) -> Result<Vec<(String, f64)>> {
     let mut by_kernel: std::collections::BTreeMap<String, f64> = Default::default();
     for d in exec.train_dispatches() {
-        let seconds = time_steps(gpu, 1, 2, |pass| d.record(pass))?;
+        let (seconds, _) = time_steps(gpu, 1, 2, |pass| d.record(pass))?;
         *by_kernel.entry(format!("{} {:?}", d.label, d.workgroups)).or_default() += seconds * 1e3;
     }
     let mut out: Vec<(String, f64)> = by_kernel.into_iter().collect();
@@ -96,11 +140,11 @@ pub fn run(
     gpu.write(train.input(), &image);
     gpu.write(train.target(), &mask);
     train.set_hyper(gpu, AdamHyper::new(1e-4, 0.0, 1));
-    let train_s = time_steps(gpu, warmup, steps, |pass| train.record_train_step(pass))?;
+    let (train_s, first_step_after) = time_steps(gpu, warmup, steps, |pass| train.record_train_step(pass))?;
     let profile = if with_profile { profile(gpu, &train)? } else { Vec::new() };
     let infer = Executor::new(gpu, compile(&graph, Mode::Inference), params, None)?;
     gpu.write(infer.input(), &image);
-    let infer_s = time_steps(gpu, warmup, steps, |pass| infer.record_forward(pass))?;
+    let (infer_s, _) = time_steps(gpu, warmup, steps, |pass| infer.record_forward(pass))?;
     Ok(BenchResult {
         adapter: gpu.describe(),
         config: format!(
@@ -113,6 +157,8 @@ pub fn run(
         ),
         train_images_per_s: batch as f64 / train_s,
         train_ms_per_step: train_s * 1e3,
+        train_ms_per_megapixel: train_s * 1e3 / (batch * cfg.size * cfg.size) as f64 * 1e6,
+        first_step_after,
         train_gflops: 3.0 * flops / train_s / 1e9,
         infer_images_per_s: batch as f64 / infer_s,
         planned_memory: train.memory_summary(),

@@ -53,6 +53,77 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+/// Which family of kernel variants the op drivers build: the convolutions are specialised (by
+/// override constants) for the two kinds of adapter, which want opposite things. A software
+/// adapter (lavapipe) runs 8 invocations as the lanes of one CPU vector and suspends them at
+/// every barrier, so it wants no barriers and register reuse; a GPU wants coalesced loads into
+/// workgroup-memory tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum KernelVariant {
+    /// For CPU adapters: no barriers, one operand uniform across lanes.
+    Cpu,
+    /// For GPUs: workgroup-memory tiles, several outputs per invocation.
+    Gpu,
+}
+
+/// Environment variable that forces a kernel variant (`cpu` or `gpu`); `--kernels` wins over it.
+pub const KERNELS_ENV: &str = "WGUNET_KERNELS";
+
+/// The `--kernels` choice of this process (set once by the CLI, before any device is opened).
+static KERNELS_OPTION: std::sync::OnceLock<KernelVariant> = std::sync::OnceLock::new();
+
+impl KernelVariant {
+    /// Every variant, in the order `selftest` checks them.
+    pub const ALL: [KernelVariant; 2] = [KernelVariant::Cpu, KernelVariant::Gpu];
+
+    /// The variant made for this kind of adapter.
+    pub fn for_device_type(t: wgpu::DeviceType) -> KernelVariant {
+        match t {
+            wgpu::DeviceType::Cpu => KernelVariant::Cpu,
+            _ => KernelVariant::Gpu,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelVariant::Cpu => "cpu",
+            KernelVariant::Gpu => "gpu",
+        }
+    }
+
+    /// Makes every device this process opens use `variant` (the `--kernels` option); the first
+    /// call wins.
+    pub fn force(variant: KernelVariant) {
+        let _ = KERNELS_OPTION.set(variant);
+    }
+
+    /// The variant a device of type `t` gets: the forced one, else the one made for it.
+    pub fn resolve(t: wgpu::DeviceType) -> Result<KernelVariant> {
+        Ok(KernelVariant::forced()?.unwrap_or(KernelVariant::for_device_type(t)))
+    }
+
+    /// The variant forced by `--kernels` or, failing that, by `WGUNET_KERNELS`; `None` when
+    /// the adapter type decides.
+    pub fn forced() -> Result<Option<KernelVariant>> {
+        if let Some(v) = KERNELS_OPTION.get() {
+            return Ok(Some(*v));
+        }
+        match std::env::var(KERNELS_ENV) {
+            Ok(s) if s.is_empty() || s.eq_ignore_ascii_case("auto") => Ok(None),
+            Ok(s) => <KernelVariant as clap::ValueEnum>::from_str(&s, true).map(Some).map_err(|_| {
+                anyhow!("{KERNELS_ENV}={s}: expected cpu, gpu or auto; unset it to choose from the adapter type")
+            }),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl fmt::Display for KernelVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 fn instance() -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL;
@@ -169,6 +240,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Kernel variant the op drivers build (see [`Gpu::kernels`]).
+    kernels: KernelVariant,
     /// First error reported by wgpu outside an error scope (validation, out of memory, device lost).
     error: Arc<Mutex<Option<String>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -184,6 +257,7 @@ impl Gpu {
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
+        let kernels = KernelVariant::resolve(info.device_type)?;
         // Everything the adapter offers: larger buffers on real GPUs, and timestamp queries
         // for `wgunet bench` where they exist.
         let limits = adapter.limits();
@@ -221,6 +295,7 @@ impl Gpu {
             info,
             limits,
             features,
+            kernels,
             error,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
@@ -249,9 +324,29 @@ impl Gpu {
         self.check()
     }
 
-    /// `name (backend, type)` for logs and tables.
+    /// The kernel variant the op drivers build for this device: from the adapter type, unless
+    /// `--kernels` or `WGUNET_KERNELS` forced one.
+    pub fn kernels(&self) -> KernelVariant {
+        self.kernels
+    }
+
+    /// The same device building `variant` kernels instead (for checking every variant on one
+    /// adapter). Pipelines already compiled stay cached: their keys hold the constants that
+    /// distinguish the variants.
+    pub fn with_kernels(mut self, variant: KernelVariant) -> Gpu {
+        self.kernels = variant;
+        self
+    }
+
+    /// `name (backend, type), V kernels` for logs and tables.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {})", self.info.name, self.info.backend, device_type_name(self.info.device_type))
+        format!(
+            "{} ({:?}, {}), {} kernels",
+            self.info.name,
+            self.info.backend,
+            device_type_name(self.info.device_type),
+            self.kernels
+        )
     }
 }
 
@@ -285,9 +380,10 @@ pub fn print_devices() {
         let yes = |b: bool| if b { "yes" } else { "no" };
         println!("[{i}] {}", info.name);
         println!(
-            "    backend {:?}, type {}, driver {} {}",
+            "    backend {:?}, type {}, {} kernels, driver {} {}",
             info.backend,
             device_type_name(info.device_type),
+            KernelVariant::resolve(info.device_type).map_or_else(|e| format!("{e:#}"), |v| v.to_string()),
             info.driver,
             info.driver_info
         );

@@ -21,4 +21,4 @@ pub mod report;
 pub mod selftest;
 pub mod train;
 
-pub use device::{DeviceChoice, Gpu};
+pub use device::{DeviceChoice, Gpu, KernelVariant};

@@ -13,7 +13,7 @@ use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
 use wgunet::train::{self, DataSource, TrainOptions};
-use wgunet::{bench, device, selftest, DeviceChoice, Gpu};
+use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,19 @@ use wgunet::{bench, device, selftest, DeviceChoice, Gpu};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Kernel variant: auto (from the adapter type), cpu (for software adapters such as
+    /// lavapipe) or gpu (workgroup tiles, for GPUs). Wins over WGUNET_KERNELS. `selftest`
+    /// checks every variant unless one is forced.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    kernels: KernelsArg,
+}
+
+/// `--kernels`: a variant, or `auto`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KernelsArg {
+    Auto,
+    Cpu,
+    Gpu,
 }
 
 #[derive(Args, Clone)]
@@ -284,6 +297,7 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
+    bench::mark_process_start();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -294,11 +308,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.kernels {
+        KernelsArg::Auto => {}
+        KernelsArg::Cpu => KernelVariant::force(KernelVariant::Cpu),
+        KernelsArg::Gpu => KernelVariant::force(KernelVariant::Gpu),
+    }
     match cli.command {
         Command::Devices => device::print_devices(),
         Command::Selftest { device, seed } => {
-            let gpu = Gpu::open(&device.device)?;
-            let failed = selftest::run(&gpu, seed.unwrap_or_else(clock_seed))?;
+            let failed = selftest::run_variants(Gpu::open(&device.device)?, seed.unwrap_or_else(clock_seed))?;
             if failed > 0 {
                 return Ok(ExitCode::FAILURE);
             }

@@ -4,10 +4,25 @@
 use anyhow::Result;
 
 use crate::check;
-use crate::device::Gpu;
+use crate::device::{Gpu, KernelVariant};
 use crate::ops::FAMILIES;
 
-/// Prints the table; returns the number of failed comparisons.
+/// Checks the variant forced by `--kernels` / `WGUNET_KERNELS`, or every variant when none is:
+/// a user may force either, so both must be right on their adapter. Returns the failures.
+pub fn run_variants(mut gpu: Gpu, seed: u64) -> Result<usize> {
+    let variants = match KernelVariant::forced()? {
+        Some(v) => vec![v],
+        None => KernelVariant::ALL.to_vec(),
+    };
+    let mut failed = 0;
+    for v in variants {
+        gpu = gpu.with_kernels(v);
+        failed += run(&gpu, seed)?;
+    }
+    Ok(failed)
+}
+
+/// Prints the table for the device's kernel variant; returns the number of failed comparisons.
 pub fn run(gpu: &Gpu, seed: u64) -> Result<usize> {
     println!("selftest on {} (seed {seed})", gpu.describe());
     println!("{:<34} {:<30} {}", "kernel", "shape", "max relative error");

@@ -316,6 +316,10 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
                 exec.record_train_step(&mut pass);
             }
             gpu.queue.submit([enc.finish()]);
+            if step == 1 {
+                gpu.wait()?;
+                bar.suspend(crate::bench::print_first_step);
+            }
             // Reading the running loss waits for the GPU; do it a few times an epoch only.
             if (s + 1) % 8 == 0 || s + 1 == steps_per_epoch {
                 let loss = gpu.read::<f32>(exec.loss_sum())?[0] as f64 / (s + 1) as f64;

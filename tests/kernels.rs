@@ -1,18 +1,21 @@
 //! Every kernel against its f64 CPU reference on lavapipe: fresh random inputs (the seed is
 //! printed on failure; rerun with WGUNET_SEED=...), awkward shapes, NaN-poisoned outputs,
-//! relative error under 1e-5.
+//! relative error under 1e-5. Each family is checked with every kernel variant (cpu and gpu),
+//! whatever the adapter: a user may force either.
 
 mod common;
 
-use wgunet::{check, ops};
+use wgunet::{check, ops, KernelVariant};
 
 fn check_family(name: &str) {
     let seed = common::seed();
-    let reports = (ops::family(name).check)(common::gpu(), &mut check::rng(seed))
-        .unwrap_or_else(|e| panic!("{name} (seed {seed}): {e:#}"));
-    assert!(!reports.is_empty(), "{name} checked nothing");
-    let failed: Vec<String> = reports.iter().filter(|r| !r.pass()).map(|r| r.to_string()).collect();
-    assert!(failed.is_empty(), "{name} failed with WGUNET_SEED={seed}:\n{}", failed.join("\n"));
+    for variant in KernelVariant::ALL {
+        let reports = (ops::family(name).check)(common::gpu_for(variant), &mut check::rng(seed))
+            .unwrap_or_else(|e| panic!("{name}, {variant} kernels (seed {seed}): {e:#}"));
+        assert!(!reports.is_empty(), "{name} checked nothing");
+        let failed: Vec<String> = reports.iter().filter(|r| !r.pass()).map(|r| r.to_string()).collect();
+        assert!(failed.is_empty(), "{name}, {variant} kernels, failed with WGUNET_SEED={seed}:\n{}", failed.join("\n"));
+    }
 }
 
 #[test]

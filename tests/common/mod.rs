@@ -3,16 +3,17 @@
 
 use std::sync::OnceLock;
 
-use wgunet::{DeviceChoice, Gpu};
+use wgunet::{DeviceChoice, Gpu, KernelVariant};
 
 /// Runs the `wgunet` binary (env!("CARGO_BIN_EXE_wgunet") of the calling test), asserts success
 /// and returns stdout and stderr together.
 pub fn run_wgunet(binary: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(binary)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("wgunet runs");
+    run_wgunet_with(std::process::Command::new(binary), args)
+}
+
+/// [`run_wgunet`] for a command the caller prepared (e.g. with environment variables).
+pub fn run_wgunet_with(mut command: std::process::Command, args: &[&str]) -> String {
+    let out = command.args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().expect("wgunet runs");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "wgunet {} failed:\n{text}", args.join(" "));
     text
@@ -21,11 +22,20 @@ pub fn run_wgunet(binary: &str, args: &[&str]) -> String {
 /// The software adapter (lavapipe) in CI; `WGUNET_TEST_DEVICE` picks another (e.g. `gpu`).
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let choice: DeviceChoice =
-            std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap();
-        Gpu::open(&choice).unwrap_or_else(|e| panic!("tests need a Vulkan adapter: {e:#}"))
-    })
+    GPU.get_or_init(open_test_device)
+}
+
+fn open_test_device() -> Gpu {
+    let choice: DeviceChoice = std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap();
+    Gpu::open(&choice).unwrap_or_else(|e| panic!("tests need a Vulkan adapter: {e:#}"))
+}
+
+/// The test adapter (as [`gpu`]) building `variant` kernels: one device per variant, shared by
+/// all test threads, so every kernel check can run with each variant.
+pub fn gpu_for(variant: KernelVariant) -> &'static Gpu {
+    static GPUS: [OnceLock<Gpu>; KernelVariant::ALL.len()] = [const { OnceLock::new() }; KernelVariant::ALL.len()];
+    let slot = KernelVariant::ALL.iter().position(|v| *v == variant).expect("a variant in ALL");
+    GPUS[slot].get_or_init(|| open_test_device().with_kernels(variant))
 }
 
 /// `WGUNET_SEED` reproduces a failure; otherwise a fresh seed each run.
