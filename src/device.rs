@@ -302,10 +302,14 @@ impl Gpu {
         })
     }
 
-    /// Whether kernels written for SIMD-lane CPU adapters apply: a CPU adapter whose subgroups
-    /// the device has enabled (lavapipe: 8 lanes).
+    /// Whether the op drivers build the `*_lanes.wgsl` kernels: the cpu variant, on a device with
+    /// subgroups of exactly 8 lanes (lavapipe's), which those kernels are written for. Elsewhere
+    /// the cpu variant falls back to the portable kernels.
     pub fn lane_kernels(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu && self.features.contains(wgpu::Features::SUBGROUP)
+        self.kernels == KernelVariant::Cpu
+            && self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size == 8
+            && self.info.subgroup_max_size == 8
     }
 
     /// The first device error since the last check, as an `Err`.

@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use wgunet::executor::{Executor, MemoryPlan, ParamArena};
 use wgunet::graph::{compile, reference, Graph, Loss, Mode, Op, Program, Step};
 use wgunet::model::{Arch, ModelConfig};
+use wgunet::{Gpu, KernelVariant};
 
 fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
     let diff: f64 = gpu.iter().zip(cpu).map(|(g, c)| (*g as f64 - c).powi(2)).sum();
@@ -41,6 +42,7 @@ struct Net {
 }
 
 fn net(
+    gpu: &Gpu,
     arch: Arch,
     size: usize,
     channels: usize,
@@ -50,7 +52,7 @@ fn net(
     seed: u64,
 ) -> Net {
     let graph = config(arch, size, channels, 3, classes).build(batch);
-    let params = Arc::new(ParamArena::new(common::gpu(), &graph.params).unwrap());
+    let params = Arc::new(ParamArena::new(gpu, &graph.params).unwrap());
     let mut values = params.initial_values(seed);
     for (v, info) in values.iter_mut().zip(&graph.params) {
         let range = if info.name.ends_with(".bias") {
@@ -64,14 +66,13 @@ fn net(
         };
         v.iter_mut().for_each(|b| *b = rng.random_range(range.clone()));
     }
-    params.load(common::gpu(), &values).unwrap();
+    params.load(gpu, &values).unwrap();
     Net { graph, params, values }
 }
 
 /// Runs `exec`'s program once (a training step without optimizer, or an evaluation) on the GPU
 /// with dropout masks from (mask_seed, step).
-fn run_gpu(exec: &Executor, input: &[f32], target: &[f32], mask_seed: u64, step: u32) {
-    let gpu = common::gpu();
+fn run_gpu(gpu: &Gpu, exec: &Executor, input: &[f32], target: &[f32], mask_seed: u64, step: u32) {
     gpu.write(exec.input(), input);
     gpu.write(exec.target(), target);
     gpu.write(exec.loss_sum(), &[0.0f32]);
@@ -100,14 +101,21 @@ fn absorbed_biases(g: &Graph) -> HashSet<String> {
         .collect()
 }
 
+/// [`gradients_match_with`] for every kernel variant (a user may force either on any adapter).
+/// One seed for both, so a failure names the one seed that reproduces it.
 fn gradients_match(arch: Arch, size: usize, channels: usize, loss: Loss) {
     let seed = common::seed();
-    let gpu = common::gpu();
+    for variant in KernelVariant::ALL {
+        gradients_match_with(common::gpu_for(variant), seed, arch, size, channels, loss);
+    }
+}
+
+fn gradients_match_with(gpu: &Gpu, seed: u64, arch: Arch, size: usize, channels: usize, loss: Loss) {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let batch = 2;
     // Softmax cross-entropy trains a 3-class head on class ids; the other losses one channel on 0/1.
     let classes = if loss == Loss::Ce { 3 } else { 1 };
-    let net = net(arch, size, channels, classes, batch, &mut rng, seed);
+    let net = net(gpu, arch, size, channels, classes, batch, &mut rng, seed);
     let program = compile(&net.graph, Mode::Train(loss));
     let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
     assert_eq!(exec.logits().elems(), classes * exec.target().elems(), "one logit per class and pixel");
@@ -123,7 +131,7 @@ fn gradients_match(arch: Arch, size: usize, channels: usize, loss: Loss) {
             })
             .collect();
     let (mask_seed, step) = (rng.random::<u64>(), rng.random_range(1..1000));
-    run_gpu(&exec, &input, &target, mask_seed, step);
+    run_gpu(gpu, &exec, &input, &target, mask_seed, step);
     let gpu_grads = net.params.read(gpu, &net.params.grads).unwrap();
     let gpu_values = net.params.read(gpu, &net.params.values).unwrap();
     let gpu_logits: Vec<f32> = gpu.read(exec.logits()).unwrap();
@@ -132,7 +140,7 @@ fn gradients_match(arch: Arch, size: usize, channels: usize, loss: Loss) {
     let cpu_params: Vec<Vec<f64>> = net.values.iter().map(|v| to64(v)).collect();
     let cpu = reference::run(&program, &cpu_params, &to64(&input), &to64(&target), mask_seed, step);
 
-    let what = format!("{arch:?} channels {channels} loss {loss:?} (WGUNET_SEED={seed})");
+    let what = format!("{arch:?} channels {channels} loss {loss:?}, {} kernels (WGUNET_SEED={seed})", gpu.kernels());
     let e = rel_err(&gpu_logits, &cpu.buffers[program.logits]);
     assert!(e < 1e-5, "{what}: logits differ, rel err {e:.2e}");
     assert!(
@@ -217,7 +225,7 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
     let gpu = common::gpu();
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let batch = 2;
-    let net = net(Arch::Resunet, 16, 1, 1, batch, &mut rng, seed);
+    let net = net(gpu, Arch::Resunet, 16, 1, 1, batch, &mut rng, seed);
     let program = compile(&net.graph, Mode::Evaluate(Loss::Bce));
     assert!(!has(&program, |s| matches!(s, Step::DropoutForward { .. } | Step::BatchNormTrain { .. })));
     assert!(has(&program, |s| matches!(s, Step::BatchNormInfer { .. })));
@@ -227,7 +235,7 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
     let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
     let mut input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
     let target: Vec<f32> = (0..exec.target().elems()).map(|_| if rng.random_bool(0.3) { 1.0 } else { 0.0 }).collect();
-    run_gpu(&exec, &input, &target, 1, 1);
+    run_gpu(gpu, &exec, &input, &target, 1, 1);
     let logits: Vec<f32> = gpu.read(exec.logits()).unwrap();
     let gpu_loss = gpu.read::<f32>(exec.loss_sum()).unwrap()[0] as f64;
 
@@ -244,7 +252,7 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
     // Another dropout step, and another second image: the first image's logits stay the same.
     let image = input.len() / batch;
     input[image..].iter_mut().for_each(|v| *v = rng.random());
-    run_gpu(&exec, &input, &target, 2, 7);
+    run_gpu(gpu, &exec, &input, &target, 2, 7);
     let again: Vec<f32> = gpu.read(exec.logits()).unwrap();
     let plane = logits.len() / batch;
     assert_eq!(logits[..plane], again[..plane], "{what}: image 0's logits depend on the dropout step or on image 1");
