@@ -167,15 +167,15 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     }
     let has_left = run > 0u && inside;
     let has_right = run + 1u < runs && inside;
-    // Lanes 0 and 7 have no neighbour lane on that side (their shuffles return another lane's
-    // value): a row that goes on in the previous / next subgroup is read directly.
     var left = subgroupShuffleUp(select(lo.w, hi.w, PX == 8u), 1u);
     var right = subgroupShuffleDown(lo.x, 1u);
-    if (CROSSING && lane == 0u && has_left) {
-        left = x[base - 1u].w;
-    }
-    if (CROSSING && lane == LANES - 1u && has_right) {
-        right = x[base + PX / 4u].x;
+    // Lanes 0 and 7 have no neighbour lane on that side (their shuffles return another lane's
+    // value): where a row goes on in the previous / next subgroup they read that pixel, in one
+    // load for both.
+    if (CROSSING && ((lane == 0u && has_left) || (lane == LANES - 1u && has_right))) {
+        let edge = x[select(base + PX / 4u, base - 1u, lane == 0u)];
+        left = select(left, edge.w, lane == 0u);
+        right = select(right, edge.x, lane != 0u);
     }
     var row = array<f32, MAX_PX + 2u>(select(0.0, left, has_left), lo.x, lo.y, lo.z, lo.w,
                                       hi.x, hi.y, hi.z, hi.w, 0.0);
