@@ -10,3 +10,16 @@ override WG_Z: u32 = 1u;
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG_X;
 }
+
+// (a / d, a % d) for a < 2^24 (kernel.rs: DIVMOD_LIMIT), d > 0. Integer division by a value that
+// is not a constant is a scalar instruction per lane on SIMD CPU adapters (lavapipe); this is one
+// vector f32 division. Exact: f32 holds a, the rounded quotient is off by at most one, and the
+// remainder corrects it.
+fn divmod(a: u32, d: u32) -> vec2<u32> {
+    let q = u32(f32(a) / f32(d));
+    let r = i32(a) - i32(q * d);
+    let under = r < 0;
+    let over = r >= i32(d);
+    return vec2<u32>(select(select(q, q + 1u, over), q - 1u, under),
+                     u32(select(select(r, r - i32(d), over), r + i32(d), under)));
+}

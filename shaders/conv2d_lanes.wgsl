@@ -73,9 +73,11 @@ fn forward(
     let items = p.n * p.h * runs;
     let raw = gid.x + gid.z * nwg.x * WG_X;
     let item = min(raw, items - 1u);
-    let n = item / (p.h * runs);
-    let oy = item / runs % p.h;
-    let run = item % runs;
+    let row_run = divmod(item, runs);
+    let n_oy = divmod(row_run.x, p.h);
+    let n = n_oy.x;
+    let oy = n_oy.y;
+    let run = row_run.y;
     let plane4 = p.h * p.w / 4u;
     let row4 = p.w / 4u;
     let co0 = wid.y * TILE;
@@ -199,9 +201,11 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     for (var first = 0u; first < items; first += LANES) {
         let valid = first + lane < items;
         let item = min(first + lane, items - 1u);
-        let n = item / (p.h * runs);
-        let oy = item / runs % p.h;
-        let run = item % runs;
+        let row_run = divmod(item, runs);
+        let n_oy = divmod(row_run.x, p.h);
+        let n = n_oy.x;
+        let oy = n_oy.y;
+        let run = row_run.y;
         let zrow = n * p.cout * plane4 + oy * (p.w / 4u) + run * (PX / 4u);
         var g: array<array<f32, MAX_PX>, MAX_TILE>;
         for (var t = 0u; t < TILE; t++) {

@@ -59,8 +59,9 @@ fn dy_block(n: u32, c: u32, i: u32, j: u32) -> vec4<f32> {
 fn pixel_of(raw: u32) -> vec3<u32> {
     let plane = p.h * p.w;
     let item = min(raw, p.n * plane - 1u);
-    let pix = item % plane;
-    return vec3<u32>(item / plane, pix / p.w, pix % p.w);
+    let image_pix = divmod(item, plane);
+    let row_col = divmod(image_pix.y, p.w);
+    return vec3<u32>(image_pix.x, row_col.x, row_col.y);
 }
 
 // Grid: x enumerates (image, input pixel) in lane order, wrapping into z; y enumerates tiles of
@@ -157,7 +158,8 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             }
             for (var q = 0u; q < LANES; q++) {
                 let pix = min(first + q, plane - 1u);
-                let g = dy_block(n, co, pix / p.w, pix % p.w);
+                let row_col = divmod(pix, p.w);
+                let g = dy_block(n, co, row_col.x, row_col.y);
                 for (var t = 0u; t < LANES; t++) {
                     acc[t] = fma(vec4(xs[t][q]), g, acc[t]);
                 }

@@ -14,6 +14,9 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::device::{mib, Gpu};
 
+/// `divmod` in common.wgsl is exact for dividends below this (f32 division with a correction).
+pub const DIVMOD_LIMIT: usize = 1 << 24;
+
 /// A WGSL file compiled into the binary.
 pub struct Shader {
     pub name: &'static str,

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -154,7 +154,7 @@ impl Conv2d {
     /// so rows of a multiple of 8 or 4 pixels), if they apply on `gpu`.
     fn lane_run(&self, gpu: &Gpu) -> Option<usize> {
         let px = [8, 4].into_iter().find(|px| self.w % px == 0)?;
-        gpu.lane_kernels().then_some(px)
+        (gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT).then_some(px)
     }
 
     /// The `CROSSING` override of the CPU-lane kernels: 1 when a row of `px`-pixel runs can span

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
 use crate::ops::conv2d::{channel_sum, channel_tile, require_len, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
@@ -65,10 +65,16 @@ impl ConvTranspose2d {
         })
     }
 
+    /// Whether `conv_transpose2d_lanes.wgsl` applies: see [`Gpu::lane_kernels`]; its pixel
+    /// arithmetic (`divmod`) is exact below DIVMOD_LIMIT input pixels.
+    fn lane_kernels(&self, gpu: &Gpu) -> bool {
+        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT
+    }
+
     /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch.
     fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
-        if gpu.lane_kernels() {
+        if self.lane_kernels(gpu) {
             // (image, input pixel) items in lane order, wrapping into z.
             let spec =
                 KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
@@ -116,7 +122,7 @@ impl ConvTranspose2d {
         require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
         require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
-        if gpu.lane_kernels() {
+        if self.lane_kernels(gpu) {
             // One 8-lane subgroup per 8 input × 8 output channels.
             let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
