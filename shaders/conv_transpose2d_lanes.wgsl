@@ -137,7 +137,10 @@ fn backward_input(
 // One subgroup a workgroup, grid (tiles of 8 input channels, tiles of 8 output channels): lane l
 // owns output channel co0 + l and sums its 8 input channels' weights over every input pixel.
 // The 8 × 8 x values of 8 pixels are loaded one per lane per channel, then broadcast; each lane
-// loads its own dy blocks. No barriers, no workgroup memory.
+// loads its own dy, a vec4 per block row for two neighbouring pixels (the width is even, so a
+// pair never straddles rows). No barriers, no workgroup memory.
+@group(0) @binding(9) var<storage, read> dy4: array<vec4<f32>>;
+
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let ci0 = wid.x * LANES;
@@ -156,12 +159,16 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                     subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
                     subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
             }
-            for (var q = 0u; q < LANES; q++) {
-                let pix = min(first + q, plane - 1u);
-                let row_col = divmod(pix, p.w);
-                let g = dy_block(n, co, row_col.x, row_col.y);
+            for (var q = 0u; q < LANES; q += 2u) {
+                // Pixels first + q and + q + 1 (pairs past the plane meet zero x values).
+                let row_col = divmod(min(first + q, plane - 2u), p.w);
+                let top = block_top(n, co, row_col.x, row_col.y) / 2u;
+                let upper = dy4[top];
+                let lower = dy4[top + p.w / 2u];
+                let g0 = vec4<f32>(upper.xy, lower.xy);
+                let g1 = vec4<f32>(upper.zw, lower.zw);
                 for (var t = 0u; t < LANES; t++) {
-                    acc[t] = fma(vec4(xs[t][q]), g, acc[t]);
+                    acc[t] = fma(vec4(xs[t][q + 1u]), g1, fma(vec4(xs[t][q]), g0, acc[t]));
                 }
             }
         }

@@ -122,11 +122,12 @@ impl ConvTranspose2d {
         require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
         require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
-        if self.lane_kernels(gpu) {
-            // One 8-lane subgroup per 8 input × 8 output channels.
+        if self.lane_kernels(gpu) && self.w % 2 == 0 {
+            // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
+            // pairs (binding 9), so the width must be even.
             let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
-            return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dy), (7, dw)], grid);
+            return Dispatch::new(gpu, &spec, &params, &[(1, x), (9, dy), (7, dw)], grid);
         }
         let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
         let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
@@ -223,8 +224,10 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     ConvTranspose2d { n: 2, cin: 33, cout: 3, h: 4, w: 5 },
     ConvTranspose2d { n: 2, cin: 1, cout: 2, h: 3, w: 3 },
     ConvTranspose2d { n: 2, cin: 33, cout: 9, h: 31, w: 35 },
-    // Channel counts that fill whole 8-lane tiles and leave partial ones in both axes.
+    // Channel counts that fill whole 8-lane tiles and leave partial ones in both axes; planes
+    // of 6 pixels, so the last pixel pairs of a group of 8 lie past the plane.
     ConvTranspose2d { n: 3, cin: 16, cout: 17, h: 4, w: 6 },
+    ConvTranspose2d { n: 2, cin: 9, cout: 8, h: 3, w: 2 },
 ];
 
 pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
