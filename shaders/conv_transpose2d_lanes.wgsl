@@ -1,5 +1,6 @@
 // 2×2 stride-2 transposed convolution for SIMD-lane adapters (the CPU kernel variant; Mesa
-// lavapipe): the entry points of conv_transpose2d.wgsl, with the same bindings and results,
+// lavapipe): the entry points of conv_transpose2d.wgsl, with the same results (the gradients
+// read dy and write dx over pixel pairs, bindings 9 and 10, so they need an even width),
 // built on what conv2d_lanes.wgsl explains: storage loads are dear (a branchy loop over the 8
 // lanes each), subgroup broadcasts cheap. An operand that is the same for every lane is loaded
 // 8 values to a load, one per lane, and handed out by broadcasts. Needs 8-lane subgroups.
@@ -23,11 +24,12 @@ const LANES: u32 = 8u;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-// y, dy: the rows of a 2×2 block are vec2s (even offsets: the output width 2w is even).
+// y: the rows of a 2×2 block are vec2s (even offsets: the output width 2w is even).
 @group(0) @binding(4) var<storage, read_write> y: array<vec2<f32>>;
-@group(0) @binding(5) var<storage, read> dy: array<vec2<f32>>;
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<vec4<f32>>;
+// dy and dx over pixel pairs (even widths): a block row of two pixels is one vec4.
+@group(0) @binding(9) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> dx2: array<vec2<f32>>;
 
 // Lane t's value, for t < TILE, as seen by every lane (zeros past TILE).
 fn broadcast_tile(v: vec4<f32>) -> array<vec4<f32>, LANES> {
@@ -43,15 +45,9 @@ fn broadcast_tile(v: vec4<f32>) -> array<vec4<f32>, LANES> {
     return out;
 }
 
-// Index into y / dy (vec2s) of the top row of the 2×2 block of input pixel (i, j), channel c.
+// Index in vec2s into y / dy of the top row of the 2×2 block of input pixel (i, j), channel c.
 fn block_top(n: u32, c: u32, i: u32, j: u32) -> u32 {
     return (((n * p.cout + c) * 2u * p.h + 2u * i) * 2u * p.w + 2u * j) / 2u;
-}
-
-// The 2×2 block of dy at input pixel (i, j) of channel c, in weight order (a·2+c).
-fn dy_block(n: u32, c: u32, i: u32, j: u32) -> vec4<f32> {
-    let top = block_top(n, c, i, j);
-    return vec4<f32>(dy[top], dy[top + p.w]);
 }
 
 // The (image, input pixel) of linear item `raw`, clamped to the last one so every lane stays
@@ -103,7 +99,9 @@ fn forward(
 }
 
 // dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] · w[ci,co,a,c]; the grid of forward over input
-// channels: lane l loads the weights of input channel ci0 + l for each co.
+// channels and pixel pairs: each invocation owns two neighbouring input pixels (the width is
+// even), so its dy is two vec4s per output channel, one per block row; lane l loads the weights
+// of input channel ci0 + l for each co.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn backward_input(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -111,23 +109,28 @@ fn backward_input(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let raw = gid.x + gid.z * nwg.x * WG_X;
-    let at = pixel_of(raw);
     let plane = p.h * p.w;
+    let pairs = p.n * plane / 2u;
+    let at = pixel_of(2u * min(raw, pairs - 1u));
     let ci0 = wid.y * TILE;
     let last = p.cin - 1u;
     let wrow = min(ci0 + gid.x % LANES, last) * p.cout;
-    var acc: array<f32, LANES>;
+    var left: array<f32, LANES>;
+    var right: array<f32, LANES>;
     for (var co = 0u; co < p.cout; co++) {
-        let g = dy_block(at.x, co, at.y, at.z);
+        let top = block_top(at.x, co, at.y, at.z) / 2u;
+        let upper = dy4[top];
+        let lower = dy4[top + p.w / 2u];
         let ws = broadcast_tile(wt[wrow + co]);
         for (var t = 0u; t < TILE; t++) {
-            acc[t] += dot(g, ws[t]);
+            left[t] += dot(vec4<f32>(upper.xy, lower.xy), ws[t]);
+            right[t] += dot(vec4<f32>(upper.zw, lower.zw), ws[t]);
         }
     }
-    if (raw < p.n * plane) {
+    if (raw < pairs) {
         for (var t = 0u; t < TILE; t++) {
             if (ci0 + t < p.cin) {
-                dx[(at.x * p.cin + ci0 + t) * plane + at.y * p.w + at.z] = acc[t];
+                dx2[((at.x * p.cin + ci0 + t) * plane + at.y * p.w + at.z) / 2u] = vec2<f32>(left[t], right[t]);
             }
         }
     }
@@ -139,7 +142,6 @@ fn backward_input(
 // The 8 × 8 x values of 8 pixels are loaded one per lane per channel, then broadcast; each lane
 // loads its own dy, a vec4 per block row for two neighbouring pixels (the width is even, so a
 // pair never straddles rows). No barriers, no workgroup memory.
-@group(0) @binding(9) var<storage, read> dy4: array<vec4<f32>>;
 
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {

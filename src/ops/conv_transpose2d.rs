@@ -66,19 +66,20 @@ impl ConvTranspose2d {
     }
 
     /// Whether `conv_transpose2d_lanes.wgsl` applies: see [`Gpu::lane_kernels`]; its pixel
-    /// arithmetic (`divmod`) is exact below DIVMOD_LIMIT input pixels.
-    fn lane_kernels(&self, gpu: &Gpu) -> bool {
-        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT
+    /// arithmetic (`divmod`) is exact below DIVMOD_LIMIT input pixels, and its gradients take
+    /// input pixels in pairs, so they need an even width.
+    fn lane_kernels(&self, gpu: &Gpu, pairs: bool) -> bool {
+        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT && (!pairs || self.w % 2 == 0)
     }
 
-    /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch.
-    fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize) -> (KernelSpec, [u32; 3]) {
+    /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch; the lane
+    /// kernels' items are `pixels_per_item` input pixels each, in lane order, wrapping into z.
+    fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize, pixels_per_item: usize) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
-        if self.lane_kernels(gpu) {
-            // (image, input pixel) items in lane order, wrapping into z.
+        if self.lane_kernels(gpu, pixels_per_item == 2) {
             let spec =
                 KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
-            let [x, z, _] = grid_1d(self.n * self.h * self.w, WG_PIXELS);
+            let [x, z, _] = grid_1d(self.n * self.h * self.w / pixels_per_item, WG_PIXELS);
             return (spec, [x, channels.div_ceil(tile) as u32, z]);
         }
         let spec = KernelSpec::new("conv_transpose2d", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
@@ -101,7 +102,7 @@ impl ConvTranspose2d {
         require_len(w, self.weight_len(), "conv_transpose2d forward")?;
         require_len(b, self.cout, "conv_transpose2d forward")?;
         require_len(y, self.output_len(), "conv_transpose2d forward")?;
-        let (spec, grid) = self.tiled(gpu, "forward", self.cout);
+        let (spec, grid) = self.tiled(gpu, "forward", self.cout, 1);
         Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
     }
 
@@ -111,8 +112,14 @@ impl ConvTranspose2d {
         require_len(dy, self.output_len(), "conv_transpose2d backward_input")?;
         require_len(w, self.weight_len(), "conv_transpose2d backward_input")?;
         require_len(dx, self.input_len(), "conv_transpose2d backward_input")?;
-        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin);
-        Dispatch::new(gpu, &spec, &params, &[(5, dy), (2, w), (6, dx)], grid)
+        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, 2);
+        // The lane kernel reads dy and writes dx over pixel pairs (bindings 9 and 10).
+        let tensors = if spec.shader == "conv_transpose2d_lanes" {
+            [(9, dy), (2, w), (10, dx)]
+        } else {
+            [(5, dy), (2, w), (6, dx)]
+        };
+        Dispatch::new(gpu, &spec, &params, &tensors, grid)
     }
 
     /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`, reducing over the N·h·w input
@@ -122,9 +129,9 @@ impl ConvTranspose2d {
         require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
         require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
         require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
-        if self.lane_kernels(gpu) && self.w % 2 == 0 {
+        if self.lane_kernels(gpu, true) {
             // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
-            // pairs (binding 9), so the width must be even.
+            // pairs (binding 9).
             let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
             return Dispatch::new(gpu, &spec, &params, &[(1, x), (9, dy), (7, dw)], grid);
