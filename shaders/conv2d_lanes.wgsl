@@ -186,48 +186,71 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
 }
 
 // dw[co,ci,tap] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad].
-// One subgroup a workgroup, grid (input channel, tile of TILE output channels): lane l walks the
-// items l, l + 8, … (so the lanes always hold 8 consecutive runs, as forward), keeping TILE·K·K
-// sums; a subgroup sum ends it. No barriers, no workgroup memory.
+// One subgroup a workgroup, grid (input channel, tile of TILE output channels), keeping TILE·K·K
+// sums a lane; a subgroup sum ends it (no barriers, no workgroup memory). The lanes walk the
+// image down its rows so each step loads one new window row and keeps the K − 1 before it:
+// a row of `runs` runs is split into column blocks of up to 8 runs (lane = run within the
+// block); when a row has fewer than 8 runs the subgroup holds 8 / runs streams side by side,
+// each walking its own band of rows (of one image or another). Lanes left over are idle (zero
+// dz). CROSSING here means rows of more than 8 runs, whose block edges the edge lanes read.
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     let ci = wid.x;
     let co0 = wid.y * TILE;
     let runs = p.w / PX;
-    let items = p.n * p.h * runs;
     let plane4 = p.h * p.w / 4u;
     let kk = K * K;
+    let per_stream = min(runs, LANES);
+    let streams = LANES / per_stream;
+    let stream = lane / per_stream;
+    // Each image is cut into bands of rows, enough of them for every stream to have one.
+    let bands = (streams + p.n - 1u) / p.n;
+    let band = (p.h + bands - 1u) / bands;
+    let chunks = p.n * bands;
+    let blocks = (runs + LANES - 1u) / LANES;
     var acc: array<array<f32, 9>, MAX_TILE>;
-    for (var first = 0u; first < items; first += LANES) {
-        let valid = first + lane < items;
-        let item = min(first + lane, items - 1u);
-        let row_run = divmod(item, runs);
-        let n_oy = divmod(row_run.x, p.h);
-        let n = n_oy.x;
-        let oy = n_oy.y;
-        let run = row_run.y;
-        let zrow = n * p.cout * plane4 + oy * (p.w / 4u) + run * (PX / 4u);
-        var g: array<array<f32, MAX_PX>, MAX_TILE>;
-        for (var t = 0u; t < TILE; t++) {
-            let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
-            let lo = select(vec4<f32>(), dz[zi], valid);
-            var hi = vec4<f32>();
-            if (PX == 8u) {
-                hi = select(vec4<f32>(), dz[zi + 1u], valid);
-            }
-            g[t] = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-        }
+    for (var group = 0u; group < chunks; group += streams) {
+        let chunk = min(group + min(stream, streams - 1u), chunks - 1u);
+        let chunk_valid = stream < streams && group + stream < chunks;
+        let image_band = divmod(chunk, bands);
+        let n = image_band.x;
+        let oy0 = image_band.y * band;
         let xplane = (n * p.cin + ci) * plane4;
-        for (var ky = 0u; ky < K; ky++) {
-            let row = window_row(xplane, oy, ky, run, runs, lane);
-            for (var kx = 0u; kx < K; kx++) {
-                let shift = kx + 1u - K / 2u;
+        for (var block = 0u; block < blocks; block++) {
+            let raw_run = block * LANES + lane % per_stream;
+            let lane_valid = chunk_valid && raw_run < runs;
+            let run = min(raw_run, runs - 1u);
+            // rows[ky]: the window row ky of the current output row; the first K − 1 carry over.
+            var rows: array<array<f32, MAX_PX + 2u>, 3>;
+            for (var ky = 0u; ky + 1u < K; ky++) {
+                rows[ky] = window_row(xplane, oy0, ky, run, runs, lane);
+            }
+            for (var step = 0u; step < band; step++) {
+                let oy = oy0 + step;
+                let valid = lane_valid && oy < p.h;
+                rows[K - 1u] = window_row(xplane, oy, K - 1u, run, runs, lane);
+                let zrow = n * p.cout * plane4 + min(oy, p.h - 1u) * (p.w / 4u) + run * (PX / 4u);
                 for (var t = 0u; t < TILE; t++) {
-                    var s = acc[t][ky * K + kx];
-                    for (var q = 0u; q < PX; q++) {
-                        s = fma(g[t][q], row[q + shift], s);
+                    let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
+                    let lo = select(vec4<f32>(), dz[zi], valid);
+                    var hi = vec4<f32>();
+                    if (PX == 8u) {
+                        hi = select(vec4<f32>(), dz[zi + 1u], valid);
                     }
-                    acc[t][ky * K + kx] = s;
+                    let g = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+                    for (var ky = 0u; ky < K; ky++) {
+                        for (var kx = 0u; kx < K; kx++) {
+                            let shift = kx + 1u - K / 2u;
+                            var sum = acc[t][ky * K + kx];
+                            for (var q = 0u; q < PX; q++) {
+                                sum = fma(g[q], rows[ky][q + shift], sum);
+                            }
+                            acc[t][ky * K + kx] = sum;
+                        }
+                    }
+                }
+                for (var ky = 0u; ky + 1u < K; ky++) {
+                    rows[ky] = rows[ky + 1u];
                 }
             }
         }

@@ -244,7 +244,8 @@ impl Conv2d {
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
-                .constant("CROSSING", self.rows_cross_subgroups(px));
+                // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
+                .constant("CROSSING", if self.w / px > LANES as usize { 1.0 } else { 0.0 });
             let grid = [self.cin as u32, self.cout.div_ceil(tile) as u32, 1];
             return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
         }
