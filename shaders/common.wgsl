@@ -23,3 +23,16 @@ fn divmod(a: u32, d: u32) -> vec2<u32> {
     return vec2<u32>(select(select(q, q + 1u, over), q - 1u, under),
                      u32(select(select(r, r - i32(d), over), r + i32(d), under)));
 }
+
+// The shape every convolution kernel (conv2d*, conv_transpose2d*) reads; `ConvParams` in
+// src/ops/conv2d.rs is its Rust side.
+struct ConvParams {
+    n: u32,
+    cin: u32,
+    cout: u32,
+    h: u32,
+    w: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}

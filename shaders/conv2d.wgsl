@@ -9,16 +9,7 @@
 // sums meet in a tree reduction in workgroup memory. The driver picks SPLIT from the pixel
 // count, so tiny and huge reductions both keep every lane busy.
 
-struct Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
 // Kernel size: 1 or 3 (padding K / 2).
 override K: u32 = 3u;
@@ -44,7 +35,7 @@ const MAX_SPAN: u32 = MAX_PX + 2u;
 // Offsets in one window (K rows of the span); at most 32, one bit each in a u32 mask.
 const MAX_WINDOW: u32 = MAX_SPAN * 3u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -87,7 +78,7 @@ fn window_row(plane_start: u32, ky: u32, off: ptr<function, array<u32, MAX_WINDO
 }
 
 // Forward: y[n,co,oy,ox] = act(b[co] + Σ_ci Σ_ky,kx x[n,ci,oy+ky−pad,ox+kx−pad] · w[co,ci,ky,kx]).
-// With TRANSPOSE it is the input gradient, bound as x ← dz, y ← dx, with Params.cin / cout the
+// With TRANSPOSE it is the input gradient, bound as x ← dz, y ← dx, with ConvParams.cin / cout the
 // layer's cout / cin: dx[n,ci,iy,ix] = Σ_co Σ_ky,kx dz[n,co,iy−ky+pad,ix−kx+pad] · w[co,ci,ky,kx],
 // the same sum over the same window with the kernel flipped and its channel axes swapped.
 //
@@ -229,7 +220,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 }
 
 // db[c] = Σ_n,pixel dz[n,c,pixel]; grid (channel groups); each group sums one channel.
-// SLOTS = 1. Also the bias gradient of conv_transpose2d (Params.cout channels of h×w each).
+// SLOTS = 1. Also the bias gradient of conv_transpose2d (ConvParams.cout channels of h×w each).
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wid.x * (WG_X / SPLIT) + lid / SPLIT;

@@ -12,16 +12,7 @@
 // - keeps PX = 8 pixels × TILE output channels of sums in registers and uses fma().
 // Needs the subgroup feature with 8-lane subgroups; GPUs use conv2d.wgsl.
 
-struct Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
 // Kernel size: 1 or 3 (padding K / 2).
 override K: u32 = 3u;
@@ -42,7 +33,7 @@ const MAX_TILE: u32 = 4u;
 // Weight slots one subgroup loads per input channel: TILE·K·K rounded up to whole loads.
 const MAX_WEIGHT_LOADS: u32 = (MAX_TILE * 9u + LANES - 1u) / LANES;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -265,7 +256,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
 }
 
-// db[c] = Σ_n,pixel dz[n,c,pixel] for planes of a multiple of 4 pixels (Params.h·w), Params.cout
+// db[c] = Σ_n,pixel dz[n,c,pixel] for planes of a multiple of 4 pixels (ConvParams.h·w), ConvParams.cout
 // channels: one subgroup a channel, vec4 loads, a subgroup sum. Also conv_transpose2d's.
 @compute @workgroup_size(8, 1, 1)
 fn backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {

@@ -15,16 +15,7 @@
 // from the pixel count.
 // The bias gradient is conv2d.wgsl's backward_bias (a per-channel sum over N·2h·2w).
 
-struct Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
 // Channels per invocation: at most MAX_TILE in forward / backward_input, MAX_WEIGHT_TILE in
 // backward_weight.
@@ -34,7 +25,7 @@ override SPLIT: u32 = 64u;
 const MAX_TILE: u32 = 8u;
 const MAX_WEIGHT_TILE: u32 = 4u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

@@ -5,22 +5,13 @@
 // lanes each), subgroup broadcasts cheap. An operand that is the same for every lane is loaded
 // 8 values to a load, one per lane, and handed out by broadcasts. Needs 8-lane subgroups.
 
-struct Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
 // Channels per invocation of forward / backward_input (at most LANES).
 override TILE: u32 = 8u;
 const LANES: u32 = 8u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

@@ -22,15 +22,17 @@ pub struct Conv2d {
     pub relu: bool,
 }
 
+/// `ConvParams` in common.wgsl: the shape every convolution kernel reads (conv2d and
+/// conv_transpose2d, both variants).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    _pad: [u32; 3],
+pub(crate) struct ConvParams {
+    pub(crate) n: u32,
+    pub(crate) cin: u32,
+    pub(crate) cout: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL):
@@ -108,13 +110,13 @@ pub(crate) fn channel_sum(
     if plane % 4 == 0 && gpu.lane_kernels() {
         // One 8-lane subgroup a channel, reading vec4s; a 1 × plane image as below.
         let spec = KernelSpec::new("conv2d_lanes", "backward_bias", [LANES, 1, 1]);
-        let params = Params { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
+        let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
         return Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [channels as u32, 1, 1]);
     }
     let r = Reduction::new(channels, n * plane, 1);
     let spec = r.spec("conv2d", "backward_bias").constant("SLOTS", 1.0);
     // A 1 × plane image: backward_bias only reads the pixel count h·w.
-    let params = Params { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
+    let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
     Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [r.groups, 1, 1])
 }
 
@@ -133,14 +135,14 @@ impl Conv2d {
         2 * (self.output_len() * self.cin * self.k * self.k) as u64
     }
 
-    fn params(&self) -> Result<Params> {
+    fn params(&self) -> Result<ConvParams> {
         if self.k != 1 && self.k != 3 {
             bail!("conv2d supports 1×1 and 3×3 kernels, not {0}×{0}", self.k);
         }
         if [self.n, self.cin, self.cout, self.h, self.w].contains(&0) {
             bail!("conv2d with an empty dimension: {self:?}");
         }
-        Ok(Params {
+        Ok(ConvParams {
             n: self.n as u32,
             cin: self.cin as u32,
             cout: self.cout as u32,
@@ -220,9 +222,9 @@ impl Conv2d {
 
     /// dx from dz, the gradient w.r.t. the PRE-activation output (the graph applies
     /// relu_backward first when relu is fused): the forward kernel over dz with the kernel
-    /// transposed, so Params swaps cin and cout.
+    /// transposed, so ConvParams swaps cin and cout.
     pub fn backward_input(&self, gpu: &Gpu, dz: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        let params = Params { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
+        let params = ConvParams { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
         require_len(dz, self.output_len(), "conv2d backward_input")?;
         require_len(w, self.weight_len(), "conv2d backward_input")?;
         require_len(dx, self.input_len(), "conv2d backward_input")?;

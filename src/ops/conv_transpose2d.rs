@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
-use crate::ops::conv2d::{channel_sum, channel_tile, require_len, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
+use crate::ops::conv2d::{channel_sum, channel_tile, require_len, ConvParams, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
 const MAX_TILE: usize = 8;
@@ -22,17 +22,6 @@ pub struct ConvTranspose2d {
     pub cout: usize,
     pub h: usize,
     pub w: usize,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    cin: u32,
-    cout: u32,
-    h: u32,
-    w: u32,
-    _pad: [u32; 3],
 }
 
 impl ConvTranspose2d {
@@ -51,11 +40,11 @@ impl ConvTranspose2d {
         2 * (self.output_len() * self.cin) as u64
     }
 
-    fn params(&self) -> Result<Params> {
+    fn params(&self) -> Result<ConvParams> {
         if [self.n, self.cin, self.cout, self.h, self.w].contains(&0) {
             bail!("conv_transpose2d with an empty dimension: {self:?}");
         }
-        Ok(Params {
+        Ok(ConvParams {
             n: self.n as u32,
             cin: self.cin as u32,
             cout: self.cout as u32,
