@@ -58,7 +58,7 @@ struct ModelArgs {
     #[arg(long, default_value_t = 32)]
     filters: usize,
     /// Dropout probability (resunet).
-    #[arg(long, default_value_t = wgunet::model::DEFAULT_DROPOUT)]
+    #[arg(long, default_value_t = wgunet::model::DEFAULT_DROPOUT, value_parser = dropout_probability)]
     dropout: f32,
     /// 1: binary masks, one sigmoid output. K (2 to 255): masks whose pixel values are class
     /// ids 0..K, K outputs and a softmax.
@@ -102,19 +102,19 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         channels: usize,
         /// Batch size the memory plan is made for.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
         batch: usize,
     },
     /// Pair images with masks in DIR and write reproducible train/test lists (no copying).
     Split {
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = 0.7)]
+        #[arg(long, default_value_t = 0.7, value_parser = train_fraction)]
         train: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Use at most this many pairs.
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         max_images: Option<usize>,
         /// Folder for train.txt and test.txt.
         #[arg(long)]
@@ -193,11 +193,11 @@ enum Command {
         model: ModelArgs,
         #[arg(long, default_value_t = 3)]
         channels: usize,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
         batch: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = at_least_one)]
         steps: usize,
         /// Also time every kernel of a training step on its own.
         #[arg(long)]
@@ -211,7 +211,7 @@ enum Command {
 #[derive(Args, Clone)]
 struct InferArgs {
     /// Images (or tiles) per GPU batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     batch: usize,
     /// Segment each image at its own size in overlapping tiles of the model's size (sliding
     /// window) instead of resizing it; smaller images are padded by reflection.
@@ -244,6 +244,39 @@ impl InferArgs {
     }
 }
 
+/// `--batch`, `--epochs`, `--max-images`, `--steps`: a count of at least 1 (0 would train on
+/// nothing, or silently as 1).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// `--lr`: finite and above 0.
+fn learning_rate(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a learning rate: give a finite number above 0, e.g. 1e-3")),
+    }
+}
+
+/// `--train`: the training share of a split, strictly between 0 and 1 (both parts non-empty).
+fn train_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction in the open interval (0, 1), e.g. 0.7")),
+    }
+}
+
+/// `--dropout`: a probability in [0, 1).
+fn dropout_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a dropout probability in [0, 1)")),
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Dataset folder (image/mask pairs in any supported layout). Omit for the built-in data.
@@ -255,9 +288,9 @@ struct TrainArgs {
     #[arg(long, requires = "train_list")]
     test_list: Option<PathBuf>,
     /// Fraction of pairs used for training (the rest is the test split).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = train_fraction)]
     train: f64,
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     max_images: Option<usize>,
     /// Number of built-in synthetic slices when no --data is given.
     #[arg(long, default_value_t = 600)]
@@ -269,12 +302,12 @@ struct TrainArgs {
     /// Input channels (default: from the data; grayscale stays grayscale).
     #[arg(long)]
     channels: Option<usize>,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     batch: usize,
     /// Adam learning rate (Keras' default).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
     lr: f32,
     /// Decoupled weight decay (AdamW); 0 is plain Adam.
     #[arg(long, default_value_t = 0.0)]
@@ -298,12 +331,31 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     bench::mark_process_start();
+    give_driver_a_runtime_dir();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` (several times)
+/// when the variable is unset or names no folder, as on servers and in containers. Before any
+/// thread starts or the instance opens, point it at a private (0700) folder of our own.
+fn give_driver_a_runtime_dir() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if valid {
+        return;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    // A folder per process: a shared name could belong to another user of the machine.
+    let dir = std::env::temp_dir().join(format!("wgunet-runtime-{}", std::process::id()));
+    if builder.create(&dir).is_ok() || dir.is_dir() {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
     }
 }
 

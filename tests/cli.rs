@@ -352,3 +352,52 @@ fn compare_tabulates_each_architecture() {
     assert!(out.join("comparison.md").is_file());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Numbers outside their range are refused while parsing (exit code 2, clap's usage error), with
+/// the valid range in the message, before any data is read or any adapter opened.
+#[test]
+fn out_of_range_numbers_are_refused_at_parse_time() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["train", "--lr", "nan"], "finite number above 0"),
+        (&["train", "--lr", "0"], "finite number above 0"),
+        (&["train", "--lr=-1e-3"], "finite number above 0"),
+        (&["train", "--lr", "inf"], "finite number above 0"),
+        (&["train", "--batch", "0"], "at least 1"),
+        (&["train", "--epochs", "0"], "at least 1"),
+        (&["train", "--max-images", "0"], "at least 1"),
+        (&["train", "--train", "1.5"], "open interval (0, 1)"),
+        (&["train", "--train", "0"], "open interval (0, 1)"),
+        (&["train", "--dropout", "1"], "[0, 1)"),
+        (&["split", "--data", "x", "--out", "y", "--train", "1"], "open interval (0, 1)"),
+        (&["bench", "--steps", "0"], "at least 1"),
+        (&["eval", "--model", "x", "--batch", "0"], "at least 1"),
+    ];
+    for (args, range) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
+            .args(*args)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .expect("wgunet runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "wgunet {} should be a usage error:\n{err}", args.join(" "));
+        assert!(err.contains(range), "wgunet {}: the message should give the range '{range}':\n{err}", args.join(" "));
+    }
+}
+
+/// Without XDG_RUNTIME_DIR (servers, containers) the driver says nothing about it: the binary
+/// gives it a private folder before opening the adapter.
+#[test]
+fn no_driver_noise_without_xdg_runtime_dir() {
+    for value in [None, Some("/nonexistent/wgunet-runtime")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wgunet"));
+        command.args(["devices"]);
+        match value {
+            None => command.env_remove("XDG_RUNTIME_DIR"),
+            Some(v) => command.env("XDG_RUNTIME_DIR", v),
+        };
+        let out = command.output().expect("wgunet runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "wgunet devices failed:\n{err}");
+        assert!(!err.contains("XDG_RUNTIME_DIR"), "driver noise with XDG_RUNTIME_DIR={value:?}:\n{err}");
+    }
+}
