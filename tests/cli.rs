@@ -83,14 +83,19 @@ fn write_class_dataset(dir: &Path, count: usize) {
 }
 
 /// `wgunet ARGS` that must fail; returns its stderr.
-fn wgunet_fails(args: &[&str]) -> String {
+/// Runs wgunet: its exit code and stderr.
+fn wgunet_exit(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
         .expect("wgunet runs");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "wgunet {} succeeded:\n{err}", args.join(" "));
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn wgunet_fails(args: &[&str]) -> String {
+    let (code, err) = wgunet_exit(args);
+    assert_ne!(code, Some(0), "wgunet {} succeeded:\n{err}", args.join(" "));
     err
 }
 
@@ -373,13 +378,8 @@ fn out_of_range_numbers_are_refused_at_parse_time() {
         (&["eval", "--model", "x", "--batch", "0"], "at least 1"),
     ];
     for (args, range) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
-            .args(*args)
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .output()
-            .expect("wgunet runs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "wgunet {} should be a usage error:\n{err}", args.join(" "));
+        let (code, err) = wgunet_exit(args);
+        assert_eq!(code, Some(2), "wgunet {} should be a usage error:\n{err}", args.join(" "));
         assert!(err.contains(range), "wgunet {}: the message should give the range '{range}':\n{err}", args.join(" "));
     }
 }

@@ -107,16 +107,15 @@ pub(crate) fn channel_sum(
 ) -> Result<Dispatch> {
     require_len(dz, n * channels * plane, "bias gradient")?;
     require_len(db, channels, "bias gradient")?;
+    // A 1 × plane image: backward_bias only reads the pixel count h·w.
+    let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
     if plane % 4 == 0 && gpu.lane_kernels() {
-        // One 8-lane subgroup a channel, reading vec4s; a 1 × plane image as below.
+        // One 8-lane subgroup a channel, reading vec4s.
         let spec = KernelSpec::new("conv2d_lanes", "backward_bias", [LANES, 1, 1]);
-        let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
         return Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [channels as u32, 1, 1]);
     }
     let r = Reduction::new(channels, n * plane, 1);
     let spec = r.spec("conv2d", "backward_bias").constant("SLOTS", 1.0);
-    // A 1 × plane image: backward_bias only reads the pixel count h·w.
-    let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
     Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [r.groups, 1, 1])
 }
 
