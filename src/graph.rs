@@ -1,19 +1,22 @@
 //! The model as a static graph, and its compilation into a [`Program`]: the forward steps, the
 //! loss, and the backward steps derived by reverse-mode differentiation over our op set.
 //!
-//! A [`Program`] is a flat list of kernel [`Step`]s over numbered logical buffers. Two
-//! interpreters run it: [`crate::executor`] on the GPU (one `Dispatch` per step, buffers placed
-//! by a memory plan) and [`reference::run`] on the CPU in f64 with the ops' reference functions
-//! — the test that the whole network's gradients agree compares the two.
+//! A graph node holds a [`Layer`] and a [`Program`] is a flat list of [`Step`]s, each holding a
+//! [`Kernel`], over numbered logical buffers (see [`rule`]). Each op's layer and kernels live
+//! beside its WGSL in `src/ops/`; this module knows none of them by name but `Add` (which sums
+//! gradients) and the loss kernels. Two interpreters run a program: [`crate::executor`] on the
+//! GPU (one `Dispatch` per step, buffers placed by a memory plan) and [`reference::run`] on the
+//! CPU in f64 with the ops' reference functions — the test that the whole network's gradients
+//! agree compares the two.
 
-use crate::ops::batchnorm::BatchNorm;
-use crate::ops::concat::ChannelSlice;
-use crate::ops::conv2d::Conv2d;
-use crate::ops::conv_transpose2d::ConvTranspose2d;
-use crate::ops::dropout::Dropout;
-use crate::ops::gate::Gate;
-use crate::ops::loss::SoftmaxCe;
-use crate::ops::pool::{MaxPool2d, Upsample2x};
+use std::sync::Arc;
+
+use crate::ops::loss::{ClassLabels, LossSum, SigmoidBceLoss, SoftDiceGrad, SoftDiceSums, SoftmaxCe, SoftmaxCeLoss};
+
+pub mod reference;
+pub mod rule;
+
+pub use rule::{Backward, CpuBuffers, Forward, GpuBuffers, Kernel, Layer, Step};
 
 pub type TensorId = usize;
 pub type ParamId = usize;
@@ -61,63 +64,11 @@ pub enum Init {
     Ones,
 }
 
+/// What a node computes: the network's input, or a layer.
 #[derive(Clone, Debug)]
 pub enum Op {
     Input,
-    Conv2d {
-        x: TensorId,
-        w: ParamId,
-        b: ParamId,
-        s: Conv2d,
-    },
-    ConvTranspose2d {
-        x: TensorId,
-        w: ParamId,
-        b: ParamId,
-        s: ConvTranspose2d,
-    },
-    MaxPool {
-        x: TensorId,
-        s: MaxPool2d,
-    },
-    Upsample {
-        x: TensorId,
-        s: Upsample2x,
-    },
-    Concat {
-        parts: Vec<TensorId>,
-    },
-    /// Per-channel batch normalisation: batch statistics in training programs (updating the
-    /// running ones), the running statistics otherwise.
-    BatchNorm {
-        x: TensorId,
-        gamma: ParamId,
-        beta: ParamId,
-        mean: ParamId,
-        var: ParamId,
-        s: BatchNorm,
-    },
-    /// Inverted dropout in training programs; the identity otherwise.
-    Dropout {
-        x: TensorId,
-        s: Dropout,
-    },
-    Add {
-        a: TensorId,
-        b: TensorId,
-    },
-    Relu {
-        x: TensorId,
-    },
-    Sigmoid {
-        x: TensorId,
-    },
-    /// `x` [n, c, h, w] times the gate `a` [n, 1, h, w], broadcast over channels.
-    Gate {
-        x: TensorId,
-        a: TensorId,
-        s: Gate,
-    },
+    Layer(Arc<dyn Layer>),
 }
 
 #[derive(Clone, Debug)]
@@ -127,7 +78,8 @@ pub struct Node {
     pub shape: Shape,
 }
 
-/// A network for one batch size. Node `i` produces tensor `i`.
+/// A network for one batch size. Node `i` produces tensor `i`. Each op's builder method
+/// (`conv`, `relu`, …) lives beside its layer in `src/ops/`.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub nodes: Vec<Node>,
@@ -139,118 +91,27 @@ impl Graph {
         self.nodes[t].shape
     }
 
-    fn push(&mut self, name: String, op: Op, shape: Shape) -> TensorId {
-        self.nodes.push(Node { name, op, shape });
+    /// Appends a node computing `layer`.
+    pub(crate) fn push(&mut self, name: &str, layer: impl Layer, shape: Shape) -> TensorId {
+        self.nodes.push(Node { name: name.into(), op: Op::Layer(Arc::new(layer)), shape });
         self.nodes.len() - 1
     }
 
-    fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> ParamId {
+    /// A trained parameter.
+    pub(crate) fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> ParamId {
         self.params.push(ParamInfo { name, shape, init, trained: true });
         self.params.len() - 1
     }
 
-    fn state(&mut self, name: String, shape: Vec<usize>, init: Init) -> ParamId {
+    /// Untrained state saved with the parameters.
+    pub(crate) fn state(&mut self, name: String, shape: Vec<usize>, init: Init) -> ParamId {
         self.params.push(ParamInfo { name, shape, init, trained: false });
         self.params.len() - 1
     }
 
     pub fn input(&mut self, shape: Shape) -> TensorId {
-        self.push("input".into(), Op::Input, shape)
-    }
-
-    /// `k`×`k` convolution, padding "same", with bias and optional fused ReLU.
-    pub fn conv(&mut self, name: &str, x: TensorId, cout: usize, k: usize, relu: bool) -> TensorId {
-        let [n, cin, h, w] = self.shape(x);
-        let s = Conv2d { n, cin, cout, h, w, k, relu };
-        let wp = self.param(
-            format!("{name}.weight"),
-            vec![cout, cin, k, k],
-            if relu {
-                Init::HeUniform { fan_in: cin * k * k }
-            } else {
-                Init::GlorotUniform { fan_in: cin * k * k, fan_out: cout * k * k }
-            },
-        );
-        let bp = self.param(format!("{name}.bias"), vec![cout], Init::Zeros);
-        self.push(name.into(), Op::Conv2d { x, w: wp, b: bp, s }, [n, cout, h, w])
-    }
-
-    /// 2×2 transposed convolution with stride 2 (doubles H and W).
-    pub fn conv_transpose(&mut self, name: &str, x: TensorId, cout: usize) -> TensorId {
-        let [n, cin, h, w] = self.shape(x);
-        let s = ConvTranspose2d { n, cin, cout, h, w };
-        // Keras computes the fans of a transposed kernel from its (k, k, out, in) shape.
-        let wp = self.param(
-            format!("{name}.weight"),
-            vec![cin, cout, 2, 2],
-            Init::GlorotUniform { fan_in: cout * 4, fan_out: cin * 4 },
-        );
-        let bp = self.param(format!("{name}.bias"), vec![cout], Init::Zeros);
-        self.push(name.into(), Op::ConvTranspose2d { x, w: wp, b: bp, s }, [n, cout, 2 * h, 2 * w])
-    }
-
-    pub fn max_pool(&mut self, name: &str, x: TensorId) -> TensorId {
-        let [n, c, h, w] = self.shape(x);
-        self.push(name.into(), Op::MaxPool { x, s: MaxPool2d { n, c, h, w } }, [n, c, h / 2, w / 2])
-    }
-
-    pub fn upsample(&mut self, name: &str, x: TensorId) -> TensorId {
-        let [n, c, h, w] = self.shape(x);
-        self.push(name.into(), Op::Upsample { x, s: Upsample2x { n, c, h, w } }, [n, c, 2 * h, 2 * w])
-    }
-
-    pub fn concat(&mut self, name: &str, parts: &[TensorId]) -> TensorId {
-        let [n, _, h, w] = self.shape(parts[0]);
-        for &p in parts {
-            let [pn, _, ph, pw] = self.shape(p);
-            assert!((pn, ph, pw) == (n, h, w), "concat {name}: parts differ in batch or spatial size");
-        }
-        let c = parts.iter().map(|&p| self.shape(p)[1]).sum();
-        self.push(name.into(), Op::Concat { parts: parts.to_vec() }, [n, c, h, w])
-    }
-
-    /// Batch normalisation with Keras' defaults (ε 1e-3, momentum 0.99): trained γ (ones) and
-    /// β (zeros), and running statistics (mean zeros, variance ones) as untrained state.
-    pub fn batch_norm(&mut self, name: &str, x: TensorId) -> TensorId {
-        let shape = self.shape(x);
-        let [n, c, h, w] = shape;
-        let gamma = self.param(format!("{name}.gamma"), vec![c], Init::Ones);
-        let beta = self.param(format!("{name}.beta"), vec![c], Init::Zeros);
-        let mean = self.state(format!("{name}.running_mean"), vec![c], Init::Zeros);
-        let var = self.state(format!("{name}.running_var"), vec![c], Init::Ones);
-        let s = BatchNorm::keras(n, c, h * w);
-        self.push(name.into(), Op::BatchNorm { x, gamma, beta, mean, var, s }, shape)
-    }
-
-    /// Dropout with drop probability `p`; each dropout layer draws its own mask stream.
-    pub fn dropout(&mut self, name: &str, x: TensorId, p: f32) -> TensorId {
-        let shape = self.shape(x);
-        let stream = self.nodes.iter().filter(|n| matches!(n.op, Op::Dropout { .. })).count() as u32;
-        self.push(name.into(), Op::Dropout { x, s: Dropout { n: numel(&shape), p, stream } }, shape)
-    }
-
-    pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> TensorId {
-        let shape = self.shape(a);
-        assert_eq!(shape, self.shape(b), "add {name}: shapes differ");
-        self.push(name.into(), Op::Add { a, b }, shape)
-    }
-
-    pub fn relu(&mut self, name: &str, x: TensorId) -> TensorId {
-        let shape = self.shape(x);
-        self.push(name.into(), Op::Relu { x }, shape)
-    }
-
-    pub fn sigmoid(&mut self, name: &str, x: TensorId) -> TensorId {
-        let shape = self.shape(x);
-        self.push(name.into(), Op::Sigmoid { x }, shape)
-    }
-
-    /// `x` scaled per pixel by the one-channel `a` of the same batch and spatial size.
-    pub fn gate(&mut self, name: &str, x: TensorId, a: TensorId) -> TensorId {
-        let shape = self.shape(x);
-        let [n, c, h, w] = shape;
-        assert_eq!(self.shape(a), [n, 1, h, w], "gate {name}: the gate must be one channel of x's size");
-        self.push(name.into(), Op::Gate { x, a, s: Gate { n, c, hw: h * w } }, shape)
+        self.nodes.push(Node { name: "input".into(), op: Op::Input, shape });
+        self.nodes.len() - 1
     }
 
     /// Trained parameters (what the optimizer updates).
@@ -268,9 +129,8 @@ impl Graph {
         self.nodes
             .iter()
             .map(|n| match &n.op {
-                Op::Conv2d { s, .. } => s.flops(),
-                Op::ConvTranspose2d { s, .. } => s.flops(),
-                _ => 0,
+                Op::Input => 0,
+                Op::Layer(l) => l.flops(),
             })
             .sum()
     }
@@ -334,275 +194,6 @@ impl Loss {
     /// Whether this loss trains K-class (softmax) rather than binary (sigmoid) models.
     pub fn multiclass(self) -> bool {
         self == Loss::Ce
-    }
-}
-
-/// One kernel launch (or a short fixed sequence of them) over logical buffers. Parameters live in
-/// one arena (`ParamId`s index it); their gradients in another of the same layout; untrained
-/// state (running statistics) beside them (see [`crate::executor::ParamArena`]).
-#[derive(Clone, Debug)]
-pub enum Step {
-    Conv2dForward {
-        s: Conv2d,
-        x: BufId,
-        w: ParamId,
-        b: ParamId,
-        y: BufId,
-    },
-    Conv2dBackwardInput {
-        s: Conv2d,
-        dz: BufId,
-        w: ParamId,
-        dx: BufId,
-    },
-    Conv2dBackwardWeight {
-        s: Conv2d,
-        x: BufId,
-        dz: BufId,
-        dw: ParamId,
-    },
-    Conv2dBackwardBias {
-        s: Conv2d,
-        dz: BufId,
-        db: ParamId,
-    },
-    ConvTForward {
-        s: ConvTranspose2d,
-        x: BufId,
-        w: ParamId,
-        b: ParamId,
-        y: BufId,
-    },
-    ConvTBackwardInput {
-        s: ConvTranspose2d,
-        dy: BufId,
-        w: ParamId,
-        dx: BufId,
-    },
-    ConvTBackwardWeight {
-        s: ConvTranspose2d,
-        x: BufId,
-        dy: BufId,
-        dw: ParamId,
-    },
-    ConvTBackwardBias {
-        s: ConvTranspose2d,
-        dy: BufId,
-        db: ParamId,
-    },
-    MaxPoolForward {
-        s: MaxPool2d,
-        x: BufId,
-        y: BufId,
-    },
-    MaxPoolBackward {
-        s: MaxPool2d,
-        x: BufId,
-        dy: BufId,
-        dx: BufId,
-    },
-    UpsampleForward {
-        s: Upsample2x,
-        x: BufId,
-        y: BufId,
-    },
-    UpsampleBackward {
-        s: Upsample2x,
-        dy: BufId,
-        dx: BufId,
-    },
-    SliceInsert {
-        s: ChannelSlice,
-        part: BufId,
-        whole: BufId,
-    },
-    SliceExtract {
-        s: ChannelSlice,
-        whole: BufId,
-        part: BufId,
-    },
-    ReluBackward {
-        y: BufId,
-        dy: BufId,
-        dx: BufId,
-    },
-    Add {
-        a: BufId,
-        b: BufId,
-        y: BufId,
-    },
-    Relu {
-        x: BufId,
-        y: BufId,
-    },
-    Sigmoid {
-        x: BufId,
-        y: BufId,
-    },
-    SigmoidBackward {
-        y: BufId,
-        dy: BufId,
-        dx: BufId,
-    },
-    /// Batch statistics into `stats` [c, 2] (kept for backward), the running statistics `mean`
-    /// and `var` (untrained parameters) updated in place, and the normalised `y`.
-    BatchNormTrain {
-        s: BatchNorm,
-        x: BufId,
-        gamma: ParamId,
-        beta: ParamId,
-        mean: ParamId,
-        var: ParamId,
-        y: BufId,
-        stats: BufId,
-    },
-    /// Normalises with the running statistics.
-    BatchNormInfer {
-        s: BatchNorm,
-        x: BufId,
-        gamma: ParamId,
-        beta: ParamId,
-        mean: ParamId,
-        var: ParamId,
-        y: BufId,
-    },
-    /// dx, and the gradients of γ and β.
-    BatchNormBackward {
-        s: BatchNorm,
-        x: BufId,
-        gamma: ParamId,
-        stats: BufId,
-        dy: BufId,
-        dx: BufId,
-        dgamma: ParamId,
-        dbeta: ParamId,
-    },
-    /// Its mask comes from the executor's one dropout rng buffer (seed, step) and `s.stream`.
-    DropoutForward {
-        s: Dropout,
-        x: BufId,
-        y: BufId,
-    },
-    DropoutBackward {
-        s: Dropout,
-        dy: BufId,
-        dx: BufId,
-    },
-    GateForward {
-        s: Gate,
-        x: BufId,
-        a: BufId,
-        y: BufId,
-    },
-    GateBackwardInput {
-        s: Gate,
-        a: BufId,
-        dy: BufId,
-        dx: BufId,
-    },
-    GateBackwardGate {
-        s: Gate,
-        x: BufId,
-        dy: BufId,
-        da: BufId,
-    },
-    /// Writes per-element losses and the logits' gradient.
-    SigmoidBce {
-        elems: usize,
-        logits: BufId,
-        target: BufId,
-        loss: BufId,
-        grad: BufId,
-        grad_scale: f32,
-    },
-    /// Per-image soft Dice sums Σσ(z)·t, Σσ(z), Σt.
-    SoftDiceSums {
-        images: usize,
-        pixels: usize,
-        logits: BufId,
-        target: BufId,
-        sums: BufId,
-    },
-    /// Per-image Dice loss and the logits' gradient (added to `grad` when `accumulate`).
-    SoftDiceGrad {
-        images: usize,
-        pixels: usize,
-        logits: BufId,
-        target: BufId,
-        sums: BufId,
-        loss: BufId,
-        grad: BufId,
-        grad_scale: f32,
-        accumulate: bool,
-    },
-    /// Class ids stored as f32 in `target` [n, hw] → u32 `labels` for [`Step::SoftmaxCe`].
-    ClassLabels {
-        s: SoftmaxCe,
-        target: BufId,
-        labels: BufId,
-    },
-    /// Per-pixel softmax cross-entropy losses and the logits' gradient.
-    SoftmaxCe {
-        s: SoftmaxCe,
-        logits: BufId,
-        labels: BufId,
-        loss: BufId,
-        grad: BufId,
-        grad_scale: f32,
-    },
-    /// `out[index] (+)= scale · Σ x`.
-    ReduceSum {
-        n: usize,
-        scale: f32,
-        x: BufId,
-        out: BufId,
-        index: usize,
-        accumulate: bool,
-    },
-}
-
-impl Step {
-    /// (buffers read, buffers written) — the memory plan's view of a step.
-    pub fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        use Step::*;
-        match *self {
-            Conv2dForward { x, y, .. } | ConvTForward { x, y, .. } => (vec![x], vec![y]),
-            Conv2dBackwardInput { dz, dx, .. } => (vec![dz], vec![dx]),
-            Conv2dBackwardWeight { x, dz, .. } => (vec![x, dz], vec![]),
-            Conv2dBackwardBias { dz, .. } => (vec![dz], vec![]),
-            ConvTBackwardInput { dy, dx, .. } => (vec![dy], vec![dx]),
-            ConvTBackwardWeight { x, dy, .. } => (vec![x, dy], vec![]),
-            ConvTBackwardBias { dy, .. } => (vec![dy], vec![]),
-            MaxPoolForward { x, y, .. } | UpsampleForward { x, y, .. } => (vec![x], vec![y]),
-            MaxPoolBackward { x, dy, dx, .. } => (vec![x, dy], vec![dx]),
-            UpsampleBackward { dy, dx, .. } => (vec![dy], vec![dx]),
-            SliceInsert { part, whole, .. } => (vec![part], vec![whole]),
-            SliceExtract { whole, part, .. } => (vec![whole], vec![part]),
-            ReluBackward { y, dy, dx } => (vec![y, dy], vec![dx]),
-            Add { a, b, y } => (vec![a, b], vec![y]),
-            Relu { x, y } | Sigmoid { x, y } => (vec![x], vec![y]),
-            SigmoidBackward { y, dy, dx } => (vec![y, dy], vec![dx]),
-            BatchNormTrain { x, y, stats, .. } => (vec![x], vec![y, stats]),
-            BatchNormInfer { x, y, .. } => (vec![x], vec![y]),
-            BatchNormBackward { x, stats, dy, dx, .. } => (vec![x, stats, dy], vec![dx]),
-            DropoutForward { x, y, .. } => (vec![x], vec![y]),
-            DropoutBackward { dy, dx, .. } => (vec![dy], vec![dx]),
-            GateForward { x, a, y, .. } => (vec![x, a], vec![y]),
-            GateBackwardInput { a, dy, dx, .. } => (vec![a, dy], vec![dx]),
-            GateBackwardGate { x, dy, da, .. } => (vec![x, dy], vec![da]),
-            SigmoidBce { logits, target, loss, grad, .. } => (vec![logits, target], vec![loss, grad]),
-            SoftDiceSums { logits, target, sums, .. } => (vec![logits, target], vec![sums]),
-            ClassLabels { target, labels, .. } => (vec![target], vec![labels]),
-            SoftmaxCe { logits, labels, loss, grad, .. } => (vec![logits, labels], vec![loss, grad]),
-            SoftDiceGrad { logits, target, sums, loss, grad, accumulate, .. } => {
-                let mut read = vec![logits, target, sums];
-                if accumulate {
-                    read.push(grad);
-                }
-                (read, vec![loss, grad])
-            }
-            ReduceSum { x, out, accumulate, .. } => (if accumulate { vec![x, out] } else { vec![x] }, vec![out]),
-        }
     }
 }
 
@@ -672,6 +263,8 @@ pub enum Mode {
 }
 
 /// Compiles `graph` (whose last node is the output logits: 1 channel for the binary losses,
+
+/// Compiles `graph` (whose last node is the output logits: 1 channel for the binary losses,
 /// K ≥ 2 for [`Loss::Ce`]) into a program.
 pub fn compile(graph: &Graph, mode: Mode) -> Program {
     let loss = match mode {
@@ -685,21 +278,7 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
     let train = matches!(mode, Mode::Train(_));
     let mut c = Compiler { buffers: Vec::new() };
     let out_node = graph.nodes.len() - 1;
-    let mut act: Vec<BufId> = Vec::with_capacity(graph.nodes.len());
-    for (i, n) in graph.nodes.iter().enumerate() {
-        let len = numel(&n.shape);
-        let b = match n.op {
-            // Outside training dropout is the identity: its output is its input's buffer (pinned
-            // if it is the program's output).
-            Op::Dropout { x, .. } if !train => {
-                c.buffers[act[x]].pinned |= i == out_node;
-                act[x]
-            }
-            _ if matches!(n.op, Op::Input) || i == out_node => c.pinned(&n.name, len),
-            _ => c.buf(n.name.clone(), len),
-        };
-        act.push(b);
-    }
+    let act = allocate_activations(graph, &mut c, train);
     let input = graph.nodes.iter().position(|n| matches!(n.op, Op::Input)).expect("graph has no input");
     let output_shape = graph.shape(out_node);
     let [n, _, h, w] = output_shape;
@@ -707,105 +286,31 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
     let loss_sum = c.pinned("loss sum", 1);
 
     let mut forward = Vec::new();
-    // Training batch norms' saved statistics, by node.
-    let mut bn_stats: Vec<Option<BufId>> = vec![None; graph.nodes.len()];
+    // What each node's forward kept for its backward (batch norm's statistics).
+    let mut saved: Vec<Vec<BufId>> = Vec::with_capacity(graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate() {
-        let y = act[i];
-        match &node.op {
-            Op::Input => {}
-            Op::BatchNorm { x, gamma, beta, mean, var, s } => {
-                let (x, gamma, beta, mean, var, s) = (act[*x], *gamma, *beta, *mean, *var, *s);
-                if train {
-                    let stats = c.buf(format!("{} stats", node.name), 2 * s.c);
-                    bn_stats[i] = Some(stats);
-                    forward.push(Step::BatchNormTrain { s, x, gamma, beta, mean, var, y, stats });
-                } else {
-                    forward.push(Step::BatchNormInfer { s, x, gamma, beta, mean, var, y });
-                }
-            }
-            Op::Dropout { x, s } => {
-                if train {
-                    forward.push(Step::DropoutForward { s: *s, x: act[*x], y });
-                }
-            }
-            Op::Add { a, b } => forward.push(Step::Add { a: act[*a], b: act[*b], y }),
-            Op::Relu { x } => forward.push(Step::Relu { x: act[*x], y }),
-            Op::Sigmoid { x } => forward.push(Step::Sigmoid { x: act[*x], y }),
-            Op::Gate { x, a, s } => forward.push(Step::GateForward { s: *s, x: act[*x], a: act[*a], y }),
-            Op::Conv2d { x, w, b, s } => forward.push(Step::Conv2dForward { s: *s, x: act[*x], w: *w, b: *b, y }),
-            Op::ConvTranspose2d { x, w, b, s } => {
-                forward.push(Step::ConvTForward { s: *s, x: act[*x], w: *w, b: *b, y })
-            }
-            Op::MaxPool { x, s } => forward.push(Step::MaxPoolForward { s: *s, x: act[*x], y }),
-            Op::Upsample { x, s } => forward.push(Step::UpsampleForward { s: *s, x: act[*x], y }),
-            Op::Concat { parts } => {
-                for (part, s) in concat_slices(graph, node, parts) {
-                    forward.push(Step::SliceInsert { s, part: act[part], whole: y });
-                }
-            }
+        let mut cx = Forward {
+            compiler: &mut c,
+            act: &act,
+            name: &node.name,
+            output: act[i],
+            train,
+            steps: &mut forward,
+            saved: Vec::new(),
+        };
+        if let Op::Layer(layer) = &node.op {
+            layer.forward(&mut cx);
         }
+        saved.push(cx.saved);
     }
 
     let (mut loss_steps, mut backward) = (Vec::new(), Vec::new());
     if let Some(loss) = loss {
         let logits = act[out_node];
-        let elems = numel(&output_shape);
-        let dlogits = c.buf("d logits".into(), elems);
-        if loss == Loss::Ce {
-            let s = SoftmaxCe { n, k: classes, hw: h * w };
-            let labels = c.buf("labels".into(), n * h * w);
-            c.buffers[labels].is_u32 = true;
-            let per_pixel = c.buf("ce per pixel".into(), n * h * w);
-            loss_steps.push(Step::ClassLabels { s, target, labels });
-            loss_steps.push(Step::SoftmaxCe { s, logits, labels, loss: per_pixel, grad: dlogits, grad_scale: 1.0 });
-            loss_steps.push(Step::ReduceSum {
-                n: n * h * w,
-                scale: 1.0 / (n * h * w) as f32,
-                x: per_pixel,
-                out: loss_sum,
-                index: 0,
-                accumulate: true,
-            });
-        }
-        if matches!(loss, Loss::Bce | Loss::BceDice) {
-            let per_elem = c.buf("bce per element".into(), elems);
-            loss_steps.push(Step::SigmoidBce { elems, logits, target, loss: per_elem, grad: dlogits, grad_scale: 1.0 });
-            loss_steps.push(Step::ReduceSum {
-                n: elems,
-                scale: 1.0 / elems as f32,
-                x: per_elem,
-                out: loss_sum,
-                index: 0,
-                accumulate: true,
-            });
-        }
-        if matches!(loss, Loss::Dice | Loss::BceDice) {
-            let sums = c.buf("dice sums".into(), n * 3);
-            let per_image = c.buf("dice per image".into(), n);
-            let pixels = h * w;
-            loss_steps.push(Step::SoftDiceSums { images: n, pixels, logits, target, sums });
-            loss_steps.push(Step::SoftDiceGrad {
-                images: n,
-                pixels,
-                logits,
-                target,
-                sums,
-                loss: per_image,
-                grad: dlogits,
-                grad_scale: 1.0,
-                accumulate: loss == Loss::BceDice,
-            });
-            loss_steps.push(Step::ReduceSum {
-                n,
-                scale: 1.0 / n as f32,
-                x: per_image,
-                out: loss_sum,
-                index: 0,
-                accumulate: true,
-            });
-        }
-        if matches!(mode, Mode::Train(_)) {
-            backward = derive_backward(graph, &mut c, &act, &bn_stats, dlogits);
+        let dlogits = c.buf("d logits".into(), numel(&output_shape));
+        loss_steps = loss_and_gradient(&mut c, loss, output_shape, logits, target, loss_sum, dlogits);
+        if train {
+            backward = derive_backward(graph, &mut c, &act, &saved, dlogits);
         }
     }
 
@@ -824,162 +329,107 @@ pub fn compile(graph: &Graph, mode: Mode) -> Program {
     }
 }
 
-fn concat_slices(graph: &Graph, node: &Node, parts: &[TensorId]) -> Vec<(TensorId, ChannelSlice)> {
-    let [n, c_total, h, w] = node.shape;
-    let mut offset = 0;
-    parts
-        .iter()
-        .map(|&p| {
-            let c_part = graph.shape(p)[1];
-            let s = ChannelSlice { n, c_part, c_total, offset, hw: h * w };
-            offset += c_part;
-            (p, s)
-        })
-        .collect()
+/// A buffer for each node's output. The input and the output are pinned; an op that is the
+/// identity outside training shares its input's buffer there (pinned if it is the output).
+fn allocate_activations(graph: &Graph, c: &mut Compiler, train: bool) -> Vec<BufId> {
+    let out_node = graph.nodes.len() - 1;
+    let mut act: Vec<BufId> = Vec::with_capacity(graph.nodes.len());
+    for (i, n) in graph.nodes.iter().enumerate() {
+        let identity_of = match &n.op {
+            Op::Layer(l) if !train => l.identity_outside_training(),
+            _ => None,
+        };
+        let b = match identity_of {
+            Some(x) => {
+                c.buffers[act[x]].pinned |= i == out_node;
+                act[x]
+            }
+            None if matches!(n.op, Op::Input) || i == out_node => c.pinned(&n.name, numel(&n.shape)),
+            None => c.buf(n.name.clone(), numel(&n.shape)),
+        };
+        act.push(b);
+    }
+    act
 }
 
-/// Reverse-mode over the graph: visits nodes last to first; each node's rule turns the gradient
-/// of its output into gradients of its inputs. A tensor used by several nodes (a skip
-/// connection, a residual) receives several contributions, summed with `Add`. `bn_stats` holds
-/// each batch norm's statistics saved by the forward.
-fn derive_backward(
-    graph: &Graph,
+/// The steps that add the batch-mean `loss` of `logits` (of `shape`) to `loss_sum` and write
+/// its gradient into `dlogits`.
+fn loss_and_gradient(
     c: &mut Compiler,
-    act: &[BufId],
-    bn_stats: &[Option<BufId>],
+    loss: Loss,
+    shape: Shape,
+    logits: BufId,
+    target: BufId,
+    loss_sum: BufId,
     dlogits: BufId,
 ) -> Vec<Step> {
+    let [n, classes, h, w] = shape;
+    let elems = numel(&shape);
     let mut steps = Vec::new();
-    let mut grad: Vec<Option<BufId>> = vec![None; graph.nodes.len()];
-    grad[graph.nodes.len() - 1] = Some(dlogits);
-
-    let contribute = |steps: &mut Vec<Step>, c: &mut Compiler, grad: &mut Vec<Option<BufId>>, t: TensorId, g: BufId| {
-        grad[t] = Some(match grad[t] {
-            None => g,
-            Some(prev) => {
-                let sum = c.buf(format!("d {} (sum)", graph.nodes[t].name), c.buffers[g].len);
-                steps.push(Step::Add { a: prev, b: g, y: sum });
-                sum
-            }
-        });
+    let add_mean = |steps: &mut Vec<Step>, x: BufId, count: usize| {
+        steps.push(Step::new(LossSum {
+            n: count,
+            scale: 1.0 / count as f32,
+            x,
+            out: loss_sum,
+            index: 0,
+            accumulate: true,
+        }))
     };
-
-    for (i, node) in graph.nodes.iter().enumerate().rev() {
-        let Some(dy) = grad[i] else { continue };
-        let name = &node.name;
-        match &node.op {
-            Op::Input => {}
-            Op::Conv2d { x, w, b, s } => {
-                let dz = if s.relu {
-                    let dz = c.buf(format!("d {name} pre-relu"), s.output_len());
-                    steps.push(Step::ReluBackward { y: act[i], dy, dx: dz });
-                    dz
-                } else {
-                    dy
-                };
-                steps.push(Step::Conv2dBackwardWeight { s: *s, x: act[*x], dz, dw: *w });
-                steps.push(Step::Conv2dBackwardBias { s: *s, dz, db: *b });
-                if needs_grad(graph, *x) {
-                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.input_len());
-                    steps.push(Step::Conv2dBackwardInput { s: *s, dz, w: *w, dx });
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-            }
-            Op::ConvTranspose2d { x, w, b, s } => {
-                steps.push(Step::ConvTBackwardWeight { s: *s, x: act[*x], dy, dw: *w });
-                steps.push(Step::ConvTBackwardBias { s: *s, dy, db: *b });
-                if needs_grad(graph, *x) {
-                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.input_len());
-                    steps.push(Step::ConvTBackwardInput { s: *s, dy, w: *w, dx });
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-            }
-            Op::MaxPool { x, s } => {
-                let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.input_len());
-                steps.push(Step::MaxPoolBackward { s: *s, x: act[*x], dy, dx });
-                contribute(&mut steps, c, &mut grad, *x, dx);
-            }
-            Op::Upsample { x, s } => {
-                let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.input_len());
-                steps.push(Step::UpsampleBackward { s: *s, dy, dx });
-                contribute(&mut steps, c, &mut grad, *x, dx);
-            }
-            Op::BatchNorm { x, gamma, beta, s, .. } => {
-                // The kernel always writes dx (its γ and β gradients are the sums dx needs).
-                let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.len());
-                let stats = bn_stats[i].expect("a training batch norm saved its statistics");
-                steps.push(Step::BatchNormBackward {
-                    s: *s,
-                    x: act[*x],
-                    gamma: *gamma,
-                    stats,
-                    dy,
-                    dx,
-                    dgamma: *gamma,
-                    dbeta: *beta,
-                });
-                if needs_grad(graph, *x) {
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-            }
-            Op::Dropout { x, s } => {
-                if needs_grad(graph, *x) {
-                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.n);
-                    steps.push(Step::DropoutBackward { s: *s, dy, dx });
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-            }
-            Op::Add { a, b } => {
-                // Both inputs receive dy itself; no step writes into a gradient once made.
-                for t in [*a, *b] {
-                    if needs_grad(graph, t) {
-                        contribute(&mut steps, c, &mut grad, t, dy);
-                    }
-                }
-            }
-            Op::Relu { x } => {
-                if needs_grad(graph, *x) {
-                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), numel(&node.shape));
-                    steps.push(Step::ReluBackward { y: act[i], dy, dx });
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-            }
-            Op::Sigmoid { x } => {
-                if needs_grad(graph, *x) {
-                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), numel(&node.shape));
-                    steps.push(Step::SigmoidBackward { y: act[i], dy, dx });
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-            }
-            Op::Gate { x, a, s } => {
-                if needs_grad(graph, *x) {
-                    let dx = c.buf(format!("d {}", graph.nodes[*x].name), s.len());
-                    steps.push(Step::GateBackwardInput { s: *s, a: act[*a], dy, dx });
-                    contribute(&mut steps, c, &mut grad, *x, dx);
-                }
-                if needs_grad(graph, *a) {
-                    let da = c.buf(format!("d {}", graph.nodes[*a].name), s.gate_len());
-                    steps.push(Step::GateBackwardGate { s: *s, x: act[*x], dy, da });
-                    contribute(&mut steps, c, &mut grad, *a, da);
-                }
-            }
-            Op::Concat { parts } => {
-                for (part, s) in concat_slices(graph, node, parts) {
-                    if needs_grad(graph, part) {
-                        let dp = c.buf(format!("d {}", graph.nodes[part].name), s.n * s.c_part * s.hw);
-                        steps.push(Step::SliceExtract { s, whole: dy, part: dp });
-                        contribute(&mut steps, c, &mut grad, part, dp);
-                    }
-                }
-            }
-        }
+    if loss == Loss::Ce {
+        let s = SoftmaxCe { n, k: classes, hw: h * w };
+        let labels = c.buf("labels".into(), n * h * w);
+        c.buffers[labels].is_u32 = true;
+        let per_pixel = c.buf("ce per pixel".into(), n * h * w);
+        steps.push(Step::new(ClassLabels { s, target, labels }));
+        steps.push(Step::new(SoftmaxCeLoss { s, logits, labels, loss: per_pixel, grad: dlogits, grad_scale: 1.0 }));
+        add_mean(&mut steps, per_pixel, n * h * w);
+    }
+    if matches!(loss, Loss::Bce | Loss::BceDice) {
+        let per_elem = c.buf("bce per element".into(), elems);
+        steps.push(Step::new(SigmoidBceLoss { elems, logits, target, loss: per_elem, grad: dlogits, grad_scale: 1.0 }));
+        add_mean(&mut steps, per_elem, elems);
+    }
+    if matches!(loss, Loss::Dice | Loss::BceDice) {
+        let sums = c.buf("dice sums".into(), n * 3);
+        let per_image = c.buf("dice per image".into(), n);
+        let pixels = h * w;
+        steps.push(Step::new(SoftDiceSums { images: n, pixels, logits, target, sums }));
+        steps.push(Step::new(SoftDiceGrad {
+            images: n,
+            pixels,
+            logits,
+            target,
+            sums,
+            loss: per_image,
+            grad: dlogits,
+            grad_scale: 1.0,
+            accumulate: loss == Loss::BceDice,
+        }));
+        add_mean(&mut steps, per_image, n);
     }
     steps
 }
 
-/// The input image needs no gradient; everything computed from parameters does.
-fn needs_grad(graph: &Graph, t: TensorId) -> bool {
-    !matches!(graph.nodes[t].op, Op::Input)
+/// Reverse-mode over the graph: visits nodes last to first; each node's layer turns the gradient
+/// of its output into gradients of its inputs ([`Layer::backward`]), which
+/// [`Backward::contribute`] sums. `saved` holds what each node's forward kept for it.
+fn derive_backward(graph: &Graph, c: &mut Compiler, act: &[BufId], saved: &[Vec<BufId>], dlogits: BufId) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut grad: Vec<Option<BufId>> = vec![None; graph.nodes.len()];
+    grad[graph.nodes.len() - 1] = Some(dlogits);
+    for (i, node) in graph.nodes.iter().enumerate().rev() {
+        let (Some(dy), Op::Layer(layer)) = (grad[i], &node.op) else { continue };
+        layer.backward(&mut Backward {
+            compiler: c,
+            graph,
+            act,
+            node: i,
+            dy,
+            saved: &saved[i],
+            steps: &mut steps,
+            grad: &mut grad,
+        });
+    }
+    steps
 }
-
-pub mod reference;

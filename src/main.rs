@@ -458,8 +458,7 @@ fn print_info(cfg: &ModelConfig, batch: usize) {
     for node in &graph.nodes {
         let params: usize =
             graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
-        let op = format!("{:?}", node.op);
-        let op = op.split([' ', '{', '(']).next().unwrap_or("");
+        let op = node.op.name();
         let [n, c, h, w] = node.shape;
         println!("{:<18} {:<16} {:>18} {:>10}", node.name, op, format!("{n}x{c}x{h}x{w}"), params);
     }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use wgunet::executor::{Executor, MemoryPlan, ParamArena};
-use wgunet::graph::{compile, reference, Graph, Loss, Mode, Op, Program, Step};
+use wgunet::graph::{compile, reference, Graph, Loss, Mode, Program, Step};
 use wgunet::model::{Arch, ModelConfig};
+use wgunet::ops::batchnorm::{BatchNormInfer, BatchNormLayer, BatchNormTrain};
+use wgunet::ops::conv2d::{Conv2d, ConvLayer};
+use wgunet::ops::dropout::DropoutForward;
 use wgunet::{Gpu, KernelVariant};
 
 fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
@@ -91,12 +94,10 @@ fn run_gpu(gpu: &Gpu, exec: &Executor, input: &[f32], target: &[f32], mask_seed:
 fn absorbed_biases(g: &Graph) -> HashSet<String> {
     g.nodes
         .iter()
-        .filter_map(|n| match n.op {
-            Op::BatchNorm { x, .. } => match g.nodes[x].op {
-                Op::Conv2d { b, .. } => Some(g.params[b].name.clone()),
-                _ => None,
-            },
-            _ => None,
+        .filter_map(|n| {
+            let bn = n.op.layer::<BatchNormLayer>()?;
+            let conv = g.nodes[bn.x].op.layer::<ConvLayer<Conv2d>>()?;
+            Some(g.params[conv.b].name.clone())
         })
         .collect()
 }
@@ -227,10 +228,10 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
     let batch = 2;
     let net = net(gpu, Arch::Resunet, 16, 1, 1, batch, &mut rng, seed);
     let program = compile(&net.graph, Mode::Evaluate(Loss::Bce));
-    assert!(!has(&program, |s| matches!(s, Step::DropoutForward { .. } | Step::BatchNormTrain { .. })));
-    assert!(has(&program, |s| matches!(s, Step::BatchNormInfer { .. })));
+    assert!(!has(&program, |s| s.get::<DropoutForward>().is_some() || s.get::<BatchNormTrain>().is_some()));
+    assert!(has(&program, |s| s.get::<BatchNormInfer>().is_some()));
     let train = compile(&net.graph, Mode::Train(Loss::Bce));
-    assert!(has(&train, |s| matches!(s, Step::DropoutForward { .. })), "the training program has no dropout");
+    assert!(has(&train, |s| s.get::<DropoutForward>().is_some()), "the training program has no dropout");
 
     let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
     let mut input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();

@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
 #[repr(C)]
@@ -56,6 +57,157 @@ pub fn sigmoid_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferV
 pub fn add(gpu: &Gpu, a: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
     launch(gpu, "add", a, Some(b), y)
 }
+
+/// `y = a + b` (a residual join).
+#[derive(Clone, Debug)]
+pub struct AddLayer {
+    pub a: TensorId,
+    pub b: TensorId,
+}
+
+impl Layer for AddLayer {
+    fn name(&self) -> &'static str {
+        "Add"
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(Add { a: cx.input(self.a), b: cx.input(self.b), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        // Both inputs receive dy itself.
+        for t in [self.a, self.b] {
+            if cx.needs_grad(t) {
+                cx.contribute(t, cx.dy());
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReluLayer {
+    pub x: TensorId,
+}
+
+impl Layer for ReluLayer {
+    fn name(&self) -> &'static str {
+        "Relu"
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(Relu { x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+        cx.propagate(self.x, len, |dx| ReluBackward { y, dy, dx });
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SigmoidLayer {
+    pub x: TensorId,
+}
+
+impl Layer for SigmoidLayer {
+    fn name(&self) -> &'static str {
+        "Sigmoid"
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(Sigmoid { x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+        cx.propagate(self.x, len, |dx| SigmoidBackward { y, dy, dx });
+    }
+}
+
+impl Graph {
+    pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> TensorId {
+        let shape = self.shape(a);
+        assert_eq!(shape, self.shape(b), "add {name}: shapes differ");
+        self.push(name, AddLayer { a, b }, shape)
+    }
+
+    pub fn relu(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name, ReluLayer { x }, shape)
+    }
+
+    pub fn sigmoid(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name, SigmoidLayer { x }, shape)
+    }
+}
+
+/// `y = a + b`: a residual join, and the sum of a tensor's gradients from several consumers.
+#[derive(Clone, Debug)]
+pub struct Add {
+    pub a: BufId,
+    pub b: BufId,
+    pub y: BufId,
+}
+
+impl Kernel for Add {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.a, self.b], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![add(g.gpu, g.buf(self.a), g.buf(self.b), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = reference::add(&c.buffers[self.a], &c.buffers[self.b]);
+    }
+}
+
+/// An element-wise function `y = f(x)`: its driver and reference.
+macro_rules! unary_kernel {
+    ($name:ident, $driver:ident) => {
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pub x: BufId,
+            pub y: BufId,
+        }
+
+        impl Kernel for $name {
+            fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+                (vec![self.x], vec![self.y])
+            }
+            fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+                Ok(vec![$driver(g.gpu, g.buf(self.x), g.buf(self.y))?])
+            }
+            fn reference(&self, c: &mut CpuBuffers) {
+                c.buffers[self.y] = reference::$driver(&c.buffers[self.x]);
+            }
+        }
+    };
+}
+
+/// The backward of an element-wise function computed from its output `y`:
+/// `dx = dy·f'(y)`.
+macro_rules! backward_kernel {
+    ($name:ident, $driver:ident) => {
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pub y: BufId,
+            pub dy: BufId,
+            pub dx: BufId,
+        }
+
+        impl Kernel for $name {
+            fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+                (vec![self.y, self.dy], vec![self.dx])
+            }
+            fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+                Ok(vec![$driver(g.gpu, g.buf(self.y), g.buf(self.dy), g.buf(self.dx))?])
+            }
+            fn reference(&self, c: &mut CpuBuffers) {
+                c.buffers[self.dx] = reference::$driver(&c.buffers[self.y], &c.buffers[self.dy]);
+            }
+        }
+    };
+}
+
+unary_kernel!(Relu, relu);
+backward_kernel!(ReluBackward, relu_backward);
+unary_kernel!(Sigmoid, sigmoid);
+backward_kernel!(SigmoidBackward, sigmoid_backward);
 
 /// Plain f64 references.
 pub mod reference {
