@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 
 /// What `--device` asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceChoice {
     /// Best hardware adapter: discrete before integrated.
     Gpu,
@@ -322,10 +322,11 @@ impl Gpu {
 
     /// Blocks until the queue is idle, then reports any device error.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
-        self.check()
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        // A lost device fails the poll too; the error recorded first names the cause and the fix.
+        self.check()?;
+        polled.map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
+        Ok(())
     }
 
     /// The kernel variant the op drivers build for this device: from the adapter type, unless
