@@ -123,6 +123,27 @@ fn killed_run_resumes_to_the_same_results() {
     assert_same_results(&run, reference_run());
 }
 
+/// metrics.csv gets epoch 2's row before the checkpoint of epoch 2 is written (curves, weights
+/// and model.json come between): a kill right after the row usually lands there, and the resume
+/// must drop the row and redo the epoch.
+#[test]
+fn run_killed_while_ending_an_epoch_resumes_to_the_same_results() {
+    let run = temp_dir("killed-at-epoch-end").join("run");
+    let mut child = spawn_train(&run);
+    let start = Instant::now();
+    let csv_rows = || std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count());
+    while csv_rows() < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "training ended before epoch 2");
+        assert!(start.elapsed() < Duration::from_secs(300), "no epoch 2 after 5 minutes");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    println!("killed with {} epochs in metrics.csv and {:?} in the checkpoint", csv_rows() - 1, checkpoint_epoch(&run));
+    wgunet(&["train", "--resume", s(&run)]);
+    assert_same_results(&run, reference_run());
+}
+
 #[test]
 fn interrupted_run_says_how_to_resume_and_resumes_to_the_same_results() {
     let run = temp_dir("sigint").join("run");
