@@ -198,6 +198,29 @@ fn diverging_loss_stops_in_the_first_epoch_without_usable_weights() {
     }
 }
 
+/// A finished run resumed with a larger --epochs trains on as if it had been started with it.
+#[test]
+fn finished_run_trains_longer_with_a_larger_epochs() {
+    let root = temp_dir("longer");
+    let (longer, four) = (root.join("longer"), root.join("four"));
+    let copied = Command::new("cp").args(["-r", s(reference_run()), s(&longer)]).status().unwrap();
+    assert!(copied.success());
+    let out = wgunet(&["train", "--resume", s(&longer), "--epochs", "4"]);
+    assert!(out.contains("after epoch 3 of 4") && out.contains("epoch 4/4:"), "{out}");
+    let mut args = vec!["train"];
+    args.extend(TINY);
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[epochs + 1] = "4";
+    args.extend(["--out", s(&four)]);
+    wgunet(&args);
+    let rows = metrics_without_throughput(&longer);
+    assert_eq!(rows.len(), 5, "a header and 4 epochs: {rows:?}");
+    assert_eq!(rows, metrics_without_throughput(&four));
+    for file in ["best.safetensors", "last.safetensors"] {
+        assert!(std::fs::read(longer.join(file)).unwrap() == std::fs::read(four.join(file)).unwrap(), "{file} differs");
+    }
+}
+
 #[test]
 fn resume_refuses_what_it_cannot_continue() {
     let reference = reference_run();
