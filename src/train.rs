@@ -247,6 +247,9 @@ pub fn resume(dir: &Path, given: &TrainOptions, flags_given: &[String]) -> Resul
     let tensors = saved.tensors(&t.params.infos)?;
     t.params.load(&t.gpu, &tensors.values)?;
     t.params.load_moments(&t.gpu, &tensors.adam_m, &tensors.adam_v)?;
+    // A kill after metrics.csv got a row but before the checkpoint of its epoch leaves the row
+    // behind; that epoch is redone.
+    t.write_metrics_csv(&progress.metrics_rows)?;
     println!("resuming {} after epoch {} of {}", dir.display(), progress.epoch, o.epochs);
     t.run(progress).map(drop)
 }
