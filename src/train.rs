@@ -235,12 +235,12 @@ pub fn resume(dir: &Path, given: &TrainOptions, flags_given: &[String]) -> Resul
     let o = resumed_options(&saved.progress.options, given, flags_given, dir)?;
     let progress = Progress { options: o.clone(), finished: false, ..saved.progress.clone() };
     if saved.progress.finished && (progress.stopped_early || progress.epoch >= o.epochs) {
-        let how = if progress.stopped_early { "stopped early" } else { "finished" };
-        println!(
-            "{} has {how} after {} epochs: nothing to resume (give a larger --epochs to train it longer)",
-            dir.display(),
-            progress.epoch
-        );
+        let why = if progress.stopped_early {
+            "stopped early: its loss had not improved for 6 epochs"
+        } else {
+            "finished (give a larger --epochs to train it longer)"
+        };
+        println!("{} has run {} epochs and {why}: nothing to resume", dir.display(), progress.epoch);
         return Ok(());
     }
     let t = Trainer::new(&o)?;

@@ -226,7 +226,10 @@ fn resume_refuses_what_it_cannot_continue() {
     let reference = reference_run();
     let (code, out) = wgunet_exit(&["train", "--resume", s(reference)]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("has finished after 3 epochs: nothing to resume"), "{out}");
+    assert!(
+        out.contains("has run 3 epochs and finished (give a larger --epochs to train it longer): nothing to resume"),
+        "{out}"
+    );
 
     let (code, out) = wgunet_exit(&["train", "--resume", s(reference), "--size", "64", "--lr", "1e-3", "--batch", "4"]);
     assert_eq!(code, Some(1), "{out}");
