@@ -47,6 +47,16 @@ pub fn load_labels(path: &Path, classes: usize) -> Result<(Vec<u8>, (u32, u32))>
     Ok((ids.into_raw(), size))
 }
 
+/// Ids (0/1 or class ids) of a `from` (width, height) mask at the `to` size of its image:
+/// unchanged when they agree, else resized by nearest neighbour.
+pub fn resize_ids(ids: Vec<u8>, from: (u32, u32), to: (u32, u32)) -> Vec<u8> {
+    if from == to {
+        return ids;
+    }
+    let mask = image::GrayImage::from_raw(from.0, from.1, ids).expect("one id per pixel");
+    image::imageops::resize(&mask, to.0, to.1, image::imageops::FilterType::Nearest).into_raw()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
