@@ -514,17 +514,20 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let (mut model_loss, mut native_loss) = (0.0, 0.0);
     for chunk in items.chunks(o.infer.batch) {
         let results: Vec<Result<Loaded>> = chunk.par_iter().map(|item| item.load(&seg)).collect();
-        let mut loaded = Vec::with_capacity(chunk.len());
+        let (mut usable, mut loaded) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
         for (item, result) in chunk.iter().zip(results) {
             match result {
-                Ok(l) => loaded.push((item, l)),
+                Ok(l) => {
+                    usable.push(item);
+                    loaded.push(l);
+                }
                 Err(e) => faults.push(skipped::file_fault(e)?),
             }
         }
-        let (inputs, truths): (Vec<Input>, Vec<(&Item, Sample, Vec<u8>)>) =
-            loaded.into_iter().map(|(item, l)| (l.input, (item, l.sample, l.native_mask))).unzip();
+        let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<u8>)>) =
+            loaded.into_iter().map(|l| (l.input, (l.sample, l.native_mask))).unzip();
         let maps = seg.segment(&inputs)?;
-        for ((input, (item, sample, native_mask)), m) in inputs.iter().zip(truths).zip(maps) {
+        for (((item, input), (sample, native_mask)), m) in usable.into_iter().zip(&inputs).zip(truths).zip(maps) {
             let truth = mask_ids(&sample.mask);
             let (w, h) = input.native_size;
             let pred = seg.ids(&m.model, side, side);

@@ -1,6 +1,6 @@
 //! Every loader of user files fed random bytes and mutated valid files (bit flips, truncations,
 //! spliced chunks): each must answer Ok or Err, never panic. A panicking input is saved and its
-//! path printed; `WGUNET_SEED` replays a run.
+//! path printed; `WGUNET_SEED` replays a run, `WGUNET_FUZZ_ROUNDS` makes it longer.
 
 mod common;
 
@@ -16,8 +16,11 @@ use wgunet::data::{split, Pair};
 use wgunet::graph::{compile, Mode, ParamInfo};
 use wgunet::model::{Arch, ModelConfig};
 
-/// Inputs per loader: about 10 s for all of them in a debug build.
-const ROUNDS: usize = 300;
+/// Inputs per loader: about 5 s for all of them in a debug build. `WGUNET_FUZZ_ROUNDS` asks for
+/// a longer hunt.
+fn rounds() -> usize {
+    std::env::var("WGUNET_FUZZ_ROUNDS").map_or(300, |n| n.parse().expect("WGUNET_FUZZ_ROUNDS must be a whole number"))
+}
 
 fn encoded(image: &DynamicImage, format: image::ImageFormat) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -168,20 +171,20 @@ fn loaders_answer_ok_or_err_and_never_panic() {
     let run_dir = dir.join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
     let mut accepted = [0usize; 5];
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let donor = pick(&mut rng, &all);
         let pre = Preprocess { size: 16, channels: if round % 2 == 0 { 1 } else { 3 } };
 
         let valid = pick(&mut rng, &s.images);
         let bytes = mutate(&mut rng, &valid, &donor);
-        survives("image decode", seed, round, &dir.join("image"), &bytes, |p| {
+        survives("image_decode", seed, round, &dir.join("image"), &bytes, |p| {
             accepted[0] += usize::from(load::load_image(p, &pre).is_ok());
         });
 
         let valid = pick(&mut rng, &s.masks);
         let bytes = mutate(&mut rng, &valid, &donor);
         let classes = if round % 2 == 0 { 1 } else { 3 };
-        survives("mask decode", seed, round, &dir.join("mask"), &bytes, |p| {
+        survives("mask_decode", seed, round, &dir.join("mask"), &bytes, |p| {
             let pair = Pair { image: s.image_path.clone(), mask: p.to_path_buf() };
             accepted[1] += usize::from(load::load_sample_with_classes(&pair, &pre, classes).is_ok());
         });
