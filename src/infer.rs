@@ -703,7 +703,10 @@ pub fn predict(
         }
     }
     let skipped = Skipped::new(faults);
-    skipped.report(files.len(), "images", output)?;
+    // The output folder may be the user's own: a skipped.txt is written there only when needed.
+    if !skipped.is_empty() {
+        skipped.report(files.len(), "images", output)?;
+    }
     if written == 0 {
         bail!("no readable image in --input {}: {}", input.display(), skipped.examples());
     }

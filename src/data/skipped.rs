@@ -64,20 +64,15 @@ impl Skipped {
         self.0.iter().map(|u| format!("{}\t{}\n", u.path.display(), u.reason)).collect()
     }
 
-    /// Writes `dir/skipped.txt` and prints "skipped 4 of 18 pairs; see DIR/skipped.txt", where
-    /// `of` counts the pairs (and unpaired files) looked at. With nothing skipped it prints
-    /// nothing and removes a `skipped.txt` an earlier run left in `dir`, which would mislead.
+    /// Writes `dir/skipped.txt` (empty when nothing was skipped, so no list of an earlier run
+    /// there is left to mislead) and, when something was, prints "skipped 4 of 18 pairs; see
+    /// DIR/skipped.txt", where `of` counts the pairs (and unpaired files) looked at.
     pub fn report(&self, of: usize, what: &str, dir: &Path) -> Result<()> {
         let path = dir.join(LIST_NAME);
-        if self.0.is_empty() {
-            if path.is_file() {
-                std::fs::remove_file(&path)
-                    .map_err(|e| anyhow::anyhow!("cannot remove the stale {}: {e}", path.display()))?;
-            }
-            return Ok(());
-        }
         checkpoint::write_atomic(&path, self.list().as_bytes())?;
-        println!("skipped {} of {of} {what}; see {}", self.0.len(), path.display());
+        if !self.0.is_empty() {
+            println!("skipped {} of {of} {what}; see {}", self.0.len(), path.display());
+        }
         Ok(())
     }
 
