@@ -208,6 +208,13 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
     let listed: BTreeSet<PathBuf> = train.iter().chain(&test).cloned().collect();
     assert_eq!(listed.len(), train.len() + test.len(), "a pair is in both lists");
     assert_eq!(listed, expected.used, "train.txt + test.txt are not exactly the usable pairs");
+    // The split is the folder's split with the bad pairs taken out: no other pair moved.
+    let (all_train, all_test) =
+        wgunet::data::split(&wgunet::data::find_pairs(&data).unwrap().pairs, 0.7, 42, None).unwrap();
+    let kept = |side: Vec<wgunet::data::Pair>| -> Vec<PathBuf> {
+        side.into_iter().map(|p| p.image).filter(|image| expected.used.contains(image)).collect()
+    };
+    assert_eq!((train.clone(), test.clone()), (kept(all_train), kept(all_test)));
     assert!(stdout.contains(&format!("decoded {} images", expected.used.len())), "{stdout}");
 
     // --strict: the first file of skipped.txt, with its reason, is the error.
@@ -260,6 +267,32 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
     // 16 image files decode: the used ones, lonely.png and cut.png's image.
     assert_eq!(written, expected.used.len() + 2, "{stdout}");
     assert!(stdout.contains(&format!("wrote {written} masks")), "{stdout}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_clean_folder_skips_nothing() {
+    let root = temp_dir("clean");
+    let data = root.join("data");
+    for dir in ["images", "masks"] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    for i in 0..8 {
+        let (image, mask) = disc(i, 32);
+        image.save(data.join(format!("images/{i}.png"))).unwrap();
+        mask.save(data.join(format!("masks/{i}.png"))).unwrap();
+    }
+    let run = root.join("run");
+    #[rustfmt::skip]
+    let stdout = wgunet_ok(&[
+        "train", "--data", data.to_str().unwrap(), "--epochs", "1", "--size", "32", "--filters", "4",
+        "--device", "cpu", "--out", run.to_str().unwrap(), "--strict",
+    ]);
+    assert!(!stdout.contains("skipped") && !stdout.contains("resized"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(run.join("skipped.txt")).unwrap(), "");
+    let (train, test) = wgunet::data::split(&wgunet::data::find_pairs(&data).unwrap().pairs, 0.7, 42, None).unwrap();
+    assert_eq!(wgunet::data::read_list(&run.join("train.txt")).unwrap(), train);
+    assert_eq!(wgunet::data::read_list(&run.join("test.txt")).unwrap(), test);
     let _ = std::fs::remove_dir_all(&root);
 }
 
