@@ -64,6 +64,14 @@ mod tests {
     use crate::data::pairs::Pair;
     use image::DynamicImage;
 
+    #[test]
+    fn masks_of_another_size_are_scored_at_their_image_size() {
+        assert_eq!(resize_ids(vec![0, 2, 1], (3, 1), (3, 1)), [0, 2, 1]);
+        assert_eq!(resize_ids(vec![0, 1, 2, 0], (2, 2), (4, 2)), [0, 0, 1, 1, 2, 2, 0, 0]);
+        // Shrinking samples at the new pixels' centres: row 1, columns 1 and 3.
+        assert_eq!(resize_ids(vec![0, 0, 1, 1, 2, 2, 0, 0], (4, 2), (2, 1)), [2, 0]);
+    }
+
     /// At the native size the loader's resize is the identity, so both must agree exactly.
     #[test]
     fn agrees_with_the_loader_at_native_size() {
