@@ -227,6 +227,30 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
     assert!(stderr.contains(&format!("--strict: {} {reason}", first.display())), "{stderr}");
     assert!(!root.join("strict/model.json").exists(), "--strict trained anyway");
 
+    // Lists (--train-list/--test-list) naming bad pairs: skipped the same way.
+    let pair = |name: &str| wgunet::data::Pair {
+        image: data.join(format!("images/{name}.png")),
+        mask: data.join(format!("masks/{name}.png")),
+    };
+    let lists = root.join("lists");
+    wgunet::data::write_list(&lists.join("train.txt"), &[pair("0"), pair("empty"), pair("1"), pair("cut")]).unwrap();
+    wgunet::data::write_list(&lists.join("test.txt"), &[pair("2"), pair("text")]).unwrap();
+    let list_run = root.join("list-run");
+    #[rustfmt::skip]
+    let stdout = wgunet_ok(&[
+        "train", "--train-list", &s(&lists.join("train.txt")), "--test-list", &s(&lists.join("test.txt")),
+        "--epochs", "1", "--size", "32", "--filters", "4", "--device", "cpu", "--out", &s(&list_run),
+    ]);
+    assert!(
+        stdout.contains(&format!("skipped 3 of 6 pairs; see {}", list_run.join("skipped.txt").display())),
+        "{stdout}"
+    );
+    let bad = ["images/empty.png", "masks/cut.png", "images/text.png"];
+    let listed: Vec<PathBuf> = skipped_list(&list_run.join("skipped.txt")).into_keys().collect();
+    assert_eq!(listed, BTreeSet::from(bad.map(|f| data.join(f))).into_iter().collect::<Vec<_>>());
+    assert_eq!(images_listed(&list_run.join("train.txt")), [pair("0").image, pair("1").image]);
+    assert_eq!(images_listed(&list_run.join("test.txt")), [pair("2").image]);
+
     // eval on the same folder: the same pairs skipped, the rest scored.
     let eval_out = root.join("eval");
     let stdout =
