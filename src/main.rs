@@ -335,6 +335,10 @@ struct TrainArgs {
     /// Run folder for the model, metrics and lists.
     #[arg(long, default_value = "runs/unet")]
     out: PathBuf,
+    /// Stop on the first dataset file that cannot be used, instead of skipping it (skipped
+    /// files are listed in OUT/skipped.txt).
+    #[arg(long)]
+    strict: bool,
 }
 
 fn main() -> ExitCode {
@@ -493,6 +497,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         seed: a.seed,
         out: a.out,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        strict: a.strict,
     })
 }
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, DatasetRecord, RunRecord};
 use crate::data::load::{Preprocess, Sample};
+use crate::data::skipped::{Skipped, Unusable};
 use crate::data::{load, pairs, split, synth};
 use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
@@ -65,6 +66,9 @@ pub struct TrainOptions {
     pub seed: u64,
     pub out: PathBuf,
     pub command: String,
+    /// Any file of the dataset that cannot be used is an error instead of being skipped.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// Decoded train and test samples, and how to find them again.
@@ -80,7 +84,8 @@ pub struct Dataset {
 }
 
 /// Loads the data of `source` at `size` for a model of `classes` classes (binary masks for 1,
-/// class ids for K), writing the split lists into `out` when there are files.
+/// class ids for K), writing the split lists of the usable pairs into `out` when there are
+/// files, and the files skipped (an error with `strict`) into `out/skipped.txt`.
 pub fn load_dataset(
     source: &DataSource,
     size: usize,
@@ -88,6 +93,7 @@ pub fn load_dataset(
     classes: usize,
     seed: u64,
     out: &Path,
+    strict: bool,
 ) -> Result<Dataset> {
     match source {
         DataSource::Synthetic { count } => {
@@ -109,6 +115,8 @@ pub fn load_dataset(
         DataSource::Folder { dir, train, max_images } => {
             let pairing = pairs::find_pairs(dir)?;
             println!("{}", pairs::describe(&pairing));
+            // Split before decoding: a bad file drops out of its side without moving any other
+            // pair, and a clean folder splits as it always did.
             let (tr, te) = split::split(&pairing.pairs, *train, seed, *max_images)?;
             println!(
                 "split {:.0}/{:.0} with seed {seed}: {} train, {} test",
@@ -117,21 +125,40 @@ pub fn load_dataset(
                 tr.len(),
                 te.len()
             );
-            split::write_list(&out.join("train.txt"), &tr)?;
-            split::write_list(&out.join("test.txt"), &te)?;
             let record = DatasetRecord::Lists { source: dir.display().to_string() };
-            load_lists(&tr, &te, size, channels, classes, record, pairing.pairs.len())
+            let found = Found {
+                source: dir.display().to_string(),
+                pairs: pairing.pairs.len(),
+                files: pairing.files,
+                unpaired: pairing.unpaired,
+            };
+            load_lists(&tr, &te, size, channels, classes, record, found, out, strict)
         }
         DataSource::Lists { train, test } => {
             let (tr, te) = (split::read_list(train)?, split::read_list(test)?);
-            split::write_list(&out.join("train.txt"), &tr)?;
-            split::write_list(&out.join("test.txt"), &te)?;
             let record = DatasetRecord::Lists { source: train.display().to_string() };
-            load_lists(&tr, &te, size, channels, classes, record, tr.len() + te.len())
+            let found = Found {
+                source: format!("{} and {}", train.display(), test.display()),
+                pairs: tr.len() + te.len(),
+                files: 2 * (tr.len() + te.len()),
+                unpaired: Vec::new(),
+            };
+            load_lists(&tr, &te, size, channels, classes, record, found, out, strict)
         }
     }
 }
 
+/// What pairing found in `source`: pairs, image files, and the files that could not be paired.
+struct Found {
+    source: String,
+    pairs: usize,
+    files: usize,
+    unpaired: Vec<Unusable>,
+}
+
+/// Decodes the train and test pairs, skipping (or with `strict`, refusing) unusable files, and
+/// writes the lists of the usable pairs and `skipped.txt` into `out`.
+#[allow(clippy::too_many_arguments)]
 fn load_lists(
     tr: &[pairs::Pair],
     te: &[pairs::Pair],
@@ -139,16 +166,43 @@ fn load_lists(
     channels: Option<usize>,
     classes: usize,
     record: DatasetRecord,
-    pairs: usize,
+    found: Found,
+    out: &Path,
+    strict: bool,
 ) -> Result<Dataset> {
-    let channels = match channels {
-        Some(c) => c,
-        None => load::detect_channels(tr)?,
-    };
+    // With no readable image the count does not matter: every pair is skipped below.
+    let channels = channels.or_else(|| load::channels_of(tr)).or_else(|| load::channels_of(te)).unwrap_or(1);
     let pre = Preprocess { size, channels };
     let t0 = Instant::now();
-    let train = load::load_all_with_classes(tr, &pre, classes)?;
-    let test = load::load_all_with_classes(te, &pre, classes)?;
+    let (train, test) = (load::decode_pairs(tr, &pre, classes)?, load::decode_pairs(te, &pre, classes)?);
+    let looked_at = tr.len() + te.len() + found.unpaired.len();
+    let skipped = Skipped::new([found.unpaired, train.skipped, test.skipped].concat());
+    skipped.report(looked_at, "pairs", out)?;
+    if strict {
+        skipped.refuse(out)?;
+    }
+    if train.pairs.is_empty() && test.pairs.is_empty() {
+        anyhow::bail!(
+            "no usable image/mask pair in {}: saw {} image files, {} pairs, and skipped {} files: {} (all listed in {})",
+            found.source,
+            found.files,
+            found.pairs,
+            skipped.files().len(),
+            skipped.examples(),
+            out.join(crate::data::skipped::LIST_NAME).display()
+        );
+    }
+    let resized: Vec<&PathBuf> = train.resized_masks.iter().chain(&test.resized_masks).collect();
+    if let Some(first) = resized.first() {
+        println!(
+            "note: {} mask(s) differ in size from their image and were resized to it (nearest neighbour), e.g. {}",
+            resized.len(),
+            first.display()
+        );
+    }
+    split::write_list(&out.join("train.txt"), &train.pairs)?;
+    split::write_list(&out.join("test.txt"), &test.pairs)?;
+    let (te, train, test) = (test.pairs, train.samples, test.samples);
     println!(
         "decoded {} images at {size}x{size}, {channels} channel(s), in {:.1} s (kept in memory)",
         train.len() + test.len(),
@@ -156,7 +210,7 @@ fn load_lists(
     );
     let test_names =
         te.iter().map(|p| p.image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()).collect();
-    Ok(Dataset { train, test, test_names, pairs, record, channels })
+    Ok(Dataset { train, test, test_names, pairs: found.pairs, record, channels })
 }
 
 /// Synthetic slices are grayscale; a 3-channel model gets them replicated.
@@ -358,7 +412,7 @@ impl Trainer {
             synth::check_classes(o.classes).context("train without --data uses the built-in synthetic slices")?;
         }
         std::fs::create_dir_all(&o.out).with_context(|| format!("could not create {}", o.out.display()))?;
-        let data = load_dataset(&o.source, o.size, o.channels, o.classes, o.seed, &o.out)?;
+        let data = load_dataset(&o.source, o.size, o.channels, o.classes, o.seed, &o.out, o.strict)?;
         anyhow::ensure!(!data.train.is_empty(), "no training images");
         anyhow::ensure!(!data.test.is_empty(), "no test images: use more images or a smaller --train fraction");
         let cfg = ModelConfig { channels: data.channels, ..cfg };
