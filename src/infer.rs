@@ -513,17 +513,7 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let mut cases = Vec::new();
     let (mut model_loss, mut native_loss) = (0.0, 0.0);
     for chunk in items.chunks(o.infer.batch) {
-        let results: Vec<Result<Loaded>> = chunk.par_iter().map(|item| item.load(&seg)).collect();
-        let (mut usable, mut loaded) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
-        for (item, result) in chunk.iter().zip(results) {
-            match result {
-                Ok(l) => {
-                    usable.push(item);
-                    loaded.push(l);
-                }
-                Err(e) => faults.push(skipped::file_fault(e)?),
-            }
-        }
+        let (usable, loaded) = load_usable(chunk, |item| item.load(&seg), &mut faults)?;
         let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<u8>)>) =
             loaded.into_iter().map(|l| (l.input, (l.sample, l.native_mask))).unzip();
         let maps = seg.segment(&inputs)?;
@@ -640,6 +630,27 @@ fn write_eval_panels(
     Ok(())
 }
 
+/// Loads `items` on CPU threads: the ones that loaded, with what they loaded; each file that
+/// could not be used goes to `faults` (any other error stops).
+fn load_usable<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    load: impl Fn(&T) -> Result<R> + Sync + Send,
+    faults: &mut Vec<Unusable>,
+) -> Result<(Vec<&'a T>, Vec<R>)> {
+    let results: Vec<Result<R>> = items.par_iter().map(load).collect();
+    let (mut usable, mut loaded) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
+    for (item, result) in items.iter().zip(results) {
+        match result {
+            Ok(l) => {
+                usable.push(item);
+                loaded.push(l);
+            }
+            Err(e) => faults.push(skipped::file_fault(e)?),
+        }
+    }
+    Ok((usable, loaded))
+}
+
 fn images_in(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);
@@ -674,17 +685,7 @@ pub fn predict(
     let seg = Segmenter::new(&model, *options)?;
     let (mut written, mut faults) = (0, Vec::new());
     for chunk in files.chunks(options.batch) {
-        let results: Vec<Result<Input>> = chunk.par_iter().map(|f| seg.load_input(f)).collect();
-        let (mut usable, mut inputs) = (Vec::with_capacity(chunk.len()), Vec::with_capacity(chunk.len()));
-        for (file, result) in chunk.iter().zip(results) {
-            match result {
-                Ok(input) => {
-                    usable.push(file);
-                    inputs.push(input);
-                }
-                Err(e) => faults.push(skipped::file_fault(e)?),
-            }
-        }
+        let (usable, inputs) = load_usable(chunk, |f| seg.load_input(f), &mut faults)?;
         for ((file, input), maps) in usable.into_iter().zip(&inputs).zip(seg.segment(&inputs)?) {
             let (w, h) = input.native_size;
             // Resized probabilities (not a resized mask) were thresholded: smoother edges.
