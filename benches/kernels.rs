@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use wgunet::graph::{Graph, Op};
 use wgunet::kernel::{BufferView, Dispatch};
-use wgunet::model::{Arch, ModelConfig};
+use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::conv2d::{Conv2d, ConvLayer};
 use wgunet::ops::conv_transpose2d::ConvTranspose2d;
 use wgunet::{DeviceChoice, Gpu, KernelVariant};
@@ -154,6 +154,7 @@ fn main() {
             filters: filters.parse().unwrap(),
             dropout: 0.0,
             classes: 1,
+            activation: Activation::Relu,
         };
         cfg.validate().unwrap();
         let graph = cfg.build(batch);

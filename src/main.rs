@@ -11,7 +11,7 @@ use wgunet::data::{pairs, split, synth};
 use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
-use wgunet::model::{Arch, ModelConfig};
+use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
 use wgunet::train::{self, DataSource, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
@@ -65,6 +65,9 @@ struct ModelArgs {
     /// ids 0..K, K outputs and a softmax.
     #[arg(long, default_value_t = 1)]
     classes: usize,
+    /// The conv blocks' nonlinearity.
+    #[arg(long, value_enum, default_value = "relu")]
+    activation: Activation,
 }
 
 impl ModelArgs {
@@ -77,6 +80,7 @@ impl ModelArgs {
             filters: self.filters,
             dropout: self.dropout,
             classes: self.classes,
+            activation: self.activation,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -488,6 +492,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         dropout: a.model.dropout,
         channels: a.channels,
         classes: a.model.classes,
+        activation: a.model.activation,
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,

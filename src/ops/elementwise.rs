@@ -1,5 +1,6 @@
-//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, sigmoid and their backwards, add.
-//! `add` sums gradients where a tensor feeds several consumers, and joins residual paths.
+//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, LeakyReLU, sigmoid and their
+//! backwards, add. `add` sums gradients where a tensor feeds several consumers, and joins
+//! residual paths.
 
 use anyhow::Result;
 
@@ -17,6 +18,10 @@ struct Params {
 
 const WG: u32 = 256;
 
+/// LeakyReLU's slope for negative inputs (Keras' `LeakyReLU` default is 0.3; 0.01 is Maas et
+/// al.'s, and keeps the net close to a ReLU one).
+pub const LEAKY_RELU_SLOPE: f64 = 0.01;
+
 fn launch(
     gpu: &Gpu,
     entry: &'static str,
@@ -25,7 +30,10 @@ fn launch(
     out: &BufferView,
 ) -> Result<Dispatch> {
     let n = out.elems();
-    let spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
+    let mut spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
+    if entry.starts_with("leaky_relu") {
+        spec = spec.constant("LEAKY_SLOPE", LEAKY_RELU_SLOPE);
+    }
     let mut tensors = vec![(1, a), (3, out)];
     if let Some(b) = b {
         tensors.push((2, b));
@@ -41,6 +49,16 @@ pub fn relu(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
 /// `dx = dy` where the ReLU output `y > 0`, else 0.
 pub fn relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
     launch(gpu, "relu_backward", y, Some(dy), dx)
+}
+
+/// `y = x` where `x > 0`, else `LEAKY_RELU_SLOPE·x`.
+pub fn leaky_relu(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "leaky_relu", x, None, y)
+}
+
+/// `dx = dy` where the LeakyReLU output `y > 0`, else `LEAKY_RELU_SLOPE·dy`.
+pub fn leaky_relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "leaky_relu_backward", y, Some(dy), dx)
 }
 
 /// `y = 1 / (1 + exp(-x))`.
@@ -101,6 +119,24 @@ impl Layer for ReluLayer {
 }
 
 #[derive(Clone, Debug)]
+pub struct LeakyReluLayer {
+    pub x: TensorId,
+}
+
+impl Layer for LeakyReluLayer {
+    fn name(&self) -> &'static str {
+        "LeakyRelu"
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(LeakyRelu { x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+        cx.propagate(self.x, len, |dx| LeakyReluBackward { y, dy, dx });
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct SigmoidLayer {
     pub x: TensorId,
 }
@@ -128,6 +164,11 @@ impl Graph {
     pub fn relu(&mut self, name: &str, x: TensorId) -> TensorId {
         let shape = self.shape(x);
         self.push(name, ReluLayer { x }, shape)
+    }
+
+    pub fn leaky_relu(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name, LeakyReluLayer { x }, shape)
     }
 
     pub fn sigmoid(&mut self, name: &str, x: TensorId) -> TensorId {
@@ -206,6 +247,8 @@ macro_rules! backward_kernel {
 
 unary_kernel!(Relu, relu);
 backward_kernel!(ReluBackward, relu_backward);
+unary_kernel!(LeakyRelu, leaky_relu);
+backward_kernel!(LeakyReluBackward, leaky_relu_backward);
 unary_kernel!(Sigmoid, sigmoid);
 backward_kernel!(SigmoidBackward, sigmoid_backward);
 
@@ -216,6 +259,12 @@ pub mod reference {
     }
     pub fn relu_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
         y.iter().zip(dy).map(|(&y, &g)| if y > 0.0 { g } else { 0.0 }).collect()
+    }
+    pub fn leaky_relu(x: &[f64]) -> Vec<f64> {
+        x.iter().map(|&v| if v > 0.0 { v } else { super::LEAKY_RELU_SLOPE * v }).collect()
+    }
+    pub fn leaky_relu_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
+        y.iter().zip(dy).map(|(&y, &g)| if y > 0.0 { g } else { super::LEAKY_RELU_SLOPE * g }).collect()
     }
     pub fn sigmoid(x: &[f64]) -> Vec<f64> {
         x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect()
@@ -241,6 +290,8 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>>
     let gbig = gpu.upload("big", &big)?;
     let relu_y = reference::relu(&a64);
     let gy = gpu.upload("y", &relu_y.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
+    let leaky_y = reference::leaky_relu(&a64);
+    let gleaky = gpu.upload("leaky y", &leaky_y.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
     // The backward reads y; an f32 y near 1 keeps too few bits of 1 − y for a 1e-5 bound, so it
     // takes y of the unsaturated inputs.
     let sigmoid_a = reference::sigmoid(&a64);
@@ -249,6 +300,10 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>>
         check::run_case(gpu, "relu", &shape, &relu_y, |y| relu(gpu, &ga, y))?,
         check::run_case(gpu, "relu_backward", &shape, &reference::relu_backward(&relu_y, &b64), |dx| {
             relu_backward(gpu, &gy, &gb, dx)
+        })?,
+        check::run_case(gpu, "leaky_relu", &shape, &leaky_y, |y| leaky_relu(gpu, &ga, y))?,
+        check::run_case(gpu, "leaky_relu_backward", &shape, &reference::leaky_relu_backward(&leaky_y, &b64), |dx| {
+            leaky_relu_backward(gpu, &gleaky, &gb, dx)
         })?,
         check::run_case(gpu, "sigmoid", &shape, &reference::sigmoid(&big64), |y| sigmoid(gpu, &gbig, y))?,
         check::run_case(gpu, "sigmoid_backward", &shape, &reference::sigmoid_backward(&sigmoid_a, &b64), |dx| {

@@ -171,6 +171,7 @@ mod tests {
             dropout: 0.1,
             channels: None,
             classes: 1,
+            activation: crate::model::Activation::LeakyRelu,
             epochs: 3,
             batch: 2,
             lr: 1.0 / 3.0,
@@ -180,6 +181,7 @@ mod tests {
             seed: 42,
             out: dir.clone(),
             command: "wgunet train".into(),
+            strict: false,
         };
         let mut generator = rand_pcg::Pcg64::seed_from_u64(3);
         generator.random::<u64>();
