@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{numel, BufId, Compiler, Graph, Op, ParamId, TensorId};
+use super::compile::Compiler;
+use super::ir::{numel, BufId, Graph, Op, ParamId, TensorId};
 use crate::device::Gpu;
 use crate::kernel::{BufferView, Dispatch};
 use crate::ops::elementwise::Add;
