@@ -215,13 +215,14 @@ fn multiclass_unet_gradients_match_reference() {
     gradients_match(Arch::Unet, 16, 1, Loss::Ce);
 }
 
-/// LeakyReLU after unfused convolutions (the U-Net's conv blocks) and after batch norm and the
-/// residual sums (the residual U-Net's; 3 input channels, as with one the batch norm after the
-/// 1×1 projection cancels its weight's scale, leaving that gradient f32 noise).
+/// LeakyReLU after unfused convolutions, in both U-Net decoders. Not the residual U-Net: there
+/// LeakyReLU follows batch norm, whose zero-mean outputs put an element within f32 rounding of
+/// the kink in about one run in 25, and f32 and f64 then take different slopes there (its
+/// layer is the same one tested here).
 #[test]
 fn leaky_relu_gradients_match_reference() {
     gradients_match_activated(Arch::Unet, Activation::LeakyRelu, 16, 1, Loss::Bce);
-    gradients_match_activated(Arch::Resunet, Activation::LeakyRelu, 32, 3, Loss::Bce);
+    gradients_match_activated(Arch::UnetUpsample, Activation::LeakyRelu, 16, 3, Loss::BceDice);
 }
 
 /// Attention gates: concat, fused-ReLU 1×1 conv, sigmoid, gating.
