@@ -18,6 +18,7 @@ use crate::data::{load, pairs, split, synth};
 use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::{Executor, OptimizerConfig, ParamArena};
+use crate::finetune::{self, InitRecord};
 use crate::graph::{compile, Loss, Mode};
 use crate::infer::postprocess::argmax;
 use crate::model::{Arch, ModelConfig};
@@ -58,6 +59,8 @@ pub struct TrainOptions {
     pub seed: u64,
     pub out: PathBuf,
     pub command: String,
+    /// Start from another run's weights instead of the random initialisation.
+    pub init: Option<InitRecord>,
 }
 
 /// Decoded train and test samples, and how to find them again.
@@ -220,7 +223,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
     let graph = cfg.build(batch);
     let program = compile(&graph, Mode::Train(o.loss));
     let params = Arc::new(ParamArena::new(&gpu, &program.params)?);
-    params.load(&gpu, &params.initial_values(o.seed))?;
+    params.load(&gpu, &finetune::initial_values(&params, &cfg, o.init.as_ref(), o.seed)?)?;
     let exec = Executor::new(
         &gpu,
         program,
@@ -255,6 +258,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
         epochs_run,
         best_epoch,
         wgunet_version: env!("CARGO_PKG_VERSION").to_string(),
+        init: o.init.clone(),
     };
     checkpoint::save_record(&o.out, &record(0, 0))?;
     let csv_path = o.out.join("metrics.csv");
