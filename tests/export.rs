@@ -35,10 +35,11 @@ fn device() -> DeviceChoice {
     std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap()
 }
 
-/// A 16-px model of `arch` with 2 base filters: grayscale and binary, or RGB and 3 classes.
+/// A 16-px model of `arch` with 4 base filters (with 2, dead ReLUs often leave the output
+/// nearly constant): grayscale and binary, or RGB and 3 classes.
 fn tiny(arch: Arch, classes: usize) -> ModelConfig {
     let channels = if classes == 1 { 1 } else { 3 };
-    ModelConfig { arch, size: 16, channels, filters: 2, dropout: 0.1, classes }
+    ModelConfig { arch, size: 16, channels, filters: 4, dropout: 0.1, classes }
 }
 
 /// wgunet's random initialisation, with the parameters it starts at constants moved off them
@@ -119,9 +120,10 @@ fn exports_like_wgunet_infers(arch: Arch) {
         assert_eq!(ours.len(), theirs.len(), "{label}");
         let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst <= TOLERANCE, "{label}: probabilities differ by up to {worst:e}");
-        // Probabilities that are all 0, 1 or 0.5 would agree however the graph were wired.
+        // Probabilities that are all 0, 1 or 0.5 would agree however the graph were wired; the
+        // two runtimes typically agree to 1e-7, random models spread over 0.01 to 0.8.
         let spread = ours.iter().fold((1.0f32, 0.0f32), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-        assert!(spread.1 - spread.0 > 0.01, "{label}: degenerate probabilities {spread:?}");
+        assert!(spread.1 - spread.0 > 10.0 * TOLERANCE, "{label}: degenerate probabilities {spread:?}");
         if classes > 1 {
             let pixels = cfg.size * cfg.size;
             for image in theirs.chunks(classes * pixels) {
