@@ -127,6 +127,18 @@ mod tests {
     }
 
     #[test]
+    fn runs_saved_before_init_load_without_it_and_new_ones_keep_it() {
+        let old = r#"{ "model": { "arch": "unet", "size": 64, "channels": 1, "filters": 8 }, "loss": "bce",
+            "dataset": { "kind": "synthetic", "seed": 1, "count": 10, "train": 0.7 }, "command": "wgunet train",
+            "epochs_run": 3, "best_epoch": 2, "wgunet_version": "0.1.0" }"#;
+        let mut record: checkpoint::RunRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.init, None);
+        record.init = Some(InitRecord { run: "runs/A".into(), skip_head: true });
+        let again: checkpoint::RunRecord = serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(again.init, record.init);
+    }
+
+    #[test]
     fn the_head_is_the_final_convolution_only() {
         let names: Vec<String> =
             config(Arch::Unet, 2, 1, 1).build(1).params.iter().filter(|p| is_head(p)).map(|p| p.name.clone()).collect();
