@@ -47,9 +47,15 @@ fn full_augmentation() -> AugmentPreset {
     AugmentPreset::Full
 }
 
+/// Writes `bytes` to `path` so that a crash or kill at any moment leaves either the old file or
+/// the new one: a temporary file beside it, flushed to disk, then renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    std::fs::write(&tmp, bytes).with_context(|| format!("could not write {}", tmp.display()))?;
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("could not write {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("could not write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("could not move {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
@@ -67,18 +73,29 @@ pub fn load_record(dir: &Path) -> Result<RunRecord> {
 }
 
 pub fn save_weights(path: &Path, params: &[ParamInfo], values: &[Vec<f32>]) -> Result<()> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = params
-        .iter()
-        .zip(values)
-        .map(|(p, v)| {
+    let meta = HashMap::from([("format".to_string(), "wgunet".to_string())]);
+    save_tensor_groups(path, params, &[("", values)], meta)
+}
+
+/// Several tensors per parameter in one safetensors file, each group's named `PREFIXname`
+/// (empty vectors, such as the optimizer moments of untrained state, are left out), with
+/// `metadata` in the header.
+pub fn save_tensor_groups(
+    path: &Path,
+    params: &[ParamInfo],
+    groups: &[(&str, &[Vec<f32>])],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut views = Vec::new();
+    for (prefix, values) in groups {
+        for (p, v) in params.iter().zip(values.iter()).filter(|(_, v)| !v.is_empty()) {
             let view =
                 safetensors::tensor::TensorView::new(safetensors::Dtype::F32, p.shape.clone(), bytemuck::cast_slice(v))
                     .expect("shape matches length");
-            (p.name.clone(), view)
-        })
-        .collect();
-    let meta = HashMap::from([("format".to_string(), "wgunet".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta))?;
+            views.push((format!("{prefix}{}", p.name), view));
+        }
+    }
+    let bytes = safetensors::serialize(views, Some(metadata))?;
     write_atomic(path, &bytes)
 }
 
@@ -87,17 +104,32 @@ pub fn load_weights(path: &Path, params: &[ParamInfo]) -> Result<Vec<Vec<f32>>> 
     let bytes = std::fs::read(path).with_context(|| format!("could not read weights {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    load_tensor_group(&st, path, params, "", |_| true)
+}
+
+/// The tensors `PREFIXname` of `st` (read from `path`) for each parameter `wanted` keeps, in the
+/// order of `params`, checking shapes; an empty vector for each parameter it does not keep.
+pub fn load_tensor_group(
+    st: &safetensors::SafeTensors<'_>,
+    path: &Path,
+    params: &[ParamInfo],
+    prefix: &str,
+    wanted: impl Fn(&ParamInfo) -> bool,
+) -> Result<Vec<Vec<f32>>> {
     params
         .iter()
         .map(|p| {
-            let t = st.tensor(&p.name).with_context(|| {
-                format!("{} has no tensor '{}': it was saved for another architecture", path.display(), p.name)
+            if !wanted(p) {
+                return Ok(Vec::new());
+            }
+            let name = format!("{prefix}{}", p.name);
+            let t = st.tensor(&name).with_context(|| {
+                format!("{} has no tensor '{name}': it was saved for another architecture", path.display())
             })?;
             if t.shape() != p.shape.as_slice() || t.dtype() != safetensors::Dtype::F32 {
                 bail!(
-                    "{}: tensor '{}' is {:?} {:?}, the model needs F32 {:?}",
+                    "{}: tensor '{name}' is {:?} {:?}, the model needs F32 {:?}",
                     path.display(),
-                    p.name,
                     t.dtype(),
                     t.shape(),
                     p.shape

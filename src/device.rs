@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 
 /// What `--device` asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceChoice {
     /// Best hardware adapter: discrete before integrated.
     Gpu,
@@ -322,10 +322,11 @@ impl Gpu {
 
     /// Blocks until the queue is idle, then reports any device error.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
-        self.check()
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        // A lost device fails the poll too; the error recorded first names the cause and the fix.
+        self.check()?;
+        polled.map_err(|e| anyhow!("waiting for the GPU failed: {e}"))?;
+        Ok(())
     }
 
     /// The kernel variant the op drivers build for this device: from the adapter type, unless
@@ -407,4 +408,32 @@ pub fn print_devices() {
     }
     let pick = |c: DeviceChoice| select(&c).map(|a| a.get_info().name).unwrap_or_else(|_| "none".into());
     println!("--device gpu -> {}; --device cpu -> {}", pick(DeviceChoice::Gpu), pick(DeviceChoice::Cpu));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error wgpu raises outside any error scope in the middle of work (here a buffer over
+    /// the adapter's limit, which is as close to running out of memory as a test can get on a
+    /// machine with plenty) comes back from the next wait as an error, once, instead of a panic.
+    #[test]
+    fn device_errors_come_back_from_the_next_wait() {
+        let gpu = Gpu::open(&DeviceChoice::Cpu).expect("tests need lavapipe");
+        let _too_large = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("too large"),
+            size: gpu.limits.max_buffer_size + 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let err = gpu.wait().expect_err("the invalid buffer is reported").to_string();
+        assert!(err.starts_with("GPU error") && err.contains("too large"), "{err}");
+        gpu.wait().expect("an error is reported once");
+    }
+
+    #[test]
+    fn out_of_memory_names_the_fix() {
+        let oom = wgpu::Error::OutOfMemory { source: Box::new(std::io::Error::other("VK_ERROR_OUT_OF_DEVICE_MEMORY")) };
+        assert_eq!(describe_error(&oom), "the GPU ran out of memory: use a smaller --batch, --size or --filters");
+    }
 }

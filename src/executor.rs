@@ -111,18 +111,7 @@ impl ParamArena {
     /// Uploads every parameter's and state tensor's value (in `infos` order) and clears
     /// gradients and optimizer moments.
     pub fn load(&self, gpu: &Gpu, values: &[Vec<f32>]) -> Result<()> {
-        anyhow::ensure!(
-            values.len() == self.infos.len(),
-            "{} tensors for a model of {}",
-            values.len(),
-            self.infos.len()
-        );
-        let mut flat = [vec![0.0f32; self.state_elems()], vec![0.0f32; self.total_elems()]];
-        for (((start, len), v), info) in self.layout.iter().zip(values).zip(&self.infos) {
-            anyhow::ensure!(v.len() == *len, "'{}' has {} values, the model expects {len}", info.name, v.len());
-            flat[info.trained as usize][*start..start + len].copy_from_slice(v);
-        }
-        let [state, trained] = flat;
+        let [state, trained] = self.flatten(values, true)?;
         gpu.write(&self.values, &trained);
         gpu.write(&self.state, &state);
         let zeros = vec![0.0f32; trained.len()];
@@ -130,6 +119,36 @@ impl ParamArena {
             gpu.write(b, &zeros);
         }
         Ok(())
+    }
+
+    /// Uploads Adam's moments as [`ParamArena::read`] gives them for `m` and `v` (after
+    /// [`ParamArena::load`]), so an optimisation continues where it stopped.
+    pub fn load_moments(&self, gpu: &Gpu, m: &[Vec<f32>], v: &[Vec<f32>]) -> Result<()> {
+        for (arena, moments) in [(&self.m, m), (&self.v, v)] {
+            let [_, trained] = self.flatten(moments, false)?;
+            gpu.write(arena, &trained);
+        }
+        Ok(())
+    }
+
+    /// Per-parameter tensors (in `infos` order) laid out as the arenas hold them: [state,
+    /// trained]. Without `with_state`, untrained tensors are absent (empty), as moments are.
+    fn flatten(&self, tensors: &[Vec<f32>], with_state: bool) -> Result<[Vec<f32>; 2]> {
+        anyhow::ensure!(
+            tensors.len() == self.infos.len(),
+            "{} tensors for a model of {}",
+            tensors.len(),
+            self.infos.len()
+        );
+        let mut flat = [vec![0.0f32; self.state_elems()], vec![0.0f32; self.total_elems()]];
+        for (((start, len), v), info) in self.layout.iter().zip(tensors).zip(&self.infos) {
+            if !info.trained && !with_state {
+                continue;
+            }
+            anyhow::ensure!(v.len() == *len, "'{}' has {} values, the model expects {len}", info.name, v.len());
+            flat[info.trained as usize][*start..start + len].copy_from_slice(v);
+        }
+        Ok(flat)
     }
 
     /// Each parameter's slice of `arena` (values, grads, m or v). Reading `values` gives the

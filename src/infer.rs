@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::checkpoint::{self, DatasetRecord, RunRecord};
 use crate::data::load::{self, Preprocess, Sample};
 use crate::data::pairs::{self, Pair};
+use crate::data::skipped::{self, Skipped, Unusable};
 use crate::data::{split, synth};
 use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
@@ -266,14 +267,13 @@ impl<'m> Segmenter<'m> {
 }
 
 /// Prints a line when the images' colour differs from the model's (a skin-photo set for a
-/// model trained on gray MRI, say), judged from the first few files.
-fn notice_colour_conversion(pairs: &[Pair], channels: usize) -> Result<()> {
-    match (load::detect_channels(pairs)?, channels) {
-        (3, 1) => println!("note: the images are colour but the model takes grayscale: using their luma"),
-        (1, 3) => println!("note: the images are grayscale but the model takes RGB: repeating the gray channel"),
+/// model trained on gray MRI, say), judged from the first few readable files.
+fn notice_colour_conversion(pairs: &[Pair], channels: usize) {
+    match (load::channels_of(pairs), channels) {
+        (Some(3), 1) => println!("note: the images are colour but the model takes grayscale: using their luma"),
+        (Some(1), 3) => println!("note: the images are grayscale but the model takes RGB: repeating the gray channel"),
         _ => {}
     }
-    Ok(())
 }
 
 /// What `wgunet eval` scores.
@@ -393,11 +393,14 @@ impl Item {
             Item::File { pair, .. } => {
                 let classes = seg.model.classes();
                 let sample = load::load_sample_with_classes(pair, &seg.model.preprocess(), classes)?;
-                let native_mask = if classes >= 2 {
-                    native::load_labels(&pair.mask, classes)?.0
+                let (ids, mask_size) = if classes >= 2 {
+                    native::load_labels(&pair.mask, classes)?
                 } else {
-                    native::load_mask(&pair.mask)?.0.into_iter().map(u8::from).collect()
+                    let (bits, size) = native::load_mask(&pair.mask)?;
+                    (bits.into_iter().map(u8::from).collect(), size)
                 };
+                // A mask of another size than its image is scored as resized to it.
+                let native_mask = native::resize_ids(ids, mask_size, sample.native_size);
                 let input = if seg.options.tile {
                     seg.load_input(&pair.image)?
                 } else {
@@ -438,8 +441,10 @@ fn file_items(pairs: Vec<Pair>) -> Vec<Item> {
         .collect()
 }
 
-fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<Item>, String)> {
+/// The items to score, what they are in words, and the files that could not be paired.
+fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<Item>, String, Vec<Unusable>)> {
     let pre = model.preprocess();
+    let mut unpaired = Vec::new();
     let (pairs, label) = match data {
         EvalData::RunTestSplit => match &model.record.dataset {
             DatasetRecord::Synthetic { seed, count, train } => {
@@ -458,7 +463,7 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
                         },
                     })
                     .collect();
-                return Ok((items, "the run's test split (synthetic)".to_string()));
+                return Ok((items, "the run's test split (synthetic)".to_string(), Vec::new()));
             }
             DatasetRecord::Lists { .. } => {
                 let list = run.join("test.txt");
@@ -468,14 +473,13 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
         EvalData::Folder(dir) => {
             let pairing = pairs::find_pairs(dir)?;
             println!("{}", pairs::describe(&pairing));
+            unpaired = pairing.unpaired;
             (pairing.pairs, dir.display().to_string())
         }
         EvalData::List(file) => (split::read_list(file)?, file.display().to_string()),
     };
-    if !pairs.is_empty() {
-        notice_colour_conversion(&pairs, pre.channels)?;
-    }
-    Ok((file_items(pairs), label))
+    notice_colour_conversion(&pairs, pre.channels);
+    Ok((file_items(pairs), label, unpaired))
 }
 
 /// A picture for a panel, kept compactly until the best and worst are known: masks as ids
@@ -488,7 +492,9 @@ struct PanelCase {
 
 pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let model = LoadedModel::open(run, &o.device)?;
-    let (items, label) = eval_items(run, &model, &o.data)?;
+    let (items, label, unpaired) = eval_items(run, &model, &o.data)?;
+    let looked_at = items.len() + unpaired.len();
+    let mut faults = unpaired;
     if items.is_empty() {
         bail!("nothing to evaluate in {label}");
     }
@@ -507,11 +513,11 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let mut cases = Vec::new();
     let (mut model_loss, mut native_loss) = (0.0, 0.0);
     for chunk in items.chunks(o.infer.batch) {
-        let loaded: Vec<Loaded> = chunk.par_iter().map(|item| item.load(&seg)).collect::<Result<_>>()?;
+        let (usable, loaded) = load_usable(chunk, |item| item.load(&seg), &mut faults)?;
         let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<u8>)>) =
             loaded.into_iter().map(|l| (l.input, (l.sample, l.native_mask))).unzip();
         let maps = seg.segment(&inputs)?;
-        for (((item, input), (sample, native_mask)), m) in chunk.iter().zip(&inputs).zip(truths).zip(maps) {
+        for (((item, input), (sample, native_mask)), m) in usable.into_iter().zip(&inputs).zip(truths).zip(maps) {
             let truth = mask_ids(&sample.mask);
             let (w, h) = input.native_size;
             let pred = seg.ids(&m.model, side, side);
@@ -531,6 +537,13 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
             }
         }
     }
+    let skipped = Skipped::new(faults);
+    let out_dir = o.out.clone().unwrap_or_else(|| run.join("eval"));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("could not create {}", out_dir.display()))?;
+    skipped.report(looked_at, "pairs", &out_dir)?;
+    if per_image.is_empty() {
+        bail!("no usable image/mask pair in {label}: skipped {}: {}", skipped.files().len(), skipped.examples());
+    }
     let n = per_image.len() as f64;
     let result = EvalReport {
         model: metrics_of(per_image.iter().map(|s| &s.model), model_loss / n),
@@ -544,8 +557,6 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     result.model.print_lines("model  ");
     result.native.print_lines("native ");
 
-    let out_dir = o.out.clone().unwrap_or_else(|| run.join("eval"));
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("could not create {}", out_dir.display()))?;
     let csv = out_dir.join("per_image.csv");
     checkpoint::write_atomic(&csv, per_image_csv(&result.per_image).as_bytes())?;
     println!("wrote {}", csv.display());
@@ -619,14 +630,37 @@ fn write_eval_panels(
     Ok(())
 }
 
+/// Loads `items` on CPU threads: the ones that loaded, with what they loaded; each file that
+/// could not be used goes to `faults` (any other error stops).
+fn load_usable<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    load: impl Fn(&T) -> Result<R> + Sync + Send,
+    faults: &mut Vec<Unusable>,
+) -> Result<(Vec<&'a T>, Vec<R>)> {
+    let results: Vec<Result<R>> = items.par_iter().map(load).collect();
+    let (mut usable, mut loaded) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
+    for (item, result) in items.iter().zip(results) {
+        match result {
+            Ok(l) => {
+                usable.push(item);
+                loaded.push(l);
+            }
+            Err(e) => faults.push(skipped::file_fault(e)?),
+        }
+    }
+    Ok((usable, loaded))
+}
+
 fn images_in(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);
     }
     let entries = std::fs::read_dir(input)
         .with_context(|| format!("--input {} is neither a file nor a folder", input.display()))?;
-    let mut files: Vec<PathBuf> =
-        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| pairs::is_image_file(p)).collect();
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| pairs::is_image_file(p) && !pairs::is_hidden(p))
+        .collect();
     files.sort();
     if files.is_empty() {
         bail!("--input {} holds no images ({})", input.display(), pairs::IMAGE_EXTENSIONS.join(", "));
@@ -646,12 +680,13 @@ pub fn predict(
     let model = LoadedModel::open(run, device)?;
     let files = images_in(input)?;
     let as_pairs: Vec<Pair> = files.iter().map(|f| Pair { image: f.clone(), mask: f.clone() }).collect();
-    notice_colour_conversion(&as_pairs, model.record.model.channels)?;
+    notice_colour_conversion(&as_pairs, model.record.model.channels);
     std::fs::create_dir_all(output).with_context(|| format!("could not create {}", output.display()))?;
     let seg = Segmenter::new(&model, *options)?;
+    let (mut written, mut faults) = (0, Vec::new());
     for chunk in files.chunks(options.batch) {
-        let inputs: Vec<Input> = chunk.par_iter().map(|f| seg.load_input(f)).collect::<Result<_>>()?;
-        for ((file, input), maps) in chunk.iter().zip(&inputs).zip(seg.segment(&inputs)?) {
+        let (usable, inputs) = load_usable(chunk, |f| seg.load_input(f), &mut faults)?;
+        for ((file, input), maps) in usable.into_iter().zip(&inputs).zip(seg.segment(&inputs)?) {
             let (w, h) = input.native_size;
             // Resized probabilities (not a resized mask) were thresholded: smoother edges.
             let pixels = if model.classes() >= 2 {
@@ -665,10 +700,19 @@ pub fn predict(
             let mut bytes = Vec::new();
             mask.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)?;
             checkpoint::write_atomic(&path, &bytes)?;
+            written += 1;
         }
     }
-    println!("wrote {} masks to {}", files.len(), output.display());
-    Ok(files.len())
+    let skipped = Skipped::new(faults);
+    // The output folder may be the user's own: a skipped.txt is written there only when needed.
+    if !skipped.is_empty() {
+        skipped.report(files.len(), "images", output)?;
+    }
+    if written == 0 {
+        bail!("no readable image in --input {}: {}", input.display(), skipped.examples());
+    }
+    println!("wrote {written} masks to {}", output.display());
+    Ok(written)
 }
 
 #[cfg(test)]

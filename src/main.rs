@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use wgunet::data::{pairs, split, synth};
 use wgunet::finetune::InitRecord;
@@ -136,7 +137,14 @@ enum Command {
         classes: usize,
     },
     /// Train a model (with no --data: on the built-in synthetic dataset).
-    Train(TrainArgs),
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Continue the run in this folder (its --out) from its last checkpoint, with the options
+        /// it was started with; --epochs may be raised.
+        #[arg(long, value_name = "RUN", conflicts_with = "out")]
+        resume: Option<PathBuf>,
+    },
     /// Train several architectures on the same split with the same seed and tabulate them.
     Compare {
         /// Comma-separated architectures.
@@ -338,6 +346,10 @@ struct TrainArgs {
     /// Run folder for the model, metrics and lists.
     #[arg(long, default_value = "runs/unet")]
     out: PathBuf,
+    /// Stop on the first dataset file that cannot be used, instead of skipping it (skipped
+    /// files are listed in OUT/skipped.txt).
+    #[arg(long)]
+    strict: bool,
     /// Start from the weights of this run folder (best, else last) instead of a random
     /// initialisation: fine-tuning. Same --arch, --filters, channels and --classes.
     #[arg(long)]
@@ -351,13 +363,43 @@ struct TrainArgs {
 fn main() -> ExitCode {
     bench::mark_process_start();
     give_driver_a_runtime_dir();
-    match run(Cli::parse()) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<train::Interrupted>() {
+            Some(interrupted) => {
+                eprintln!("{interrupted}");
+                // 128 + SIGINT, as a shell reports a program ended by Ctrl-C.
+                ExitCode::from(130)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Ctrl-C and SIGTERM ask training to stop after its current step (and write nothing half);
+/// a second one ends the process at once.
+fn stop_on_interrupt() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if train::STOP_REQUESTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step (press Ctrl-C again to stop at once)");
+    })?;
+    Ok(())
+}
+
+/// The options typed on the command line of `subcommand` (e.g. `--size`), not left at their defaults.
+fn flags_given(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
+    let Some(m) = matches.subcommand_matches(subcommand) else { return Vec::new() };
+    m.ids()
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| format!("--{}", id.as_str().replace('_', "-")))
+        .collect()
 }
 
 /// Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` (several times)
@@ -378,7 +420,7 @@ fn give_driver_a_runtime_dir() {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
     match cli.kernels {
         KernelsArg::Auto => {}
         KernelsArg::Cpu => KernelVariant::force(KernelVariant::Cpu),
@@ -415,10 +457,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let n = synth::write_dataset_with_classes(&out, count, seed, size, classes)?;
             println!("wrote {n} synthetic image/mask pairs to {}", out.display());
         }
-        Command::Train(a) => {
-            train::train(&train_options(a)?)?;
+        Command::Train { args, resume } => {
+            stop_on_interrupt()?;
+            let options = train_options(args)?;
+            match resume {
+                Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train"))?,
+                None => drop(train::train(&options)?),
+            }
         }
         Command::Compare { archs, train } => {
+            stop_on_interrupt()?;
             wgunet::compare::compare(&train_options(train)?, &archs)?;
         }
         Command::Eval { model, data, list, device, infer, panels, out, json } => {
@@ -481,6 +529,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         seed: a.seed,
         out: a.out,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        strict: a.strict,
         init: a.init.map(|run| InitRecord { run: run.display().to_string(), skip_head: a.init_skip_head }),
     })
 }

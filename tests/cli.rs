@@ -161,14 +161,17 @@ fn three_classes_train_eval_predict() {
         assert_eq!(seen, [true; 3], "{name}: some class is never predicted");
     }
 
-    // A class id of K or more names the file, the value and the classes.
+    // A class id of K or more names the file, the value and the classes (with --strict; else
+    // the pair is skipped, see tests/data_faults.rs).
     let bad = root.join("bad");
     write_class_dataset(&bad, 6);
     image::GrayImage::from_fn(48, 40, |x, _| image::Luma([if x == 7 { 3 } else { 0 }]))
         .save(bad.join("masks/4.png"))
         .unwrap();
-    let err =
-        wgunet_fails(&["train", "--data", &s(&bad), "--classes", "3", "--device", "cpu", "--out", &s(&root.join("x"))]);
+    #[rustfmt::skip]
+    let err = wgunet_fails(&[
+        "train", "--data", &s(&bad), "--classes", "3", "--device", "cpu", "--out", &s(&root.join("x")), "--strict",
+    ]);
     assert!(err.contains("4.png") && err.contains("class id 3") && err.contains("--classes 4"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -271,11 +271,15 @@ fn unreadable_files_are_named_in_errors() {
     let e = format!("{:#}", load_image(&missing, &GRAY).unwrap_err());
     assert!(e.contains("missing.png"), "{e}");
 
+    // A mask of another size than its image is resized to the model's size all the same.
     let image = image::DynamicImage::ImageLuma8(GrayImage::new(8, 8));
-    let small_mask = image::DynamicImage::ImageLuma8(GrayImage::new(4, 8));
+    let small_mask =
+        image::DynamicImage::ImageLuma8(GrayImage::from_fn(4, 8, |x, _| Luma([if x >= 2 { 255 } else { 0 }])));
     let pair = write_pair(&dir, "mismatch", &image, &small_mask);
-    let e = format!("{:#}", load_sample(&pair, &GRAY).unwrap_err());
-    assert!(e.contains("mismatch_mask.png") && e.contains("4×8"), "{e}");
+    let sample = load_sample(&pair, &GRAY).unwrap();
+    assert_eq!(sample.native_size, (8, 8));
+    let row: Vec<f32> = sample.mask[..16].to_vec();
+    assert_eq!(row, [[0.0; 8], [1.0; 8]].concat(), "the right half of the mask is foreground");
 
     let pair = Pair { image: dir.path("mismatch.png"), mask: fake };
     assert!(format!("{:#}", load_sample(&pair, &GRAY).unwrap_err()).contains("fake.png"));

@@ -187,6 +187,32 @@ fn every_mask_folder_name_is_recognised() {
     assert_eq!(relative_pairs(&tree, &pairing), expected);
 }
 
+/// Files left unpaired each come with their reason; hidden and OS files are not even counted.
+#[test]
+fn unpaired_files_say_why_and_hidden_files_are_not_seen() {
+    let tree = TempTree::new("unpaired");
+    tree.images(&["images/a.png", "images/b.png", "masks/a.png", "masks/z.png", "c.png", "c_mask.png", "c_gt.png"]);
+    tree.images(&["images/._a.png", "images/.hidden.png"]);
+    for junk in [".DS_Store", "images/Thumbs.db", "masks/desktop.ini", "masks/THUMBS.DB"] {
+        std::fs::write(tree.path(junk), "junk").unwrap();
+    }
+    let pairing = find_pairs(&tree.0).unwrap();
+    assert_eq!(relative_pairs(&tree, &pairing), owned(&[("images/a.png", "masks/a.png")]));
+    assert_eq!(pairing.files, 7);
+    let unpaired: Vec<(PathBuf, &str)> = pairing.unpaired.iter().map(|u| (u.path.clone(), u.reason.as_str())).collect();
+    let mask_alone = "is a mask with no image (no image file of the same name)";
+    assert_eq!(
+        unpaired,
+        [
+            (tree.path("c.png"), "has several equally likely masks (c_gt.png, c_mask.png): keep one"),
+            (tree.path("c_gt.png"), mask_alone),
+            (tree.path("c_mask.png"), mask_alone),
+            (tree.path("images/b.png"), "has no mask (no mask file of the same name)"),
+            (tree.path("masks/z.png"), mask_alone),
+        ]
+    );
+}
+
 #[test]
 fn numeric_names_pair_by_stem_and_masks_may_have_another_extension() {
     let tree = TempTree::new("numeric");

@@ -1,13 +1,20 @@
 //! Decoding and resizing images and masks on CPU threads, into the f32 layouts the GPU wants.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use image::imageops::{self, FilterType};
-use image::{ColorType, DynamicImage, GrayImage, ImageReader};
+use image::{ColorType, DynamicImage, GrayImage, ImageError, ImageReader, Limits};
 use rayon::prelude::*;
 
 use super::pairs::Pair;
+use super::skipped::Unusable;
+
+/// The widest and tallest image decoded: larger ones (or decompression bombs, a few bytes
+/// declaring 100000×100000 pixels) are refused before anything is allocated.
+pub const MAX_SIDE: u32 = 16384;
+/// The most memory one image's decoding may allocate.
+pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocess {
@@ -46,25 +53,22 @@ pub fn load_sample(pair: &Pair, pre: &Preprocess) -> Result<Sample> {
 }
 
 /// A pair for a model of `classes` classes: 1 binarises the mask; K ≥ 2 reads its pixel values
-/// as class ids (see [`class_ids`]). Masks are resized by nearest neighbour either way.
+/// as class ids (see [`class_ids`]). Masks are resized by nearest neighbour either way, also
+/// when their size differs from their image's.
 pub fn load_sample_with_classes(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<Sample> {
-    let (image, native_size) = load_image(&pair.image, pre)?;
+    pre.validate()?;
+    Ok(decode_pair(pair, pre, classes)?.0)
+}
+
+/// [`load_sample_with_classes`] for a validated `pre`, and whether the mask's size differed
+/// from the image's.
+fn decode_pair(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<(Sample, bool), Unusable> {
+    let (image, native_size) = resized_image(&decode(&pair.image)?, pre);
     let mask_image = decode(&pair.mask)?;
-    let mask_size = (mask_image.width(), mask_image.height());
-    if mask_size != native_size {
-        bail!(
-            "mask {} is {}×{} but its image {} is {}×{}: are they really a pair?",
-            pair.mask.display(),
-            mask_size.0,
-            mask_size.1,
-            pair.image.display(),
-            native_size.0,
-            native_size.1
-        );
-    }
+    let resized = (mask_image.width(), mask_image.height()) != native_size;
     let side = pre.size as u32;
     let mask = imageops::resize(&mask_targets(&mask_image, classes, &pair.mask)?, side, side, FilterType::Nearest);
-    Ok(Sample { image, mask: mask.into_raw().into_iter().map(f32::from).collect(), native_size })
+    Ok((Sample { image, mask: mask.into_raw().into_iter().map(f32::from).collect(), native_size }, resized))
 }
 
 /// Image only (for prediction): `[channels, size, size]` in [0, 1], and its (width, height).
@@ -72,7 +76,10 @@ pub fn load_sample_with_classes(pair: &Pair, pre: &Preprocess, classes: usize) -
 /// luma for 1 channel, gray is replicated for 3.
 pub fn load_image(path: &Path, pre: &Preprocess) -> Result<(Vec<f32>, (u32, u32))> {
     pre.validate()?;
-    let decoded = decode(path)?;
+    Ok(resized_image(&decode(path)?, pre))
+}
+
+fn resized_image(decoded: &DynamicImage, pre: &Preprocess) -> (Vec<f32>, (u32, u32)) {
     let native_size = (decoded.width(), decoded.height());
     let side = pre.size as u32;
     let planar = if pre.channels == 1 {
@@ -82,7 +89,7 @@ pub fn load_image(path: &Path, pre: &Preprocess) -> Result<(Vec<f32>, (u32, u32)
         (0..3).flat_map(|c| interleaved.iter().skip(c).step_by(3).copied()).collect()
     };
     // The triangle filter can overshoot by rounding; keep the promised range.
-    Ok((planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), native_size))
+    (planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), native_size)
 }
 
 /// Decodes every pair in parallel for a binary model, returning samples in the order of `pairs`.
@@ -91,24 +98,78 @@ pub fn load_all(pairs: &[Pair], pre: &Preprocess) -> Result<Vec<Sample>> {
 }
 
 /// Decodes every pair in parallel for a model of `classes` classes (see
-/// [`load_sample_with_classes`]), returning samples in the order of `pairs`.
+/// [`load_sample_with_classes`]), returning samples in the order of `pairs`; the first
+/// unusable file is an error (see [`decode_pairs`] to skip them).
 pub fn load_all_with_classes(pairs: &[Pair], pre: &Preprocess, classes: usize) -> Result<Vec<Sample>> {
-    pre.validate()?;
-    pairs.par_iter().map(|pair| load_sample_with_classes(pair, pre, classes)).collect()
+    let decoded = decode_pairs(pairs, pre, classes)?;
+    match decoded.skipped.into_iter().next() {
+        Some(first) => Err(first.into()),
+        None => Ok(decoded.samples),
+    }
 }
 
-/// 1 if the first few images are all gray (or colour files with R = G = B), else 3.
-pub fn detect_channels(pairs: &[Pair]) -> Result<usize> {
-    const LOOKED_AT: usize = 8;
-    if pairs.is_empty() {
-        bail!("no images to look at for their channel count");
+/// Pairs decoded, the unusable ones left out.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The pairs that decoded, in the order given, and their samples.
+    pub pairs: Vec<Pair>,
+    pub samples: Vec<Sample>,
+    /// One file of each pair left out (the image if both are bad) and why.
+    pub skipped: Vec<Unusable>,
+    /// Masks whose size differed from their image's (they are resized all the same).
+    pub resized_masks: Vec<PathBuf>,
+}
+
+/// Decodes every pair in parallel for a model of `classes` classes (see
+/// [`load_sample_with_classes`]), keeping the order of `pairs` and leaving out, with the reason,
+/// those with an unusable file: empty, truncated, not an image, too large, an unsupported
+/// pixel format, a class id out of range.
+pub fn decode_pairs(pairs: &[Pair], pre: &Preprocess, classes: usize) -> Result<Decoded> {
+    pre.validate()?;
+    let results: Vec<_> = pairs.par_iter().map(|pair| decode_pair(pair, pre, classes)).collect();
+    let mut decoded = Decoded::default();
+    for (pair, result) in pairs.iter().zip(results) {
+        match result {
+            Ok((sample, resized)) => {
+                if resized {
+                    decoded.resized_masks.push(pair.mask.clone());
+                }
+                decoded.pairs.push(pair.clone());
+                decoded.samples.push(sample);
+            }
+            Err(fault) => decoded.skipped.push(fault),
+        }
     }
-    let gray: Vec<bool> = pairs
-        .par_iter()
-        .take(LOOKED_AT)
-        .map(|pair| decode(&pair.image).map(|image| is_gray(&image)))
-        .collect::<Result<_>>()?;
-    Ok(if gray.iter().all(|&g| g) { 1 } else { 3 })
+    Ok(decoded)
+}
+
+/// 1 if the first few readable images are all gray (or colour files with R = G = B), 3 if
+/// any is in colour; None if no image can be read.
+pub fn channels_of(pairs: &[Pair]) -> Option<usize> {
+    const LOOKED_AT: usize = 8;
+    let mut gray = Vec::with_capacity(LOOKED_AT);
+    // Unreadable images are passed over (they are skipped later): a few at a time, in order.
+    for group in pairs.chunks(LOOKED_AT) {
+        let readable: Vec<bool> =
+            group.par_iter().filter_map(|pair| decode(&pair.image).ok().map(|image| is_gray(&image))).collect();
+        gray.extend(readable.into_iter().take(LOOKED_AT - gray.len()));
+        if gray.len() == LOOKED_AT {
+            break;
+        }
+    }
+    match gray.is_empty() {
+        true => None,
+        false => Some(if gray.iter().all(|&g| g) { 1 } else { 3 }),
+    }
+}
+
+/// [`channels_of`], with no readable image an error.
+pub fn detect_channels(pairs: &[Pair]) -> Result<usize> {
+    match channels_of(pairs) {
+        Some(channels) => Ok(channels),
+        None if pairs.is_empty() => bail!("no images to look at for their channel count"),
+        None => bail!("none of the {} images can be read, e.g. {}", pairs.len(), pairs[0].image.display()),
+    }
 }
 
 fn is_gray(image: &DynamicImage) -> bool {
@@ -140,7 +201,7 @@ pub(crate) fn binarize(mask: &DynamicImage) -> GrayImage {
 
 /// The mask a model of `classes` classes trains on: 0/1 pixels ([`binarize`]) for 1, class ids
 /// ([`class_ids`]) for K ≥ 2.
-pub(crate) fn mask_targets(mask: &DynamicImage, classes: usize, path: &Path) -> Result<GrayImage> {
+pub(crate) fn mask_targets(mask: &DynamicImage, classes: usize, path: &Path) -> Result<GrayImage, Unusable> {
     if classes == 1 {
         Ok(binarize(mask))
     } else {
@@ -151,26 +212,27 @@ pub(crate) fn mask_targets(mask: &DynamicImage, classes: usize, path: &Path) -> 
 /// A class-id mask: each pixel's gray value is its class, below `classes`. 8- or 16-bit gray, or
 /// colour with R = G = B; a colour pixel (a palette-coloured mask would be misread), another
 /// pixel format or an id of `classes` or more is an error naming the file.
-pub(crate) fn class_ids(mask: &DynamicImage, classes: usize, path: &Path) -> Result<GrayImage> {
+pub(crate) fn class_ids(mask: &DynamicImage, classes: usize, path: &Path) -> Result<GrayImage, Unusable> {
+    let fault = |reason: String| Err(Unusable::new(path, reason));
     let rgb: Vec<[u16; 3]> = match mask.color() {
         ColorType::L8 | ColorType::La8 => mask.to_luma8().pixels().map(|p| [u16::from(p.0[0]); 3]).collect(),
         ColorType::L16 | ColorType::La16 => mask.to_luma16().pixels().map(|p| [p.0[0]; 3]).collect(),
         ColorType::Rgb8 | ColorType::Rgba8 => mask.to_rgb8().pixels().map(|p| p.0.map(u16::from)).collect(),
         ColorType::Rgb16 | ColorType::Rgba16 => mask.to_rgb16().pixels().map(|p| p.0).collect(),
-        other => bail!(
-            "mask {} is a {other:?} image: class-id masks must be 8- or 16-bit images whose gray value is the class id",
-            path.display()
-        ),
+        other => {
+            return fault(format!(
+                "is a {other:?} mask: class-id masks must be 8- or 16-bit images whose gray value is the class id"
+            ))
+        }
     };
     let width = mask.width() as usize;
     let mut ids = Vec::with_capacity(rgb.len());
     for (k, &[r, g, b]) in rgb.iter().enumerate() {
         let (x, y) = (k % width, k / width);
         if r != g || g != b {
-            bail!(
-                "mask {} has a colour pixel ({r}, {g}, {b}) at ({x}, {y}): class-id masks hold the class id as a gray value",
-                path.display()
-            );
+            return fault(format!(
+                "has a colour pixel ({r}, {g}, {b}) at ({x}, {y}): class-id masks hold the class id as a gray value"
+            ));
         }
         if usize::from(r) >= classes {
             let hint = if usize::from(r) < crate::model::MAX_CLASSES {
@@ -178,27 +240,60 @@ pub(crate) fn class_ids(mask: &DynamicImage, classes: usize, path: &Path) -> Res
             } else {
                 "is it a 0/255 binary mask? Those train without --classes".to_string()
             };
-            bail!(
-                "mask {} has class id {r} at ({x}, {y}), but --classes {classes} allows ids 0 to {}: {hint}",
-                path.display(),
+            return fault(format!(
+                "has class id {r} at ({x}, {y}), but --classes {classes} allows ids 0 to {}: {hint}",
                 classes - 1
-            );
+            ));
         }
         ids.push(r as u8);
     }
     Ok(GrayImage::from_raw(mask.width(), mask.height(), ids).expect("one id per pixel"))
 }
 
-/// Opens an image by its contents (a JPEG named .png still decodes), with errors that name the
-/// file and say what is wrong.
-pub(crate) fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if reader.format().is_none() {
-        bail!("{} is not an image (expected png, jpeg, bmp or tiff contents)", path.display());
+/// Opens an image by its contents (a JPEG named .png still decodes), within [`MAX_SIDE`] and
+/// [`MAX_DECODE_BYTES`]; what is wrong with a file that will not decode is its [`Unusable`]
+/// reason. The one place images and masks are decoded.
+pub(crate) fn decode(path: &Path) -> Result<DynamicImage, Unusable> {
+    let fault = |reason: String| Unusable::new(path, reason);
+    let bytes = std::fs::read(path).map_err(|e| fault(format!("cannot be read: {e}")))?;
+    if bytes.is_empty() {
+        return Err(fault("is empty (0 bytes)".into()));
     }
-    reader.decode().with_context(|| format!("{} is not a readable image", path.display()))
+    // By the contents, not the name: a text file called .png is not an image at all.
+    let format = image::guess_format(&bytes)
+        .map_err(|_| fault("is not an image (its contents are not png, jpeg, bmp or tiff)".into()))?;
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(decode_limits());
+    reader.decode().map_err(|e| match e {
+        ImageError::Limits(_) => fault(format!(
+            "{}, over the decoding limit of {MAX_SIDE}×{MAX_SIDE} pixels and {} MiB (a decompression bomb?): shrink it or remove it",
+            declared_size(path),
+            MAX_DECODE_BYTES >> 20
+        )),
+        ImageError::Unsupported(e) => fault(format!("has a pixel format wgunet cannot read: {e}")),
+        e => fault(format!("is not a readable image: {e}")),
+    })
+}
+
+fn decode_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
+/// "declares 100000×100000 pixels", from the header alone (nothing is decoded), or "is too
+/// large" where even the header cannot be read.
+fn declared_size(path: &Path) -> String {
+    let reader = ImageReader::open(path).and_then(|r| r.with_guessed_format()).map_err(ImageError::from);
+    match reader.and_then(|mut reader| {
+        reader.no_limits();
+        reader.into_dimensions()
+    }) {
+        Ok((width, height)) => format!("declares {width}×{height} pixels"),
+        Err(_) => "is too large".into(),
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +301,7 @@ mod tests {
     use super::*;
     use image::{ImageBuffer, Luma, Rgb};
 
-    fn ids(mask: DynamicImage, classes: usize) -> Result<Vec<u8>> {
+    fn ids(mask: DynamicImage, classes: usize) -> Result<Vec<u8>, Unusable> {
         class_ids(&mask, classes, Path::new("m.png")).map(GrayImage::into_raw)
     }
 

@@ -15,6 +15,8 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::skipped::Unusable;
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Pair {
     pub image: PathBuf,
@@ -29,6 +31,10 @@ pub struct Pairing {
     pub layout: String,
     /// Images for which no mask (or no single best mask) was found, sorted.
     pub unmatched_images: Vec<PathBuf>,
+    /// Those images and the masks no image took, each with why it is left out, sorted.
+    pub unpaired: Vec<Unusable>,
+    /// Image files seen (hidden and OS files not counted).
+    pub files: usize,
 }
 
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
@@ -53,6 +59,14 @@ const IMAGE_NAME_WORDS: &[&str] = &["image", "img", "sat", "input", "rgb", "orig
 /// Symbolic links may loop; real datasets are never this deep.
 const MAX_DEPTH: usize = 24;
 
+/// Files the OS or another tool put there, never data: dot-files (`.DS_Store`, macOS's `._x.png`
+/// companions, our own half-written temp files), `Thumbs.db`, `desktop.ini`.
+pub fn is_hidden(path: &Path) -> bool {
+    path.file_name().map(|n| n.to_string_lossy()).is_some_and(|name| {
+        name.starts_with('.') || name.eq_ignore_ascii_case("thumbs.db") || name.eq_ignore_ascii_case("desktop.ini")
+    })
+}
+
 pub fn is_image_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -69,6 +83,7 @@ pub fn find_pairs(dir: &Path) -> Result<Pairing> {
     let mut files = Vec::new();
     collect_images(dir, 0, &mut files)?;
     files.sort();
+    let file_count = files.len();
 
     let (mut images, mut masks) = (Vec::new(), Vec::new());
     for path in files {
@@ -89,6 +104,8 @@ pub fn find_pairs(dir: &Path) -> Result<Pairing> {
 
     let mut pairs = Vec::new();
     let mut unmatched_images = Vec::new();
+    let mut unpaired = Vec::new();
+    let mut paired_masks = vec![false; masks.len()];
     for image in &images {
         let mut candidates: Vec<usize> =
             image.keys.iter().flat_map(|k| masks_by_key.get(k.as_str()).into_iter().flatten().copied()).collect();
@@ -98,10 +115,28 @@ pub fn find_pairs(dir: &Path) -> Result<Pairing> {
         let best = scored.iter().map(|(s, _)| *s).max();
         let winners: Vec<usize> = scored.iter().filter(|(s, _)| Some(*s) == best).map(|(_, m)| *m).collect();
         match winners[..] {
-            [m] => pairs.push(Pair { image: image.path.clone(), mask: masks[m].path.clone() }),
-            _ => unmatched_images.push(image.path.clone()),
+            [m] => {
+                paired_masks[m] = true;
+                pairs.push(Pair { image: image.path.clone(), mask: masks[m].path.clone() });
+            }
+            [] => {
+                unmatched_images.push(image.path.clone());
+                unpaired.push(Unusable::new(&image.path, "has no mask (no mask file of the same name)"));
+            }
+            _ => {
+                unmatched_images.push(image.path.clone());
+                let names: Vec<String> = winners.iter().map(|&m| file_name(&masks[m].path)).collect();
+                unpaired.push(Unusable::new(
+                    &image.path,
+                    format!("has several equally likely masks ({}): keep one", names.join(", ")),
+                ));
+            }
         }
     }
+    for (mask, _) in masks.iter().zip(&paired_masks).filter(|(_, &paired)| !paired) {
+        unpaired.push(Unusable::new(&mask.path, "is a mask with no image (no image file of the same name)"));
+    }
+    unpaired.sort();
 
     if pairs.is_empty() {
         let inside_image_folder = dir.file_name().is_some_and(|n| folder_role(&n.to_string_lossy()).0 == Role::Image);
@@ -118,7 +153,7 @@ pub fn find_pairs(dir: &Path) -> Result<Pairing> {
         );
     }
     pairs.sort();
-    Ok(Pairing { layout: layout_words(&pairs), pairs, unmatched_images })
+    Ok(Pairing { layout: layout_words(&pairs), pairs, unmatched_images, unpaired, files: file_count })
 }
 
 /// "found N pairs (layout); M images without a mask: a.png, b.png, …"
@@ -140,10 +175,10 @@ fn collect_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()
     let entries = fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list folder {}", dir.display()))?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue; // .DS_Store, .git, our own half-written temp files
-        }
         let path = entry.path();
+        if is_hidden(&path) {
+            continue; // also .git
+        }
         // `fs::metadata` follows links; a broken link has none and is skipped.
         match fs::metadata(&path) {
             Ok(meta) if meta.is_dir() && depth < MAX_DEPTH => collect_images(&path, depth + 1, out)?,

@@ -47,12 +47,30 @@ pub fn load_labels(path: &Path, classes: usize) -> Result<(Vec<u8>, (u32, u32))>
     Ok((ids.into_raw(), size))
 }
 
+/// Ids (0/1 or class ids) of a `from` (width, height) mask at the `to` size of its image:
+/// unchanged when they agree, else resized by nearest neighbour.
+pub fn resize_ids(ids: Vec<u8>, from: (u32, u32), to: (u32, u32)) -> Vec<u8> {
+    if from == to {
+        return ids;
+    }
+    let mask = image::GrayImage::from_raw(from.0, from.1, ids).expect("one id per pixel");
+    image::imageops::resize(&mask, to.0, to.1, image::imageops::FilterType::Nearest).into_raw()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::load::{self, Preprocess};
     use crate::data::pairs::Pair;
     use image::DynamicImage;
+
+    #[test]
+    fn masks_of_another_size_are_scored_at_their_image_size() {
+        assert_eq!(resize_ids(vec![0, 2, 1], (3, 1), (3, 1)), [0, 2, 1]);
+        assert_eq!(resize_ids(vec![0, 1, 2, 0], (2, 2), (4, 2)), [0, 0, 1, 1, 2, 2, 0, 0]);
+        // Shrinking samples at the new pixels' centres: row 1, columns 1 and 3.
+        assert_eq!(resize_ids(vec![0, 0, 1, 1, 2, 2, 0, 0], (4, 2), (2, 1)), [2, 0]);
+    }
 
     /// At the native size the loader's resize is the identity, so both must agree exactly.
     #[test]
