@@ -180,6 +180,8 @@ mod tests {
             seed: 42,
             out: dir.clone(),
             command: "wgunet train".into(),
+            strict: false,
+            init: Some(crate::finetune::InitRecord { run: "runs/A".into(), skip_head: true }),
         };
         let mut generator = rand_pcg::Pcg64::seed_from_u64(3);
         generator.random::<u64>();
