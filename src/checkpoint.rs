@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::finetune::InitRecord;
 use crate::graph::{Loss, ParamInfo};
 use crate::model::ModelConfig;
 use crate::ops::augment::AugmentPreset;
@@ -36,6 +37,10 @@ pub struct RunRecord {
     pub epochs_run: usize,
     pub best_epoch: usize,
     pub wgunet_version: String,
+    /// The run whose weights training started from (`--init`); absent for a random start and
+    /// in runs saved before `--init` existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitRecord>,
 }
 
 fn full_augmentation() -> AugmentPreset {

@@ -13,6 +13,8 @@ pub mod data;
 pub mod device;
 pub mod evaluate;
 pub mod executor;
+pub mod export;
+pub mod finetune;
 pub mod graph;
 pub mod infer;
 pub mod kernel;

@@ -8,6 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use wgunet::data::{pairs, split, synth};
+use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
@@ -199,6 +200,16 @@ enum Command {
         #[command(flatten)]
         infer: InferArgs,
     },
+    /// Write a trained run as an ONNX model (opset 13, dynamic batch axis, probabilities out;
+    /// the preprocessing and model.json in its metadata) for ONNX Runtime and other runtimes.
+    Export {
+        /// Run folder written by `wgunet train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// The .onnx file to write.
+        #[arg(long)]
+        onnx: PathBuf,
+    },
     /// Time training steps and inference after warm-up: images/s, ms/step, GFLOP/s.
     Bench {
         #[command(flatten)]
@@ -343,6 +354,14 @@ struct TrainArgs {
     /// files are listed in OUT/skipped.txt).
     #[arg(long)]
     strict: bool,
+    /// Start from the weights of this run folder (best, else last) instead of a random
+    /// initialisation: fine-tuning. Same --arch, --filters, channels and --classes.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// With --init: start the head (the final 1×1 convolution) from scratch, e.g. for other
+    /// --classes.
+    #[arg(long, requires = "init")]
+    init_skip_head: bool,
 }
 
 fn main() -> ExitCode {
@@ -466,6 +485,19 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Predict { model, input, output, device, infer } => {
             infer::predict(&model, &input, &output, &device.device, &infer.options())?;
         }
+        Command::Export { model, onnx } => {
+            let e = wgunet::export::export_run(&model, &onnx)?;
+            println!(
+                "wrote {} ({} ONNX nodes, {} parameters, {:.1} KiB, opset {}): input '{}' [batch, C, H, W], output '{}'",
+                onnx.display(),
+                e.nodes,
+                e.parameters,
+                e.bytes as f64 / 1024.0,
+                wgunet::export::OPSET,
+                wgunet::export::INPUT,
+                wgunet::export::OUTPUT
+            );
+        }
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
             let cfg = model.config(channels)?;
             let gpu = Gpu::open(&device.device)?;
@@ -503,6 +535,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         out: a.out,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         strict: a.strict,
+        init: a.init.map(|run| InitRecord { run: run.display().to_string(), skip_head: a.init_skip_head }),
     })
 }
 

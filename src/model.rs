@@ -75,6 +75,10 @@ fn default_classes() -> usize {
 /// kernel counts.
 pub const MAX_CLASSES: usize = crate::ops::metrics::MAX_CLASSES;
 
+/// Name of the final 1×1 convolution that maps features to the logits (its parameters are
+/// `head.weight` and `head.bias`).
+pub const HEAD: &str = "head";
+
 /// Levels of the encoder; the input side must divide by 2^DEPTH.
 pub const DEPTH: usize = 4;
 
@@ -140,7 +144,7 @@ impl ModelConfig {
             let cat = g.concat(&format!("{name}.concat"), &[up, skip]);
             x = conv_block(&mut g, &name, cat, f << level, self.activation);
         }
-        g.conv("head", x, self.classes, 1, false);
+        g.conv(HEAD, x, self.classes, 1, false);
         g
     }
 
@@ -170,7 +174,7 @@ impl ModelConfig {
                 x = g.dropout(&format!("{name}.dropout"), x, dropout);
             }
         }
-        g.conv("head", x, self.classes, 1, false);
+        g.conv(HEAD, x, self.classes, 1, false);
         g
     }
 }

@@ -23,6 +23,7 @@ use crate::data::{load, pairs, split, synth};
 use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::{Executor, OptimizerConfig, ParamArena};
+use crate::finetune::{self, InitRecord};
 use crate::graph::{compile, Loss, Mode};
 use crate::infer::postprocess::argmax;
 use crate::kernel::{BufferView, Dispatch};
@@ -72,6 +73,9 @@ pub struct TrainOptions {
     /// Any file of the dataset that cannot be used is an error instead of being skipped.
     #[serde(default)]
     pub strict: bool,
+    /// Start from another run's weights instead of the random initialisation.
+    #[serde(default)]
+    pub init: Option<InitRecord>,
 }
 
 /// Decoded train and test samples, and how to find them again.
@@ -263,7 +267,7 @@ impl Callbacks {
 /// Trains a new model into `o.out`.
 pub fn train(o: &TrainOptions) -> Result<Metrics> {
     let t = Trainer::new(o)?;
-    t.params.load(&t.gpu, &t.params.initial_values(o.seed))?;
+    t.params.load(&t.gpu, &finetune::initial_values(&t.params, &t.cfg, o.init.as_ref(), o.seed)?)?;
     let progress = Progress {
         options: o.clone(),
         epoch: 0,
@@ -368,6 +372,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--loss" => a.loss != b.loss,
         "--augment" | "--no-augment" => a.augment != b.augment,
         "--seed" => a.seed != b.seed,
+        "--init" | "--init-skip-head" => a.init != b.init,
         _ => false,
     }
 }
@@ -480,6 +485,7 @@ impl Trainer {
             epochs_run,
             best_epoch,
             wgunet_version: env!("CARGO_PKG_VERSION").to_string(),
+            init: self.o.init.clone(),
         }
     }
 

@@ -18,6 +18,7 @@ use anyhow::Result;
 use super::compile::Compiler;
 use super::ir::{numel, BufId, Graph, Op, ParamId, TensorId};
 use crate::device::Gpu;
+use crate::export::OnnxNode;
 use crate::kernel::{BufferView, Dispatch};
 use crate::ops::elementwise::Add;
 
@@ -66,6 +67,9 @@ pub trait Layer: Debug + Send + Sync + Any {
     /// Pushes the steps that turn the output's gradient into the inputs' gradients, and hands
     /// those to [`Backward::contribute`]. Called only when the output has a gradient.
     fn backward(&self, cx: &mut Backward);
+    /// The op's inference form as ONNX nodes (`wgunet export`); returns the ONNX value that holds
+    /// its output.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String;
     /// Forward multiply-adds × 2 for the whole batch.
     fn flops(&self) -> u64 {
         0

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{float, OnnxNode};
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Init, Kernel, Layer, ParamId, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::require_len;
@@ -180,6 +181,12 @@ pub struct BatchNormLayer {
 impl Layer for BatchNormLayer {
     fn name(&self) -> &'static str {
         "BatchNorm"
+    }
+    /// With the running statistics.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let inputs = [self.gamma, self.beta, self.mean, self.var].map(|p| onnx.param(p));
+        let inputs: Vec<String> = std::iter::once(onnx.value(self.x)).chain(inputs).collect();
+        onnx.single("BatchNormalization", &inputs, vec![float("epsilon", self.s.eps)])
     }
     fn forward(&self, cx: &mut Forward) {
         let Self { s, gamma, beta, mean, var, .. } = *self;

@@ -7,6 +7,7 @@ use anyhow::{ensure, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{int, OnnxNode};
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
@@ -86,6 +87,10 @@ pub struct ConcatLayer {
 impl Layer for ConcatLayer {
     fn name(&self) -> &'static str {
         "Concat"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let inputs: Vec<String> = self.parts.iter().map(|&(p, _)| onnx.value(p)).collect();
+        onnx.single("Concat", &inputs, vec![int("axis", 1)])
     }
     fn forward(&self, cx: &mut Forward) {
         for &(part, s) in &self.parts {

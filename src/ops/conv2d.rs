@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{ints, OnnxNode};
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Init, Kernel, Layer, ParamId, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
 use crate::ops::elementwise::ReluBackward;
@@ -290,6 +291,8 @@ pub trait Convolution: Copy + std::fmt::Debug + Send + Sync + 'static {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64>;
     /// (dx, dw, db).
     fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>);
+    /// Its ONNX node(s) over `inputs` (x, weight, bias); returns the output value.
+    fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String;
 }
 
 impl Convolution for Conv2d {
@@ -324,6 +327,19 @@ impl Convolution for Conv2d {
     fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         reference::backward(self, x, w, dy)
     }
+    /// A fused ReLU is a Relu node after the Conv.
+    fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
+        let pad = (self.k / 2) as i64;
+        let attrs = vec![ints("kernel_shape", &[self.k as i64; 2]), ints("pads", &[pad; 4]), ints("strides", &[1, 1])];
+        if !self.relu {
+            return onnx.single("Conv", &inputs, attrs);
+        }
+        let name = onnx.name().to_string();
+        let linear = format!("{name}.linear");
+        onnx.push("Conv", &linear, &inputs, &linear, attrs);
+        onnx.push("Relu", &format!("{name}.relu"), &[linear], &name, vec![]);
+        name
+    }
 }
 
 /// A convolution node: its input, weight and bias parameters.
@@ -338,6 +354,10 @@ pub struct ConvLayer<S> {
 impl<S: Convolution> Layer for ConvLayer<S> {
     fn name(&self) -> &'static str {
         S::NAME
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let inputs = [onnx.value(self.x), onnx.param(self.w), onnx.param(self.b)];
+        self.s.onnx(onnx, inputs)
     }
     fn forward(&self, cx: &mut Forward) {
         cx.push(ConvForward { s: self.s, x: cx.input(self.x), w: self.w, b: self.b, y: cx.output() });

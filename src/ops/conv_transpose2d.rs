@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
 use crate::ops::conv2d::{
@@ -172,6 +173,9 @@ impl Convolution for ConvTranspose2d {
     }
     fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         reference::backward(self, x, w, dy)
+    }
+    fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
+        onnx.single("ConvTranspose", &inputs, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])])
     }
 }
 

@@ -13,6 +13,7 @@ use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::OnnxNode;
 use crate::graph::{numel, Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::require_len;
@@ -119,6 +120,10 @@ pub struct DropoutLayer {
 impl Layer for DropoutLayer {
     fn name(&self) -> &'static str {
         "Dropout"
+    }
+    /// The identity at inference: no node, its input's value passed on.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.value(self.x)
     }
     fn forward(&self, cx: &mut Forward) {
         if cx.training() {

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{float, OnnxNode};
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
@@ -87,6 +88,9 @@ impl Layer for AddLayer {
     fn name(&self) -> &'static str {
         "Add"
     }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Add", &[onnx.value(self.a), onnx.value(self.b)], vec![])
+    }
     fn forward(&self, cx: &mut Forward) {
         cx.push(Add { a: cx.input(self.a), b: cx.input(self.b), y: cx.output() });
     }
@@ -109,6 +113,9 @@ impl Layer for ReluLayer {
     fn name(&self) -> &'static str {
         "Relu"
     }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Relu", &[onnx.value(self.x)], vec![])
+    }
     fn forward(&self, cx: &mut Forward) {
         cx.push(Relu { x: cx.input(self.x), y: cx.output() });
     }
@@ -127,6 +134,9 @@ impl Layer for LeakyReluLayer {
     fn name(&self) -> &'static str {
         "LeakyRelu"
     }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("LeakyRelu", &[onnx.value(self.x)], vec![float("alpha", LEAKY_RELU_SLOPE as f32)])
+    }
     fn forward(&self, cx: &mut Forward) {
         cx.push(LeakyRelu { x: cx.input(self.x), y: cx.output() });
     }
@@ -144,6 +154,9 @@ pub struct SigmoidLayer {
 impl Layer for SigmoidLayer {
     fn name(&self) -> &'static str {
         "Sigmoid"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Sigmoid", &[onnx.value(self.x)], vec![])
     }
     fn forward(&self, cx: &mut Forward) {
         cx.push(Sigmoid { x: cx.input(self.x), y: cx.output() });

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::OnnxNode;
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::require_len;
@@ -98,6 +99,10 @@ pub struct GateLayer {
 impl Layer for GateLayer {
     fn name(&self) -> &'static str {
         "Gate"
+    }
+    /// [n, c, h, w] × [n, 1, h, w]: ONNX broadcasting spreads the gate over the channels.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Mul", &[onnx.value(self.x), onnx.value(self.a)], vec![])
     }
     fn forward(&self, cx: &mut Forward) {
         cx.push(GateForward { s: self.s, x: cx.input(self.x), a: cx.input(self.a), y: cx.output() });

@@ -6,6 +6,7 @@ use anyhow::{ensure, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{ints, string, OnnxNode};
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
@@ -120,6 +121,10 @@ impl Layer for MaxPoolLayer {
     fn name(&self) -> &'static str {
         "MaxPool"
     }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+        onnx.single("MaxPool", &[onnx.value(self.x)], attrs)
+    }
     fn forward(&self, cx: &mut Forward) {
         cx.push(MaxPoolForward { s: self.s, x: cx.input(self.x), y: cx.output() });
     }
@@ -138,6 +143,17 @@ pub struct UpsampleLayer {
 impl Layer for UpsampleLayer {
     fn name(&self) -> &'static str {
         "Upsample"
+    }
+    /// Output pixel i copies input pixel floor(i / 2), as the upsample kernel does.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let scales = format!("{}.scales", onnx.name());
+        onnx.constant(&scales, &[1.0, 1.0, 2.0, 2.0]);
+        let attrs = vec![
+            string("mode", "nearest"),
+            string("coordinate_transformation_mode", "asymmetric"),
+            string("nearest_mode", "floor"),
+        ];
+        onnx.single("Resize", &[onnx.value(self.x), String::new(), scales], attrs)
     }
     fn forward(&self, cx: &mut Forward) {
         cx.push(UpsampleForward { s: self.s, x: cx.input(self.x), y: cx.output() });

@@ -182,6 +182,7 @@ mod tests {
             out: dir.clone(),
             command: "wgunet train".into(),
             strict: false,
+            init: Some(crate::finetune::InitRecord { run: "runs/A".into(), skip_head: true }),
         };
         let mut generator = rand_pcg::Pcg64::seed_from_u64(3);
         generator.random::<u64>();
