@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use wgunet::graph::{Graph, Op};
 use wgunet::kernel::{BufferView, Dispatch};
-use wgunet::model::{Arch, ModelConfig};
-use wgunet::ops::conv2d::Conv2d;
+use wgunet::model::{Activation, Arch, ModelConfig};
+use wgunet::ops::conv2d::{Conv2d, ConvLayer};
 use wgunet::ops::conv_transpose2d::ConvTranspose2d;
 use wgunet::{DeviceChoice, Gpu, KernelVariant};
 
@@ -111,18 +111,18 @@ fn layers(gpu: &Gpu, graph: &Graph) -> Vec<Layer> {
                 }
             };
         }
-        let layer = match &node.op {
-            Op::Conv2d { x, s, .. } => {
-                layer!("conv2d", Conv2d, s, x, format!("{}x{}x{}x{} -> {} k{}", s.n, s.cin, s.h, s.w, s.cout, s.k))
-            }
-            Op::ConvTranspose2d { x, s, .. } => layer!(
+        let layer = if let Some(ConvLayer { x, s, .. }) = node.op.layer::<ConvLayer<Conv2d>>() {
+            layer!("conv2d", Conv2d, s, x, format!("{}x{}x{}x{} -> {} k{}", s.n, s.cin, s.h, s.w, s.cout, s.k))
+        } else if let Some(ConvLayer { x, s, .. }) = node.op.layer::<ConvLayer<ConvTranspose2d>>() {
+            layer!(
                 "conv_transpose2d",
                 ConvTranspose2d,
                 s,
                 x,
                 format!("{}x{}x{}x{} -> {} 2x2 s2", s.n, s.cin, s.h, s.w, s.cout)
-            ),
-            _ => continue,
+            )
+        } else {
+            continue;
         };
         let same = |l: &&mut Layer| l.op == layer.op && l.shape == layer.shape && l.passes.len() == layer.passes.len();
         match out.iter_mut().find(same) {
@@ -154,6 +154,7 @@ fn main() {
             filters: filters.parse().unwrap(),
             dropout: 0.0,
             classes: 1,
+            activation: Activation::Relu,
         };
         cfg.validate().unwrap();
         let graph = cfg.build(batch);

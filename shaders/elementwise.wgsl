@@ -12,6 +12,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// LeakyReLU's slope for x < 0: set by the driver (elementwise.rs, LEAKY_RELU_SLOPE).
+override LEAKY_SLOPE: f32;
+
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn relu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
@@ -48,4 +51,20 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     let i = linear_id(gid, nwg);
     if (i >= p.n) { return; }
     out[i] = a[i] + b[i];
+}
+
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn leaky_relu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = select(LEAKY_SLOPE * a[i], a[i], a[i] > 0.0);
+}
+
+// a = LeakyReLU output y, b = dy. y has the sign of x (the slope is positive), so the output
+// tells the two sides apart; at 0 the slope side is taken.
+@compute @workgroup_size(WG_X, WG_Y, WG_Z)
+fn leaky_relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = select(LEAKY_SLOPE * b[i], b[i], a[i] > 0.0);
 }

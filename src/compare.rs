@@ -46,6 +46,7 @@ pub fn compare(base: &TrainOptions, archs: &[Arch]) -> Result<Vec<Row>> {
             filters: base.filters,
             dropout: base.dropout,
             classes: base.classes,
+            activation: base.activation,
         };
         rows.push(Row {
             arch,

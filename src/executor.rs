@@ -8,10 +8,10 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
 use crate::device::{mib, Gpu};
-use crate::graph::{Init, ParamInfo, Program, Step};
+use crate::graph::{GpuBuffers, Init, ParamInfo, Program, Step};
 use crate::kernel::{BufferView, Dispatch};
 use crate::ops::adam::{Adam, AdamHyper};
-use crate::ops::{dropout, elementwise, loss};
+use crate::ops::dropout;
 
 /// All trained parameters in one buffer (and their gradients and Adam moments in three more of
 /// the same layout), so one Adam dispatch updates the whole model. Each parameter starts at an
@@ -306,10 +306,14 @@ impl Executor {
             })
             .collect();
         let dropout_rng = dropout::rng_buffer(gpu);
+        let values: Vec<BufferView> = (0..params.infos.len()).map(|id| params.value(id)).collect();
+        let grads: Vec<Option<BufferView>> =
+            params.infos.iter().enumerate().map(|(id, p)| p.trained.then(|| params.view(&params.grads, id))).collect();
+        let on_gpu = GpuBuffers { gpu, buffers: &views, params: &values, grads: &grads, dropout_rng: &dropout_rng };
         let build = |steps: &[Step]| -> Result<Vec<Dispatch>> {
             let mut out = Vec::new();
             for s in steps {
-                out.extend(dispatch_step(gpu, s, &views, &params, &dropout_rng)?);
+                out.extend(s.kernel().dispatch(&on_gpu)?);
             }
             Ok(out)
         };
@@ -393,79 +397,4 @@ impl Executor {
             mib(params)
         )
     }
-}
-
-/// The one place a [`Step`] meets its kernels (one for most steps, two for batch norm's).
-fn dispatch_step(
-    gpu: &Gpu,
-    step: &Step,
-    v: &[BufferView],
-    p: &ParamArena,
-    dropout_rng: &BufferView,
-) -> Result<Vec<Dispatch>> {
-    use crate::ops::concat::ChannelSlice;
-    use crate::ops::conv_transpose2d::ConvTranspose2d;
-    let val = |id| p.value(id);
-    let grad = |id| p.view(&p.grads, id);
-    let one = match step {
-        Step::BatchNormTrain { s, x, gamma, beta, mean, var, y, stats } => {
-            return s.forward_train(gpu, &v[*x], &val(*gamma), &val(*beta), &v[*y], &v[*stats], &val(*mean), &val(*var))
-        }
-        Step::BatchNormBackward { s, x, gamma, stats, dy, dx, dgamma, dbeta } => {
-            return s.backward(gpu, &v[*x], &val(*gamma), &v[*stats], &v[*dy], &v[*dx], &grad(*dgamma), &grad(*dbeta))
-        }
-        Step::BatchNormInfer { s, x, gamma, beta, mean, var, y } => {
-            s.forward_infer(gpu, &v[*x], &val(*gamma), &val(*beta), &val(*mean), &val(*var), &v[*y])
-        }
-        Step::DropoutForward { s, x, y } => s.forward(gpu, dropout_rng, &v[*x], &v[*y]),
-        Step::DropoutBackward { s, dy, dx } => s.backward(gpu, dropout_rng, &v[*dy], &v[*dx]),
-        Step::Relu { x, y } => elementwise::relu(gpu, &v[*x], &v[*y]),
-        Step::Sigmoid { x, y } => elementwise::sigmoid(gpu, &v[*x], &v[*y]),
-        Step::SigmoidBackward { y, dy, dx } => elementwise::sigmoid_backward(gpu, &v[*y], &v[*dy], &v[*dx]),
-        Step::GateForward { s, x, a, y } => s.forward(gpu, &v[*x], &v[*a], &v[*y]),
-        Step::GateBackwardInput { s, a, dy, dx } => s.backward_input(gpu, &v[*a], &v[*dy], &v[*dx]),
-        Step::GateBackwardGate { s, x, dy, da } => s.backward_gate(gpu, &v[*x], &v[*dy], &v[*da]),
-        Step::Conv2dForward { s, x, w, b, y } => s.forward(gpu, &v[*x], &val(*w), &val(*b), &v[*y]),
-        Step::Conv2dBackwardInput { s, dz, w, dx } => s.backward_input(gpu, &v[*dz], &val(*w), &v[*dx]),
-        Step::Conv2dBackwardWeight { s, x, dz, dw } => s.backward_weight(gpu, &v[*x], &v[*dz], &grad(*dw)),
-        Step::Conv2dBackwardBias { s, dz, db } => s.backward_bias(gpu, &v[*dz], &grad(*db)),
-        Step::ConvTForward { s, x, w, b, y } => ConvTranspose2d::forward(s, gpu, &v[*x], &val(*w), &val(*b), &v[*y]),
-        Step::ConvTBackwardInput { s, dy, w, dx } => s.backward_input(gpu, &v[*dy], &val(*w), &v[*dx]),
-        Step::ConvTBackwardWeight { s, x, dy, dw } => s.backward_weight(gpu, &v[*x], &v[*dy], &grad(*dw)),
-        Step::ConvTBackwardBias { s, dy, db } => s.backward_bias(gpu, &v[*dy], &grad(*db)),
-        Step::MaxPoolForward { s, x, y } => s.forward(gpu, &v[*x], &v[*y]),
-        Step::MaxPoolBackward { s, x, dy, dx } => s.backward(gpu, &v[*x], &v[*dy], &v[*dx]),
-        Step::UpsampleForward { s, x, y } => s.forward(gpu, &v[*x], &v[*y]),
-        Step::UpsampleBackward { s, dy, dx } => s.backward(gpu, &v[*dy], &v[*dx]),
-        Step::SliceInsert { s, part, whole } => ChannelSlice::insert(s, gpu, &v[*part], &v[*whole]),
-        Step::SliceExtract { s, whole, part } => s.extract(gpu, &v[*whole], &v[*part]),
-        Step::ReluBackward { y, dy, dx } => elementwise::relu_backward(gpu, &v[*y], &v[*dy], &v[*dx]),
-        Step::Add { a, b, y } => elementwise::add(gpu, &v[*a], &v[*b], &v[*y]),
-        Step::SigmoidBce { elems, logits, target, loss, grad, grad_scale } => loss::SigmoidBce { elems: *elems }
-            .forward_backward(gpu, &v[*logits], &v[*target], &v[*loss], &v[*grad], *grad_scale),
-        Step::SoftDiceSums { images, pixels, logits, target, sums } => {
-            loss::SoftDice { images: *images, pixels: *pixels }.sums(gpu, &v[*logits], &v[*target], &v[*sums])
-        }
-        Step::SoftDiceGrad { images, pixels, logits, target, sums, loss, grad, grad_scale, accumulate } => {
-            loss::SoftDice { images: *images, pixels: *pixels }.backward(
-                gpu,
-                &v[*logits],
-                &v[*target],
-                &v[*sums],
-                &v[*loss],
-                &v[*grad],
-                *grad_scale,
-                *accumulate,
-            )
-        }
-        Step::ClassLabels { s, target, labels } => s.labels(gpu, &v[*target], &v[*labels]),
-        Step::SoftmaxCe { s, logits, labels, loss, grad, grad_scale } => {
-            s.forward_backward(gpu, &v[*logits], &v[*labels], &v[*loss], &v[*grad], *grad_scale)
-        }
-        Step::ReduceSum { n, scale, x, out, index, accumulate } => {
-            loss::ReduceSum { n: *n, scale: *scale, index: *index, accumulate: *accumulate }
-                .dispatch(gpu, &v[*x], &v[*out])
-        }
-    };
-    Ok(vec![one?])
 }

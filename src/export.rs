@@ -1,7 +1,8 @@
 //! `wgunet export`: a trained run as an ONNX file that any ONNX runtime can run.
 //!
-//! The exported graph is the inference form of the model's [`Graph`], translated node by node,
-//! one rule per op kind, so every architecture (and any new one built from the same ops)
+//! The exported graph is the inference form of the model's [`Graph`], translated node by node by
+//! each op's rule ([`Layer::onnx`](crate::graph::Layer::onnx), beside its kernels in `src/ops/`,
+//! through [`OnnxNode`]), so every architecture (and any new one built from the same ops)
 //! exports without code of its own: batch norm with its running statistics, dropout left out
 //! (the identity at inference), and the head's sigmoid (binary) or softmax over the classes
 //! (K classes) appended so the output is probabilities. The batch axis is dynamic (`batch`); the
@@ -16,7 +17,7 @@ use anyhow::{ensure, Context, Result};
 use prost::Message;
 
 use crate::checkpoint::{self, write_atomic};
-use crate::graph::{Graph, Op, ParamId, ParamInfo};
+use crate::graph::{Graph, Op, ParamId, ParamInfo, TensorId};
 use crate::model::ModelConfig;
 use proto::{
     AttributeProto, AttributeType, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
@@ -74,76 +75,20 @@ pub fn export_run(run: &Path, out: &Path) -> Result<Exported> {
 /// `graph.params` order) as initializers; `model_json` is recorded in the metadata.
 pub fn onnx_model(cfg: &ModelConfig, graph: &Graph, weights: &[Vec<f32>], model_json: &str) -> ModelProto {
     let mut nodes = Vec::new();
-    // The ONNX value holding each graph tensor (dropout passes its input's on).
+    // Constant inputs the ops add (Resize's scales), stored after the parameters.
+    let mut constants = Vec::new();
+    // The ONNX value holding each graph tensor.
     let mut values: Vec<String> = Vec::with_capacity(graph.nodes.len());
-    let param = |id: ParamId| graph.params[id].name.clone();
     for node in &graph.nodes {
-        let name = node.name.clone();
         let value = match &node.op {
             Op::Input => INPUT.to_string(),
-            Op::Dropout { x, .. } => values[*x].clone(),
-            Op::Conv2d { x, w, b, s } => {
-                let pad = (s.k / 2) as i64;
-                let attrs =
-                    vec![ints("kernel_shape", &[s.k as i64; 2]), ints("pads", &[pad; 4]), ints("strides", &[1, 1])];
-                let inputs = [values[*x].clone(), param(*w), param(*b)];
-                if s.relu {
-                    let linear = format!("{name}.linear");
-                    nodes.push(op("Conv", &linear, &inputs, &linear, attrs));
-                    nodes.push(op("Relu", &format!("{name}.relu"), &[linear], &name, vec![]));
-                } else {
-                    nodes.push(op("Conv", &name, &inputs, &name, attrs));
-                }
-                name
-            }
-            Op::ConvTranspose2d { x, w, b, .. } => {
-                let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
-                nodes.push(op("ConvTranspose", &name, &[values[*x].clone(), param(*w), param(*b)], &name, attrs));
-                name
-            }
-            Op::MaxPool { x, .. } => {
-                let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
-                nodes.push(op("MaxPool", &name, &[values[*x].clone()], &name, attrs));
-                name
-            }
-            Op::Upsample { x, .. } => {
-                // Output pixel i copies input pixel floor(i / 2), as the upsample kernel does.
-                let scales = format!("{name}.scales");
-                let attrs = vec![
-                    string("mode", "nearest"),
-                    string("coordinate_transformation_mode", "asymmetric"),
-                    string("nearest_mode", "floor"),
-                ];
-                nodes.push(op("Resize", &name, &[values[*x].clone(), String::new(), scales], &name, attrs));
-                name
-            }
-            Op::Concat { parts } => {
-                let inputs: Vec<String> = parts.iter().map(|&p| values[p].clone()).collect();
-                nodes.push(op("Concat", &name, &inputs, &name, vec![int("axis", 1)]));
-                name
-            }
-            Op::BatchNorm { x, gamma, beta, mean, var, s } => {
-                let inputs = [values[*x].clone(), param(*gamma), param(*beta), param(*mean), param(*var)];
-                nodes.push(op("BatchNormalization", &name, &inputs, &name, vec![float("epsilon", s.eps)]));
-                name
-            }
-            Op::Add { a, b } => {
-                nodes.push(op("Add", &name, &[values[*a].clone(), values[*b].clone()], &name, vec![]));
-                name
-            }
-            Op::Relu { x } => {
-                nodes.push(op("Relu", &name, &[values[*x].clone()], &name, vec![]));
-                name
-            }
-            Op::Sigmoid { x } => {
-                nodes.push(op("Sigmoid", &name, &[values[*x].clone()], &name, vec![]));
-                name
-            }
-            // [n, c, h, w] × [n, 1, h, w]: ONNX broadcasting spreads the gate over the channels.
-            Op::Gate { x, a, .. } => {
-                nodes.push(op("Mul", &name, &[values[*x].clone(), values[*a].clone()], &name, vec![]));
-                name
-            }
+            Op::Layer(layer) => layer.onnx(&mut OnnxNode {
+                name: &node.name,
+                values: &values,
+                params: &graph.params,
+                nodes: &mut nodes,
+                constants: &mut constants,
+            }),
         };
         values.push(value);
     }
@@ -154,18 +99,8 @@ pub fn onnx_model(cfg: &ModelConfig, graph: &Graph, weights: &[Vec<f32>], model_
         op("Sigmoid", OUTPUT, &[logits], OUTPUT, vec![])
     });
 
-    let mut initializer: Vec<TensorProto> = graph.params.iter().zip(weights).map(|(p, v)| tensor(p, v)).collect();
-    // Resize's scales: a constant input, ×2 on H and W.
-    for node in &graph.nodes {
-        if let Op::Upsample { .. } = node.op {
-            initializer.push(TensorProto {
-                dims: vec![4],
-                data_type: DATA_TYPE_FLOAT,
-                name: format!("{}.scales", node.name),
-                raw_data: little_endian(&[1.0, 1.0, 2.0, 2.0]),
-            });
-        }
-    }
+    let initializer: Vec<TensorProto> =
+        graph.params.iter().zip(weights).map(|(p, v)| tensor(p, v)).chain(constants).collect();
 
     let (size, channels) = (cfg.size as i64, cfg.channels as i64);
     ModelProto {
@@ -236,6 +171,51 @@ fn metadata(cfg: &ModelConfig, model_json: &str) -> Vec<StringStringEntryProto> 
     .collect()
 }
 
+/// What an op's ONNX rule ([`Layer::onnx`](crate::graph::Layer::onnx)) sees: the graph node's
+/// name, the ONNX values of the tensors before it, the parameters' names, and where its ONNX
+/// nodes and constants go.
+pub struct OnnxNode<'a> {
+    name: &'a str,
+    values: &'a [String],
+    params: &'a [ParamInfo],
+    nodes: &'a mut Vec<NodeProto>,
+    constants: &'a mut Vec<TensorProto>,
+}
+
+impl OnnxNode<'_> {
+    /// The graph node's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+    /// The ONNX value holding tensor `t`.
+    pub fn value(&self, t: TensorId) -> String {
+        self.values[t].clone()
+    }
+    /// The initializer holding parameter `p`.
+    pub fn param(&self, p: ParamId) -> String {
+        self.params[p].name.clone()
+    }
+    /// Appends the ONNX node `name` of type `op_type`, writing `output`.
+    pub fn push(&mut self, op_type: &str, name: &str, inputs: &[String], output: &str, attrs: Vec<AttributeProto>) {
+        self.nodes.push(op(op_type, name, inputs, output, attrs));
+    }
+    /// The graph node as one ONNX node of its name and output; returns that output.
+    pub fn single(&mut self, op_type: &str, inputs: &[String], attrs: Vec<AttributeProto>) -> String {
+        let name = self.name.to_string();
+        self.push(op_type, &name, inputs, &name, attrs);
+        name
+    }
+    /// A constant input `name` (an initializer) of `values`.
+    pub fn constant(&mut self, name: &str, values: &[f32]) {
+        self.constants.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: DATA_TYPE_FLOAT,
+            name: name.into(),
+            raw_data: little_endian(values),
+        });
+    }
+}
+
 fn op(op_type: &str, name: &str, inputs: &[String], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         input: inputs.to_vec(),
@@ -250,19 +230,19 @@ fn attr(name: &str, r#type: AttributeType) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: r#type as i32, ..Default::default() }
 }
 
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
+pub(crate) fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { ints: values.to_vec(), ..attr(name, AttributeType::Ints) }
 }
 
-fn int(name: &str, value: i64) -> AttributeProto {
+pub(crate) fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto { i: value, ..attr(name, AttributeType::Int) }
 }
 
-fn float(name: &str, value: f32) -> AttributeProto {
+pub(crate) fn float(name: &str, value: f32) -> AttributeProto {
     AttributeProto { f: value, ..attr(name, AttributeType::Float) }
 }
 
-fn string(name: &str, value: &str) -> AttributeProto {
+pub(crate) fn string(name: &str, value: &str) -> AttributeProto {
     AttributeProto { s: value.as_bytes().to_vec(), ..attr(name, AttributeType::String) }
 }
 

@@ -103,10 +103,10 @@ fn check_compatible(run: &str, from: &ModelConfig, to: &ModelConfig, skip_head: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Arch;
+    use crate::model::{Activation, Arch};
 
     fn config(arch: Arch, filters: usize, channels: usize, classes: usize) -> ModelConfig {
-        ModelConfig { arch, size: 32, channels, filters, dropout: 0.1, classes }
+        ModelConfig { arch, size: 32, channels, filters, dropout: 0.1, classes, activation: Activation::Relu }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod check;
 pub mod checkpoint;
 pub mod compare;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod evaluate;

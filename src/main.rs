@@ -12,7 +12,7 @@ use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
-use wgunet::model::{Arch, ModelConfig};
+use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
 use wgunet::train::{self, DataSource, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
@@ -66,6 +66,9 @@ struct ModelArgs {
     /// ids 0..K, K outputs and a softmax.
     #[arg(long, default_value_t = 1)]
     classes: usize,
+    /// The conv blocks' nonlinearity.
+    #[arg(long, value_enum, default_value = "relu")]
+    activation: Activation,
 }
 
 impl ModelArgs {
@@ -78,6 +81,7 @@ impl ModelArgs {
             filters: self.filters,
             dropout: self.dropout,
             classes: self.classes,
+            activation: self.activation,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -520,6 +524,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         dropout: a.model.dropout,
         channels: a.channels,
         classes: a.model.classes,
+        activation: a.model.activation,
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,
@@ -540,8 +545,7 @@ fn print_info(cfg: &ModelConfig, batch: usize) {
     for node in &graph.nodes {
         let params: usize =
             graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
-        let op = format!("{:?}", node.op);
-        let op = op.split([' ', '{', '(']).next().unwrap_or("");
+        let op = node.op.name();
         let [n, c, h, w] = node.shape;
         println!("{:<18} {:<16} {:>18} {:>10}", node.name, op, format!("{n}x{c}x{h}x{w}"), params);
     }

@@ -29,6 +29,18 @@ impl Arch {
     }
 }
 
+/// The nonlinearity of the conv blocks (every architecture's; attention gates keep their ReLU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// max(x, 0), fused into the convolution where one precedes it (the seed's).
+    #[default]
+    Relu,
+    /// x for x > 0, else 0.01·x ([`LEAKY_RELU_SLOPE`](crate::ops::elementwise::LEAKY_RELU_SLOPE)):
+    /// no unit stops learning for good. A step of its own after each convolution.
+    LeakyRelu,
+}
+
 /// Everything needed to rebuild a model: saved as `model.json` beside the weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -46,6 +58,9 @@ pub struct ModelConfig {
     /// masks whose pixel values are class ids 0..K. Runs saved before K-class models load as 1.
     #[serde(default = "default_classes")]
     pub classes: usize,
+    /// Runs saved before the choice load as ReLU.
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 fn default_dropout() -> f32 {
@@ -110,11 +125,11 @@ impl ModelConfig {
         let mut x = g.input([batch, self.channels, self.size, self.size]);
         let mut skips = Vec::new();
         for level in 0..DEPTH {
-            let c = conv_block(&mut g, &format!("enc{}", level + 1), x, f << level);
+            let c = conv_block(&mut g, &format!("enc{}", level + 1), x, f << level, self.activation);
             skips.push(c);
             x = g.max_pool(&format!("pool{}", level + 1), c);
         }
-        x = conv_block(&mut g, "bridge", x, f << DEPTH);
+        x = conv_block(&mut g, "bridge", x, f << DEPTH, self.activation);
         for level in (0..DEPTH).rev() {
             let name = format!("dec{}", DEPTH - level);
             let up = match self.arch {
@@ -127,7 +142,7 @@ impl ModelConfig {
             };
             // Up-sampled features first, then the skip, as Keras' Concatenate()([x, skip]).
             let cat = g.concat(&format!("{name}.concat"), &[up, skip]);
-            x = conv_block(&mut g, &name, cat, f << level);
+            x = conv_block(&mut g, &name, cat, f << level, self.activation);
         }
         g.conv(HEAD, x, self.classes, 1, false);
         g
@@ -142,19 +157,19 @@ impl ModelConfig {
         let mut skips = Vec::new();
         for level in 0..DEPTH {
             let name = format!("enc{}", level + 1);
-            let mut c = residual_block(&mut g, &name, x, f << level);
+            let mut c = residual_block(&mut g, &name, x, f << level, self.activation);
             if level > 0 && dropout > 0.0 {
                 c = g.dropout(&format!("{name}.dropout"), c, dropout);
             }
             skips.push(c);
             x = g.max_pool(&format!("pool{}", level + 1), c);
         }
-        x = residual_block(&mut g, "bridge", x, f << DEPTH);
+        x = residual_block(&mut g, "bridge", x, f << DEPTH, self.activation);
         for level in (0..DEPTH).rev() {
             let name = format!("dec{}", DEPTH - level);
             let up = g.conv_transpose(&format!("{name}.up"), x, f << level);
             let cat = g.concat(&format!("{name}.concat"), &[up, skips[level]]);
-            x = residual_block(&mut g, &name, cat, f << level);
+            x = residual_block(&mut g, &name, cat, f << level, self.activation);
             if level > 0 && dropout > 0.0 {
                 x = g.dropout(&format!("{name}.dropout"), x, dropout);
             }
@@ -164,26 +179,45 @@ impl ModelConfig {
     }
 }
 
-/// Two 3×3 convolutions with ReLU.
-fn conv_block(g: &mut Graph, name: &str, x: TensorId, filters: usize) -> TensorId {
-    let x = g.conv(&format!("{name}.conv1"), x, filters, 3, true);
-    g.conv(&format!("{name}.conv2"), x, filters, 3, true)
+/// Two 3×3 convolutions, each with the activation.
+fn conv_block(g: &mut Graph, name: &str, x: TensorId, filters: usize, act: Activation) -> TensorId {
+    let mut x = x;
+    for i in 1..=2 {
+        let conv = format!("{name}.conv{i}");
+        x = match act {
+            Activation::Relu => g.conv(&conv, x, filters, 3, true),
+            Activation::LeakyRelu => {
+                // Unfused, the convolution starts from Glorot like the residual U-Net's.
+                let z = g.conv(&conv, x, filters, 3, false);
+                g.leaky_relu(&format!("{name}.leaky_relu{i}"), z)
+            }
+        };
+    }
+    x
 }
 
-/// The seed's `residual_block`: (3×3 conv → batch norm → ReLU) twice, plus a 1×1 projection of
-/// the input with batch norm, added, then ReLU. The convolutions keep their biases, as Keras'
-/// do by default, although the batch norm after each cancels it.
-fn residual_block(g: &mut Graph, name: &str, x: TensorId, filters: usize) -> TensorId {
+/// The activation as its own node, named `block`.relu`suffix` (or leaky_relu`suffix`).
+fn activate(g: &mut Graph, block: &str, suffix: &str, x: TensorId, act: Activation) -> TensorId {
+    match act {
+        Activation::Relu => g.relu(&format!("{block}.relu{suffix}"), x),
+        Activation::LeakyRelu => g.leaky_relu(&format!("{block}.leaky_relu{suffix}"), x),
+    }
+}
+
+/// The seed's `residual_block`: (3×3 conv → batch norm → activation) twice, plus a 1×1
+/// projection of the input with batch norm, added, then the activation. The convolutions keep
+/// their biases, as Keras' do by default, although the batch norm after each cancels it.
+fn residual_block(g: &mut Graph, name: &str, x: TensorId, filters: usize, act: Activation) -> TensorId {
     let res = g.conv(&format!("{name}.proj"), x, filters, 1, false);
     let res = g.batch_norm(&format!("{name}.proj_bn"), res);
     let mut y = x;
     for i in 1..=2 {
         y = g.conv(&format!("{name}.conv{i}"), y, filters, 3, false);
         y = g.batch_norm(&format!("{name}.bn{i}"), y);
-        y = g.relu(&format!("{name}.relu{i}"), y);
+        y = activate(g, name, &i.to_string(), y, act);
     }
     let sum = g.add(&format!("{name}.add"), y, res);
-    g.relu(&format!("{name}.relu"), sum)
+    activate(g, name, "", sum, act)
 }
 
 /// An additive attention gate (Oktay et al. 2018) on the skip `x`, driven by the up-sampled
@@ -208,6 +242,7 @@ mod tests {
         let old = r#"{ "arch": "unet", "size": 64, "channels": 1, "filters": 8, "dropout": 0.1 }"#;
         let cfg: ModelConfig = serde_json::from_str(old).unwrap();
         assert_eq!(cfg.classes, 1);
+        assert_eq!(cfg.activation, Activation::Relu, "runs saved before the choice used ReLU");
         assert!(!cfg.multiclass());
         let head = |cfg: &ModelConfig| cfg.build(1).nodes.last().unwrap().shape;
         assert_eq!(head(&cfg), [1, 1, 64, 64]);

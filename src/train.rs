@@ -27,7 +27,7 @@ use crate::finetune::{self, InitRecord};
 use crate::graph::{compile, Loss, Mode};
 use crate::infer::postprocess::argmax;
 use crate::kernel::{BufferView, Dispatch};
-use crate::model::{Arch, ModelConfig};
+use crate::model::{Activation, Arch, ModelConfig};
 use crate::ops::adam::AdamHyper;
 use crate::ops::augment::{Augment, AugmentConfig, AugmentPreset, ImageTransform};
 use crate::report;
@@ -58,6 +58,9 @@ pub struct TrainOptions {
     pub channels: Option<usize>,
     /// 1: binary masks (sigmoid head). K ≥ 2: masks of class ids 0..K (softmax head).
     pub classes: usize,
+    /// Runs recorded before the choice resume as ReLU.
+    #[serde(default)]
+    pub activation: Activation,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
@@ -362,6 +365,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--dropout" => a.dropout != b.dropout,
         "--channels" => a.channels != b.channels,
         "--classes" => a.classes != b.classes,
+        "--activation" => a.activation != b.activation,
         "--batch" => a.batch != b.batch,
         "--lr" => a.lr != b.lr,
         "--weight-decay" => a.weight_decay != b.weight_decay,
@@ -410,6 +414,7 @@ impl Trainer {
             filters: o.filters,
             dropout: o.dropout,
             classes: o.classes,
+            activation: o.activation,
         };
         cfg.validate()?;
         Loss::for_classes(Some(o.loss), o.classes)?;

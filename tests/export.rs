@@ -15,8 +15,9 @@ use wgunet::executor::ParamArena;
 use wgunet::export::{self, proto};
 use wgunet::graph::{Init, Loss};
 use wgunet::infer::LoadedModel;
-use wgunet::model::{Arch, ModelConfig};
+use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
+use wgunet::ops::elementwise::LEAKY_RELU_SLOPE;
 use wgunet::DeviceChoice;
 
 /// The largest difference allowed between the two runtimes' probabilities.
@@ -39,7 +40,8 @@ fn device() -> DeviceChoice {
 /// nearly constant): grayscale and binary, or RGB and 3 classes.
 fn tiny(arch: Arch, classes: usize) -> ModelConfig {
     let channels = if classes == 1 { 1 } else { 3 };
-    ModelConfig { arch, size: 16, channels, filters: 4, dropout: 0.1, classes }
+    let activation = Activation::Relu;
+    ModelConfig { arch, size: 16, channels, filters: 4, dropout: 0.1, classes, activation }
 }
 
 /// wgunet's random initialisation, with the parameters it starts at constants moved off them
@@ -102,14 +104,16 @@ fn wgunet_probabilities(run: &Path, cfg: &ModelConfig, images: &[f32]) -> Vec<f3
     model.evaluator(BATCH, BATCH).unwrap().probability_maps(&model.gpu, &refs).unwrap().concat()
 }
 
-/// Exports a random `arch` model, binary and 3-class, and compares tract's probabilities with
-/// wgunet's.
-fn exports_like_wgunet_infers(arch: Arch) {
+/// Exports a random `arch` model with `activation`, binary and 3-class, and compares tract's
+/// probabilities with wgunet's. Returns the binary model's ONNX file.
+fn exports_like_wgunet_infers(arch: Arch, activation: Activation) -> PathBuf {
+    let mut binary = None;
     for classes in [1, 3] {
         let seed = common::seed();
-        let cfg = tiny(arch, classes);
-        let label = format!("{} with {classes} class(es), seed {seed} (rerun with WGUNET_SEED={seed})", arch.name());
-        let run = scratch(&format!("{}-{classes}", arch.name()));
+        let cfg = ModelConfig { activation, ..tiny(arch, classes) };
+        let what = format!("{} ({activation:?})", arch.name());
+        let label = format!("{what} with {classes} class(es), seed {seed} (rerun with WGUNET_SEED={seed})");
+        let run = scratch(&format!("{}-{activation:?}-{classes}", arch.name()));
         write_run(&run, &cfg, &random_weights(&cfg, seed));
         let onnx = run.join("model.onnx");
         export::export_run(&run, &onnx).unwrap_or_else(|e| panic!("{label}: export failed: {e:#}"));
@@ -133,27 +137,47 @@ fn exports_like_wgunet_infers(arch: Arch) {
                 }
             }
         }
+        binary.get_or_insert(onnx);
     }
+    binary.unwrap()
 }
 
 #[test]
 fn unet_exports() {
-    exports_like_wgunet_infers(Arch::Unet);
+    exports_like_wgunet_infers(Arch::Unet, Activation::Relu);
 }
 
 #[test]
 fn unet_upsample_exports() {
-    exports_like_wgunet_infers(Arch::UnetUpsample);
+    exports_like_wgunet_infers(Arch::UnetUpsample, Activation::Relu);
 }
 
 #[test]
 fn resunet_exports() {
-    exports_like_wgunet_infers(Arch::Resunet);
+    exports_like_wgunet_infers(Arch::Resunet, Activation::Relu);
 }
 
 #[test]
 fn attention_unet_exports() {
-    exports_like_wgunet_infers(Arch::AttentionUnet);
+    exports_like_wgunet_infers(Arch::AttentionUnet, Activation::Relu);
+}
+
+/// LeakyReLU exports as ONNX LeakyRelu with wgunet's slope, after each 3×3 convolution of the
+/// U-Net (18) and in place of each ReLU of the residual U-Net's blocks (27).
+#[test]
+fn leaky_relu_exports() {
+    for (arch, leaky_relus) in [(Arch::Unet, 18), (Arch::Resunet, 27)] {
+        let onnx = exports_like_wgunet_infers(arch, Activation::LeakyRelu);
+        let model = proto::ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
+        let graph = model.graph.unwrap();
+        let leaky: Vec<&proto::NodeProto> = graph.node.iter().filter(|n| n.op_type == "LeakyRelu").collect();
+        assert_eq!(leaky.len(), leaky_relus, "{}", arch.name());
+        assert_eq!(graph.node.iter().filter(|n| n.op_type == "Relu").count(), 0, "{}", arch.name());
+        for node in leaky {
+            let alpha = node.attribute.iter().find(|a| a.name == "alpha").expect("an alpha");
+            assert_eq!(alpha.f, LEAKY_RELU_SLOPE as f32, "{}", node.name);
+        }
+    }
 }
 
 /// The file itself: opset, a named batch axis, the op set each architecture needs (batch norm
@@ -248,7 +272,7 @@ fn train_init_starts_from_the_run_and_records_it() {
     };
     let run = |args: Vec<String>| wgunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let fails = |args: Vec<String>| wgunet_fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let binary = ModelConfig { arch: Arch::Unet, size: 32, channels: 1, filters: 2, dropout: 0.1, classes: 1 };
+    let binary = ModelConfig { size: 32, filters: 2, ..tiny(Arch::Unet, 1) };
 
     run(train(&a, &["--filters", "2", "--seed", "1"]));
     let out = run(train(&b, &["--filters", "2", "--seed", "2", "--lr", "1e-12", "--init", &s(&a)]));

@@ -14,7 +14,7 @@ use wgunet::checkpoint;
 use wgunet::data::load::{self, Preprocess};
 use wgunet::data::{split, Pair};
 use wgunet::graph::{compile, Mode, ParamInfo};
-use wgunet::model::{Arch, ModelConfig};
+use wgunet::model::{Activation, Arch, ModelConfig};
 
 /// Inputs per loader: about 5 s for all of them in a debug build. `WGUNET_FUZZ_ROUNDS` asks for
 /// a longer hunt.
@@ -73,7 +73,15 @@ fn seeds(dir: &Path) -> Seeds {
 
     let image_path = dir.join("good.png");
     std::fs::write(&image_path, &images[0]).unwrap();
-    let cfg = ModelConfig { arch: Arch::Unet, size: 16, channels: 1, filters: 2, dropout: 0.1, classes: 1 };
+    let cfg = ModelConfig {
+        arch: Arch::Unet,
+        size: 16,
+        channels: 1,
+        filters: 2,
+        dropout: 0.1,
+        classes: 1,
+        activation: Activation::Relu,
+    };
     let params = compile(&cfg.build(1), Mode::Inference).params;
     let values: Vec<Vec<f32>> =
         params.iter().map(|p| (0..p.shape.iter().product()).map(|i| i as f32 * 0.01).collect()).collect();

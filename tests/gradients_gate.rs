@@ -1,5 +1,5 @@
-//! Attention gating and the sigmoid: the references' gradients against central finite
-//! differences in f64.
+//! Attention gating, the sigmoid and LeakyReLU: the references' gradients against central
+//! finite differences in f64.
 
 mod common;
 
@@ -49,4 +49,19 @@ fn sigmoid_gradient() {
     let r = random(&mut rng, x.len());
     let dx = elementwise::reference::sigmoid_backward(&elementwise::reference::sigmoid(&x), &r);
     common::finite_difference_check("sigmoid", seed, &x, &r, elementwise::reference::sigmoid, &dx);
+}
+
+/// LeakyReLU's dx from its output y on both sides of the kink; the negative side's gradient is
+/// the slope, not zero, which a ReLU's backward would give.
+#[test]
+fn leaky_relu_gradient() {
+    let seed = common::seed();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    // Away from 0, where the function has no derivative.
+    let x: Vec<f64> = random(&mut rng, 50).iter().map(|v| v + 0.1 * v.signum()).collect();
+    let r = random(&mut rng, x.len());
+    let dx = elementwise::reference::leaky_relu_backward(&elementwise::reference::leaky_relu(&x), &r);
+    common::finite_difference_check("leaky_relu", seed, &x, &r, elementwise::reference::leaky_relu, &dx);
+    let negative = x.iter().position(|&v| v < 0.0).expect("a negative input");
+    assert_eq!(dx[negative], elementwise::LEAKY_RELU_SLOPE * r[negative]);
 }

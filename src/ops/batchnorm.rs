@@ -11,6 +11,8 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{float, OnnxNode};
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Init, Kernel, Layer, ParamId, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::require_len;
 
@@ -161,6 +163,160 @@ impl BatchNorm {
                 &[(1, x), (2, gamma), (4, stats), (8, dy), (9, dx), (10, dgamma), (11, dbeta)],
             )?,
         ])
+    }
+}
+
+/// Per-channel batch normalisation: batch statistics in training programs (updating the
+/// running ones), the running statistics otherwise.
+#[derive(Clone, Debug)]
+pub struct BatchNormLayer {
+    pub x: TensorId,
+    pub gamma: ParamId,
+    pub beta: ParamId,
+    pub mean: ParamId,
+    pub var: ParamId,
+    pub s: BatchNorm,
+}
+
+impl Layer for BatchNormLayer {
+    fn name(&self) -> &'static str {
+        "BatchNorm"
+    }
+    /// With the running statistics.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let inputs = [self.gamma, self.beta, self.mean, self.var].map(|p| onnx.param(p));
+        let inputs: Vec<String> = std::iter::once(onnx.value(self.x)).chain(inputs).collect();
+        onnx.single("BatchNormalization", &inputs, vec![float("epsilon", self.s.eps)])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        let Self { s, gamma, beta, mean, var, .. } = *self;
+        let (x, y) = (cx.input(self.x), cx.output());
+        if cx.training() {
+            let stats = cx.buf("stats", 2 * s.c);
+            cx.save(stats);
+            cx.push(BatchNormTrain { s, x, gamma, beta, mean, var, y, stats });
+        } else {
+            cx.push(BatchNormInfer { s, x, gamma, beta, mean, var, y });
+        }
+    }
+    fn backward(&self, cx: &mut Backward) {
+        // The kernel always writes dx (its γ and β gradients are the sums dx needs).
+        let dx = cx.gradient(self.x, self.s.len());
+        let (x, stats, dy) = (cx.input(self.x), cx.saved(0), cx.dy());
+        let Self { s, gamma, beta, .. } = *self;
+        cx.push(BatchNormBackward { s, x, gamma, stats, dy, dx, dgamma: gamma, dbeta: beta });
+        if cx.needs_grad(self.x) {
+            cx.contribute(self.x, dx);
+        }
+    }
+}
+
+impl Graph {
+    /// Batch normalisation with Keras' defaults (ε 1e-3, momentum 0.99): trained γ (ones) and
+    /// β (zeros), and running statistics (mean zeros, variance ones) as untrained state.
+    pub fn batch_norm(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        let [n, c, h, w] = shape;
+        let gamma = self.param(format!("{name}.gamma"), vec![c], Init::Ones);
+        let beta = self.param(format!("{name}.beta"), vec![c], Init::Zeros);
+        let mean = self.state(format!("{name}.running_mean"), vec![c], Init::Zeros);
+        let var = self.state(format!("{name}.running_var"), vec![c], Init::Ones);
+        let s = BatchNorm::keras(n, c, h * w);
+        self.push(name, BatchNormLayer { x, gamma, beta, mean, var, s }, shape)
+    }
+}
+
+/// Batch statistics into `stats` [c, 2] (kept for backward), the running statistics `mean`
+/// and `var` (untrained parameters) updated in place, and the normalised `y`.
+#[derive(Clone, Debug)]
+pub struct BatchNormTrain {
+    pub s: BatchNorm,
+    pub x: BufId,
+    pub gamma: ParamId,
+    pub beta: ParamId,
+    pub mean: ParamId,
+    pub var: ParamId,
+    pub y: BufId,
+    pub stats: BufId,
+}
+
+impl Kernel for BatchNormTrain {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x], vec![self.y, self.stats])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let p = |id| g.param(id);
+        let (x, y, stats) = (g.buf(self.x), g.buf(self.y), g.buf(self.stats));
+        self.s.forward_train(g.gpu, x, p(self.gamma), p(self.beta), y, stats, p(self.mean), p(self.var))
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let (mut rm, mut rv) = (c.params[self.mean].clone(), c.params[self.var].clone());
+        let (gamma, beta) = (&c.params[self.gamma], &c.params[self.beta]);
+        (c.buffers[self.y], c.buffers[self.stats]) =
+            reference::forward_train(&self.s, &c.buffers[self.x], gamma, beta, &mut rm, &mut rv);
+        (c.params[self.mean], c.params[self.var]) = (rm, rv);
+    }
+}
+
+/// Normalises with the running statistics.
+#[derive(Clone, Debug)]
+pub struct BatchNormInfer {
+    pub s: BatchNorm,
+    pub x: BufId,
+    pub gamma: ParamId,
+    pub beta: ParamId,
+    pub mean: ParamId,
+    pub var: ParamId,
+    pub y: BufId,
+}
+
+impl Kernel for BatchNormInfer {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let p = |id| g.param(id);
+        let (x, y) = (g.buf(self.x), g.buf(self.y));
+        Ok(vec![self.s.forward_infer(g.gpu, x, p(self.gamma), p(self.beta), p(self.mean), p(self.var), y)?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let p = |id: ParamId| &c.params[id];
+        c.buffers[self.y] = reference::forward_infer(
+            &self.s,
+            &c.buffers[self.x],
+            p(self.gamma),
+            p(self.beta),
+            p(self.mean),
+            p(self.var),
+        );
+    }
+}
+
+/// dx, and the gradients of γ and β.
+#[derive(Clone, Debug)]
+pub struct BatchNormBackward {
+    pub s: BatchNorm,
+    pub x: BufId,
+    pub gamma: ParamId,
+    pub stats: BufId,
+    pub dy: BufId,
+    pub dx: BufId,
+    pub dgamma: ParamId,
+    pub dbeta: ParamId,
+}
+
+impl Kernel for BatchNormBackward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x, self.stats, self.dy], vec![self.dx])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let (x, gamma, stats) = (g.buf(self.x), g.param(self.gamma), g.buf(self.stats));
+        let (dy, dx) = (g.buf(self.dy), g.buf(self.dx));
+        self.s.backward(g.gpu, x, gamma, stats, dy, dx, g.grad(self.dgamma), g.grad(self.dbeta))
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let (x, gamma, dy) = (&c.buffers[self.x], &c.params[self.gamma], &c.buffers[self.dy]);
+        (c.buffers[self.dx], c.grads[self.dgamma], c.grads[self.dbeta]) = reference::backward(&self.s, x, gamma, dy);
     }
 }
 

@@ -7,6 +7,8 @@ use anyhow::{ensure, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{int, OnnxNode};
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
 #[repr(C)]
@@ -74,6 +76,105 @@ impl ChannelSlice {
         let (src, dst) = if insert { (part, whole) } else { (whole, part) };
         Dispatch::new(gpu, &spec, &params, &[(1, src), (2, dst)], grid_1d(self.part_len(), WG))
     }
+}
+
+/// Channel concatenation: each part with its slice of the output.
+#[derive(Clone, Debug)]
+pub struct ConcatLayer {
+    pub parts: Vec<(TensorId, ChannelSlice)>,
+}
+
+impl Layer for ConcatLayer {
+    fn name(&self) -> &'static str {
+        "Concat"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let inputs: Vec<String> = self.parts.iter().map(|&(p, _)| onnx.value(p)).collect();
+        onnx.single("Concat", &inputs, vec![int("axis", 1)])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        for &(part, s) in &self.parts {
+            cx.push(SliceInsert { s, part: cx.input(part), whole: cx.output() });
+        }
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let whole = cx.dy();
+        for &(part, s) in &self.parts {
+            cx.propagate(part, s.part_len(), |dp| SliceExtract { s, whole, part: dp });
+        }
+    }
+}
+
+impl Graph {
+    pub fn concat(&mut self, name: &str, parts: &[TensorId]) -> TensorId {
+        let [n, _, h, w] = self.shape(parts[0]);
+        for &p in parts {
+            let [pn, _, ph, pw] = self.shape(p);
+            assert!((pn, ph, pw) == (n, h, w), "concat {name}: parts differ in batch or spatial size");
+        }
+        let c_total = parts.iter().map(|&p| self.shape(p)[1]).sum();
+        let mut offset = 0;
+        let parts = parts
+            .iter()
+            .map(|&p| {
+                let c_part = self.shape(p)[1];
+                let s = ChannelSlice { n, c_part, c_total, offset, hw: h * w };
+                offset += c_part;
+                (p, s)
+            })
+            .collect();
+        self.push(name, ConcatLayer { parts }, [n, c_total, h, w])
+    }
+}
+
+/// Copies `part` into its channel slice of `whole`.
+#[derive(Clone, Debug)]
+pub struct SliceInsert {
+    pub s: ChannelSlice,
+    pub part: BufId,
+    pub whole: BufId,
+}
+
+impl Kernel for SliceInsert {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.part], vec![self.whole])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.insert(g.gpu, g.buf(self.part), g.buf(self.whole))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let s = &self.s;
+        let mut pieces = slice_pieces(s, &c.buffers[self.whole]);
+        pieces[1] = c.buffers[self.part].clone();
+        let rest = s.c_total - s.offset - s.c_part;
+        c.buffers[self.whole] =
+            reference::concat(s.n, s.hw, &[(&pieces[0], s.offset), (&pieces[1], s.c_part), (&pieces[2], rest)]);
+    }
+}
+
+/// Copies the channel slice of `whole` into `part`.
+#[derive(Clone, Debug)]
+pub struct SliceExtract {
+    pub s: ChannelSlice,
+    pub whole: BufId,
+    pub part: BufId,
+}
+
+impl Kernel for SliceExtract {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.whole], vec![self.part])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.extract(g.gpu, g.buf(self.whole), g.buf(self.part))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.part] = slice_pieces(&self.s, &c.buffers[self.whole]).swap_remove(1);
+    }
+}
+
+/// `whole` cut into the channels before the slice, the slice, and those after it.
+fn slice_pieces(s: &ChannelSlice, whole: &[f64]) -> Vec<Vec<f64>> {
+    reference::split(s.n, s.hw, whole, &[s.offset, s.c_part, s.c_total - s.offset - s.c_part])
 }
 
 /// Plain f64 references.

@@ -8,7 +8,10 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{ints, OnnxNode};
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Init, Kernel, Layer, ParamId, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
+use crate::ops::elementwise::ReluBackward;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -267,6 +270,222 @@ impl Conv2d {
     pub fn backward_bias(&self, gpu: &Gpu, dz: &BufferView, db: &BufferView) -> Result<Dispatch> {
         self.params()?;
         channel_sum(gpu, self.n, self.cout, self.h * self.w, dz, db)
+    }
+}
+
+/// What the steps of a convolution need of it: [`Conv2d`] and
+/// [`ConvTranspose2d`](crate::ops::conv_transpose2d::ConvTranspose2d) share the driver API, the
+/// references and the backward rule, so one layer and one set of kernels serve both.
+pub trait Convolution: Copy + std::fmt::Debug + Send + Sync + 'static {
+    /// As `wgunet info` lists the layer.
+    const NAME: &'static str;
+    fn input_len(&self) -> usize;
+    fn weight_len(&self) -> usize;
+    fn flops(&self) -> u64;
+    /// Whether the forward applies ReLU, so the backward must first mask dy with it.
+    fn fused_relu(&self) -> bool;
+    fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch>;
+    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch>;
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch>;
+    fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch>;
+    fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64>;
+    /// (dx, dw, db).
+    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>);
+    /// Its ONNX node(s) over `inputs` (x, weight, bias); returns the output value.
+    fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String;
+}
+
+impl Convolution for Conv2d {
+    const NAME: &'static str = "Conv2d";
+    fn input_len(&self) -> usize {
+        Conv2d::input_len(self)
+    }
+    fn weight_len(&self) -> usize {
+        Conv2d::weight_len(self)
+    }
+    fn flops(&self) -> u64 {
+        Conv2d::flops(self)
+    }
+    fn fused_relu(&self) -> bool {
+        self.relu
+    }
+    fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
+        Conv2d::forward(self, gpu, x, w, b, y)
+    }
+    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+        Conv2d::backward_input(self, gpu, dy, w, dx)
+    }
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
+        Conv2d::backward_weight(self, gpu, x, dy, dw)
+    }
+    fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
+        Conv2d::backward_bias(self, gpu, dy, db)
+    }
+    fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        reference::forward(self, x, w, b)
+    }
+    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        reference::backward(self, x, w, dy)
+    }
+    /// A fused ReLU is a Relu node after the Conv.
+    fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
+        let pad = (self.k / 2) as i64;
+        let attrs = vec![ints("kernel_shape", &[self.k as i64; 2]), ints("pads", &[pad; 4]), ints("strides", &[1, 1])];
+        if !self.relu {
+            return onnx.single("Conv", &inputs, attrs);
+        }
+        let name = onnx.name().to_string();
+        let linear = format!("{name}.linear");
+        onnx.push("Conv", &linear, &inputs, &linear, attrs);
+        onnx.push("Relu", &format!("{name}.relu"), &[linear], &name, vec![]);
+        name
+    }
+}
+
+/// A convolution node: its input, weight and bias parameters.
+#[derive(Clone, Debug)]
+pub struct ConvLayer<S> {
+    pub x: TensorId,
+    pub w: ParamId,
+    pub b: ParamId,
+    pub s: S,
+}
+
+impl<S: Convolution> Layer for ConvLayer<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let inputs = [onnx.value(self.x), onnx.param(self.w), onnx.param(self.b)];
+        self.s.onnx(onnx, inputs)
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(ConvForward { s: self.s, x: cx.input(self.x), w: self.w, b: self.b, y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let s = self.s;
+        // The kernels take the gradient of the pre-activation output.
+        let dy = if s.fused_relu() {
+            let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+            let dz = cx.scratch("pre-relu", len);
+            cx.push(ReluBackward { y, dy, dx: dz });
+            dz
+        } else {
+            cx.dy()
+        };
+        cx.push(ConvBackwardWeight { s, x: cx.input(self.x), dy, dw: self.w });
+        cx.push(ConvBackwardBias { s, dy, db: self.b });
+        let w = self.w;
+        cx.propagate(self.x, s.input_len(), |dx| ConvBackwardInput { s, dy, w, dx });
+    }
+    fn flops(&self) -> u64 {
+        self.s.flops()
+    }
+}
+
+impl Graph {
+    /// `k`×`k` convolution, padding "same", with bias and optional fused ReLU.
+    pub fn conv(&mut self, name: &str, x: TensorId, cout: usize, k: usize, relu: bool) -> TensorId {
+        let [n, cin, h, w] = self.shape(x);
+        let s = Conv2d { n, cin, cout, h, w, k, relu };
+        let wp = self.param(
+            format!("{name}.weight"),
+            vec![cout, cin, k, k],
+            if relu {
+                Init::HeUniform { fan_in: cin * k * k }
+            } else {
+                Init::GlorotUniform { fan_in: cin * k * k, fan_out: cout * k * k }
+            },
+        );
+        let bp = self.param(format!("{name}.bias"), vec![cout], Init::Zeros);
+        self.push(name, ConvLayer { x, w: wp, b: bp, s }, [n, cout, h, w])
+    }
+}
+
+/// `y = act(conv(x, w) + b)`.
+#[derive(Clone, Debug)]
+pub struct ConvForward<S> {
+    pub s: S,
+    pub x: BufId,
+    pub w: ParamId,
+    pub b: ParamId,
+    pub y: BufId,
+}
+
+impl<S: Convolution> Kernel for ConvForward<S> {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.param(self.w), g.param(self.b), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = self.s.reference_forward(&c.buffers[self.x], &c.params[self.w], &c.params[self.b]);
+    }
+}
+
+/// dx from the pre-activation gradient `dy`.
+#[derive(Clone, Debug)]
+pub struct ConvBackwardInput<S> {
+    pub s: S,
+    pub dy: BufId,
+    pub w: ParamId,
+    pub dx: BufId,
+}
+
+impl<S: Convolution> Kernel for ConvBackwardInput<S> {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.dy], vec![self.dx])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward_input(g.gpu, g.buf(self.dy), g.param(self.w), g.buf(self.dx))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let x = vec![0.0; self.s.input_len()];
+        c.buffers[self.dx] = self.s.reference_backward(&x, &c.params[self.w], &c.buffers[self.dy]).0;
+    }
+}
+
+/// The weight gradient from `x` and the pre-activation gradient `dy`.
+#[derive(Clone, Debug)]
+pub struct ConvBackwardWeight<S> {
+    pub s: S,
+    pub x: BufId,
+    pub dy: BufId,
+    pub dw: ParamId,
+}
+
+impl<S: Convolution> Kernel for ConvBackwardWeight<S> {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x, self.dy], vec![])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward_weight(g.gpu, g.buf(self.x), g.buf(self.dy), g.grad(self.dw))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let w = vec![0.0; self.s.weight_len()];
+        c.grads[self.dw] = self.s.reference_backward(&c.buffers[self.x], &w, &c.buffers[self.dy]).1;
+    }
+}
+
+/// The bias gradient from the pre-activation gradient `dy`.
+#[derive(Clone, Debug)]
+pub struct ConvBackwardBias<S> {
+    pub s: S,
+    pub dy: BufId,
+    pub db: ParamId,
+}
+
+impl<S: Convolution> Kernel for ConvBackwardBias<S> {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.dy], vec![])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward_bias(g.gpu, g.buf(self.dy), g.grad(self.db))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let (x, w) = (vec![0.0; self.s.input_len()], vec![0.0; self.s.weight_len()]);
+        c.grads[self.db] = self.s.reference_backward(&x, &w, &c.buffers[self.dy]).2;
     }
 }
 

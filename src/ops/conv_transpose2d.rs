@@ -7,8 +7,12 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{ints, OnnxNode};
+use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
-use crate::ops::conv2d::{channel_sum, channel_tile, require_len, ConvParams, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
+use crate::ops::conv2d::{
+    channel_sum, channel_tile, require_len, ConvLayer, ConvParams, Convolution, Reduction, MAX_WEIGHT_TILE, WG_PIXELS,
+};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
 const MAX_TILE: usize = 8;
@@ -135,6 +139,59 @@ impl ConvTranspose2d {
     pub fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         self.params()?;
         channel_sum(gpu, self.n, self.cout, 4 * self.h * self.w, dy, db)
+    }
+}
+
+impl Convolution for ConvTranspose2d {
+    const NAME: &'static str = "ConvTranspose2d";
+    fn input_len(&self) -> usize {
+        ConvTranspose2d::input_len(self)
+    }
+    fn weight_len(&self) -> usize {
+        ConvTranspose2d::weight_len(self)
+    }
+    fn flops(&self) -> u64 {
+        ConvTranspose2d::flops(self)
+    }
+    fn fused_relu(&self) -> bool {
+        false
+    }
+    fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
+        ConvTranspose2d::forward(self, gpu, x, w, b, y)
+    }
+    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+        ConvTranspose2d::backward_input(self, gpu, dy, w, dx)
+    }
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
+        ConvTranspose2d::backward_weight(self, gpu, x, dy, dw)
+    }
+    fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
+        ConvTranspose2d::backward_bias(self, gpu, dy, db)
+    }
+    fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        reference::forward(self, x, w, b)
+    }
+    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        reference::backward(self, x, w, dy)
+    }
+    fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
+        onnx.single("ConvTranspose", &inputs, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])])
+    }
+}
+
+impl Graph {
+    /// 2×2 transposed convolution with stride 2 (doubles H and W).
+    pub fn conv_transpose(&mut self, name: &str, x: TensorId, cout: usize) -> TensorId {
+        let [n, cin, h, w] = self.shape(x);
+        let s = ConvTranspose2d { n, cin, cout, h, w };
+        // Keras computes the fans of a transposed kernel from its (k, k, out, in) shape.
+        let wp = self.param(
+            format!("{name}.weight"),
+            vec![cin, cout, 2, 2],
+            Init::GlorotUniform { fan_in: cout * 4, fan_out: cin * 4 },
+        );
+        let bp = self.param(format!("{name}.bias"), vec![cout], Init::Zeros);
+        self.push(name, ConvLayer { x, w: wp, b: bp, s }, [n, cout, 2 * h, 2 * w])
     }
 }
 

@@ -13,6 +13,8 @@ use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::OnnxNode;
+use crate::graph::{numel, Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::require_len;
 
@@ -105,6 +107,83 @@ impl Dropout {
     /// dx = dy·keep/(1 − p), with the mask of the forward that ran with the same rng words.
     pub fn backward(&self, gpu: &Gpu, rng: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         self.launch(gpu, rng, dy, dx)
+    }
+}
+
+/// Inverted dropout in training programs; the identity otherwise.
+#[derive(Clone, Debug)]
+pub struct DropoutLayer {
+    pub x: TensorId,
+    pub s: Dropout,
+}
+
+impl Layer for DropoutLayer {
+    fn name(&self) -> &'static str {
+        "Dropout"
+    }
+    /// The identity at inference: no node, its input's value passed on.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.value(self.x)
+    }
+    fn forward(&self, cx: &mut Forward) {
+        if cx.training() {
+            cx.push(DropoutForward { s: self.s, x: cx.input(self.x), y: cx.output() });
+        }
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (s, dy) = (self.s, cx.dy());
+        cx.propagate(self.x, s.n, |dx| DropoutBackward { s, dy, dx });
+    }
+    fn identity_outside_training(&self) -> Option<TensorId> {
+        Some(self.x)
+    }
+}
+
+impl Graph {
+    /// Dropout with drop probability `p`; each dropout layer draws its own mask stream.
+    pub fn dropout(&mut self, name: &str, x: TensorId, p: f32) -> TensorId {
+        let shape = self.shape(x);
+        let stream = self.nodes.iter().filter(|n| n.op.layer::<DropoutLayer>().is_some()).count() as u32;
+        self.push(name, DropoutLayer { x, s: Dropout { n: numel(&shape), p, stream } }, shape)
+    }
+}
+
+/// Its mask comes from the executor's one dropout rng buffer (seed, step) and `s.stream`.
+#[derive(Clone, Debug)]
+pub struct DropoutForward {
+    pub s: Dropout,
+    pub x: BufId,
+    pub y: BufId,
+}
+
+impl Kernel for DropoutForward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.forward(g.gpu, g.dropout_rng, g.buf(self.x), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = reference::forward(&self.s, c.seed, c.step, &c.buffers[self.x]);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DropoutBackward {
+    pub s: Dropout,
+    pub dy: BufId,
+    pub dx: BufId,
+}
+
+impl Kernel for DropoutBackward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.dy], vec![self.dx])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward(g.gpu, g.dropout_rng, g.buf(self.dy), g.buf(self.dx))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.dx] = reference::backward(&self.s, c.seed, c.step, &c.buffers[self.dy]);
     }
 }
 

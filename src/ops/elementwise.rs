@@ -1,10 +1,13 @@
-//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, sigmoid and their backwards, add.
-//! `add` sums gradients where a tensor feeds several consumers, and joins residual paths.
+//! Element-wise kernels (`shaders/elementwise.wgsl`): ReLU, LeakyReLU, sigmoid and their
+//! backwards, add. `add` sums gradients where a tensor feeds several consumers, and joins
+//! residual paths.
 
 use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{float, OnnxNode};
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
 #[repr(C)]
@@ -16,6 +19,10 @@ struct Params {
 
 const WG: u32 = 256;
 
+/// LeakyReLU's slope for negative inputs (Keras' `LeakyReLU` default is 0.3; 0.01 is Maas et
+/// al.'s, and keeps the net close to a ReLU one).
+pub const LEAKY_RELU_SLOPE: f64 = 0.01;
+
 fn launch(
     gpu: &Gpu,
     entry: &'static str,
@@ -24,7 +31,10 @@ fn launch(
     out: &BufferView,
 ) -> Result<Dispatch> {
     let n = out.elems();
-    let spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
+    let mut spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
+    if entry.starts_with("leaky_relu") {
+        spec = spec.constant("LEAKY_SLOPE", LEAKY_RELU_SLOPE);
+    }
     let mut tensors = vec![(1, a), (3, out)];
     if let Some(b) = b {
         tensors.push((2, b));
@@ -42,6 +52,16 @@ pub fn relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView
     launch(gpu, "relu_backward", y, Some(dy), dx)
 }
 
+/// `y = x` where `x > 0`, else `LEAKY_RELU_SLOPE·x`.
+pub fn leaky_relu(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "leaky_relu", x, None, y)
+}
+
+/// `dx = dy` where the LeakyReLU output `y > 0`, else `LEAKY_RELU_SLOPE·dy`.
+pub fn leaky_relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
+    launch(gpu, "leaky_relu_backward", y, Some(dy), dx)
+}
+
 /// `y = 1 / (1 + exp(-x))`.
 pub fn sigmoid(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
     launch(gpu, "sigmoid", x, None, y)
@@ -57,6 +77,194 @@ pub fn add(gpu: &Gpu, a: &BufferView, b: &BufferView, y: &BufferView) -> Result<
     launch(gpu, "add", a, Some(b), y)
 }
 
+/// `y = a + b` (a residual join).
+#[derive(Clone, Debug)]
+pub struct AddLayer {
+    pub a: TensorId,
+    pub b: TensorId,
+}
+
+impl Layer for AddLayer {
+    fn name(&self) -> &'static str {
+        "Add"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Add", &[onnx.value(self.a), onnx.value(self.b)], vec![])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(Add { a: cx.input(self.a), b: cx.input(self.b), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        // Both inputs receive dy itself.
+        for t in [self.a, self.b] {
+            if cx.needs_grad(t) {
+                cx.contribute(t, cx.dy());
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReluLayer {
+    pub x: TensorId,
+}
+
+impl Layer for ReluLayer {
+    fn name(&self) -> &'static str {
+        "Relu"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Relu", &[onnx.value(self.x)], vec![])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(Relu { x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+        cx.propagate(self.x, len, |dx| ReluBackward { y, dy, dx });
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LeakyReluLayer {
+    pub x: TensorId,
+}
+
+impl Layer for LeakyReluLayer {
+    fn name(&self) -> &'static str {
+        "LeakyRelu"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("LeakyRelu", &[onnx.value(self.x)], vec![float("alpha", LEAKY_RELU_SLOPE as f32)])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(LeakyRelu { x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+        cx.propagate(self.x, len, |dx| LeakyReluBackward { y, dy, dx });
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SigmoidLayer {
+    pub x: TensorId,
+}
+
+impl Layer for SigmoidLayer {
+    fn name(&self) -> &'static str {
+        "Sigmoid"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Sigmoid", &[onnx.value(self.x)], vec![])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(Sigmoid { x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+        cx.propagate(self.x, len, |dx| SigmoidBackward { y, dy, dx });
+    }
+}
+
+impl Graph {
+    pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> TensorId {
+        let shape = self.shape(a);
+        assert_eq!(shape, self.shape(b), "add {name}: shapes differ");
+        self.push(name, AddLayer { a, b }, shape)
+    }
+
+    pub fn relu(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name, ReluLayer { x }, shape)
+    }
+
+    pub fn leaky_relu(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name, LeakyReluLayer { x }, shape)
+    }
+
+    pub fn sigmoid(&mut self, name: &str, x: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        self.push(name, SigmoidLayer { x }, shape)
+    }
+}
+
+/// `y = a + b`: a residual join, and the sum of a tensor's gradients from several consumers.
+#[derive(Clone, Debug)]
+pub struct Add {
+    pub a: BufId,
+    pub b: BufId,
+    pub y: BufId,
+}
+
+impl Kernel for Add {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.a, self.b], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![add(g.gpu, g.buf(self.a), g.buf(self.b), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = reference::add(&c.buffers[self.a], &c.buffers[self.b]);
+    }
+}
+
+/// An element-wise function `y = f(x)`: its driver and reference.
+macro_rules! unary_kernel {
+    ($name:ident, $driver:ident) => {
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pub x: BufId,
+            pub y: BufId,
+        }
+
+        impl Kernel for $name {
+            fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+                (vec![self.x], vec![self.y])
+            }
+            fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+                Ok(vec![$driver(g.gpu, g.buf(self.x), g.buf(self.y))?])
+            }
+            fn reference(&self, c: &mut CpuBuffers) {
+                c.buffers[self.y] = reference::$driver(&c.buffers[self.x]);
+            }
+        }
+    };
+}
+
+/// The backward of an element-wise function computed from its output `y`:
+/// `dx = dy·f'(y)`.
+macro_rules! backward_kernel {
+    ($name:ident, $driver:ident) => {
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pub y: BufId,
+            pub dy: BufId,
+            pub dx: BufId,
+        }
+
+        impl Kernel for $name {
+            fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+                (vec![self.y, self.dy], vec![self.dx])
+            }
+            fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+                Ok(vec![$driver(g.gpu, g.buf(self.y), g.buf(self.dy), g.buf(self.dx))?])
+            }
+            fn reference(&self, c: &mut CpuBuffers) {
+                c.buffers[self.dx] = reference::$driver(&c.buffers[self.y], &c.buffers[self.dy]);
+            }
+        }
+    };
+}
+
+unary_kernel!(Relu, relu);
+backward_kernel!(ReluBackward, relu_backward);
+unary_kernel!(LeakyRelu, leaky_relu);
+backward_kernel!(LeakyReluBackward, leaky_relu_backward);
+unary_kernel!(Sigmoid, sigmoid);
+backward_kernel!(SigmoidBackward, sigmoid_backward);
+
 /// Plain f64 references.
 pub mod reference {
     pub fn relu(x: &[f64]) -> Vec<f64> {
@@ -64,6 +272,12 @@ pub mod reference {
     }
     pub fn relu_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
         y.iter().zip(dy).map(|(&y, &g)| if y > 0.0 { g } else { 0.0 }).collect()
+    }
+    pub fn leaky_relu(x: &[f64]) -> Vec<f64> {
+        x.iter().map(|&v| if v > 0.0 { v } else { super::LEAKY_RELU_SLOPE * v }).collect()
+    }
+    pub fn leaky_relu_backward(y: &[f64], dy: &[f64]) -> Vec<f64> {
+        y.iter().zip(dy).map(|(&y, &g)| if y > 0.0 { g } else { super::LEAKY_RELU_SLOPE * g }).collect()
     }
     pub fn sigmoid(x: &[f64]) -> Vec<f64> {
         x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect()
@@ -89,6 +303,8 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>>
     let gbig = gpu.upload("big", &big)?;
     let relu_y = reference::relu(&a64);
     let gy = gpu.upload("y", &relu_y.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
+    let leaky_y = reference::leaky_relu(&a64);
+    let gleaky = gpu.upload("leaky y", &leaky_y.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
     // The backward reads y; an f32 y near 1 keeps too few bits of 1 − y for a 1e-5 bound, so it
     // takes y of the unsaturated inputs.
     let sigmoid_a = reference::sigmoid(&a64);
@@ -97,6 +313,10 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>>
         check::run_case(gpu, "relu", &shape, &relu_y, |y| relu(gpu, &ga, y))?,
         check::run_case(gpu, "relu_backward", &shape, &reference::relu_backward(&relu_y, &b64), |dx| {
             relu_backward(gpu, &gy, &gb, dx)
+        })?,
+        check::run_case(gpu, "leaky_relu", &shape, &leaky_y, |y| leaky_relu(gpu, &ga, y))?,
+        check::run_case(gpu, "leaky_relu_backward", &shape, &reference::leaky_relu_backward(&leaky_y, &b64), |dx| {
+            leaky_relu_backward(gpu, &gleaky, &gb, dx)
         })?,
         check::run_case(gpu, "sigmoid", &shape, &reference::sigmoid(&big64), |y| sigmoid(gpu, &gbig, y))?,
         check::run_case(gpu, "sigmoid_backward", &shape, &reference::sigmoid_backward(&sigmoid_a, &b64), |dx| {

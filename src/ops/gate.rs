@@ -8,6 +8,8 @@ use anyhow::{bail, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::OnnxNode;
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 use crate::ops::conv2d::require_len;
 
@@ -83,6 +85,105 @@ impl Gate {
             require_len(t, len, "gate backward_gate")?;
         }
         self.launch(gpu, "gate_grad", &[(1, x), (3, dy), (4, da)], self.gate_len())
+    }
+}
+
+/// `x` [n, c, h, w] times the gate `a` [n, 1, h, w], broadcast over channels.
+#[derive(Clone, Debug)]
+pub struct GateLayer {
+    pub x: TensorId,
+    pub a: TensorId,
+    pub s: Gate,
+}
+
+impl Layer for GateLayer {
+    fn name(&self) -> &'static str {
+        "Gate"
+    }
+    /// [n, c, h, w] × [n, 1, h, w]: ONNX broadcasting spreads the gate over the channels.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        onnx.single("Mul", &[onnx.value(self.x), onnx.value(self.a)], vec![])
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(GateForward { s: self.s, x: cx.input(self.x), a: cx.input(self.a), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (s, x, a, dy) = (self.s, cx.input(self.x), cx.input(self.a), cx.dy());
+        cx.propagate(self.x, s.len(), |dx| GateBackwardInput { s, a, dy, dx });
+        cx.propagate(self.a, s.gate_len(), |da| GateBackwardGate { s, x, dy, da });
+    }
+}
+
+impl Graph {
+    /// `x` scaled per pixel by the one-channel `a` of the same batch and spatial size.
+    pub fn gate(&mut self, name: &str, x: TensorId, a: TensorId) -> TensorId {
+        let shape = self.shape(x);
+        let [n, c, h, w] = shape;
+        assert_eq!(self.shape(a), [n, 1, h, w], "gate {name}: the gate must be one channel of x's size");
+        self.push(name, GateLayer { x, a, s: Gate { n, c, hw: h * w } }, shape)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GateForward {
+    pub s: Gate,
+    pub x: BufId,
+    pub a: BufId,
+    pub y: BufId,
+}
+
+impl Kernel for GateForward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x, self.a], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.buf(self.a), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = reference::forward(&self.s, &c.buffers[self.x], &c.buffers[self.a]);
+    }
+}
+
+/// dx = dy·a.
+#[derive(Clone, Debug)]
+pub struct GateBackwardInput {
+    pub s: Gate,
+    pub a: BufId,
+    pub dy: BufId,
+    pub dx: BufId,
+}
+
+impl Kernel for GateBackwardInput {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.a, self.dy], vec![self.dx])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward_input(g.gpu, g.buf(self.a), g.buf(self.dy), g.buf(self.dx))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        // dx = dy·a is the forward with dy for x.
+        c.buffers[self.dx] = reference::forward(&self.s, &c.buffers[self.dy], &c.buffers[self.a]);
+    }
+}
+
+/// da = Σ_c dy·x.
+#[derive(Clone, Debug)]
+pub struct GateBackwardGate {
+    pub s: Gate,
+    pub x: BufId,
+    pub dy: BufId,
+    pub da: BufId,
+}
+
+impl Kernel for GateBackwardGate {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x, self.dy], vec![self.da])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward_gate(g.gpu, g.buf(self.x), g.buf(self.dy), g.buf(self.da))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.da] = reference::gate_grad(&self.s, &c.buffers[self.x], &c.buffers[self.dy]);
     }
 }
 

@@ -12,6 +12,7 @@ use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::graph::{BufId, CpuBuffers, GpuBuffers, Kernel};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
 #[repr(C)]
@@ -200,6 +201,180 @@ impl ReduceSum {
             .constant("ACCUMULATE", accumulate_flag(self.accumulate));
         let params = Params { index: self.index as u32, ..Params::new(self.n, self.scale as f64) };
         Dispatch::new(gpu, &spec, &params, &[(8, x), (9, out)], [1, 1, 1])
+    }
+}
+
+/// A loss gradient times `grad_scale`.
+fn scaled(grad: &[f64], grad_scale: f32) -> Vec<f64> {
+    grad.iter().map(|v| v * grad_scale as f64).collect()
+}
+
+/// [`SigmoidBce`] over the program's buffers.
+#[derive(Clone, Debug)]
+pub struct SigmoidBceLoss {
+    pub elems: usize,
+    pub logits: BufId,
+    pub target: BufId,
+    pub loss: BufId,
+    pub grad: BufId,
+    pub grad_scale: f32,
+}
+
+impl Kernel for SigmoidBceLoss {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.logits, self.target], vec![self.loss, self.grad])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let (logits, target, loss, grad) = (g.buf(self.logits), g.buf(self.target), g.buf(self.loss), g.buf(self.grad));
+        Ok(vec![SigmoidBce { elems: self.elems }.forward_backward(
+            g.gpu,
+            logits,
+            target,
+            loss,
+            grad,
+            self.grad_scale,
+        )?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let (l, d) = reference::sigmoid_bce(&c.buffers[self.logits], &c.buffers[self.target]);
+        c.buffers[self.loss] = l;
+        c.buffers[self.grad] = scaled(&d, self.grad_scale);
+    }
+}
+
+/// Per-image soft Dice sums Σσ(z)·t, Σσ(z), Σt.
+#[derive(Clone, Debug)]
+pub struct SoftDiceSums {
+    pub images: usize,
+    pub pixels: usize,
+    pub logits: BufId,
+    pub target: BufId,
+    pub sums: BufId,
+}
+
+impl Kernel for SoftDiceSums {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.logits, self.target], vec![self.sums])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let dice = SoftDice { images: self.images, pixels: self.pixels };
+        Ok(vec![dice.sums(g.gpu, g.buf(self.logits), g.buf(self.target), g.buf(self.sums))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.sums] =
+            reference::dice_sums(self.images, self.pixels, &c.buffers[self.logits], &c.buffers[self.target]);
+    }
+}
+
+/// Per-image Dice loss and the logits' gradient (added to `grad` when `accumulate`).
+#[derive(Clone, Debug)]
+pub struct SoftDiceGrad {
+    pub images: usize,
+    pub pixels: usize,
+    pub logits: BufId,
+    pub target: BufId,
+    pub sums: BufId,
+    pub loss: BufId,
+    pub grad: BufId,
+    pub grad_scale: f32,
+    pub accumulate: bool,
+}
+
+impl Kernel for SoftDiceGrad {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        let mut read = vec![self.logits, self.target, self.sums];
+        if self.accumulate {
+            read.push(self.grad);
+        }
+        (read, vec![self.loss, self.grad])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let dice = SoftDice { images: self.images, pixels: self.pixels };
+        let (logits, target, sums) = (g.buf(self.logits), g.buf(self.target), g.buf(self.sums));
+        let (loss, grad) = (g.buf(self.loss), g.buf(self.grad));
+        Ok(vec![dice.backward(g.gpu, logits, target, sums, loss, grad, self.grad_scale, self.accumulate)?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let (l, d) = reference::soft_dice(self.images, self.pixels, &c.buffers[self.logits], &c.buffers[self.target]);
+        c.buffers[self.loss] = l;
+        let d = scaled(&d, self.grad_scale);
+        let grad = &c.buffers[self.grad];
+        c.buffers[self.grad] = if self.accumulate { crate::ops::elementwise::reference::add(grad, &d) } else { d };
+    }
+}
+
+/// Class ids stored as f32 in `target` [n, hw] → u32 `labels` for [`SoftmaxCeLoss`].
+#[derive(Clone, Debug)]
+pub struct ClassLabels {
+    pub s: SoftmaxCe,
+    pub target: BufId,
+    pub labels: BufId,
+}
+
+impl Kernel for ClassLabels {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.target], vec![self.labels])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.labels(g.gpu, g.buf(self.target), g.buf(self.labels))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        // Labels live in an f64 buffer like every other; they are whole numbers, kept exactly.
+        c.buffers[self.labels] = reference::class_labels(&c.buffers[self.target]).into_iter().map(f64::from).collect();
+    }
+}
+
+/// Per-pixel softmax cross-entropy losses and the logits' gradient.
+#[derive(Clone, Debug)]
+pub struct SoftmaxCeLoss {
+    pub s: SoftmaxCe,
+    pub logits: BufId,
+    pub labels: BufId,
+    pub loss: BufId,
+    pub grad: BufId,
+    pub grad_scale: f32,
+}
+
+impl Kernel for SoftmaxCeLoss {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.logits, self.labels], vec![self.loss, self.grad])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let (logits, labels, loss, grad) = (g.buf(self.logits), g.buf(self.labels), g.buf(self.loss), g.buf(self.grad));
+        Ok(vec![self.s.forward_backward(g.gpu, logits, labels, loss, grad, self.grad_scale)?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let ids = reference::class_labels(&c.buffers[self.labels]);
+        let s = &self.s;
+        let (l, d) = reference::softmax_ce(s.n, s.k, s.hw, &c.buffers[self.logits], &ids);
+        c.buffers[self.loss] = l;
+        c.buffers[self.grad] = scaled(&d, self.grad_scale);
+    }
+}
+
+/// `out[index] (+)= scale · Σ x`: a batch-mean loss into the program's loss sum.
+#[derive(Clone, Debug)]
+pub struct LossSum {
+    pub n: usize,
+    pub scale: f32,
+    pub x: BufId,
+    pub out: BufId,
+    pub index: usize,
+    pub accumulate: bool,
+}
+
+impl Kernel for LossSum {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (if self.accumulate { vec![self.x, self.out] } else { vec![self.x] }, vec![self.out])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        let reduce = ReduceSum { n: self.n, scale: self.scale, index: self.index, accumulate: self.accumulate };
+        Ok(vec![reduce.dispatch(g.gpu, g.buf(self.x), g.buf(self.out))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        let sum: f64 = c.buffers[self.x].iter().sum::<f64>() * self.scale as f64;
+        let out = &mut c.buffers[self.out][self.index];
+        *out = if self.accumulate { *out + sum } else { sum };
     }
 }
 

@@ -6,6 +6,8 @@ use anyhow::{ensure, Result};
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
+use crate::export::{ints, string, OnnxNode};
+use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
 use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
 
 #[repr(C)]
@@ -106,6 +108,148 @@ impl Upsample2x {
         ensure_len(dy, self.output_len(), "upsample_backward")?;
         ensure_len(dx, self.input_len(), "upsample_backward")?;
         launch(gpu, "upsample_backward", self.dims(), self.input_len(), &[(2, dy), (3, dx)])
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MaxPoolLayer {
+    pub x: TensorId,
+    pub s: MaxPool2d,
+}
+
+impl Layer for MaxPoolLayer {
+    fn name(&self) -> &'static str {
+        "MaxPool"
+    }
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let attrs = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])];
+        onnx.single("MaxPool", &[onnx.value(self.x)], attrs)
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(MaxPoolForward { s: self.s, x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (s, x, dy) = (self.s, cx.input(self.x), cx.dy());
+        cx.propagate(self.x, s.input_len(), |dx| MaxPoolBackward { s, x, dy, dx });
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UpsampleLayer {
+    pub x: TensorId,
+    pub s: Upsample2x,
+}
+
+impl Layer for UpsampleLayer {
+    fn name(&self) -> &'static str {
+        "Upsample"
+    }
+    /// Output pixel i copies input pixel floor(i / 2), as the upsample kernel does.
+    fn onnx(&self, onnx: &mut OnnxNode) -> String {
+        let scales = format!("{}.scales", onnx.name());
+        onnx.constant(&scales, &[1.0, 1.0, 2.0, 2.0]);
+        let attrs = vec![
+            string("mode", "nearest"),
+            string("coordinate_transformation_mode", "asymmetric"),
+            string("nearest_mode", "floor"),
+        ];
+        onnx.single("Resize", &[onnx.value(self.x), String::new(), scales], attrs)
+    }
+    fn forward(&self, cx: &mut Forward) {
+        cx.push(UpsampleForward { s: self.s, x: cx.input(self.x), y: cx.output() });
+    }
+    fn backward(&self, cx: &mut Backward) {
+        let (s, dy) = (self.s, cx.dy());
+        cx.propagate(self.x, s.input_len(), |dx| UpsampleBackward { s, dy, dx });
+    }
+}
+
+impl Graph {
+    pub fn max_pool(&mut self, name: &str, x: TensorId) -> TensorId {
+        let [n, c, h, w] = self.shape(x);
+        self.push(name, MaxPoolLayer { x, s: MaxPool2d { n, c, h, w } }, [n, c, h / 2, w / 2])
+    }
+
+    pub fn upsample(&mut self, name: &str, x: TensorId) -> TensorId {
+        let [n, c, h, w] = self.shape(x);
+        self.push(name, UpsampleLayer { x, s: Upsample2x { n, c, h, w } }, [n, c, 2 * h, 2 * w])
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MaxPoolForward {
+    pub s: MaxPool2d,
+    pub x: BufId,
+    pub y: BufId,
+}
+
+impl Kernel for MaxPoolForward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = reference::max_pool_forward(&self.s, &c.buffers[self.x]);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MaxPoolBackward {
+    pub s: MaxPool2d,
+    pub x: BufId,
+    pub dy: BufId,
+    pub dx: BufId,
+}
+
+impl Kernel for MaxPoolBackward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x, self.dy], vec![self.dx])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward(g.gpu, g.buf(self.x), g.buf(self.dy), g.buf(self.dx))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.dx] = reference::max_pool_backward(&self.s, &c.buffers[self.x], &c.buffers[self.dy]);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UpsampleForward {
+    pub s: Upsample2x,
+    pub x: BufId,
+    pub y: BufId,
+}
+
+impl Kernel for UpsampleForward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.x], vec![self.y])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.buf(self.y))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.y] = reference::upsample_forward(&self.s, &c.buffers[self.x]);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UpsampleBackward {
+    pub s: Upsample2x,
+    pub dy: BufId,
+    pub dx: BufId,
+}
+
+impl Kernel for UpsampleBackward {
+    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
+        (vec![self.dy], vec![self.dx])
+    }
+    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
+        Ok(vec![self.s.backward(g.gpu, g.buf(self.dy), g.buf(self.dx))?])
+    }
+    fn reference(&self, c: &mut CpuBuffers) {
+        c.buffers[self.dx] = reference::upsample_backward(&self.s, &c.buffers[self.dy]);
     }
 }
 

@@ -171,6 +171,7 @@ mod tests {
             dropout: 0.1,
             channels: None,
             classes: 1,
+            activation: crate::model::Activation::LeakyRelu,
             epochs: 3,
             batch: 2,
             lr: 1.0 / 3.0,
