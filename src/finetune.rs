@@ -66,7 +66,7 @@ fn is_head(p: &ParamInfo) -> bool {
 }
 
 /// Every way the model of run `run` (`from`) differs from this run's (`to`) in the shapes of its
-/// weights.
+/// weights or in what they mean (the activation they were trained with).
 fn check_compatible(run: &str, from: &ModelConfig, to: &ModelConfig, skip_head: bool) -> Result<()> {
     let mut differences = Vec::new();
     if from.arch != to.arch {
@@ -75,6 +75,17 @@ fn check_compatible(run: &str, from: &ModelConfig, to: &ModelConfig, skip_head: 
             from.arch.name(),
             to.arch.name(),
             from.arch.name()
+        ));
+    }
+    if from.activation != to.activation {
+        let name = |a: crate::model::Activation| {
+            clap::ValueEnum::to_possible_value(&a).map_or_else(String::new, |v| v.get_name().to_string())
+        };
+        differences.push(format!(
+            "{run} uses {}, this run {}: give --activation {}",
+            name(from.activation),
+            name(to.activation),
+            name(from.activation)
         ));
     }
     if from.filters != to.filters {
@@ -123,6 +134,9 @@ mod tests {
             assert!(err.contains(part), "{err}\nlacks: {part}");
         }
         assert!(check_compatible("runs/A", &from, &config(Arch::Unet, 8, 1, 1), true).is_ok());
+        let leaky = ModelConfig { activation: Activation::LeakyRelu, ..from.clone() };
+        let err = check_compatible("runs/A", &leaky, &from, false).unwrap_err().to_string();
+        assert!(err.contains("runs/A uses leaky-relu, this run relu: give --activation leaky-relu"), "{err}");
         assert!(check_compatible("runs/A", &from, &config(Arch::Unet, 4, 1, 1), true).is_err());
     }
 
