@@ -104,68 +104,42 @@ impl Layer for AddLayer {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct ReluLayer {
-    pub x: TensorId,
+/// An activation layer `y = f(x)`: its forward kernel, its backward kernel (which reads the
+/// output `y`), and its ONNX operator with attributes.
+macro_rules! activation_layer {
+    ($name:ident, $onnx:literal, $forward:ident, $backward:ident, $attributes:expr) => {
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pub x: TensorId,
+        }
+
+        impl Layer for $name {
+            fn name(&self) -> &'static str {
+                $onnx
+            }
+            fn onnx(&self, onnx: &mut OnnxNode) -> String {
+                onnx.single($onnx, &[onnx.value(self.x)], $attributes)
+            }
+            fn forward(&self, cx: &mut Forward) {
+                cx.push($forward { x: cx.input(self.x), y: cx.output() });
+            }
+            fn backward(&self, cx: &mut Backward) {
+                let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
+                cx.propagate(self.x, len, |dx| $backward { y, dy, dx });
+            }
+        }
+    };
 }
 
-impl Layer for ReluLayer {
-    fn name(&self) -> &'static str {
-        "Relu"
-    }
-    fn onnx(&self, onnx: &mut OnnxNode) -> String {
-        onnx.single("Relu", &[onnx.value(self.x)], vec![])
-    }
-    fn forward(&self, cx: &mut Forward) {
-        cx.push(Relu { x: cx.input(self.x), y: cx.output() });
-    }
-    fn backward(&self, cx: &mut Backward) {
-        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
-        cx.propagate(self.x, len, |dx| ReluBackward { y, dy, dx });
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct LeakyReluLayer {
-    pub x: TensorId,
-}
-
-impl Layer for LeakyReluLayer {
-    fn name(&self) -> &'static str {
-        "LeakyRelu"
-    }
-    fn onnx(&self, onnx: &mut OnnxNode) -> String {
-        onnx.single("LeakyRelu", &[onnx.value(self.x)], vec![float("alpha", LEAKY_RELU_SLOPE as f32)])
-    }
-    fn forward(&self, cx: &mut Forward) {
-        cx.push(LeakyRelu { x: cx.input(self.x), y: cx.output() });
-    }
-    fn backward(&self, cx: &mut Backward) {
-        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
-        cx.propagate(self.x, len, |dx| LeakyReluBackward { y, dy, dx });
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct SigmoidLayer {
-    pub x: TensorId,
-}
-
-impl Layer for SigmoidLayer {
-    fn name(&self) -> &'static str {
-        "Sigmoid"
-    }
-    fn onnx(&self, onnx: &mut OnnxNode) -> String {
-        onnx.single("Sigmoid", &[onnx.value(self.x)], vec![])
-    }
-    fn forward(&self, cx: &mut Forward) {
-        cx.push(Sigmoid { x: cx.input(self.x), y: cx.output() });
-    }
-    fn backward(&self, cx: &mut Backward) {
-        let (y, dy, len) = (cx.output(), cx.dy(), cx.output_len());
-        cx.propagate(self.x, len, |dx| SigmoidBackward { y, dy, dx });
-    }
-}
+activation_layer!(ReluLayer, "Relu", Relu, ReluBackward, vec![]);
+activation_layer!(
+    LeakyReluLayer,
+    "LeakyRelu",
+    LeakyRelu,
+    LeakyReluBackward,
+    vec![float("alpha", LEAKY_RELU_SLOPE as f32)]
+);
+activation_layer!(SigmoidLayer, "Sigmoid", Sigmoid, SigmoidBackward, vec![]);
 
 impl Graph {
     pub fn add(&mut self, name: &str, a: TensorId, b: TensorId) -> TensorId {
