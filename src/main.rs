@@ -1,6 +1,6 @@
 //! The `wgunet` command line: parses arguments and hands each command to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -442,21 +442,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let cfg = model.config(channels)?;
             print_info(&cfg, batch);
         }
-        Command::Split { data, train, seed, max_images, out } => {
-            let pairing = pairs::find_pairs(&data)?;
-            println!("{}", pairs::describe(&pairing));
-            let (tr, te) = split::split(&pairing.pairs, train, seed, max_images)?;
-            std::fs::create_dir_all(&out)?;
-            split::write_list(&out.join("train.txt"), &tr)?;
-            split::write_list(&out.join("test.txt"), &te)?;
-            println!(
-                "wrote {} ({} pairs) and {} ({} pairs)",
-                out.join("train.txt").display(),
-                tr.len(),
-                out.join("test.txt").display(),
-                te.len()
-            );
-        }
+        Command::Split { data, train, seed, max_images, out } => write_split(&data, train, seed, max_images, &out)?,
         Command::Synth { out, count, size, seed, classes } => {
             let n = synth::write_dataset_with_classes(&out, count, seed, size, classes)?;
             println!("wrote {n} synthetic image/mask pairs to {}", out.display());
@@ -485,19 +471,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Predict { model, input, output, device, infer } => {
             infer::predict(&model, &input, &output, &device.device, &infer.options())?;
         }
-        Command::Export { model, onnx } => {
-            let e = wgunet::export::export_run(&model, &onnx)?;
-            println!(
-                "wrote {} ({} ONNX nodes, {} parameters, {:.1} KiB, opset {}): input '{}' [batch, C, H, W], output '{}'",
-                onnx.display(),
-                e.nodes,
-                e.parameters,
-                e.bytes as f64 / 1024.0,
-                wgunet::export::OPSET,
-                wgunet::export::INPUT,
-                wgunet::export::OUTPUT
-            );
-        }
+        Command::Export { model, onnx } => export(&model, &onnx)?,
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {
             let cfg = model.config(channels)?;
             let gpu = Gpu::open(&device.device)?;
@@ -505,6 +479,40 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wgunet split`: the train and test lists of a dataset folder, written into `out`.
+fn write_split(data: &Path, train: f64, seed: u64, max_images: Option<usize>, out: &Path) -> Result<()> {
+    let pairing = pairs::find_pairs(data)?;
+    println!("{}", pairs::describe(&pairing));
+    let (tr, te) = split::split(&pairing.pairs, train, seed, max_images)?;
+    std::fs::create_dir_all(out)?;
+    split::write_list(&out.join("train.txt"), &tr)?;
+    split::write_list(&out.join("test.txt"), &te)?;
+    println!(
+        "wrote {} ({} pairs) and {} ({} pairs)",
+        out.join("train.txt").display(),
+        tr.len(),
+        out.join("test.txt").display(),
+        te.len()
+    );
+    Ok(())
+}
+
+/// `wgunet export`: the run in `model` as the ONNX file `onnx`.
+fn export(model: &Path, onnx: &Path) -> Result<()> {
+    let e = wgunet::export::export_run(model, onnx)?;
+    println!(
+        "wrote {} ({} ONNX nodes, {} parameters, {:.1} KiB, opset {}): input '{}' [batch, C, H, W], output '{}'",
+        onnx.display(),
+        e.nodes,
+        e.parameters,
+        e.bytes as f64 / 1024.0,
+        wgunet::export::OPSET,
+        wgunet::export::INPUT,
+        wgunet::export::OUTPUT
+    );
+    Ok(())
 }
 
 /// The training options a `train` (or `compare`) command line asks for.

@@ -107,13 +107,7 @@ pub fn find_pairs(dir: &Path) -> Result<Pairing> {
     let mut unpaired = Vec::new();
     let mut paired_masks = vec![false; masks.len()];
     for image in &images {
-        let mut candidates: Vec<usize> =
-            image.keys.iter().flat_map(|k| masks_by_key.get(k.as_str()).into_iter().flatten().copied()).collect();
-        candidates.sort_unstable();
-        candidates.dedup();
-        let scored: Vec<(Score, usize)> = candidates.iter().map(|&m| (score(image, &masks[m]), m)).collect();
-        let best = scored.iter().map(|(s, _)| *s).max();
-        let winners: Vec<usize> = scored.iter().filter(|(s, _)| Some(*s) == best).map(|(_, m)| *m).collect();
+        let winners = best_masks(image, &masks, &masks_by_key);
         match winners[..] {
             [m] => {
                 paired_masks[m] = true;
@@ -139,21 +133,37 @@ pub fn find_pairs(dir: &Path) -> Result<Pairing> {
     unpaired.sort();
 
     if pairs.is_empty() {
-        let inside_image_folder = dir.file_name().is_some_and(|n| folder_role(&n.to_string_lossy()).0 == Role::Image);
-        let hint = if inside_image_folder { " (point at the folder above, which holds the masks too)" } else { "" };
-        bail!(
-            "no image/mask pairs found in {}{hint}: saw {} image{} and {} mask{}{}{}; {ACCEPTED_LAYOUTS}",
-            dir.display(),
-            images.len(),
-            plural(images.len()),
-            masks.len(),
-            plural(masks.len()),
-            examples(" (images: ", &images),
-            examples(" (masks: ", &masks),
-        );
+        return Err(no_pairs(dir, &images, &masks));
     }
     pairs.sort();
     Ok(Pairing { layout: layout_words(&pairs), pairs, unmatched_images, unpaired, files: file_count })
+}
+
+/// The masks that pair best with `image` (one: its mask; none or several: no pair).
+fn best_masks(image: &FoundFile, masks: &[FoundFile], masks_by_key: &HashMap<&str, Vec<usize>>) -> Vec<usize> {
+    let mut candidates: Vec<usize> =
+        image.keys.iter().flat_map(|k| masks_by_key.get(k.as_str()).into_iter().flatten().copied()).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    let scored: Vec<(Score, usize)> = candidates.iter().map(|&m| (score(image, &masks[m]), m)).collect();
+    let best = scored.iter().map(|(s, _)| *s).max();
+    scored.iter().filter(|(s, _)| Some(*s) == best).map(|(_, m)| *m).collect()
+}
+
+/// The error for a folder in which no image found its mask: what was seen, and where to point.
+fn no_pairs(dir: &Path, images: &[FoundFile], masks: &[FoundFile]) -> anyhow::Error {
+    let inside_image_folder = dir.file_name().is_some_and(|n| folder_role(&n.to_string_lossy()).0 == Role::Image);
+    let hint = if inside_image_folder { " (point at the folder above, which holds the masks too)" } else { "" };
+    anyhow::anyhow!(
+        "no image/mask pairs found in {}{hint}: saw {} image{} and {} mask{}{}{}; {ACCEPTED_LAYOUTS}",
+        dir.display(),
+        images.len(),
+        plural(images.len()),
+        masks.len(),
+        plural(masks.len()),
+        examples(" (images: ", images),
+        examples(" (masks: ", masks),
+    )
 }
 
 /// "found N pairs (layout); M images without a mask: a.png, b.png, …"

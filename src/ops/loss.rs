@@ -475,96 +475,104 @@ pub mod reference {
 /// logits of magnitude up to 4 (useful gradients) and up to 100 (saturation: no NaN or inf).
 pub fn check(gpu: &Gpu, rng: &mut CheckRng, images: usize, classes: usize, pixels: usize) -> Result<Vec<CaseReport>> {
     let mut out = Vec::new();
-    let n = images * pixels;
-    let scaled = |v: Vec<f64>, s: f64| -> Vec<f64> { v.into_iter().map(|x| x * s).collect() };
     for amplitude in [4.0f32, 100.0] {
-        let shape = format!("{images}x{pixels} |z|<{amplitude}");
-        let z: Vec<f32> = check::random(rng, n).iter().map(|v| v * amplitude).collect();
-        let t = check::random_mask(rng, n);
-        let (z64, t64) = (check::to_f64(&z), check::to_f64(&t));
-        let gz = gpu.upload("logits", &z)?;
-        let gt = gpu.upload("target", &t)?;
-        let bce = SigmoidBce { elems: n };
-        let dice = SoftDice { images, pixels };
-
-        let (bce_loss, bce_grad) = reference::sigmoid_bce(&z64, &t64);
-        let loss = check::poisoned(gpu, "bce loss", n)?;
-        let grad = check::poisoned(gpu, "bce grad", n)?;
-        gpu.run(&[&bce.forward_backward(gpu, &gz, &gt, &loss, &grad, 0.5)?])?;
-        out.push(check::compare("loss::sigmoid_bce loss", &shape, &gpu.read::<f32>(&loss)?, &bce_loss));
-        out.push(check::compare(
-            "loss::sigmoid_bce grad",
-            &shape,
-            &gpu.read::<f32>(&grad)?,
-            &scaled(bce_grad.clone(), 0.5),
-        ));
-
-        let (dice_loss, dice_grad) = reference::soft_dice(images, pixels, &z64, &t64);
-        let sums = check::poisoned(gpu, "dice sums", 3 * images)?;
-        let loss = check::poisoned(gpu, "dice loss", images)?;
-        let grad = check::poisoned(gpu, "dice grad", n)?;
-        gpu.run(&[&dice.sums(gpu, &gz, &gt, &sums)?, &dice.backward(gpu, &gz, &gt, &sums, &loss, &grad, 0.5, false)?])?;
-        let want_sums = reference::dice_sums(images, pixels, &z64, &t64);
-        out.push(check::compare("loss::dice_sums", &shape, &gpu.read::<f32>(&sums)?, &want_sums));
-        out.push(check::compare("loss::dice_backward loss", &shape, &gpu.read::<f32>(&loss)?, &dice_loss));
-        out.push(check::compare(
-            "loss::dice_backward grad",
-            &shape,
-            &gpu.read::<f32>(&grad)?,
-            &scaled(dice_grad.clone(), 0.5),
-        ));
-
-        // bce+dice as training runs it: BCE writes the gradient, Dice adds to it.
-        let bce_loss_buf = check::poisoned(gpu, "bce loss", n)?;
-        let dice_loss_buf = check::poisoned(gpu, "dice loss", images)?;
-        let grad = check::poisoned(gpu, "bce+dice grad", n)?;
-        gpu.run(&[
-            &bce.forward_backward(gpu, &gz, &gt, &bce_loss_buf, &grad, 1.0)?,
-            &dice.sums(gpu, &gz, &gt, &sums)?,
-            &dice.backward(gpu, &gz, &gt, &sums, &dice_loss_buf, &grad, 1.0, true)?,
-        ])?;
-        let want: Vec<f64> = bce_grad.iter().zip(&dice_grad).map(|(a, b)| a + b).collect();
-        out.push(check::compare("loss::bce+dice grad", &shape, &gpu.read::<f32>(&grad)?, &want));
-
-        let ce = SoftmaxCe { n: images, k: classes, hw: pixels };
-        let shape = format!("{images}x{classes}x{pixels} |z|<{amplitude}");
-        let z: Vec<f32> = check::random(rng, images * classes * pixels).iter().map(|v| v * amplitude).collect();
-        let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
-        let (ce_loss, ce_grad) = reference::softmax_ce(images, classes, pixels, &check::to_f64(&z), &labels);
-        let gz = gpu.upload("logits", &z)?;
-        let glabels = gpu.upload("labels", &labels)?;
-        let loss = check::poisoned(gpu, "ce loss", n)?;
-        let grad = check::poisoned(gpu, "ce grad", z.len())?;
-        gpu.run(&[&ce.forward_backward(gpu, &gz, &glabels, &loss, &grad, 0.5)?])?;
-        out.push(check::compare("loss::softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
-        out.push(check::compare(
-            "loss::softmax_ce grad",
-            &shape,
-            &gpu.read::<f32>(&grad)?,
-            &scaled(ce_grad.clone(), 0.5),
-        ));
-
-        // As training runs it: class ids stored as f32 in the mask, turned into labels first. The
-        // labels buffer starts as NaN bits, an out-of-range class, so an unwritten label shows.
-        let ids: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
-        let gids = gpu.upload("class ids", &ids)?;
-        let converted = check::poisoned(gpu, "labels", n)?;
-        let loss = check::poisoned(gpu, "ce loss", n)?;
-        let grad = check::poisoned(gpu, "ce grad", z.len())?;
-        gpu.run(&[
-            &ce.labels(gpu, &gids, &converted)?,
-            &ce.forward_backward(gpu, &gz, &converted, &loss, &grad, 1.0)?,
-        ])?;
-        let want_labels = reference::class_labels(&check::to_f64(&ids));
-        let (ce_loss, ce_grad) = reference::softmax_ce(images, classes, pixels, &check::to_f64(&z), &want_labels);
-        out.push(check::compare("loss::class_labels+softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
-        out.push(check::compare("loss::class_labels+softmax_ce grad", &shape, &gpu.read::<f32>(&grad)?, &ce_grad));
-
-        let probs = check::poisoned(gpu, "probabilities", z.len())?;
-        gpu.run(&[&ce.probabilities(gpu, &gz, &probs)?])?;
-        let want = reference::softmax(images, classes, pixels, &check::to_f64(&z));
-        out.push(check::compare("loss::softmax", &shape, &gpu.read::<f32>(&probs)?, &want));
+        out.extend(check_binary(gpu, rng, images, pixels, amplitude)?);
+        out.extend(check_softmax(gpu, rng, images, classes, pixels, amplitude)?);
     }
+    Ok(out)
+}
+
+/// BCE, soft Dice and bce+dice (as training runs it) on logits of up to ±`amplitude`.
+fn check_binary(
+    gpu: &Gpu,
+    rng: &mut CheckRng,
+    images: usize,
+    pixels: usize,
+    amplitude: f32,
+) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    let n = images * pixels;
+    let shape = format!("{images}x{pixels} |z|<{amplitude}");
+    let z: Vec<f32> = check::random(rng, n).iter().map(|v| v * amplitude).collect();
+    let t = check::random_mask(rng, n);
+    let (z64, t64) = (check::to_f64(&z), check::to_f64(&t));
+    let gz = gpu.upload("logits", &z)?;
+    let gt = gpu.upload("target", &t)?;
+    let bce = SigmoidBce { elems: n };
+    let dice = SoftDice { images, pixels };
+
+    let (bce_loss, bce_grad) = reference::sigmoid_bce(&z64, &t64);
+    let loss = check::poisoned(gpu, "bce loss", n)?;
+    let grad = check::poisoned(gpu, "bce grad", n)?;
+    gpu.run(&[&bce.forward_backward(gpu, &gz, &gt, &loss, &grad, 0.5)?])?;
+    out.push(check::compare("loss::sigmoid_bce loss", &shape, &gpu.read::<f32>(&loss)?, &bce_loss));
+    out.push(check::compare("loss::sigmoid_bce grad", &shape, &gpu.read::<f32>(&grad)?, &scaled(&bce_grad, 0.5)));
+
+    let (dice_loss, dice_grad) = reference::soft_dice(images, pixels, &z64, &t64);
+    let sums = check::poisoned(gpu, "dice sums", 3 * images)?;
+    let loss = check::poisoned(gpu, "dice loss", images)?;
+    let grad = check::poisoned(gpu, "dice grad", n)?;
+    gpu.run(&[&dice.sums(gpu, &gz, &gt, &sums)?, &dice.backward(gpu, &gz, &gt, &sums, &loss, &grad, 0.5, false)?])?;
+    let want_sums = reference::dice_sums(images, pixels, &z64, &t64);
+    out.push(check::compare("loss::dice_sums", &shape, &gpu.read::<f32>(&sums)?, &want_sums));
+    out.push(check::compare("loss::dice_backward loss", &shape, &gpu.read::<f32>(&loss)?, &dice_loss));
+    out.push(check::compare("loss::dice_backward grad", &shape, &gpu.read::<f32>(&grad)?, &scaled(&dice_grad, 0.5)));
+
+    // bce+dice as training runs it: BCE writes the gradient, Dice adds to it.
+    let bce_loss_buf = check::poisoned(gpu, "bce loss", n)?;
+    let dice_loss_buf = check::poisoned(gpu, "dice loss", images)?;
+    let grad = check::poisoned(gpu, "bce+dice grad", n)?;
+    gpu.run(&[
+        &bce.forward_backward(gpu, &gz, &gt, &bce_loss_buf, &grad, 1.0)?,
+        &dice.sums(gpu, &gz, &gt, &sums)?,
+        &dice.backward(gpu, &gz, &gt, &sums, &dice_loss_buf, &grad, 1.0, true)?,
+    ])?;
+    let want: Vec<f64> = bce_grad.iter().zip(&dice_grad).map(|(a, b)| a + b).collect();
+    out.push(check::compare("loss::bce+dice grad", &shape, &gpu.read::<f32>(&grad)?, &want));
+    Ok(out)
+}
+
+/// Softmax cross-entropy, with the class-id conversion training uses, and the softmax itself.
+fn check_softmax(
+    gpu: &Gpu,
+    rng: &mut CheckRng,
+    images: usize,
+    classes: usize,
+    pixels: usize,
+    amplitude: f32,
+) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    let n = images * pixels;
+    let ce = SoftmaxCe { n: images, k: classes, hw: pixels };
+    let shape = format!("{images}x{classes}x{pixels} |z|<{amplitude}");
+    let z: Vec<f32> = check::random(rng, images * classes * pixels).iter().map(|v| v * amplitude).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes as u32)).collect();
+    let (ce_loss, ce_grad) = reference::softmax_ce(images, classes, pixels, &check::to_f64(&z), &labels);
+    let gz = gpu.upload("logits", &z)?;
+    let glabels = gpu.upload("labels", &labels)?;
+    let loss = check::poisoned(gpu, "ce loss", n)?;
+    let grad = check::poisoned(gpu, "ce grad", z.len())?;
+    gpu.run(&[&ce.forward_backward(gpu, &gz, &glabels, &loss, &grad, 0.5)?])?;
+    out.push(check::compare("loss::softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
+    out.push(check::compare("loss::softmax_ce grad", &shape, &gpu.read::<f32>(&grad)?, &scaled(&ce_grad, 0.5)));
+
+    // As training runs it: class ids stored as f32 in the mask, turned into labels first. The
+    // labels buffer starts as NaN bits, an out-of-range class, so an unwritten label shows.
+    let ids: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+    let gids = gpu.upload("class ids", &ids)?;
+    let converted = check::poisoned(gpu, "labels", n)?;
+    let loss = check::poisoned(gpu, "ce loss", n)?;
+    let grad = check::poisoned(gpu, "ce grad", z.len())?;
+    gpu.run(&[&ce.labels(gpu, &gids, &converted)?, &ce.forward_backward(gpu, &gz, &converted, &loss, &grad, 1.0)?])?;
+    let want_labels = reference::class_labels(&check::to_f64(&ids));
+    let (ce_loss, ce_grad) = reference::softmax_ce(images, classes, pixels, &check::to_f64(&z), &want_labels);
+    out.push(check::compare("loss::class_labels+softmax_ce loss", &shape, &gpu.read::<f32>(&loss)?, &ce_loss));
+    out.push(check::compare("loss::class_labels+softmax_ce grad", &shape, &gpu.read::<f32>(&grad)?, &ce_grad));
+
+    let probs = check::poisoned(gpu, "probabilities", z.len())?;
+    gpu.run(&[&ce.probabilities(gpu, &gz, &probs)?])?;
+    let want = reference::softmax(images, classes, pixels, &check::to_f64(&z));
+    out.push(check::compare("loss::softmax", &shape, &gpu.read::<f32>(&probs)?, &want));
     Ok(out)
 }
 
