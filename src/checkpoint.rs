@@ -101,10 +101,19 @@ pub fn save_tensor_groups(
 
 /// Loads weights in the order of `params`, checking names and shapes.
 pub fn load_weights(path: &Path, params: &[ParamInfo]) -> Result<Vec<Vec<f32>>> {
+    load_weights_where(path, params, |_| true)
+}
+
+/// The weights of the parameters `wanted` keeps, from `path`; an empty vector for the others.
+pub fn load_weights_where(
+    path: &Path,
+    params: &[ParamInfo],
+    wanted: impl Fn(&ParamInfo) -> bool,
+) -> Result<Vec<Vec<f32>>> {
     let bytes = std::fs::read(path).with_context(|| format!("could not read weights {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-    load_tensor_group(&st, path, params, "", |_| true)
+    load_tensor_group(&st, path, params, "", wanted)
 }
 
 /// The tensors `PREFIXname` of `st` (read from `path`) for each parameter `wanted` keeps, in the

@@ -40,13 +40,13 @@ pub fn initial_values(
     ensure!(run.is_dir(), "--init {}: no such run folder (give a folder written by `wgunet train`)", init.run);
     let source = checkpoint::load_record(run).with_context(|| format!("--init {}", init.run))?;
     check_compatible(&init.run, &source.model, cfg, init.skip_head)?;
-    let kept: Vec<usize> =
-        (0..params.infos.len()).filter(|&i| !(init.skip_head && is_head(&params.infos[i]))).collect();
-    let infos: Vec<ParamInfo> = kept.iter().map(|&i| params.infos[i].clone()).collect();
+    let kept = |p: &ParamInfo| !(init.skip_head && is_head(p));
     let path = checkpoint::weights_path(run)?;
-    let loaded = checkpoint::load_weights(&path, &infos)?;
-    for (i, v) in kept.into_iter().zip(loaded) {
-        values[i] = v;
+    let loaded = checkpoint::load_weights_where(&path, &params.infos, kept)?;
+    for ((value, loaded), p) in values.iter_mut().zip(loaded).zip(&params.infos) {
+        if kept(p) {
+            *value = loaded;
+        }
     }
     let head = if init.skip_head { " (the head from scratch)" } else { "" };
     println!("starting from the weights of {}{head}", path.display());
