@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use wgunet::data::Normalisation;
 use wgunet::graph::{Graph, Op};
 use wgunet::kernel::{BufferView, Dispatch};
 use wgunet::model::{Activation, Arch, ModelConfig};
@@ -155,6 +156,7 @@ fn main() {
             dropout: 0.0,
             classes: 1,
             activation: Activation::Relu,
+            normalise: Normalisation::Unit,
         };
         cfg.validate().unwrap();
         let graph = cfg.build(batch);

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::checkpoint::write_atomic;
-use crate::model::{Arch, ModelConfig};
+use crate::model::Arch;
 use crate::train::{self, TrainOptions};
 
 pub struct Row {
@@ -38,16 +38,7 @@ pub fn compare(base: &TrainOptions, archs: &[Arch]) -> Result<Vec<Row>> {
         println!("== {} ==", arch.name());
         let opts = TrainOptions { arch, out: base.out.join(arch.name()), ..base.clone() };
         let metrics = train::train(&opts)?;
-        let channels = crate::checkpoint::load_record(&opts.out)?.model.channels;
-        let cfg = ModelConfig {
-            arch,
-            size: base.size,
-            channels,
-            filters: base.filters,
-            dropout: base.dropout,
-            classes: base.classes,
-            activation: base.activation,
-        };
+        let cfg = crate::checkpoint::load_record(&opts.out)?.model;
         rows.push(Row {
             arch,
             params: cfg.build(1).param_count(),

@@ -134,9 +134,10 @@ pub fn preprocessing(cfg: &ModelConfig) -> String {
         "Decode the image file; {colour}; scale to [0, 1] (8-bit values / 255, 16-bit / 65535); resize to \
          {s}x{s} (width x height) with a bilinear filter widened when shrinking (the image crate's \
          FilterType::Triangle, close to PIL's Image.resize(..., BILINEAR)); clamp to [0, 1]; lay out as float32 \
-         [{c}, {s}, {s}] (channel planes, rows top to bottom) and stack images into [batch, {c}, {s}, {s}]. No \
-         mean or standard deviation normalisation.",
-        c = cfg.channels
+         [{c}, {s}, {s}] (channel planes, rows top to bottom); normalise: {n}; stack images into \
+         [batch, {c}, {s}, {s}].",
+        c = cfg.channels,
+        n = cfg.normalise.describe()
     )
 }
 

@@ -114,10 +114,20 @@ fn check_compatible(run: &str, from: &ModelConfig, to: &ModelConfig, skip_head: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Normalisation;
     use crate::model::{Activation, Arch};
 
     fn config(arch: Arch, filters: usize, channels: usize, classes: usize) -> ModelConfig {
-        ModelConfig { arch, size: 32, channels, filters, dropout: 0.1, classes, activation: Activation::Relu }
+        ModelConfig {
+            arch,
+            size: 32,
+            channels,
+            filters,
+            dropout: 0.1,
+            classes,
+            activation: Activation::Relu,
+            normalise: Normalisation::Unit,
+        }
     }
 
     #[test]

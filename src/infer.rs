@@ -56,7 +56,7 @@ impl LoadedModel {
     }
 
     pub fn preprocess(&self) -> Preprocess {
-        Preprocess { size: self.record.model.size, channels: self.record.model.channels }
+        Preprocess::for_model(&self.record.model)
     }
 
     pub fn evaluator(&self, samples: usize, batch: usize) -> Result<Evaluator> {
@@ -162,7 +162,7 @@ impl<'m> Segmenter<'m> {
     pub fn load_input(&self, path: &Path) -> Result<Input> {
         let pre = self.model.preprocess();
         if self.options.tile {
-            let image = native::load_image(path, pre.channels)?;
+            let image = native::load_image(path, pre.channels, &pre.normalise)?;
             Ok(Input { pixels: image.pixels, native_size: (image.width, image.height) })
         } else {
             let (pixels, native_size) = load::load_image(path, &pre)?;
@@ -457,7 +457,7 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
                     .map(|(i, s)| Item::Synthetic {
                         name: format!("synthetic-{:04}", n_train + i),
                         sample: Sample {
-                            image: s.image.repeat(pre.channels),
+                            image: normalised(s.image.repeat(pre.channels), &pre),
                             mask: s.mask,
                             native_size: s.native_size,
                         },
@@ -480,6 +480,12 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
     };
     notice_colour_conversion(&pairs, pre.channels);
     Ok((file_items(pairs), label, unpaired))
+}
+
+/// A synthetic slice's image as the model's preprocessing leaves it (`load` does this for files).
+fn normalised(mut image: Vec<f32>, pre: &Preprocess) -> Vec<f32> {
+    pre.normalise.apply(&mut image, pre.channels);
+    image
 }
 
 /// A picture for a panel, kept compactly until the best and worst are known: masks as ids
@@ -532,7 +538,7 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
             model_loss += loss_of(&m.model, &truth);
             native_loss += loss_of(&m.native, &native_mask);
             if o.panels > 0 {
-                let image = sample.image.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect();
+                let image = report::display_levels(&sample.image);
                 cases.push(PanelCase { image, truth, pred });
             }
         }

@@ -20,6 +20,7 @@ pub mod infer;
 pub mod kernel;
 pub mod model;
 pub mod ops;
+pub mod plan;
 pub mod report;
 pub mod selftest;
 pub mod train;

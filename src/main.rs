@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use wgunet::data::{pairs, split, synth};
+use wgunet::data::{pairs, split, synth, Normalisation, NormaliseKind};
 use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::tiling::Blend;
@@ -82,6 +82,7 @@ impl ModelArgs {
             dropout: self.dropout,
             classes: self.classes,
             activation: self.activation,
+            normalise: Normalisation::Unit,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -137,6 +138,19 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// 1: 0/255 tumour masks. 2 to 4: class-id masks (1 tumour, 2 ventricles, 3 skull).
+        #[arg(long, default_value_t = 1)]
+        classes: usize,
+        /// Small lesions: each tumour one ellipse of MIN to MAX percent of the slice's area
+        /// (log-uniform), e.g. 0.1-1. Default: a few pixels to a third of the brain.
+        #[arg(long, value_name = "MIN-MAX")]
+        lesion_size: Option<synth::Lesions>,
+    },
+    /// Read every pair of a dataset once, print its fingerprint (sizes, intensities, foreground,
+    /// structure sizes) and choose whole slices or patches, the loss and the normalisation.
+    Plan {
+        #[arg(long)]
+        data: PathBuf,
+        /// As for train: 1 for binary masks, K for class-id masks.
         #[arg(long, default_value_t = 1)]
         classes: usize,
     },
@@ -325,6 +339,11 @@ struct TrainArgs {
     /// Input channels (default: from the data; grayscale stays grayscale).
     #[arg(long)]
     channels: Option<usize>,
+    /// Intensity normalisation, stored with the model and applied by eval and predict: unit
+    /// ([0, 1]); zscore (per image and channel; MRI); percentile (clip to the training set's
+    /// 0.5-99.5 percentiles, then its mean and standard deviation; CT).
+    #[arg(long, value_enum, default_value = "unit")]
+    normalise: NormaliseKind,
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
     #[arg(long, default_value_t = 8, value_parser = at_least_one)]
@@ -443,10 +462,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             print_info(&cfg, batch);
         }
         Command::Split { data, train, seed, max_images, out } => write_split(&data, train, seed, max_images, &out)?,
-        Command::Synth { out, count, size, seed, classes } => {
-            let n = synth::write_dataset_with_classes(&out, count, seed, size, classes)?;
+        Command::Synth { out, count, size, seed, classes, lesion_size } => {
+            let n = synth::write_dataset_with(&out, count, seed, size, classes, lesion_size.unwrap_or_default())?;
             println!("wrote {n} synthetic image/mask pairs to {}", out.display());
         }
+        Command::Plan { data, classes } => drop(wgunet::plan::plan(&data, classes)?),
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
             let options = train_options(args)?;
@@ -533,6 +553,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         channels: a.channels,
         classes: a.model.classes,
         activation: a.model.activation,
+        normalise: a.normalise,
         epochs: a.epochs,
         batch: a.batch,
         lr: a.lr,

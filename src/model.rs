@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::normalise::Normalisation;
 use crate::graph::{Graph, TensorId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -61,6 +62,10 @@ pub struct ModelConfig {
     /// Runs saved before the choice load as ReLU.
     #[serde(default)]
     pub activation: Activation,
+    /// The input's intensity normalisation, with the training set's statistics; runs saved
+    /// before it load as `unit`.
+    #[serde(default)]
+    pub normalise: Normalisation,
 }
 
 fn default_dropout() -> f32 {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, DatasetRecord, RunRecord};
 use crate::data::load::{Preprocess, Sample};
 use crate::data::skipped::{Skipped, Unusable};
-use crate::data::{load, pairs, split, synth};
+use crate::data::{load, normalise_dataset, pairs, split, synth, Normalisation, NormaliseKind};
 use crate::device::{DeviceChoice, Gpu};
 use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::{Executor, OptimizerConfig, ParamArena};
@@ -61,6 +61,9 @@ pub struct TrainOptions {
     /// Runs recorded before the choice resume as ReLU.
     #[serde(default)]
     pub activation: Activation,
+    /// Runs recorded before the choice resume as `unit`.
+    #[serde(default)]
+    pub normalise: NormaliseKind,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
@@ -179,7 +182,8 @@ fn load_lists(
 ) -> Result<Dataset> {
     // With no readable image the count does not matter: every pair is skipped below.
     let channels = channels.or_else(|| load::channels_of(tr)).or_else(|| load::channels_of(te)).unwrap_or(1);
-    let pre = Preprocess { size, channels };
+    // Normalised once the training set's statistics are known (see `normalise_dataset`).
+    let pre = Preprocess { size, channels, normalise: Normalisation::Unit };
     let t0 = Instant::now();
     let (train, test) = (load::decode_pairs(tr, &pre, classes)?, load::decode_pairs(te, &pre, classes)?);
     let looked_at = tr.len() + te.len() + found.unpaired.len();
@@ -366,6 +370,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--channels" => a.channels != b.channels,
         "--classes" => a.classes != b.classes,
         "--activation" => a.activation != b.activation,
+        "--normalise" => a.normalise != b.normalise,
         "--batch" => a.batch != b.batch,
         "--lr" => a.lr != b.lr,
         "--weight-decay" => a.weight_decay != b.weight_decay,
@@ -415,6 +420,7 @@ impl Trainer {
             dropout: o.dropout,
             classes: o.classes,
             activation: o.activation,
+            normalise: Normalisation::Unit,
         };
         cfg.validate()?;
         Loss::for_classes(Some(o.loss), o.classes)?;
@@ -422,10 +428,12 @@ impl Trainer {
             synth::check_classes(o.classes).context("train without --data uses the built-in synthetic slices")?;
         }
         std::fs::create_dir_all(&o.out).with_context(|| format!("could not create {}", o.out.display()))?;
-        let data = load_dataset(&o.source, o.size, o.channels, o.classes, o.seed, &o.out, o.strict)?;
+        let mut data = load_dataset(&o.source, o.size, o.channels, o.classes, o.seed, &o.out, o.strict)?;
         anyhow::ensure!(!data.train.is_empty(), "no training images");
         anyhow::ensure!(!data.test.is_empty(), "no test images: use more images or a smaller --train fraction");
-        let cfg = ModelConfig { channels: data.channels, ..cfg };
+        let normalise = normalise_dataset(o.normalise, &mut data.train, &mut data.test, data.channels);
+        println!("normalisation: {}", normalise.describe());
+        let cfg = ModelConfig { channels: data.channels, normalise, ..cfg };
         let gpu = Gpu::open(&o.device)?;
         println!("device: {}", gpu.describe());
 

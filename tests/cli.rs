@@ -283,7 +283,7 @@ fn split_train_eval_predict() {
     // An all-background prediction scores IoU 1 on empty masks and 0 elsewhere (every disc
     // image here has a mask, so it scores 0).
     let tests = wgunet::data::split::read_list(&lists.join("test.txt")).unwrap();
-    let pre = wgunet::data::load::Preprocess { size: 32, channels: 1 };
+    let pre = wgunet::data::load::Preprocess { size: 32, channels: 1, normalise: wgunet::data::Normalisation::Unit };
     let samples = wgunet::data::load::load_all(&tests, &pre).unwrap();
     let background_iou =
         samples.iter().filter(|s| s.mask.iter().all(|&m| m == 0.0)).count() as f64 / samples.len() as f64;

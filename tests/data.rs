@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 use wgunet::data::{
-    detect_channels, find_pairs, load_all, load_image, load_sample, read_list, split, synth, write_list, Pair,
-    Preprocess,
+    detect_channels, find_pairs, load_all, load_image, load_sample, read_list, split, synth, write_list, Normalisation,
+    Pair, Preprocess,
 };
 
 /// A fresh folder under the system temp folder, removed when dropped.
@@ -41,7 +41,7 @@ fn fake_pairs(n: usize) -> Vec<Pair> {
         .collect()
 }
 
-const GRAY: Preprocess = Preprocess { size: 16, channels: 1 };
+const GRAY: Preprocess = Preprocess { size: 16, channels: 1, normalise: Normalisation::Unit };
 
 #[test]
 fn split_is_reproducible_and_seed_dependent() {
@@ -156,7 +156,7 @@ fn write_pair(dir: &TempDir, name: &str, image: &image::DynamicImage, mask: &ima
 fn masks_binarize_from_0_255_0_1_and_rgb() {
     let dir = TempDir::new("binarize");
     let image = image::DynamicImage::ImageLuma8(GrayImage::new(4, 4));
-    let pre = Preprocess { size: 4, channels: 1 };
+    let pre = Preprocess { size: 4, channels: 1, normalise: Normalisation::Unit };
     let left_half = |on: u8, off: u8| GrayImage::from_fn(4, 4, |x, _| Luma([if x < 2 { on } else { off }]));
     let expected: Vec<f32> = (0..16).map(|i| if i % 4 < 2 { 1.0 } else { 0.0 }).collect();
 
@@ -196,7 +196,8 @@ fn gray_and_rgb_convert_both_ways() {
     rgb.save(&rgb_path).unwrap();
 
     // Gray → RGB: three identical planes, equal to the gray values.
-    let (planes, native) = load_image(&gray_path, &Preprocess { size: 4, channels: 3 }).unwrap();
+    let (planes, native) =
+        load_image(&gray_path, &Preprocess { size: 4, channels: 3, normalise: Normalisation::Unit }).unwrap();
     assert_eq!(native, (4, 4));
     assert_eq!(planes.len(), 3 * 16);
     let expected: Vec<f32> = gray.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
@@ -206,10 +207,12 @@ fn gray_and_rgb_convert_both_ways() {
         }
     }
     // RGB → gray: Rec. 709 luma of pure red.
-    let (luma, _) = load_image(&rgb_path, &Preprocess { size: 4, channels: 1 }).unwrap();
+    let (luma, _) =
+        load_image(&rgb_path, &Preprocess { size: 4, channels: 1, normalise: Normalisation::Unit }).unwrap();
     assert!(luma.iter().all(|&v| (v - 0.2126).abs() < 1e-3), "{luma:?}");
     // RGB kept as RGB: planar, red plane first.
-    let (planes, _) = load_image(&rgb_path, &Preprocess { size: 4, channels: 3 }).unwrap();
+    let (planes, _) =
+        load_image(&rgb_path, &Preprocess { size: 4, channels: 3, normalise: Normalisation::Unit }).unwrap();
     assert!(planes[..16].iter().all(|&v| v == 1.0) && planes[16..].iter().all(|&v| v == 0.0));
 }
 
@@ -221,7 +224,7 @@ fn resize_gives_the_requested_shape_and_keeps_the_native_size() {
         image::DynamicImage::ImageLuma8(GrayImage::from_fn(181, 217, |x, _| Luma([if x > 90 { 255 } else { 0 }])));
     let pair = write_pair(&dir, "slice", &image, &mask);
     for (size, channels) in [(64, 1), (128, 3), (48, 1)] {
-        let sample = load_sample(&pair, &Preprocess { size, channels }).unwrap();
+        let sample = load_sample(&pair, &Preprocess { size, channels, normalise: Normalisation::Unit }).unwrap();
         assert_eq!(sample.image.len(), channels * size * size);
         assert_eq!(sample.mask.len(), size * size);
         assert_eq!(sample.native_size, (181, 217));
@@ -283,7 +286,11 @@ fn unreadable_files_are_named_in_errors() {
 
     let pair = Pair { image: dir.path("mismatch.png"), mask: fake };
     assert!(format!("{:#}", load_sample(&pair, &GRAY).unwrap_err()).contains("fake.png"));
-    assert!(load_image(&dir.path("mismatch.png"), &Preprocess { size: 16, channels: 2 }).is_err());
+    assert!(load_image(
+        &dir.path("mismatch.png"),
+        &Preprocess { size: 16, channels: 2, normalise: Normalisation::Unit }
+    )
+    .is_err());
 }
 
 #[test]
@@ -351,7 +358,8 @@ fn synthetic_datasets_are_written_as_pairs_that_load_back() {
     assert_eq!(pairing.pairs.len(), 12);
     assert_eq!(pairing.pairs[0].image, dir.path("images/0000.png"));
     assert_eq!(pairing.pairs[11].mask, dir.path("masks/0011.png"));
-    let loaded = load_all(&pairing.pairs, &Preprocess { size: 32, channels: 1 }).unwrap();
+    let loaded =
+        load_all(&pairing.pairs, &Preprocess { size: 32, channels: 1, normalise: Normalisation::Unit }).unwrap();
     let direct = synth::samples(9, 12, 32);
     for (a, b) in loaded.iter().zip(&direct) {
         assert_eq!(a.image, b.image);

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use tract_onnx::prelude::*;
 
 use wgunet::checkpoint::{self, DatasetRecord, RunRecord};
+use wgunet::data::Normalisation;
 use wgunet::executor::ParamArena;
 use wgunet::export::{self, proto};
 use wgunet::graph::{Init, Loss};
@@ -41,7 +42,16 @@ fn device() -> DeviceChoice {
 fn tiny(arch: Arch, classes: usize) -> ModelConfig {
     let channels = if classes == 1 { 1 } else { 3 };
     let activation = Activation::Relu;
-    ModelConfig { arch, size: 16, channels, filters: 4, dropout: 0.1, classes, activation }
+    ModelConfig {
+        arch,
+        size: 16,
+        channels,
+        filters: 4,
+        dropout: 0.1,
+        classes,
+        activation,
+        normalise: Normalisation::Unit,
+    }
 }
 
 /// wgunet's random initialisation, with the parameters it starts at constants moved off them

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use wgunet::checkpoint;
 use wgunet::data::load::{self, Preprocess};
-use wgunet::data::{split, Pair};
+use wgunet::data::{split, Normalisation, Pair};
 use wgunet::graph::{compile, Mode, ParamInfo};
 use wgunet::model::{Activation, Arch, ModelConfig};
 
@@ -81,6 +81,7 @@ fn seeds(dir: &Path) -> Seeds {
         dropout: 0.1,
         classes: 1,
         activation: Activation::Relu,
+        normalise: Normalisation::Unit,
     };
     let params = compile(&cfg.build(1), Mode::Inference).params;
     let values: Vec<Vec<f32>> =
@@ -100,7 +101,7 @@ fn seeds(dir: &Path) -> Seeds {
     checkpoint::load_record(&seed_dir).expect("the seed model.json is out of date: update MODEL_JSON");
     assert_eq!(checkpoint::load_weights(&weights_path, &params).unwrap(), values);
     assert_eq!(split::read_list(&list_path).unwrap(), pairs);
-    let pre = Preprocess { size: 16, channels: 3 };
+    let pre = Preprocess { size: 16, channels: 3, normalise: Normalisation::Unit };
     for (i, bytes) in images.iter().enumerate() {
         let path = dir.join(format!("seed-image-{i}"));
         std::fs::write(&path, bytes).unwrap();
@@ -192,7 +193,7 @@ fn loaders_answer_ok_or_err_and_never_panic() {
     let mut accepted = [0usize; 5];
     for round in 0..rounds() {
         let donor = pick(&mut rng, &all);
-        let pre = Preprocess { size: 16, channels: if round % 2 == 0 { 1 } else { 3 } };
+        let pre = Preprocess { size: 16, channels: if round % 2 == 0 { 1 } else { 3 }, normalise: Normalisation::Unit };
 
         let valid = pick(&mut rng, &s.images);
         let bytes = mutate(&mut rng, &valid, &donor);

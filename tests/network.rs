@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
+use wgunet::data::Normalisation;
 use wgunet::executor::{Executor, MemoryPlan, ParamArena};
 use wgunet::graph::{compile, reference, Graph, Loss, Mode, Program, Step};
 use wgunet::model::{Activation, Arch, ModelConfig};
@@ -25,7 +26,16 @@ fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
 
 fn config(arch: Arch, size: usize, channels: usize, filters: usize, classes: usize) -> ModelConfig {
     let dropout = wgunet::model::DEFAULT_DROPOUT;
-    ModelConfig { arch, size, channels, filters, dropout, classes, activation: Activation::Relu }
+    ModelConfig {
+        arch,
+        size,
+        channels,
+        filters,
+        dropout,
+        classes,
+        activation: Activation::Relu,
+        normalise: Normalisation::Unit,
+    }
 }
 
 fn norm(v: &[f64]) -> f64 {

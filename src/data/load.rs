@@ -7,8 +7,10 @@ use image::imageops::{self, FilterType};
 use image::{ColorType, DynamicImage, GrayImage, ImageError, ImageReader, Limits};
 use rayon::prelude::*;
 
+use super::normalise::Normalisation;
 use super::pairs::Pair;
 use super::skipped::Unusable;
+use crate::model::ModelConfig;
 
 /// The widest and tallest image decoded: larger ones (or decompression bombs, a few bytes
 /// declaring 100000×100000 pixels) are refused before anything is allocated.
@@ -16,15 +18,23 @@ pub const MAX_SIDE: u32 = 16384;
 /// The most memory one image's decoding may allocate.
 pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// How an image file becomes the network's input: shared by training, evaluation and prediction.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocess {
     /// Side of the square every image and mask is resized to.
     pub size: usize,
     /// 1 (gray) or 3 (RGB).
     pub channels: usize,
+    /// Applied to the resized image in [0, 1].
+    pub normalise: Normalisation,
 }
 
 impl Preprocess {
+    /// What `model` was trained on.
+    pub fn for_model(model: &ModelConfig) -> Preprocess {
+        Preprocess { size: model.size, channels: model.channels, normalise: model.normalise }
+    }
+
     fn validate(&self) -> Result<()> {
         if self.size == 0 {
             bail!("the image size must be at least 1 pixel");
@@ -39,7 +49,7 @@ impl Preprocess {
 /// A decoded, resized sample.
 #[derive(Clone, Debug)]
 pub struct Sample {
-    /// `[channels, size, size]`, in [0, 1].
+    /// `[channels, size, size]`: in [0, 1], then normalised (see [`Preprocess::normalise`]).
     pub image: Vec<f32>,
     /// `[size, size]`: each 0 or 1, or for a K-class model each a class id below K.
     pub mask: Vec<f32>,
@@ -71,7 +81,7 @@ fn decode_pair(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<(Sample,
     Ok((Sample { image, mask: mask.into_raw().into_iter().map(f32::from).collect(), native_size }, resized))
 }
 
-/// Image only (for prediction): `[channels, size, size]` in [0, 1], and its (width, height).
+/// Image only (for prediction): `[channels, size, size]` in [0, 1], normalised, and its (width, height).
 /// Resized with a bilinear filter (widened when shrinking, so no aliasing); colour becomes
 /// luma for 1 channel, gray is replicated for 3.
 pub fn load_image(path: &Path, pre: &Preprocess) -> Result<(Vec<f32>, (u32, u32))> {
@@ -89,7 +99,9 @@ fn resized_image(decoded: &DynamicImage, pre: &Preprocess) -> (Vec<f32>, (u32, u
         (0..3).flat_map(|c| interleaved.iter().skip(c).step_by(3).copied()).collect()
     };
     // The triangle filter can overshoot by rounding; keep the promised range.
-    (planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), native_size)
+    let mut image: Vec<f32> = planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    pre.normalise.apply(&mut image, pre.channels);
+    (image, native_size)
 }
 
 /// Decodes every pair in parallel for a binary model, returning samples in the order of `pairs`.
@@ -172,7 +184,7 @@ pub fn detect_channels(pairs: &[Pair]) -> Result<usize> {
     }
 }
 
-fn is_gray(image: &DynamicImage) -> bool {
+pub(crate) fn is_gray(image: &DynamicImage) -> bool {
     // JPEG chroma rounding can leave gray pixels a level or two apart.
     const TOLERANCE: f32 = 2.5 / 255.0;
     !image.color().has_color()

@@ -36,32 +36,60 @@ pub const SKULL: u8 = 3;
 /// Background, tumour, ventricles and skull.
 pub const MAX_CLASSES: usize = 4;
 
+/// How large the tumours are.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Lesions {
+    /// From a few pixels to a third of the brain (log-uniform radius), of one to four lobes.
+    #[default]
+    Mixed,
+    /// One warped ellipse each, whose area is a share of the slice drawn log-uniformly from
+    /// `min` to `max` percent (`--lesion-size 0.1-1`: a brain tumour a few % of a slice or less).
+    Area { min: f32, max: f32 },
+}
+
+impl std::str::FromStr for Lesions {
+    type Err = String;
+
+    /// `MIN-MAX`, percent of the slice's area, e.g. `0.1-1`.
+    fn from_str(s: &str) -> Result<Lesions, String> {
+        let range =
+            s.split_once('-').and_then(|(a, b)| Some((a.trim().parse::<f32>().ok()?, b.trim().parse::<f32>().ok()?)));
+        match range {
+            Some((min, max)) if min > 0.0 && min <= max && max <= 25.0 => Ok(Lesions::Area { min, max }),
+            _ => Err(format!(
+                "'{s}' is not a lesion size range: give MIN-MAX in percent of the slice area, 0 < MIN <= MAX <= 25, \
+                 e.g. 0.1-1"
+            )),
+        }
+    }
+}
+
 /// Slice `index` of the dataset `seed`: (image, mask), both `size`×`size`, mask 0 or 255.
 pub fn generate(seed: u64, index: usize, size: usize) -> (GrayImage, GrayImage) {
-    let (image, labels) = render(seed, index, size);
-    let mask = GrayImage::from_fn(labels.width(), labels.height(), |x, y| {
-        Luma([if labels.get_pixel(x, y).0[0] == TUMOUR { 255 } else { 0 }])
-    });
-    (image, mask)
+    generate_with(seed, index, size, 1, Lesions::Mixed)
 }
 
 /// Slice `index` of the dataset `seed` (the image of [`generate`]) with a mask of class ids below
 /// `classes` (2 to [`MAX_CLASSES`]).
 pub fn generate_classes(seed: u64, index: usize, size: usize, classes: usize) -> (GrayImage, GrayImage) {
-    let (image, mut labels) = render(seed, index, size);
-    for p in labels.pixels_mut() {
-        if usize::from(p.0[0]) >= classes {
-            p.0[0] = 0;
-        }
-    }
-    (image, labels)
+    generate_with(seed, index, size, classes, Lesions::Mixed)
 }
 
-/// The image and every structure's class id.
-fn render(seed: u64, index: usize, size: usize) -> (GrayImage, GrayImage) {
+/// Slice `index` of the dataset `seed` with tumours of `lesions`' sizes: a 0/255 tumour mask for
+/// 1 class, class ids below `classes` for 2 to [`MAX_CLASSES`].
+pub fn generate_with(seed: u64, index: usize, size: usize, classes: usize, lesions: Lesions) -> (GrayImage, GrayImage) {
     let mut rng = Pcg64::seed_from_u64(splitmix64(seed ^ splitmix64(index as u64)));
-    let slice = Slice::random(&mut rng);
-    slice.render(&mut rng, size as u32)
+    let slice = Slice::random(&mut rng, lesions);
+    let (image, mut labels) = slice.render(&mut rng, size as u32);
+    for p in labels.pixels_mut() {
+        p.0[0] = match (classes, p.0[0]) {
+            (1, TUMOUR) => 255,
+            (1, _) => 0,
+            (_, id) if usize::from(id) >= classes => 0,
+            (_, id) => id,
+        };
+    }
+    (image, labels)
 }
 
 /// Whether the synthetic slices have `classes` classes (an error that lists them, if not).
@@ -111,6 +139,18 @@ pub fn write_dataset(dir: &Path, count: usize, seed: u64, size: usize) -> Result
 
 /// [`write_dataset`] with 0/255 masks for 1 class, or class-id masks for 2 to [`MAX_CLASSES`].
 pub fn write_dataset_with_classes(dir: &Path, count: usize, seed: u64, size: usize, classes: usize) -> Result<usize> {
+    write_dataset_with(dir, count, seed, size, classes, Lesions::Mixed)
+}
+
+/// [`write_dataset_with_classes`] with tumours of `lesions`' sizes.
+pub fn write_dataset_with(
+    dir: &Path,
+    count: usize,
+    seed: u64,
+    size: usize,
+    classes: usize,
+    lesions: Lesions,
+) -> Result<usize> {
     if size == 0 {
         bail!("synthetic slices need a size of at least 1 pixel");
     }
@@ -121,8 +161,7 @@ pub fn write_dataset_with_classes(dir: &Path, count: usize, seed: u64, size: usi
     }
     let digits = count.saturating_sub(1).to_string().len().max(4);
     (0..count).into_par_iter().try_for_each(|index| {
-        let (image, mask) =
-            if classes == 1 { generate(seed, index, size) } else { generate_classes(seed, index, size, classes) };
+        let (image, mask) = generate_with(seed, index, size, classes, lesions);
         let name = format!("{index:0digits$}.png");
         save_png(&image, &images.join(&name))?;
         save_png(&mask, &masks.join(&name))
@@ -238,7 +277,7 @@ struct Slice {
 }
 
 impl Slice {
-    fn random(rng: &mut Pcg64) -> Self {
+    fn random(rng: &mut Pcg64, lesions: Lesions) -> Self {
         let angle = rng.random_range(-0.25..0.25);
         let head = Ellipse::new(
             rng.random_range(-0.05..0.05),
@@ -271,7 +310,7 @@ impl Slice {
             Vec::new()
         } else {
             let count = if rng.random_bool(0.2) { 2 } else { 1 };
-            (0..count).map(|_| Tumour::random(rng, &head, brain_radius, tissue + white_matter / 2.0)).collect()
+            (0..count).map(|_| Tumour::random(rng, &head, brain_radius, tissue + white_matter / 2.0, lesions)).collect()
         };
 
         Self {
@@ -366,15 +405,54 @@ impl Slice {
 }
 
 impl Tumour {
-    fn random(rng: &mut Pcg64, head: &Ellipse, brain_radius: f32, tissue: f32) -> Self {
-        // Log-uniform size: small tumours are as common as large ones; the smallest are still a
-        // few dozen pixels at 64×64, so a small U-Net trained for minutes can find them.
-        let size: f32 = (rng.random_range(0.14f32.ln()..0.45f32.ln())).exp();
+    fn random(rng: &mut Pcg64, head: &Ellipse, brain_radius: f32, tissue: f32, lesions: Lesions) -> Self {
+        // Mixed: log-uniform size, so small tumours are as common as large ones; the smallest
+        // are still a few dozen pixels at 64×64, so a small U-Net trained for minutes can find
+        // them. Area: the radius and aspect of an ellipse of that share of the 2×2 slice.
+        let (size, aspect) = match lesions {
+            Lesions::Mixed => ((rng.random_range(0.14f32.ln()..0.45f32.ln())).exp(), None),
+            Lesions::Area { min, max } => {
+                let share = rng.random_range(min.ln()..=max.ln()).exp() / 100.0;
+                let aspect = rng.random_range(0.6..1.0);
+                ((4.0 * share / (std::f32::consts::PI * aspect)).sqrt(), Some(aspect))
+            }
+        };
         let reach = rng.random_range(0.0..(brain_radius - 0.25).max(0.1));
         let direction = rng.random_range(0.0..std::f32::consts::TAU);
         let (cx, cy) = head_point(head, reach * direction.cos(), reach * direction.sin());
+        let lobes = match aspect {
+            Some(aspect) => {
+                vec![Ellipse::new(cx, cy, size, size * aspect, rng.random_range(0.0..std::f32::consts::PI))]
+            }
+            None => Self::lobes(rng, cx, cy, size),
+        };
+        // Mostly clear contrast; sometimes subtle.
+        let kind = rng.random_range(0.0..1.0);
+        let intensity = if kind < 0.5 {
+            rng.random_range(0.75..0.95)
+        } else if kind < 0.85 {
+            rng.random_range(0.17..0.28)
+        } else {
+            let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+            tissue + sign * rng.random_range(0.25..0.32)
+        };
+        let core = (intensity > 0.7 && size > 0.14 && rng.random_bool(0.4)).then(|| rng.random_range(0.25..0.4));
+        Self {
+            lobes,
+            warp_x: ValueNoise::new(rng, 9),
+            warp_y: ValueNoise::new(rng, 9),
+            // A small lesion's edge is warped less, so its area stays near the one asked for.
+            warp: size * if aspect.is_some() { rng.random_range(0.05..0.15) } else { rng.random_range(0.1..0.35) },
+            intensity,
+            core,
+            texture: ValueNoise::new(rng, 12),
+        }
+    }
+
+    /// One to four overlapping ellipses around (cx, cy), the first `size` across.
+    fn lobes(rng: &mut Pcg64, cx: f32, cy: f32, size: f32) -> Vec<Ellipse> {
         let lobe_count = rng.random_range(1..=4);
-        let lobes = (0..lobe_count)
+        (0..lobe_count)
             .map(|i| {
                 let (ox, oy) = if i == 0 {
                     (0.0, 0.0)
@@ -392,27 +470,7 @@ impl Tumour {
                     rng.random_range(0.0..std::f32::consts::PI),
                 )
             })
-            .collect();
-        // Mostly clear contrast; sometimes subtle.
-        let kind = rng.random_range(0.0..1.0);
-        let intensity = if kind < 0.5 {
-            rng.random_range(0.75..0.95)
-        } else if kind < 0.85 {
-            rng.random_range(0.17..0.28)
-        } else {
-            let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
-            tissue + sign * rng.random_range(0.25..0.32)
-        };
-        let core = (intensity > 0.7 && size > 0.14 && rng.random_bool(0.4)).then(|| rng.random_range(0.25..0.4));
-        Self {
-            lobes,
-            warp_x: ValueNoise::new(rng, 9),
-            warp_y: ValueNoise::new(rng, 9),
-            warp: size * rng.random_range(0.1..0.35),
-            intensity,
-            core,
-            texture: ValueNoise::new(rng, 12),
-        }
+            .collect()
     }
 
     /// > 0 inside, 0 on the edge; grows by 1 per lobe radius towards a lobe's centre.
@@ -438,4 +496,67 @@ fn gaussian(rng: &mut Pcg64) -> f32 {
     let u1: f32 = rng.random_range(f32::EPSILON..1.0);
     let u2: f32 = rng.random_range(0.0..std::f32::consts::TAU);
     (-2.0 * u1.ln()).sqrt() * u2.cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pixels of a `side`² slice inside `tumour`, counted in a box around it.
+    fn tumour_pixels(tumour: &Tumour, side: u32) -> usize {
+        let centre = &tumour.lobes[0];
+        let reach = centre.rx.max(centre.ry) + tumour.warp + 4.0 / side as f32;
+        let to_pixel = |t: f32| (((t + 1.0) / 2.0 * side as f32).floor().max(0.0) as u32).min(side);
+        let (x0, x1) = (to_pixel(centre.cx - reach), to_pixel(centre.cx + reach));
+        let (y0, y1) = (to_pixel(centre.cy - reach), to_pixel(centre.cy + reach));
+        let at = |p: u32| (p as f32 + 0.5) / side as f32 * 2.0 - 1.0;
+        (y0..y1)
+            .flat_map(|py| (x0..x1).map(move |px| (px, py)))
+            .filter(|&(px, py)| tumour.field(at(px), at(py)) > 0.0)
+            .count()
+    }
+
+    #[test]
+    fn small_lesions_cover_the_asked_share_of_the_slice() {
+        let lesions: Lesions = "0.1-1".parse().unwrap();
+        assert_eq!(lesions, Lesions::Area { min: 0.1, max: 1.0 });
+        let side = 256;
+        let mut shares = Vec::new();
+        for index in 0..300u64 {
+            let mut rng = Pcg64::seed_from_u64(splitmix64(7 ^ splitmix64(index)));
+            let slice = Slice::random(&mut rng, lesions);
+            for tumour in &slice.tumours {
+                assert_eq!(tumour.lobes.len(), 1);
+                shares.push(100.0 * tumour_pixels(tumour, side) as f64 / f64::from(side * side));
+            }
+        }
+        shares.sort_by(f64::total_cmp);
+        let (smallest, largest) = (shares[0], shares[shares.len() - 1]);
+        // Pixelation and the edge warp move an ellipse's area by a little.
+        assert!(smallest >= 0.08 && largest <= 1.15, "shares from {smallest:.3} % to {largest:.3} %");
+        assert!(
+            smallest < 0.12 && largest > 0.85,
+            "shares from {smallest:.3} % to {largest:.3} %: the range is not covered"
+        );
+        // Log-uniform: the median share is near the geometric mean, sqrt(0.1 · 1) = 0.32 %.
+        let median = shares[shares.len() / 2];
+        assert!((0.25..0.4).contains(&median), "median {median:.3} %");
+        assert!(shares.len() > 250, "{} lesions in 300 slices", shares.len());
+    }
+
+    #[test]
+    fn small_lesion_masks_hold_the_lesions_and_ranges_are_checked() {
+        let lesions = Lesions::Area { min: 0.1, max: 1.0 };
+        for index in 0..20 {
+            let (image, mask) = generate_with(3, index, 256, 1, lesions);
+            let (again, _) = generate_with(3, index, 256, 1, lesions);
+            assert_eq!(image, again, "seeded");
+            let share = mask.pixels().filter(|p| p.0[0] == 255).count() as f64 / 65536.0 * 100.0;
+            assert!(share <= 2.3, "slice {index}: {share:.2} % foreground from at most two lesions");
+            assert!(mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+        }
+        for bad in ["1", "1-0.1", "0-1", "a-b", "1-30"] {
+            assert!(bad.parse::<Lesions>().is_err(), "{bad}");
+        }
+    }
 }

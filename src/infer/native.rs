@@ -7,16 +7,17 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::data::load::{binarize, class_ids, decode};
+use crate::data::normalise::Normalisation;
 
-/// `[channels, height, width]` in [0, 1]: colour becomes luma for 1 channel, gray is
-/// replicated for 3.
+/// `[channels, height, width]` in [0, 1], then normalised: colour becomes luma for 1 channel,
+/// gray is replicated for 3.
 pub struct NativeImage {
     pub pixels: Vec<f32>,
     pub width: u32,
     pub height: u32,
 }
 
-pub fn load_image(path: &Path, channels: usize) -> Result<NativeImage> {
+pub fn load_image(path: &Path, channels: usize, normalise: &Normalisation) -> Result<NativeImage> {
     let decoded = decode(path)?;
     let (width, height) = (decoded.width(), decoded.height());
     let planar = match channels {
@@ -27,7 +28,9 @@ pub fn load_image(path: &Path, channels: usize) -> Result<NativeImage> {
         }
         _ => bail!("images must have 1 or 3 channels, not {channels}"),
     };
-    Ok(NativeImage { pixels: planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect(), width, height })
+    let mut pixels: Vec<f32> = planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    normalise.apply(&mut pixels, channels);
+    Ok(NativeImage { pixels, width, height })
 }
 
 /// A mask file as foreground flags, row-major, and its (width, height): foreground where any
@@ -104,8 +107,9 @@ mod tests {
             mask.save(&mask_path).unwrap();
             let pair = Pair { image: image_path.clone(), mask: mask_path };
             for channels in [1, 3] {
-                let sample = load::load_sample(&pair, &Preprocess { size: side as usize, channels }).unwrap();
-                let native = load_image(&pair.image, channels).unwrap();
+                let pre = Preprocess { size: side as usize, channels, normalise: Normalisation::Zscore };
+                let sample = load::load_sample(&pair, &pre).unwrap();
+                let native = load_image(&pair.image, channels, &pre.normalise).unwrap();
                 assert_eq!((native.width, native.height), sample.native_size);
                 assert_eq!(native.pixels, sample.image, "{channels}-channel image");
                 let (bits, size) = load_mask(&pair.mask).unwrap();
@@ -119,8 +123,12 @@ mod tests {
         let mask_path = dir.join("ids_mask.png");
         ids.save(&mask_path).unwrap();
         let pair = Pair { image: image_path.clone(), mask: mask_path };
-        let sample =
-            load::load_sample_with_classes(&pair, &Preprocess { size: side as usize, channels: 1 }, 3).unwrap();
+        let sample = load::load_sample_with_classes(
+            &pair,
+            &Preprocess { size: side as usize, channels: 1, normalise: Normalisation::Unit },
+            3,
+        )
+        .unwrap();
         let (labels, size) = load_labels(&pair.mask, 3).unwrap();
         assert_eq!(size, (side, side));
         assert_eq!(labels, ids.as_raw().as_slice());

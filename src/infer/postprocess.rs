@@ -48,17 +48,16 @@ pub fn threshold(prob: &[f32]) -> Vec<bool> {
     prob.iter().map(|&p| p > THRESHOLD).collect()
 }
 
-/// Only the largest 8-connected foreground component of a `width`×`height` mask (pixels that
-/// touch at a corner are connected). The first in raster order wins a tie; an empty mask stays
-/// empty.
-pub fn keep_largest_component(mask: &[bool], width: usize, height: usize) -> Vec<bool> {
-    assert_eq!(mask.len(), width * height, "keep_largest_component: mask is not {width}×{height}");
-    const UNLABELLED: u32 = u32::MAX;
-    let mut label = vec![UNLABELLED; mask.len()];
+/// The 8-connected foreground components of a `width`×`height` mask (pixels that touch at a
+/// corner are connected), numbered in raster order of their first pixel: each pixel's component
+/// (`u32::MAX` for background) and each component's size in pixels.
+pub fn label_components(mask: &[bool], width: usize, height: usize) -> (Vec<u32>, Vec<usize>) {
+    assert_eq!(mask.len(), width * height, "label_components: mask is not {width}×{height}");
+    let mut label = vec![BACKGROUND; mask.len()];
     let mut sizes: Vec<usize> = Vec::new();
     let mut stack = Vec::new();
     for start in 0..mask.len() {
-        if !mask[start] || label[start] != UNLABELLED {
+        if !mask[start] || label[start] != BACKGROUND {
             continue;
         }
         let id = sizes.len() as u32;
@@ -71,7 +70,7 @@ pub fn keep_largest_component(mask: &[bool], width: usize, height: usize) -> Vec
             for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
                 for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
                     let n = ny * width + nx;
-                    if mask[n] && label[n] == UNLABELLED {
+                    if mask[n] && label[n] == BACKGROUND {
                         label[n] = id;
                         stack.push(n);
                     }
@@ -80,6 +79,16 @@ pub fn keep_largest_component(mask: &[bool], width: usize, height: usize) -> Vec
         }
         sizes.push(size);
     }
+    (label, sizes)
+}
+
+/// [`label_components`]' label of a background pixel.
+pub const BACKGROUND: u32 = u32::MAX;
+
+/// Only the largest 8-connected foreground component of a `width`×`height` mask (see
+/// [`label_components`]). The first in raster order wins a tie; an empty mask stays empty.
+pub fn keep_largest_component(mask: &[bool], width: usize, height: usize) -> Vec<bool> {
+    let (label, sizes) = label_components(mask, width, height);
     // max_by_key returns the last maximum; scanning in reverse makes that the first component.
     let Some(largest) = (0..sizes.len()).rev().max_by_key(|&i| sizes[i]) else {
         return vec![false; mask.len()];

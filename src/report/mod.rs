@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 pub use curves::{curves, CURVES_SIZE};
 pub use markdown::{metric_rows, write_report, ReportInfo};
 pub use panels::{
-    class_colour, class_dice, class_panel, contact_sheet, dice, panel, select_cases, tint, PanelLayout, FALSE_NEGATIVE,
-    FALSE_POSITIVE, MIN_TILE, OVERLAY_ALPHA, TRUE_POSITIVE, WRONG_CLASS,
+    class_colour, class_dice, class_panel, contact_sheet, dice, display_levels, panel, select_cases, tint, PanelLayout,
+    FALSE_NEGATIVE, FALSE_POSITIVE, MIN_TILE, OVERLAY_ALPHA, TRUE_POSITIVE, WRONG_CLASS,
 };
 
 use crate::checkpoint::write_atomic;

@@ -156,6 +156,19 @@ pub fn class_panel(image: &[f32], channels: usize, size: usize, truth: &[u8], pr
     })
 }
 
+/// An image's values as 8-bit display levels: [0, 1] as 0 to 255, and a normalised image
+/// (z-scores, with values outside [0, 1]) stretched from its own minimum to its maximum.
+pub fn display_levels(image: &[f32]) -> Vec<u8> {
+    let (lo, hi) = image.iter().fold((0.0f32, 1.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo < 0.0 || hi > 1.0 {
+        image.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    } else {
+        (0.0, 1.0)
+    };
+    let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+    image.iter().map(|&v| ((v - lo) * scale).round().clamp(0.0, 255.0) as u8).collect()
+}
+
 /// The panel layout around the image tile: `pixel(k, grey)` gives pixel k's colours in the
 /// truth, prediction and overlay tiles (`grey`: the image's luma there); `legend` explains the
 /// overlay.
@@ -190,12 +203,12 @@ fn draw_panel(
     }
     overlay_legend(&mut img, &layout, labels_y, legend);
 
-    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let levels = display_levels(image);
     let colour_at = |k: usize| -> Rgb<u8> {
         if channels == 3 {
-            Rgb([to_u8(image[k]), to_u8(image[pixels + k]), to_u8(image[2 * pixels + k])])
+            Rgb([levels[k], levels[pixels + k], levels[2 * pixels + k]])
         } else {
-            let g = to_u8(image[k]);
+            let g = levels[k];
             Rgb([g, g, g])
         }
     };

@@ -172,6 +172,7 @@ mod tests {
             channels: None,
             classes: 1,
             activation: crate::model::Activation::LeakyRelu,
+            normalise: crate::data::NormaliseKind::Percentile,
             epochs: 3,
             batch: 2,
             lr: 1.0 / 3.0,

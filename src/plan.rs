@@ -1,0 +1,444 @@
+//! `wgunet plan --data DIR`: reads every image/mask pair once, prints a fingerprint of the
+//! dataset (sizes, channels, intensities, how much is foreground, how large its connected
+//! structures are) and chooses the input (whole slices or native-resolution patches), the loss
+//! and the normalisation, each with its reason — the nnU-Net idea of deriving a recipe from the
+//! data rather than from defaults.
+//!
+//! The deciding number is how large the structures to segment are: a brain mask survives
+//! shrinking a slice to 64 px; a tumour of 0.1 % of a 256² slice is 4 px at 64² and the
+//! network learns to answer "background" everywhere. Structures are measured by where the
+//! foreground pixels are: the size such that 90 % of them lie in structures at least that
+//! large, so a few specks do not decide, nor do a few large structures hide many small ones.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use image::{imageops, ColorType};
+use rayon::prelude::*;
+
+use crate::config::Loss;
+use crate::data::load::{decode, is_gray, mask_targets};
+use crate::data::normalise::{Histogram, NormaliseKind, CLIP_PERCENTILES};
+use crate::data::pairs::{self, Pair};
+use crate::data::skipped::Unusable;
+use crate::infer::postprocess::label_components;
+
+/// A structure smaller than this (8×8 pixels) after resizing is lost: a depth-4 U-Net's bridge
+/// sees it as half a pixel.
+pub const MIN_STRUCTURE_PIXELS: f64 = 64.0;
+/// The largest whole-slice side the plan trains at; beyond it, patches at native resolution cost
+/// less for the same pixels.
+pub const MAX_WHOLE_SLICE: usize = 128;
+/// The smallest whole-slice side (the seed notebook's 64 is the least it used).
+pub const MIN_WHOLE_SLICE: usize = 64;
+/// The largest patch side.
+pub const MAX_PATCH: usize = 128;
+/// Foreground below this share of the pixels is rare: plain BCE is then minimised by
+/// predicting background.
+pub const RARE_FOREGROUND: f64 = 0.05;
+/// Structures below this share of a slice are small (where 90 % of the foreground lies).
+pub const SMALL_STRUCTURE: f64 = 0.01;
+/// 90 % of the foreground pixels lie in structures at least as large as the one this measures.
+const FOREGROUND_COVERED: f64 = 0.9;
+/// Per-image standard deviations that vary less than this (relative) across 16-bit images
+/// suggest a calibrated scale (CT's Hounsfield units): percentile normalisation keeps it.
+const CALIBRATED_SPREAD: f64 = 0.1;
+
+/// One image/mask pair, as the plan sees it.
+#[derive(Clone, Debug)]
+pub struct ImageSummary {
+    pub width: u32,
+    pub height: u32,
+    /// Gray, or colour with R = G = B.
+    pub gray: bool,
+    pub sixteen_bit: bool,
+    /// Of all its channels' values in [0, 1].
+    pub mean: f64,
+    pub std: f64,
+    /// Per foreground class (1 to K−1; one for a binary mask): the size in pixels of each
+    /// 8-connected structure.
+    pub structures: Vec<Vec<usize>>,
+}
+
+impl ImageSummary {
+    fn pixels(&self) -> f64 {
+        f64::from(self.width) * f64::from(self.height)
+    }
+
+    fn foreground_share(&self) -> f64 {
+        self.structures.iter().flatten().sum::<usize>() as f64 / self.pixels()
+    }
+}
+
+/// A dataset's statistics.
+#[derive(Debug)]
+pub struct Fingerprint {
+    pub classes: usize,
+    /// The pairs that could be read, in the order found.
+    pub images: Vec<ImageSummary>,
+    pub skipped: Vec<Unusable>,
+    /// Over every value of every image: mean, standard deviation, 0.5th and 99.5th percentile.
+    pub intensity: [f64; 4],
+}
+
+impl Fingerprint {
+    /// Reads every pair in `dir` once, in parallel; `classes` as `train --classes` reads masks.
+    pub fn read(dir: &Path, classes: usize) -> Result<Fingerprint> {
+        let pairing = pairs::find_pairs(dir)?;
+        let (histogram, read) = pairing
+            .pairs
+            .par_iter()
+            .enumerate()
+            .map(|(index, pair)| (index, summarise(pair, classes)))
+            .fold(
+                || (Histogram::new(), Vec::new()),
+                |(mut histogram, mut read), (index, result)| {
+                    let result = result.map(|(summary, values)| {
+                        histogram.add(&values);
+                        summary
+                    });
+                    read.push((index, result));
+                    (histogram, read)
+                },
+            )
+            .reduce(
+                || (Histogram::new(), Vec::new()),
+                |(a, mut read_a), (b, read_b)| {
+                    read_a.extend(read_b);
+                    (a.merged(b), read_a)
+                },
+            );
+        let mut read = read;
+        read.sort_by_key(|(index, _)| *index);
+        let (mut images, mut skipped) = (Vec::new(), pairing.unpaired);
+        for (_, result) in read {
+            match result {
+                Ok(summary) => images.push(summary),
+                Err(fault) => skipped.push(fault),
+            }
+        }
+        if images.is_empty() {
+            bail!("no readable image/mask pair in {} ({} files left out)", dir.display(), skipped.len());
+        }
+        let (mean, std) = histogram.clipped_mean_std(0.0, 1.0);
+        let (low, high) = (histogram.percentile(CLIP_PERCENTILES.0), histogram.percentile(CLIP_PERCENTILES.1));
+        Ok(Fingerprint { classes, images, skipped, intensity: [mean, std, f64::from(low), f64::from(high)] })
+    }
+
+    /// Median width and height.
+    pub fn median_size(&self) -> (u32, u32) {
+        let widths: Vec<f64> = self.images.iter().map(|s| f64::from(s.width)).collect();
+        let heights: Vec<f64> = self.images.iter().map(|s| f64::from(s.height)).collect();
+        (median(widths) as u32, median(heights) as u32)
+    }
+
+    /// Every structure of every class as its share of its slice's area.
+    pub fn structure_shares(&self) -> Vec<f64> {
+        self.images.iter().flat_map(|s| s.structures.iter().flatten().map(move |&n| n as f64 / s.pixels())).collect()
+    }
+
+    /// The share of a slice such that [`FOREGROUND_COVERED`] of all foreground pixels lie in
+    /// structures at least that large (0 without foreground).
+    pub fn typical_structure(&self) -> f64 {
+        let mut shares = self.structure_shares();
+        shares.sort_by(|a, b| b.total_cmp(a));
+        let total: f64 = shares.iter().sum();
+        let mut covered = 0.0;
+        for share in shares {
+            covered += share;
+            if covered >= FOREGROUND_COVERED * total {
+                return share;
+            }
+        }
+        0.0
+    }
+
+    /// The mean share of foreground pixels per image.
+    pub fn foreground_share(&self) -> f64 {
+        self.images.iter().map(ImageSummary::foreground_share).sum::<f64>() / self.images.len() as f64
+    }
+
+    /// The spread (standard deviation over mean) of the images' standard deviations.
+    pub fn contrast_spread(&self) -> f64 {
+        let stds: Vec<f64> = self.images.iter().map(|s| s.std).collect();
+        let mean = stds.iter().sum::<f64>() / stds.len() as f64;
+        let var = stds.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / stds.len() as f64;
+        if mean > 0.0 {
+            var.sqrt() / mean
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint in lines, for the console.
+    pub fn describe(&self) -> String {
+        let n = self.images.len();
+        let mut sizes: Vec<((u32, u32), usize)> = Vec::new();
+        for s in &self.images {
+            match sizes.iter_mut().find(|(size, _)| *size == (s.width, s.height)) {
+                Some((_, count)) => *count += 1,
+                None => sizes.push(((s.width, s.height), 1)),
+            }
+        }
+        sizes.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut size_list: Vec<String> = sizes.iter().take(3).map(|((w, h), c)| format!("{w}×{h} ({c})")).collect();
+        if sizes.len() > 3 {
+            size_list.push(format!("{} other sizes", sizes.len() - 3));
+        }
+        let gray = self.images.iter().filter(|s| s.gray).count();
+        let sixteen = self.images.iter().filter(|s| s.sixteen_bit).count();
+        let [mean, std, low, high] = self.intensity;
+        let empty = self.images.iter().filter(|s| s.foreground_share() == 0.0).count();
+        let largest = self.images.iter().map(ImageSummary::foreground_share).fold(0.0, f64::max);
+        let mut lines = vec![
+            format!("{n} image/mask pairs read, {} files left out", self.skipped.len()),
+            format!("sizes: {}", size_list.join(", ")),
+            format!("channels: {gray} of {n} gray, {} colour; {sixteen} 16-bit, {} 8-bit", n - gray, n - sixteen),
+            format!(
+                "intensity in [0, 1]: mean {mean:.3}, std {std:.3}, {} and {} percentiles {low:.3} and {high:.3}; \
+                 per-image std varies by {:.1} %",
+                CLIP_PERCENTILES.0,
+                CLIP_PERCENTILES.1,
+                self.contrast_spread() * 100.0
+            ),
+            format!(
+                "foreground: {:.2} % of the pixels on average, at most {:.2} %; {empty} of {n} images have none",
+                self.foreground_share() * 100.0,
+                largest * 100.0
+            ),
+        ];
+        lines.extend((0..self.structures_per_class()).map(|class| self.describe_class(class)));
+        lines.join("\n")
+    }
+
+    fn structures_per_class(&self) -> usize {
+        self.images.first().map_or(0, |s| s.structures.len())
+    }
+
+    /// Class `index + 1`'s structures: count and size distribution, as shares and native pixels.
+    fn describe_class(&self, index: usize) -> String {
+        let mut shares: Vec<(f64, usize)> = self
+            .images
+            .iter()
+            .flat_map(|s| s.structures[index].iter().map(move |&px| (px as f64 / s.pixels(), px)))
+            .collect();
+        shares.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let class = index + 1;
+        if shares.is_empty() {
+            return format!("class {class}: no structures");
+        }
+        let at = |q: f64| {
+            let (share, px) = shares[((shares.len() - 1) as f64 * q).round() as usize];
+            format!("{:.3} % ({px} px)", share * 100.0)
+        };
+        format!(
+            "class {class}: {} structures (8-connected), {:.2} per image; size as share of the slice (native pixels): \
+             min {}, 10th percentile {}, median {}, 90th percentile {}, max {}",
+            shares.len(),
+            shares.len() as f64 / self.images.len() as f64,
+            at(0.0),
+            at(0.1),
+            at(0.5),
+            at(0.9),
+            at(1.0)
+        )
+    }
+}
+
+/// An image's summary and its values (to count into the dataset's histogram).
+fn summarise(pair: &Pair, classes: usize) -> Result<(ImageSummary, Vec<f32>), Unusable> {
+    let image = decode(&pair.image)?;
+    let (width, height) = (image.width(), image.height());
+    let gray = is_gray(&image);
+    let sixteen_bit = matches!(image.color(), ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16);
+    let values: Vec<f32> = if gray { image.to_luma32f().into_raw() } else { image.to_rgb32f().into_raw() };
+    let values: Vec<f32> = values.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    let mut mask = mask_targets(&decode(&pair.mask)?, classes, &pair.mask)?;
+    if mask.dimensions() != (width, height) {
+        mask = imageops::resize(&mask, width, height, imageops::FilterType::Nearest);
+    }
+    let ids = mask.into_raw();
+    let structures = (1..classes.max(2))
+        .map(|class| {
+            let in_class: Vec<bool> = ids.iter().map(|&id| usize::from(id) == class).collect();
+            label_components(&in_class, width as usize, height as usize).1
+        })
+        .collect();
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let std = (values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Ok((ImageSummary { width, height, gray, sixteen_bit, mean, std, structures }, values))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// What the network trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Whole slices resized to `size`×`size` (`train --size`).
+    WholeSlice { size: usize },
+    /// `patch`×`patch` crops at native resolution, a third centred on foreground
+    /// (`data::patches`).
+    Patches { patch: usize },
+}
+
+/// The recipe, each choice with its reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub input: Input,
+    pub loss: Loss,
+    pub normalise: NormaliseKind,
+    /// Why: input, loss, normalisation.
+    pub reasons: [String; 3],
+}
+
+impl Plan {
+    pub fn choose(f: &Fingerprint) -> Plan {
+        let (input, input_reason) = choose_input(f);
+        let (loss, loss_reason) = choose_loss(f, input);
+        let (normalise, normalise_reason) = choose_normalise(f);
+        Plan { input, loss, normalise, reasons: [input_reason, loss_reason, normalise_reason] }
+    }
+}
+
+impl Plan {
+    /// The choices with their reasons, and the `train` options that apply them.
+    pub fn describe(&self, data: &Path) -> String {
+        let input = match self.input {
+            Input::WholeSlice { size } => format!("whole slices at {size}×{size}"),
+            Input::Patches { patch } => format!("{patch}×{patch} patches at native resolution"),
+        };
+        let mut lines = vec![
+            format!("input:     {input}: {}", self.reasons[0]),
+            format!("loss:      {}: {}", self.loss.name(), self.reasons[1]),
+            format!("normalise: {}: {}", self.normalise.name(), self.reasons[2]),
+        ];
+        let size = match self.input {
+            Input::WholeSlice { size } => size,
+            Input::Patches { patch } => {
+                lines.push(format!(
+                    "note: train does not draw patches yet (data::patches has the sampler); until it does, train on \
+                     whole slices at {patch}×{patch}"
+                ));
+                patch
+            }
+        };
+        lines.push(format!(
+            "train with: wgunet train --data {} --size {size} --loss {} --normalise {}",
+            data.display(),
+            self.loss.name(),
+            self.normalise.name()
+        ));
+        lines.join("\n")
+    }
+}
+
+/// `wgunet plan`: reads `dir`, prints its fingerprint and the plan, and returns both.
+pub fn plan(dir: &Path, classes: usize) -> Result<(Fingerprint, Plan)> {
+    anyhow::ensure!(
+        classes == 1 || (2..=crate::model::MAX_CLASSES).contains(&classes),
+        "--classes must be 1 (binary masks) or 2 to {} (class-id masks), not {classes}",
+        crate::model::MAX_CLASSES
+    );
+    let fingerprint = Fingerprint::read(dir, classes)?;
+    let plan = Plan::choose(&fingerprint);
+    println!("dataset {}:\n{}", dir.display(), indent(&fingerprint.describe()));
+    println!("plan:\n{}", indent(&plan.describe(dir)));
+    Ok((fingerprint, plan))
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn multiple_of_16_up(x: f64) -> usize {
+    ((x / 16.0).ceil().max(1.0) as usize) * 16
+}
+
+/// The smallest whole-slice side (a multiple of 16, at least [`MIN_WHOLE_SLICE`]) that keeps the
+/// typical structure at [`MIN_STRUCTURE_PIXELS`]; patches when that is over [`MAX_WHOLE_SLICE`]
+/// or over the images' own size.
+fn choose_input(f: &Fingerprint) -> (Input, String) {
+    let typical = f.typical_structure();
+    let (w, h) = f.median_size();
+    let native = multiple_of_16_up(f64::from(w.max(h)));
+    if typical == 0.0 {
+        let size = MAX_WHOLE_SLICE.min(native).max(MIN_WHOLE_SLICE);
+        return (Input::WholeSlice { size }, "no foreground to keep: whole slices".into());
+    }
+    let needed = multiple_of_16_up((MIN_STRUCTURE_PIXELS / typical).sqrt());
+    let at = |side: usize| typical * (side * side) as f64;
+    if needed <= MAX_WHOLE_SLICE.min(native) {
+        let size = needed.max(MIN_WHOLE_SLICE);
+        let reason = format!(
+            "90 % of the foreground lies in structures of at least {:.2} % of a slice: at {size}×{size} that is \
+             {:.0} px (≥ {MIN_STRUCTURE_PIXELS} px)",
+            typical * 100.0,
+            at(size)
+        );
+        return (Input::WholeSlice { size }, reason);
+    }
+    let patch = MAX_PATCH.min(multiple_of_16_up(f64::from(w.min(h))));
+    let largest = MAX_WHOLE_SLICE.min(native);
+    let native_pixels = typical * f64::from(w) * f64::from(h);
+    let reason = format!(
+        "90 % of the foreground lies in structures of at least {:.2} % of a slice: {:.0} px at {largest}×{largest} \
+         (< {MIN_STRUCTURE_PIXELS}), {native_pixels:.0} px at the native {w}×{h}: {patch}×{patch} patches at native \
+         resolution, a third centred on foreground",
+        typical * 100.0,
+        at(largest)
+    );
+    (Input::Patches { patch }, reason)
+}
+
+/// bce+dice (Dice does not let background outvote the foreground) when the foreground is rare
+/// or its structures small; BCE otherwise; CE for K classes (wgunet's only K-class loss).
+fn choose_loss(f: &Fingerprint, input: Input) -> (Loss, String) {
+    let (share, typical) = (f.foreground_share(), f.typical_structure());
+    if f.classes >= 2 {
+        return (Loss::Ce, format!("{} classes: softmax cross-entropy, wgunet's K-class loss", f.classes));
+    }
+    let rare = share < RARE_FOREGROUND;
+    let small = typical < SMALL_STRUCTURE || matches!(input, Input::Patches { .. });
+    let facts = format!(
+        "foreground is {:.2} % of the pixels, typical structure {:.2} % of a slice",
+        share * 100.0,
+        typical * 100.0
+    );
+    if rare || small {
+        let why = if rare { "rare" } else { "small" };
+        (
+            Loss::BceDice,
+            format!("{facts}: {why}, so BCE alone is minimised by answering background; Dice counts the foreground"),
+        )
+    } else {
+        (Loss::Bce, format!("{facts}: neither rare nor small, the seed's BCE"))
+    }
+}
+
+/// percentile for 16-bit images whose contrast is the same in every image (a calibrated scale,
+/// CT-like); zscore otherwise (an arbitrary per-scanner scale, MRI-like: nnU-Net's default).
+fn choose_normalise(f: &Fingerprint) -> (NormaliseKind, String) {
+    let spread = f.contrast_spread();
+    let sixteen_bit = f.images.iter().all(|s| s.sixteen_bit);
+    if sixteen_bit && spread < CALIBRATED_SPREAD {
+        let reason = format!(
+            "16-bit images whose contrast varies by {:.1} % between images: a calibrated scale (CT-like), kept by \
+             clipping to the dataset's percentiles",
+            spread * 100.0
+        );
+        return (NormaliseKind::Percentile, reason);
+    }
+    let depth = if sixteen_bit { "16-bit" } else { "8-bit" };
+    let reason = format!(
+        "{depth} images whose contrast varies by {:.1} % between images: an arbitrary scale (MRI-like), so each \
+         image is standardised on its own",
+        spread * 100.0
+    );
+    (NormaliseKind::Zscore, reason)
+}

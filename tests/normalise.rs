@@ -1,0 +1,160 @@
+//! Intensity normalisation: training, evaluation and prediction load an image into the same
+//! tensor, and z-scores survive a change of scanner contrast that shifts [0, 1] values.
+
+use std::path::{Path, PathBuf};
+
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use wgunet::data::load::{load_image, load_sample_with_classes};
+use wgunet::data::{normalise_dataset, split, Normalisation, NormaliseKind, Pair, Preprocess};
+use wgunet::infer::native;
+use wgunet::model::{Activation, Arch, ModelConfig};
+use wgunet::train::{load_dataset, DataSource};
+
+/// A fresh folder under the system temp folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("wgunet-normalise-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SIZE: u32 = 32;
+
+/// A slice-like gray image: a bright disc with a gradient on a dark, uneven background.
+fn slice(width: u32, height: u32, gain: f32, offset: f32) -> GrayImage {
+    GrayImage::from_fn(width, height, |x, y| {
+        let (u, v) = (x as f32 / width as f32 - 0.5, y as f32 / height as f32 - 0.5);
+        let inside = u * u + v * v < 0.12;
+        let value = if inside { 0.55 + 0.4 * u } else { 0.08 + 0.05 * ((x * 7 + y * 3) % 5) as f32 / 5.0 };
+        Luma([((value * gain + offset).clamp(0.0, 1.0) * 255.0).round() as u8])
+    })
+}
+
+/// Three pairs: two at the model's size (so tiling at native size sees the same pixels) and one
+/// of another size and shape.
+fn write_pairs(dir: &Path) -> Vec<Pair> {
+    let sizes = [(SIZE, SIZE, 1.0, 0.0), (SIZE, SIZE, 0.7, 0.2), (45, 27, 1.1, -0.05)];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &(w, h, gain, offset))| {
+            let (image, mask) = (dir.join(format!("{i}.png")), dir.join(format!("{i}_mask.png")));
+            slice(w, h, gain, offset).save(&image).unwrap();
+            GrayImage::from_fn(w, h, |x, _| Luma([if x > w / 2 { 255 } else { 0 }])).save(&mask).unwrap();
+            Pair { image, mask }
+        })
+        .collect()
+}
+
+fn model(normalise: Normalisation) -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Unet,
+        size: SIZE as usize,
+        channels: 1,
+        filters: 2,
+        dropout: 0.1,
+        classes: 1,
+        activation: Activation::Relu,
+        normalise,
+    }
+}
+
+#[test]
+fn train_eval_and_predict_load_the_same_tensor() {
+    let dir = TempDir::new("paths");
+    let pairs = write_pairs(&dir.0);
+    let list = dir.0.join("all.txt");
+    split::write_list(&list, &pairs).unwrap();
+    let source = DataSource::Lists { train: list.clone(), test: list };
+    for kind in [NormaliseKind::Unit, NormaliseKind::Zscore, NormaliseKind::Percentile] {
+        // Training: decode at the model's size, fit on the training split, normalise both.
+        let mut data = load_dataset(&source, SIZE as usize, None, 1, 42, &dir.0, false).unwrap();
+        let fitted = normalise_dataset(kind, &mut data.train, &mut data.test, data.channels);
+        let pre = Preprocess::for_model(&model(fitted));
+        assert_eq!(pre.normalise, fitted);
+        for (k, pair) in pairs.iter().enumerate() {
+            let trained = &data.train[k].image;
+            let evaluated = load_sample_with_classes(pair, &pre, 1).unwrap().image;
+            let (predicted, _) = load_image(&pair.image, &pre).unwrap();
+            assert_eq!(trained, &evaluated, "{kind:?}: eval of {k} differs from training");
+            assert_eq!(trained, &predicted, "{kind:?}: predict of {k} differs from training");
+            let tiled = native::load_image(&pair.image, 1, &pre.normalise).unwrap();
+            if (tiled.width, tiled.height) == (SIZE, SIZE) {
+                assert_eq!(trained, &tiled.pixels, "{kind:?}: tiled predict of {k} differs from training");
+            }
+        }
+        match fitted {
+            Normalisation::Percentile { low, high, mean, std } => {
+                assert!(low < high && std > 0.05, "{fitted:?}");
+                // Every training pixel was standardised with the training set's own statistics.
+                let all: Vec<f32> = data.train.iter().flat_map(|s| s.image.iter().copied()).collect();
+                let (m, s) = mean_std(&all);
+                assert!(m.abs() < 1e-3 && (s - 1.0).abs() < 1e-3, "training set mean {m}, std {s}");
+                assert!((mean - 0.3).abs() < 0.2, "{fitted:?}");
+            }
+            other => assert_eq!(other, Normalisation::fit(kind, Vec::<&[f32]>::new())),
+        }
+    }
+}
+
+fn mean_std(values: &[f32]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn zscore_gives_every_channel_mean_zero_and_std_one() {
+    let dir = TempDir::new("zscore");
+    let path = dir.0.join("rgb.png");
+    let rgb = RgbImage::from_fn(40, 30, |x, y| Rgb([(x * 6) as u8, (y * 3 + 100) as u8, ((x * y) % 200) as u8]));
+    rgb.save(&path).unwrap();
+    let pre = Preprocess { size: 32, channels: 3, normalise: Normalisation::Zscore };
+    let (image, _) = load_image(&path, &pre).unwrap();
+    for (c, plane) in image.chunks(32 * 32).enumerate() {
+        let (mean, std) = mean_std(plane);
+        assert!(mean.abs() < 1e-5 && (std - 1.0).abs() < 1e-4, "channel {c}: mean {mean}, std {std}");
+    }
+}
+
+/// Root-mean-square difference of two tensors, relative to the spread of the first: how much an
+/// input change moves what the network sees, in units of the input's own variation.
+fn relative_change(a: &[f32], b: &[f32]) -> f64 {
+    let rms = (a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
+    rms / mean_std(a).1
+}
+
+#[test]
+fn zscore_absorbs_a_change_of_contrast_and_gamma_that_unit_scaling_passes_on() {
+    let dir = TempDir::new("contrast");
+    let reference = slice(64, 64, 1.0, 0.0);
+    let flatter = slice(64, 64, 0.6, 0.25);
+    let gamma = GrayImage::from_fn(64, 64, |x, y| {
+        Luma([((f32::from(reference.get_pixel(x, y).0[0]) / 255.0).powf(0.6) * 255.0).round() as u8])
+    });
+    let paths: Vec<PathBuf> = [("reference", &reference), ("flatter", &flatter), ("gamma", &gamma)]
+        .iter()
+        .map(|(name, image)| {
+            let path = dir.0.join(format!("{name}.png"));
+            image.save(&path).unwrap();
+            path
+        })
+        .collect();
+    let load = |path: &Path, normalise| load_image(path, &Preprocess { size: 64, channels: 1, normalise }).unwrap().0;
+    for other in &paths[1..] {
+        let unit = relative_change(&load(&paths[0], Normalisation::Unit), &load(other, Normalisation::Unit));
+        let zscore = relative_change(&load(&paths[0], Normalisation::Zscore), &load(other, Normalisation::Zscore));
+        assert!(unit > 0.3, "{}: unit scaling moved the input by only {unit:.3}", other.display());
+        assert!(zscore < unit / 4.0, "{}: zscore {zscore:.3} against unit {unit:.3}", other.display());
+    }
+}

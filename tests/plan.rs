@@ -1,0 +1,105 @@
+//! `wgunet plan` on small datasets written to a temp folder: tiny lesions call for patches and
+//! a Dice-aware loss, large structures for whole slices.
+
+use std::path::{Path, PathBuf};
+
+use image::{GrayImage, ImageBuffer, Luma};
+use wgunet::config::Loss;
+use wgunet::data::synth::{self, Lesions};
+use wgunet::data::NormaliseKind;
+use wgunet::plan::{Fingerprint, Input, Plan};
+
+/// A fresh folder under the system temp folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("wgunet-plan-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("images")).unwrap();
+        std::fs::create_dir_all(dir.join("masks")).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `count` `side`² slices with a textured background and discs of `radius` at `centres`
+/// (fractions of the side), mask 255 inside.
+fn write_discs(dir: &Path, count: usize, side: u32, radius: f32, centres: &[(f32, f32)]) {
+    for i in 0..count {
+        let inside = |x: u32, y: u32| {
+            centres.iter().any(|&(cx, cy)| {
+                let (dx, dy) = (x as f32 - cx * side as f32 - i as f32, y as f32 - cy * side as f32);
+                dx * dx + dy * dy <= radius * radius
+            })
+        };
+        let image = GrayImage::from_fn(side, side, |x, y| {
+            Luma([if inside(x, y) { 200 } else { 40 + ((x * 3 + y * 5 + i as u32) % 30) as u8 }])
+        });
+        let mask = GrayImage::from_fn(side, side, |x, y| Luma([if inside(x, y) { 255 } else { 0 }]));
+        image.save(dir.join(format!("images/{i:02}.png"))).unwrap();
+        mask.save(dir.join(format!("masks/{i:02}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
+    let dir = TempDir::new("tiny");
+    // Two discs of radius 3 (29 px, 0.04 % of a 256² slice) per slice.
+    write_discs(&dir.0, 6, 256, 3.0, &[(0.25, 0.375), (0.75, 0.625)]);
+    let f = Fingerprint::read(&dir.0, 1).unwrap();
+    assert_eq!(f.images.len(), 6);
+    assert_eq!(f.images[0].structures, [vec![29, 29]], "two 8-connected discs of 29 pixels");
+    assert!((f.typical_structure() - 29.0 / 65536.0).abs() < 1e-9, "{}", f.typical_structure());
+    let plan = Plan::choose(&f);
+    assert_eq!(plan.input, Input::Patches { patch: 128 }, "{}", plan.reasons[0]);
+    assert_eq!(plan.loss, Loss::BceDice, "{}", plan.reasons[1]);
+    assert_eq!(plan.normalise, NormaliseKind::Zscore, "{}", plan.reasons[2]);
+}
+
+#[test]
+fn large_structures_train_on_whole_slices_with_bce() {
+    let dir = TempDir::new("large");
+    // One disc of radius 20 in a 64² slice: 1257 px, 31 % of it.
+    write_discs(&dir.0, 5, 64, 20.0, &[(0.45, 0.5)]);
+    let f = Fingerprint::read(&dir.0, 1).unwrap();
+    assert!((0.28..0.33).contains(&f.foreground_share()), "{}", f.foreground_share());
+    let plan = Plan::choose(&f);
+    assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
+    assert_eq!(plan.loss, Loss::Bce, "{}", plan.reasons[1]);
+}
+
+#[test]
+fn synthetic_small_lesions_call_for_patches() {
+    let dir = TempDir::new("synth");
+    synth::write_dataset_with(&dir.0, 12, 5, 256, 1, Lesions::Area { min: 0.1, max: 1.0 }).unwrap();
+    let f = Fingerprint::read(&dir.0, 1).unwrap();
+    let typical = f.typical_structure();
+    assert!((0.0008..0.01).contains(&typical), "typical structure {typical}");
+    let plan = Plan::choose(&f);
+    assert_eq!(plan.input, Input::Patches { patch: 128 }, "{}", plan.reasons[0]);
+    assert_eq!(plan.loss, Loss::BceDice, "{}", plan.reasons[1]);
+}
+
+#[test]
+fn calibrated_sixteen_bit_images_keep_their_scale() {
+    let dir = TempDir::new("ct");
+    for i in 0..4u32 {
+        // The same intensities in every image (a fixed scale), shifted in space only.
+        let image: ImageBuffer<Luma<u16>, Vec<u16>> =
+            ImageBuffer::from_fn(48, 48, |x, y| Luma([(((x + i) % 48) * 1000 + y * 100) as u16]));
+        let mask = GrayImage::from_fn(48, 48, |x, _| Luma([if (x + i) % 48 < 20 { 255 } else { 0 }]));
+        image.save(dir.0.join(format!("images/{i}.png"))).unwrap();
+        mask.save(dir.0.join(format!("masks/{i}.png"))).unwrap();
+    }
+    let f = Fingerprint::read(&dir.0, 1).unwrap();
+    assert!(f.images.iter().all(|s| s.sixteen_bit));
+    let plan = Plan::choose(&f);
+    assert_eq!(plan.normalise, NormaliseKind::Percentile, "{}", plan.reasons[2]);
+    assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
+}
