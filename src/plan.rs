@@ -388,8 +388,8 @@ fn choose_input(f: &Fingerprint) -> (Input, String) {
     let native_pixels = typical * f64::from(w) * f64::from(h);
     let reason = format!(
         "90 % of the foreground lies in structures of at least {:.2} % of a slice: {:.0} px at {largest}×{largest} \
-         (< {MIN_STRUCTURE_PIXELS}), {native_pixels:.0} px at the native {w}×{h}: {patch}×{patch} patches at native \
-         resolution, a third centred on foreground",
+         (< {MIN_STRUCTURE_PIXELS}), {native_pixels:.0} px at the native {w}×{h}; a third of the patches centred on \
+         foreground",
         typical * 100.0,
         at(largest)
     );

@@ -1,6 +1,8 @@
 //! Intensity normalisation: training, evaluation and prediction load an image into the same
 //! tensor, and z-scores survive a change of scanner contrast that shifts [0, 1] values.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
@@ -156,5 +158,46 @@ fn zscore_absorbs_a_change_of_contrast_and_gamma_that_unit_scaling_passes_on() {
         let zscore = relative_change(&load(&paths[0], Normalisation::Zscore), &load(other, Normalisation::Zscore));
         assert!(unit > 0.3, "{}: unit scaling moved the input by only {unit:.3}", other.display());
         assert!(zscore < unit / 4.0, "{}: zscore {zscore:.3} against unit {unit:.3}", other.display());
+    }
+}
+
+fn wgunet(args: &[&str]) -> String {
+    common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), args)
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The test loss `train` measured on its normalised test split is the one `eval` measures on
+/// the files with the normalisation read from model.json; with the normalisation removed from
+/// model.json it is not.
+#[test]
+fn eval_normalises_as_training_did() {
+    let dir = TempDir::new("cli");
+    let data = dir.0.join("data");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    wgunet(&["synth", "--out", &s(&data), "--count", "16", "--size", "48", "--lesion-size", "0.5-4"]);
+    for kind in ["zscore", "percentile"] {
+        let run = dir.0.join(kind);
+        // 16 pairs split 11/5 and batches of 5: no padding image in the test loss.
+        #[rustfmt::skip]
+        wgunet(&[
+            "train", "--data", &s(&data), "--device", "cpu", "--size", "16", "--filters", "2", "--epochs", "2",
+            "--batch", "5", "--normalise", kind, "--out", &s(&run),
+        ]);
+        let model = run.join("model.json");
+        assert_eq!(json(&model)["model"]["normalise"]["kind"], kind);
+        let trained = json(&run.join("metrics.json"))["loss"].as_f64().unwrap();
+        wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--panels", "0"]);
+        let evaluated = json(&run.join("eval.json"))["loss"].as_f64().unwrap();
+        assert!((trained - evaluated).abs() < 1e-5, "{kind}: train's test loss {trained}, eval's {evaluated}");
+
+        let mut record = json(&model);
+        record["model"]["normalise"] = serde_json::json!({ "kind": "unit" });
+        std::fs::write(&model, record.to_string()).unwrap();
+        wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--panels", "0"]);
+        let unnormalised = json(&run.join("eval.json"))["loss"].as_f64().unwrap();
+        assert!((trained - unnormalised).abs() > 1e-3, "{kind}: without normalisation eval still gets {unnormalised}");
     }
 }
