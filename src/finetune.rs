@@ -66,7 +66,8 @@ fn is_head(p: &ParamInfo) -> bool {
 }
 
 /// Every way the model of run `run` (`from`) differs from this run's (`to`) in the shapes of its
-/// weights or in what they mean (the activation they were trained with).
+/// weights or in what they mean (the activation and the input normalisation they were trained
+/// with).
 fn check_compatible(run: &str, from: &ModelConfig, to: &ModelConfig, skip_head: bool) -> Result<()> {
     let mut differences = Vec::new();
     if from.arch != to.arch {
@@ -86,6 +87,16 @@ fn check_compatible(run: &str, from: &ModelConfig, to: &ModelConfig, skip_head: 
             name(from.activation),
             name(to.activation),
             name(from.activation)
+        ));
+    }
+    let (from_kind, to_kind) = (from.normalise.kind(), to.normalise.kind());
+    // Percentile statistics differ from dataset to dataset; what the weights expect is the kind.
+    if from_kind != to_kind {
+        differences.push(format!(
+            "{run} was trained on {} inputs, this run on {}: give --normalise {}",
+            from_kind.name(),
+            to_kind.name(),
+            from_kind.name()
         ));
     }
     if from.filters != to.filters {
@@ -147,6 +158,18 @@ mod tests {
         let leaky = ModelConfig { activation: Activation::LeakyRelu, ..from.clone() };
         let err = check_compatible("runs/A", &leaky, &from, false).unwrap_err().to_string();
         assert!(err.contains("runs/A uses leaky-relu, this run relu: give --activation leaky-relu"), "{err}");
+        let zscore = ModelConfig { normalise: Normalisation::Zscore, ..from.clone() };
+        let err = check_compatible("runs/A", &zscore, &from, false).unwrap_err().to_string();
+        assert!(
+            err.contains("runs/A was trained on zscore inputs, this run on unit: give --normalise zscore"),
+            "{err}"
+        );
+        let fitted = |mean| Normalisation::Percentile { low: 0.0, high: 0.9, mean, std: 0.2 };
+        let (a, b) = (
+            ModelConfig { normalise: fitted(0.3), ..from.clone() },
+            ModelConfig { normalise: fitted(0.4), ..from.clone() },
+        );
+        assert!(check_compatible("runs/A", &a, &b, false).is_ok(), "another dataset's percentiles");
         assert!(check_compatible("runs/A", &from, &config(Arch::Unet, 4, 1, 1), true).is_err());
     }
 

@@ -85,7 +85,7 @@ impl Fingerprint {
     /// Reads every pair in `dir` once, in parallel; `classes` as `train --classes` reads masks.
     pub fn read(dir: &Path, classes: usize) -> Result<Fingerprint> {
         let pairing = pairs::find_pairs(dir)?;
-        let (histogram, read) = pairing
+        let (histogram, mut read) = pairing
             .pairs
             .par_iter()
             .enumerate()
@@ -108,7 +108,6 @@ impl Fingerprint {
                     (a.merged(b), read_a)
                 },
             );
-        let mut read = read;
         read.sort_by_key(|(index, _)| *index);
         let (mut images, mut skipped) = (Vec::new(), pairing.unpaired);
         for (_, result) in read {

@@ -79,6 +79,15 @@ impl Normalisation {
         }
     }
 
+    /// Which `--normalise` this is.
+    pub fn kind(&self) -> NormaliseKind {
+        match self {
+            Normalisation::Unit => NormaliseKind::Unit,
+            Normalisation::Zscore => NormaliseKind::Zscore,
+            Normalisation::Percentile { .. } => NormaliseKind::Percentile,
+        }
+    }
+
     /// Normalises `image`, `[channels, h, w]` in [0, 1], in place.
     pub fn apply(&self, image: &mut [f32], channels: usize) {
         match *self {
