@@ -1,6 +1,8 @@
 //! `wgunet plan` on small datasets written to a temp folder: tiny lesions call for patches and
 //! a Dice-aware loss, large structures for whole slices.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, ImageBuffer, Luma};
@@ -60,6 +62,20 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert_eq!(plan.input, Input::Patches { patch: 128 }, "{}", plan.reasons[0]);
     assert_eq!(plan.loss, Loss::BceDice, "{}", plan.reasons[1]);
     assert_eq!(plan.normalise, NormaliseKind::Zscore, "{}", plan.reasons[2]);
+
+    let data = dir.0.to_str().unwrap();
+    let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &["plan", "--data", data]);
+    for line in [
+        "6 image/mask pairs read, 0 files left out",
+        "sizes: 256×256 (6)",
+        "class 1: 12 structures (8-connected), 2.00 per image",
+        "input:     128×128 patches at native resolution",
+        "loss:      bce+dice",
+        "normalise: zscore",
+        &format!("train with: wgunet train --data {data} --size 128 --loss bce+dice --normalise zscore"),
+    ] {
+        assert!(out.contains(line), "{out}\nlacks: {line}");
+    }
 }
 
 #[test]
