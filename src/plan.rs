@@ -131,25 +131,20 @@ impl Fingerprint {
         (median(widths) as u32, median(heights) as u32)
     }
 
-    /// Every structure of every class as its share of its slice's area.
-    pub fn structure_shares(&self) -> Vec<f64> {
-        self.images.iter().flat_map(|s| s.structures.iter().flatten().map(move |&n| n as f64 / s.pixels())).collect()
+    /// Every structure of class `index + 1` as its share of its slice's area.
+    pub fn structure_shares(&self, index: usize) -> Vec<f64> {
+        self.images.iter().flat_map(|s| s.structures[index].iter().map(move |&n| n as f64 / s.pixels())).collect()
     }
 
-    /// The share of a slice such that [`FOREGROUND_COVERED`] of all foreground pixels lie in
-    /// structures at least that large (0 without foreground).
+    /// The share of a slice such that [`FOREGROUND_COVERED`] of a class's foreground pixels lie
+    /// in structures at least that large, for the class where it is smallest (every class must
+    /// survive resizing); 0 without foreground.
     pub fn typical_structure(&self) -> f64 {
-        let mut shares = self.structure_shares();
-        shares.sort_by(|a, b| b.total_cmp(a));
-        let total: f64 = shares.iter().sum();
-        let mut covered = 0.0;
-        for share in shares {
-            covered += share;
-            if covered >= FOREGROUND_COVERED * total {
-                return share;
-            }
-        }
-        0.0
+        (0..self.structures_per_class())
+            .map(|index| covering_structure(self.structure_shares(index)))
+            .filter(|&share| share > 0.0)
+            .fold(None, |smallest: Option<f64>, share| Some(smallest.map_or(share, |s| s.min(share))))
+            .unwrap_or(0.0)
     }
 
     /// The mean share of foreground pixels per image.
@@ -234,14 +229,16 @@ impl Fingerprint {
         };
         format!(
             "class {class}: {} structures (8-connected), {:.2} per image; size as share of the slice (native pixels): \
-             min {}, 10th percentile {}, median {}, 90th percentile {}, max {}",
+             min {}, 10th percentile {}, median {}, 90th percentile {}, max {}; 90 % of its pixels in structures of \
+             at least {:.3} %",
             shares.len(),
             shares.len() as f64 / self.images.len() as f64,
             at(0.0),
             at(0.1),
             at(0.5),
             at(0.9),
-            at(1.0)
+            at(1.0),
+            covering_structure(self.structure_shares(index)) * 100.0
         )
     }
 }
@@ -271,6 +268,21 @@ fn summarise(pair: &Pair, classes: usize) -> Result<(ImageSummary, Vec<f32>), Un
     Ok((ImageSummary { width, height, gray, sixteen_bit, mean, std, structures }, values))
 }
 
+/// The share such that [`FOREGROUND_COVERED`] of the total lies in structures at least that
+/// large (0 for none).
+fn covering_structure(mut shares: Vec<f64>) -> f64 {
+    shares.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = shares.iter().sum();
+    let mut covered = 0.0;
+    for share in shares {
+        covered += share;
+        if covered >= FOREGROUND_COVERED * total {
+            return share;
+        }
+    }
+    0.0
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
@@ -289,6 +301,8 @@ pub enum Input {
 /// The recipe, each choice with its reason.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// As `--classes` read the masks.
+    pub classes: usize,
     pub input: Input,
     pub loss: Loss,
     pub normalise: NormaliseKind,
@@ -301,7 +315,7 @@ impl Plan {
         let (input, input_reason) = choose_input(f);
         let (loss, loss_reason) = choose_loss(f, input);
         let (normalise, normalise_reason) = choose_normalise(f);
-        Plan { input, loss, normalise, reasons: [input_reason, loss_reason, normalise_reason] }
+        Plan { classes: f.classes, input, loss, normalise, reasons: [input_reason, loss_reason, normalise_reason] }
     }
 }
 
@@ -327,8 +341,9 @@ impl Plan {
                 patch
             }
         };
+        let classes = if self.classes >= 2 { format!(" --classes {}", self.classes) } else { String::new() };
         lines.push(format!(
-            "train with: wgunet train --data {} --size {size} --loss {} --normalise {}",
+            "train with: wgunet train --data {}{classes} --size {size} --loss {} --normalise {}",
             data.display(),
             self.loss.name(),
             self.normalise.name()
@@ -364,6 +379,7 @@ fn multiple_of_16_up(x: f64) -> usize {
 /// or over the images' own size.
 fn choose_input(f: &Fingerprint) -> (Input, String) {
     let typical = f.typical_structure();
+    let every = if f.classes >= 2 { " of every class" } else { "" };
     let (w, h) = f.median_size();
     let native = multiple_of_16_up(f64::from(w.max(h)));
     if typical == 0.0 {
@@ -375,7 +391,7 @@ fn choose_input(f: &Fingerprint) -> (Input, String) {
     if needed <= MAX_WHOLE_SLICE.min(native) {
         let size = needed.max(MIN_WHOLE_SLICE);
         let reason = format!(
-            "90 % of the foreground lies in structures of at least {:.2} % of a slice: at {size}×{size} that is \
+            "90 % of the foreground{every} lies in structures of at least {:.2} % of a slice: at {size}×{size} that is \
              {:.0} px (≥ {MIN_STRUCTURE_PIXELS} px)",
             typical * 100.0,
             at(size)
@@ -386,7 +402,7 @@ fn choose_input(f: &Fingerprint) -> (Input, String) {
     let largest = MAX_WHOLE_SLICE.min(native);
     let native_pixels = typical * f64::from(w) * f64::from(h);
     let reason = format!(
-        "90 % of the foreground lies in structures of at least {:.2} % of a slice: {:.0} px at {largest}×{largest} \
+        "90 % of the foreground{every} lies in structures of at least {:.2} % of a slice: {:.0} px at {largest}×{largest} \
          (< {MIN_STRUCTURE_PIXELS}), {native_pixels:.0} px at the native {w}×{h}; a third of the patches centred on \
          foreground",
         typical * 100.0,

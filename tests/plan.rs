@@ -119,3 +119,30 @@ fn calibrated_sixteen_bit_images_keep_their_scale() {
     assert_eq!(plan.normalise, NormaliseKind::Percentile, "{}", plan.reasons[2]);
     assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
 }
+
+#[test]
+fn the_class_with_the_smallest_structures_decides() {
+    let dir = TempDir::new("classes");
+    let disc = |x: u32, y: u32, (cx, cy): (u32, u32), r: u32| (x.abs_diff(cx).pow(2) + y.abs_diff(cy).pow(2)) <= r * r;
+    for i in 0..3 {
+        // Class 1 a large disc (11 % of the slice), class 2 two discs of 29 px.
+        let id = |x, y| {
+            if disc(x, y, (60, 200), 3) || disc(x, y, (200, 60), 3) {
+                2
+            } else if disc(x, y, (128, 128), 48) {
+                1
+            } else {
+                0
+            }
+        };
+        let image = GrayImage::from_fn(256, 256, |x, y| Luma([30 + 80 * id(x, y) + ((x + y + i) % 9) as u8]));
+        image.save(dir.0.join(format!("images/{i}.png"))).unwrap();
+        GrayImage::from_fn(256, 256, |x, y| Luma([id(x, y)])).save(dir.0.join(format!("masks/{i}.png"))).unwrap();
+    }
+    let f = Fingerprint::read(&dir.0, 3).unwrap();
+    assert_eq!(f.images[0].structures[1], [29, 29]);
+    assert!((f.typical_structure() - 29.0 / 65536.0).abs() < 1e-9, "{}", f.typical_structure());
+    let plan = Plan::choose(&f);
+    assert_eq!((plan.input, plan.loss), (Input::Patches { patch: 128 }, Loss::Ce), "{:?}", plan.reasons);
+    assert!(plan.describe(&dir.0).contains("--classes 3 --size 128 --loss ce"), "{}", plan.describe(&dir.0));
+}
