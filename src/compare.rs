@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::checkpoint::write_atomic;
-use crate::model::{Arch, ModelConfig};
+use crate::model::Arch;
 use crate::train::{self, TrainOptions};
 
 pub struct Row {
@@ -36,18 +36,12 @@ pub fn compare(base: &TrainOptions, archs: &[Arch]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &arch in archs {
         println!("== {} ==", arch.name());
-        let opts = TrainOptions { arch, out: base.out.join(arch.name()), ..base.clone() };
+        let mut opts = base.clone();
+        opts.model.arch = arch;
+        opts.out = base.out.join(arch.name());
         let metrics = train::train(&opts)?;
-        let channels = crate::checkpoint::load_record(&opts.out)?.model.channels;
-        let cfg = ModelConfig {
-            arch,
-            size: base.size,
-            channels,
-            filters: base.filters,
-            dropout: base.dropout,
-            classes: base.classes,
-            activation: base.activation,
-        };
+        // The model as trained: with the data's channels.
+        let cfg = crate::checkpoint::load_record(&opts.out)?.model;
         rows.push(Row {
             arch,
             params: cfg.build(1).param_count(),

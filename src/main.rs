@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use wgunet::data::split::DEFAULT_TRAIN_FRACTION;
 use wgunet::data::{pairs, split, synth};
 use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
@@ -14,7 +15,7 @@ use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
-use wgunet::train::{self, DataSource, TrainOptions};
+use wgunet::train::{self, DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
 #[derive(Parser)]
@@ -72,9 +73,9 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The validated model these flags describe, for `channels` input channels.
-    fn config(&self, channels: usize) -> Result<ModelConfig> {
-        let cfg = ModelConfig {
+    /// The model these flags describe, for `channels` input channels.
+    fn model(&self, channels: usize) -> ModelConfig {
+        ModelConfig {
             arch: self.arch,
             size: self.size,
             channels,
@@ -82,7 +83,12 @@ impl ModelArgs {
             dropout: self.dropout,
             classes: self.classes,
             activation: self.activation,
-        };
+        }
+    }
+
+    /// [`ModelArgs::model`], validated.
+    fn config(&self, channels: usize) -> Result<ModelConfig> {
+        let cfg = self.model(channels);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -115,7 +121,7 @@ enum Command {
     Split {
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = 0.7, value_parser = train_fraction)]
+        #[arg(long, default_value_t = DEFAULT_TRAIN_FRACTION, value_parser = train_fraction)]
         train: f64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -176,7 +182,7 @@ enum Command {
         #[command(flatten)]
         infer: InferArgs,
         /// Panels to draw: the best half and the worst half by Dice (0: none).
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 2 * wgunet::report::PANELS_EACH)]
         panels: usize,
         /// Folder for per_image.csv and panels/ (default: MODEL/eval).
         #[arg(long)]
@@ -310,8 +316,8 @@ struct TrainArgs {
     train_list: Option<PathBuf>,
     #[arg(long, requires = "train_list")]
     test_list: Option<PathBuf>,
-    /// Fraction of pairs used for training (the rest is the test split).
-    #[arg(long, default_value_t = 0.7, value_parser = train_fraction)]
+    /// Fraction of pairs (or synthetic slices) used for training (the rest is the test split).
+    #[arg(long, default_value_t = DEFAULT_TRAIN_FRACTION, value_parser = train_fraction)]
     train: f64,
     #[arg(long, value_parser = at_least_one)]
     max_images: Option<usize>,
@@ -327,6 +333,14 @@ struct TrainArgs {
     channels: Option<usize>,
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
+    /// Epochs without a lower training loss before the learning rate is halved
+    /// (ReduceLROnPlateau).
+    #[arg(long, default_value_t = train::PLATEAU_PATIENCE, value_parser = at_least_one)]
+    plateau_patience: usize,
+    /// Epochs without a lower training loss before training stops (EarlyStopping; the best
+    /// epoch's weights are kept).
+    #[arg(long, default_value_t = train::EARLY_STOPPING_PATIENCE, value_parser = at_least_one)]
+    early_stopping_patience: usize,
     #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     batch: usize,
     /// Adam learning rate (Keras' default).
@@ -518,31 +532,34 @@ fn export(model: &Path, onnx: &Path) -> Result<()> {
 /// The training options a `train` (or `compare`) command line asks for.
 fn train_options(a: TrainArgs) -> Result<TrainOptions> {
     let source = match (a.data, a.train_list, a.test_list) {
-        (Some(dir), _, _) => DataSource::Folder { dir, train: a.train, max_images: a.max_images },
+        (Some(dir), _, _) => DataSource::Folder { dir },
         (None, Some(train), Some(test)) => DataSource::Lists { train, test },
         (None, None, None) => DataSource::Synthetic { count: a.synth_count },
         _ => bail!("give both --train-list and --test-list"),
     };
     Ok(TrainOptions {
-        source,
-        device: a.device.device,
-        arch: a.model.arch,
-        size: a.model.size,
-        filters: a.model.filters,
-        dropout: a.model.dropout,
-        channels: a.channels,
-        classes: a.model.classes,
-        activation: a.model.activation,
-        epochs: a.epochs,
+        // Validated once the data have decided the channels.
+        model: a.model.model(a.channels.unwrap_or(1)),
+        data: DataOptions {
+            source,
+            train_fraction: a.train,
+            max_images: a.max_images,
+            channels: a.channels,
+            strict: a.strict,
+        },
+        optimizer: OptimizerOptions { lr: a.lr, weight_decay: a.weight_decay },
+        schedule: Schedule {
+            epochs: a.epochs,
+            plateau_patience: a.plateau_patience,
+            early_stopping_patience: a.early_stopping_patience,
+        },
         batch: a.batch,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
         loss: Loss::for_classes(a.loss, a.model.classes)?,
         augment: if a.no_augment { AugmentPreset::None } else { a.augment },
         seed: a.seed,
+        device: a.device.device,
         out: a.out,
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        strict: a.strict,
         init: a.init.map(|run| InitRecord { run: run.display().to_string(), skip_head: a.init_skip_head }),
     })
 }
