@@ -29,13 +29,16 @@ use crate::finetune;
 use crate::model::ModelConfig;
 pub use callbacks::{Callbacks, EARLY_STOPPING_PATIENCE, PLATEAU_PATIENCE};
 use callbacks::{Decision, PLATEAU_FACTOR};
-pub use dataset::{load_dataset, Dataset};
+pub use dataset::{load_dataset, synthetic_split, Dataset, SyntheticSplit};
 use epoch::EpochLoss;
-pub use epoch::LOSS_READBACK_INTERVAL;
 pub use options::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
 use setup::BatchAugment;
 use state::{Progress, SavedState, Tensors};
 pub use stop::{Diverged, Interrupted, DIVERGENCE_FACTOR, STOP_REQUESTED};
+
+/// Salts the run's seed for the generator of shuffles and augmentations, so that its stream is
+/// not the one the split, the synthetic slices or the initial weights draw from the same seed.
+const SHUFFLE_SEED_SALT: u64 = 0x5eed;
 
 /// Trains a new model into `o.out`.
 pub fn train(o: &TrainOptions) -> Result<Metrics> {
@@ -48,7 +51,7 @@ pub fn train(o: &TrainOptions) -> Result<Metrics> {
         lr: o.optimizer.lr,
         first_loss: None,
         callbacks: Callbacks::default(),
-        rng: rand_pcg::Pcg64::seed_from_u64(o.seed ^ 0x5eed),
+        rng: rand_pcg::Pcg64::seed_from_u64(o.seed ^ SHUFFLE_SEED_SALT),
         metrics_rows: Vec::new(),
         stopped_early: false,
         finished: false,

@@ -16,10 +16,11 @@ use crate::checkpoint::{self, DatasetRecord};
 use crate::data::load::{self, Preprocess, Sample};
 use crate::data::pairs::{self, Pair};
 use crate::data::skipped::{Skipped, Unusable};
-use crate::data::{split, synth};
+use crate::data::split;
 use crate::device::DeviceChoice;
 use crate::evaluate::Metrics;
 use crate::report;
+use crate::train::synthetic_split;
 
 /// What `wgunet eval` scores.
 pub enum EvalData {
@@ -138,20 +139,12 @@ fn eval_items(run: &Path, model: &LoadedModel, data: &EvalData) -> Result<(Vec<I
     let (pairs, label) = match data {
         EvalData::RunTestSplit => match &model.record.dataset {
             DatasetRecord::Synthetic { seed, count, train } => {
-                let n_train = ((*count as f64) * train).round() as usize;
-                let mut all = synth::samples_with_classes(*seed, *count, pre.size, model.classes())?;
-                let test = all.split_off(n_train);
-                let items = test
+                let split = synthetic_split(*seed, *count, *train, pre.size, model.classes(), pre.channels)?;
+                let items = split
+                    .test
                     .into_iter()
-                    .enumerate()
-                    .map(|(i, s)| Item::Synthetic {
-                        name: format!("synthetic-{:04}", n_train + i),
-                        sample: Sample {
-                            image: s.image.repeat(pre.channels),
-                            mask: s.mask,
-                            native_size: s.native_size,
-                        },
-                    })
+                    .zip(split.test_names)
+                    .map(|(sample, name)| Item::Synthetic { name, sample })
                     .collect();
                 return Ok((items, "the run's test split (synthetic)".to_string(), Vec::new()));
             }

@@ -70,6 +70,10 @@ pub struct Maps {
     pub native: Vec<f32>,
 }
 
+/// Batches of tiles cut and segmented at a time: a large photo has hundreds of tiles, which are
+/// not all held in memory at once.
+const TILE_BATCHES_AT_ONCE: usize = 4;
+
 /// A loaded model with the GPU program and options that turn images into probability maps
 /// and masks.
 pub struct Segmenter<'m> {
@@ -144,8 +148,7 @@ impl<'m> Segmenter<'m> {
         let plan = TilePlan::new(height, width, self.size(), self.options.overlap)?;
         let channels = self.model.record.model.channels;
         let mut blender = Blender::new(&plan, self.model.classes());
-        // A few batches of tiles at a time: a large photo has hundreds.
-        let group = 4 * self.options.batch;
+        let group = TILE_BATCHES_AT_ONCE * self.options.batch;
         for first in (0..plan.origins.len()).step_by(group) {
             let indices = first..(first + group).min(plan.origins.len());
             let tiles: Vec<Vec<f32>> = indices.clone().map(|i| plan.cut(image, channels, i)).collect();

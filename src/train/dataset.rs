@@ -70,18 +70,44 @@ pub fn load_dataset(d: &DataOptions, size: usize, classes: usize, seed: u64, out
 
 /// `count` built-in synthetic slices, the first `train_fraction` of them for training.
 fn synthetic(count: usize, d: &DataOptions, size: usize, classes: usize, seed: u64) -> Result<Dataset> {
-    let mut train = synth::samples_with_classes(seed, count, size, classes)?;
-    let n_train = ((count as f64) * d.train_fraction).round() as usize;
-    let test = train.split_off(n_train);
-    println!("built-in synthetic data: {count} slices ({} train, {} test)", train.len(), test.len());
     let channels = d.channels.unwrap_or(1);
+    let split = synthetic_split(seed, count, d.train_fraction, size, classes, channels)?;
+    println!("built-in synthetic data: {count} slices ({} train, {} test)", split.train.len(), split.test.len());
     Ok(Dataset {
-        test_names: (n_train..count).map(|i| format!("synthetic-{i:04}")).collect(),
+        train: split.train,
+        test: split.test,
+        test_names: split.test_names,
         pairs: count,
-        train: expand_channels(train, channels),
-        test: expand_channels(test, channels),
         record: DatasetRecord::Synthetic { seed, count, train: d.train_fraction },
         channels,
+    })
+}
+
+/// The built-in synthetic slices of a run, split as training splits them.
+pub struct SyntheticSplit {
+    pub train: Vec<Sample>,
+    pub test: Vec<Sample>,
+    /// `synthetic-NNNN`, by the slice's index.
+    pub test_names: Vec<String>,
+}
+
+/// `count` synthetic slices of `seed`: the first `round(count · train)` train, the rest test;
+/// the grayscale slices repeated to `channels`. `eval` finds a run's test split so again.
+pub fn synthetic_split(
+    seed: u64,
+    count: usize,
+    train: f64,
+    size: usize,
+    classes: usize,
+    channels: usize,
+) -> Result<SyntheticSplit> {
+    let mut slices = synth::samples_with_classes(seed, count, size, classes)?;
+    let n_train = ((count as f64) * train).round() as usize;
+    let test = slices.split_off(n_train);
+    Ok(SyntheticSplit {
+        train: expand_channels(slices, channels),
+        test: expand_channels(test, channels),
+        test_names: (n_train..count).map(|i| format!("synthetic-{i:04}")).collect(),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::ops::adam::AdamHyper;
 
 /// Steps between two read-backs of the running loss. Each read waits for the GPU to finish the
 /// steps queued before it, so reading at every step would stall the queue.
-pub const LOSS_READBACK_INTERVAL: usize = 8;
+const LOSS_READBACK_INTERVAL: usize = 8;
 
 /// The outcome of an epoch's training steps.
 pub(super) struct EpochLoss {
