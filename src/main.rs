@@ -18,6 +18,11 @@ use wgunet::ops::augment::AugmentPreset;
 use wgunet::train::{self, DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
+/// The seed notebook's image side, batch size and seed: the defaults of every command.
+const DEFAULT_SIZE: usize = 128;
+const DEFAULT_BATCH: usize = 8;
+const DEFAULT_SEED: u64 = 42;
+
 #[derive(Parser)]
 #[command(
     name = "wgunet",
@@ -55,7 +60,7 @@ struct ModelArgs {
     #[arg(long, value_enum, default_value = "unet")]
     arch: Arch,
     /// Input side in pixels, a multiple of 16; images are resized to it.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_SIZE)]
     size: usize,
     /// Base filters F (encoder F, 2F, 4F, 8F; bridge 16F).
     #[arg(long, default_value_t = 32)]
@@ -114,7 +119,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         channels: usize,
         /// Batch size the memory plan is made for.
-        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+        #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
         batch: usize,
     },
     /// Pair images with masks in DIR and write reproducible train/test lists (no copying).
@@ -123,7 +128,7 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value_t = DEFAULT_TRAIN_FRACTION, value_parser = train_fraction)]
         train: f64,
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
         /// Use at most this many pairs.
         #[arg(long, value_parser = at_least_one)]
@@ -138,9 +143,9 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 200)]
         count: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = DEFAULT_SIZE)]
         size: usize,
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
         /// 1: 0/255 tumour masks. 2 to 4: class-id masks (1 tumour, 2 ventricles, 3 skull).
         #[arg(long, default_value_t = 1)]
@@ -222,7 +227,7 @@ enum Command {
         model: ModelArgs,
         #[arg(long, default_value_t = 3)]
         channels: usize,
-        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+        #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
         batch: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
@@ -240,7 +245,7 @@ enum Command {
 #[derive(Args, Clone)]
 struct InferArgs {
     /// Images (or tiles) per GPU batch.
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     batch: usize,
     /// Segment each image at its own size in overlapping tiles of the model's size (sliding
     /// window) instead of resizing it; smaller images are padded by reflection.
@@ -341,7 +346,7 @@ struct TrainArgs {
     /// epoch's weights are kept).
     #[arg(long, default_value_t = train::EARLY_STOPPING_PATIENCE, value_parser = at_least_one)]
     early_stopping_patience: usize,
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     batch: usize,
     /// Adam learning rate (Keras' default).
     #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
@@ -359,7 +364,7 @@ struct TrainArgs {
     /// Same as --augment none.
     #[arg(long)]
     no_augment: bool,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
     /// Run folder for the model, metrics and lists.
     #[arg(long, default_value = "runs/unet")]
