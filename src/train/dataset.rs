@@ -186,3 +186,26 @@ fn expand_channels(samples: Vec<Sample>, channels: usize) -> Vec<Sample> {
         .map(|s| Sample { image: s.image.repeat(channels), mask: s.mask, native_size: s.native_size })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::split::DEFAULT_TRAIN_FRACTION;
+
+    /// `--train` moves the boundary between the same slices; the channels are repeated.
+    #[test]
+    fn synthetic_slices_split_at_the_train_fraction() {
+        let half = synthetic_split(1, 10, 0.5, 16, 1, 3).unwrap();
+        assert_eq!((half.train.len(), half.test.len()), (5, 5));
+        assert_eq!(
+            half.test_names,
+            ["synthetic-0005", "synthetic-0006", "synthetic-0007", "synthetic-0008", "synthetic-0009"]
+        );
+        let seed_default = synthetic_split(1, 10, DEFAULT_TRAIN_FRACTION, 16, 1, 1).unwrap();
+        assert_eq!((seed_default.train.len(), seed_default.test.len()), (7, 3));
+        assert_eq!(half.test[2].mask, seed_default.test[0].mask, "slice 7 either way");
+        assert_ne!(half.test[2].mask, half.test[1].mask);
+        let gray = &seed_default.train[0].image;
+        assert_eq!(half.train[0].image, [&gray[..], gray, gray].concat(), "gray repeated to 3 channels");
+    }
+}
