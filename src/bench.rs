@@ -34,6 +34,9 @@ fn first_step_line(after: Duration) -> String {
     format!("first step finished {:.2} s after start", after.as_secs_f64())
 }
 
+/// `--profile` prints the kernels that took longest, this many.
+const PROFILE_KERNELS_SHOWN: usize = 15;
+
 pub struct BenchResult {
     pub adapter: String,
     pub config: String,
@@ -65,7 +68,7 @@ impl BenchResult {
         if !self.profile.is_empty() {
             let total: f64 = self.profile.iter().map(|(_, t)| t).sum();
             println!("per kernel (each dispatch submitted alone; total {total:.1} ms):");
-            for (name, ms) in self.profile.iter().take(15) {
+            for (name, ms) in self.profile.iter().take(PROFILE_KERNELS_SHOWN) {
                 println!("  {ms:9.2} ms {:5.1}%  {name}", 100.0 * ms / total);
             }
         }

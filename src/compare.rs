@@ -36,8 +36,11 @@ pub fn compare(base: &TrainOptions, archs: &[Arch]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &arch in archs {
         println!("== {} ==", arch.name());
-        let opts = TrainOptions { arch, out: base.out.join(arch.name()), ..base.clone() };
+        let mut opts = base.clone();
+        opts.model.arch = arch;
+        opts.out = base.out.join(arch.name());
         let metrics = train::train(&opts)?;
+        // The model as trained: with the data's channels.
         let cfg = crate::checkpoint::load_record(&opts.out)?.model;
         rows.push(Row {
             arch,

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use wgunet::data::split::DEFAULT_TRAIN_FRACTION;
 use wgunet::data::{pairs, split, synth, Normalisation, NormaliseKind};
 use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
@@ -14,8 +15,13 @@ use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
-use wgunet::train::{self, DataSource, TrainOptions};
+use wgunet::train::{self, DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
+
+/// The seed notebook's image side, batch size and seed: the defaults of every command.
+const DEFAULT_SIZE: usize = 128;
+const DEFAULT_BATCH: usize = 8;
+const DEFAULT_SEED: u64 = 42;
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +60,7 @@ struct ModelArgs {
     #[arg(long, value_enum, default_value = "unet")]
     arch: Arch,
     /// Input side in pixels, a multiple of 16; images are resized to it.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = DEFAULT_SIZE)]
     size: usize,
     /// Base filters F (encoder F, 2F, 4F, 8F; bridge 16F).
     #[arg(long, default_value_t = 32)]
@@ -72,9 +78,9 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The validated model these flags describe, for `channels` input channels.
-    fn config(&self, channels: usize) -> Result<ModelConfig> {
-        let cfg = ModelConfig {
+    /// The model these flags describe, for `channels` input channels.
+    fn model(&self, channels: usize) -> ModelConfig {
+        ModelConfig {
             arch: self.arch,
             size: self.size,
             channels,
@@ -82,8 +88,14 @@ impl ModelArgs {
             dropout: self.dropout,
             classes: self.classes,
             activation: self.activation,
+            // Fitted to the training images once they are loaded.
             normalise: Normalisation::Unit,
-        };
+        }
+    }
+
+    /// [`ModelArgs::model`], validated.
+    fn config(&self, channels: usize) -> Result<ModelConfig> {
+        let cfg = self.model(channels);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -109,16 +121,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         channels: usize,
         /// Batch size the memory plan is made for.
-        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+        #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
         batch: usize,
     },
     /// Pair images with masks in DIR and write reproducible train/test lists (no copying).
     Split {
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = 0.7, value_parser = train_fraction)]
+        #[arg(long, default_value_t = DEFAULT_TRAIN_FRACTION, value_parser = train_fraction)]
         train: f64,
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
         /// Use at most this many pairs.
         #[arg(long, value_parser = at_least_one)]
@@ -133,9 +145,9 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 200)]
         count: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = DEFAULT_SIZE)]
         size: usize,
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
         /// 1: 0/255 tumour masks. 2 to 4: class-id masks (1 tumour, 2 ventricles, 3 skull).
         #[arg(long, default_value_t = 1)]
@@ -190,7 +202,7 @@ enum Command {
         #[command(flatten)]
         infer: InferArgs,
         /// Panels to draw: the best half and the worst half by Dice (0: none).
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 2 * wgunet::report::PANELS_EACH)]
         panels: usize,
         /// Folder for per_image.csv and panels/ (default: MODEL/eval).
         #[arg(long)]
@@ -230,7 +242,7 @@ enum Command {
         model: ModelArgs,
         #[arg(long, default_value_t = 3)]
         channels: usize,
-        #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+        #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
         batch: usize,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
@@ -248,7 +260,7 @@ enum Command {
 #[derive(Args, Clone)]
 struct InferArgs {
     /// Images (or tiles) per GPU batch.
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     batch: usize,
     /// Segment each image at its own size in overlapping tiles of the model's size (sliding
     /// window) instead of resizing it; smaller images are padded by reflection.
@@ -324,8 +336,8 @@ struct TrainArgs {
     train_list: Option<PathBuf>,
     #[arg(long, requires = "train_list")]
     test_list: Option<PathBuf>,
-    /// Fraction of pairs used for training (the rest is the test split).
-    #[arg(long, default_value_t = 0.7, value_parser = train_fraction)]
+    /// Fraction of pairs (or synthetic slices) used for training (the rest is the test split).
+    #[arg(long, default_value_t = DEFAULT_TRAIN_FRACTION, value_parser = train_fraction)]
     train: f64,
     #[arg(long, value_parser = at_least_one)]
     max_images: Option<usize>,
@@ -346,7 +358,15 @@ struct TrainArgs {
     normalise: NormaliseKind,
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    /// Epochs without a lower training loss before the learning rate is halved
+    /// (ReduceLROnPlateau).
+    #[arg(long, default_value_t = train::PLATEAU_PATIENCE, value_parser = at_least_one)]
+    plateau_patience: usize,
+    /// Epochs without a lower training loss before training stops (EarlyStopping; the best
+    /// epoch's weights are kept).
+    #[arg(long, default_value_t = train::EARLY_STOPPING_PATIENCE, value_parser = at_least_one)]
+    early_stopping_patience: usize,
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     batch: usize,
     /// Adam learning rate (Keras' default).
     #[arg(long, default_value_t = 1e-3, value_parser = learning_rate)]
@@ -364,7 +384,7 @@ struct TrainArgs {
     /// Same as --augment none.
     #[arg(long)]
     no_augment: bool,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
     /// Run folder for the model, metrics and lists.
     #[arg(long, default_value = "runs/unet")]
@@ -538,32 +558,35 @@ fn export(model: &Path, onnx: &Path) -> Result<()> {
 /// The training options a `train` (or `compare`) command line asks for.
 fn train_options(a: TrainArgs) -> Result<TrainOptions> {
     let source = match (a.data, a.train_list, a.test_list) {
-        (Some(dir), _, _) => DataSource::Folder { dir, train: a.train, max_images: a.max_images },
+        (Some(dir), _, _) => DataSource::Folder { dir },
         (None, Some(train), Some(test)) => DataSource::Lists { train, test },
         (None, None, None) => DataSource::Synthetic { count: a.synth_count },
         _ => bail!("give both --train-list and --test-list"),
     };
     Ok(TrainOptions {
-        source,
-        device: a.device.device,
-        arch: a.model.arch,
-        size: a.model.size,
-        filters: a.model.filters,
-        dropout: a.model.dropout,
-        channels: a.channels,
-        classes: a.model.classes,
-        activation: a.model.activation,
-        normalise: a.normalise,
-        epochs: a.epochs,
+        // Validated once the data have decided the channels.
+        model: a.model.model(a.channels.unwrap_or(1)),
+        data: DataOptions {
+            source,
+            train_fraction: a.train,
+            max_images: a.max_images,
+            channels: a.channels,
+            strict: a.strict,
+            normalise: a.normalise,
+        },
+        optimizer: OptimizerOptions { lr: a.lr, weight_decay: a.weight_decay },
+        schedule: Schedule {
+            epochs: a.epochs,
+            plateau_patience: a.plateau_patience,
+            early_stopping_patience: a.early_stopping_patience,
+        },
         batch: a.batch,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
         loss: Loss::for_classes(a.loss, a.model.classes)?,
         augment: if a.no_augment { AugmentPreset::None } else { a.augment },
         seed: a.seed,
+        device: a.device.device,
         out: a.out,
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        strict: a.strict,
         init: a.init.map(|run| InitRecord { run: run.display().to_string(), skip_head: a.init_skip_head }),
     })
 }

@@ -10,7 +10,7 @@ use wgunet::data::load::{load_image, load_sample_with_classes};
 use wgunet::data::{normalise_dataset, split, Normalisation, NormaliseKind, Pair, Preprocess};
 use wgunet::infer::native;
 use wgunet::model::{Activation, Arch, ModelConfig};
-use wgunet::train::{load_dataset, DataSource};
+use wgunet::train::{load_dataset, DataOptions, DataSource};
 
 /// A fresh folder under the system temp folder, removed when dropped.
 struct TempDir(PathBuf);
@@ -79,7 +79,15 @@ fn train_eval_and_predict_load_the_same_tensor() {
     let source = DataSource::Lists { train: list.clone(), test: list };
     for kind in [NormaliseKind::Unit, NormaliseKind::Zscore, NormaliseKind::Percentile] {
         // Training: decode at the model's size, fit on the training split, normalise both.
-        let mut data = load_dataset(&source, SIZE as usize, None, 1, 42, &dir.0, false).unwrap();
+        let options = DataOptions {
+            source: source.clone(),
+            train_fraction: 0.7,
+            max_images: None,
+            channels: None,
+            strict: false,
+            normalise: kind,
+        };
+        let mut data = load_dataset(&options, SIZE as usize, 1, 42, &dir.0).unwrap();
         let fitted = normalise_dataset(kind, &mut data.train, &mut data.test, data.channels);
         let pre = Preprocess::for_model(&model(fitted));
         assert_eq!(pre.normalise, fitted);

@@ -10,6 +10,9 @@ use rand::SeedableRng;
 
 use super::pairs::Pair;
 
+/// The share of the pairs that trains when none is given: the seed's 70/30 split.
+pub const DEFAULT_TRAIN_FRACTION: f64 = 0.7;
+
 /// Sorts the pairs (so the split does not depend on the order they were found in), keeps the
 /// first `max_images`, shuffles them with `Pcg64` seeded by `seed`, and puts the first
 /// `round(n · train)` in the train set. `train = 1` puts everything in train (no test set);

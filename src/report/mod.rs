@@ -21,6 +21,10 @@ pub use panels::{
 
 use crate::checkpoint::write_atomic;
 
+/// Panels a report draws of the best images, and as many of the worst: `train`'s report, and
+/// `eval`'s by default.
+pub const PANELS_EACH: usize = 3;
+
 /// A panel picture in a run folder, as `report.md` links it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PanelLink {

@@ -23,6 +23,7 @@ const PROGRESS_KEY: &str = "progress";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Progress {
     /// The options the run started with (`--epochs` raised by a resume).
+    #[serde(deserialize_with = "super::options::deserialize_recorded")]
     pub options: TrainOptions,
     /// Epochs completed.
     pub epoch: usize,
@@ -141,7 +142,7 @@ mod tests {
 
     use super::*;
     use crate::graph::Init;
-    use crate::train::DataSource;
+    use crate::train::{DataOptions, DataSource, OptimizerOptions, Schedule};
 
     fn param(name: &str, shape: Vec<usize>, trained: bool) -> ParamInfo {
         ParamInfo { name: name.into(), shape, init: Init::Zeros, trained }
@@ -163,32 +164,39 @@ mod tests {
             adam_v: vec![random(6), vec![]],
         };
         let options = crate::train::TrainOptions {
-            source: DataSource::Synthetic { count: 20 },
-            device: crate::DeviceChoice::Cpu,
-            arch: crate::model::Arch::Unet,
-            size: 32,
-            filters: 4,
-            dropout: 0.1,
-            channels: None,
-            classes: 1,
-            activation: crate::model::Activation::LeakyRelu,
-            normalise: crate::data::NormaliseKind::Percentile,
-            epochs: 3,
+            model: crate::model::ModelConfig {
+                arch: crate::model::Arch::Unet,
+                size: 32,
+                channels: 1,
+                filters: 4,
+                dropout: 0.1,
+                classes: 1,
+                activation: crate::model::Activation::LeakyRelu,
+                normalise: crate::data::Normalisation::Unit,
+            },
+            data: DataOptions {
+                source: DataSource::Synthetic { count: 20 },
+                train_fraction: 0.6,
+                max_images: None,
+                channels: None,
+                strict: false,
+                normalise: crate::data::NormaliseKind::Percentile,
+            },
+            optimizer: OptimizerOptions { lr: 1.0 / 3.0, weight_decay: 0.0 },
+            schedule: Schedule { epochs: 3, plateau_patience: 2, early_stopping_patience: 5 },
             batch: 2,
-            lr: 1.0 / 3.0,
-            weight_decay: 0.0,
             loss: crate::graph::Loss::Bce,
             augment: crate::ops::augment::AugmentPreset::Full,
             seed: 42,
+            device: crate::DeviceChoice::Cpu,
             out: dir.clone(),
             command: "wgunet train".into(),
-            strict: false,
             init: Some(crate::finetune::InitRecord { run: "runs/A".into(), skip_head: true }),
         };
         let mut generator = rand_pcg::Pcg64::seed_from_u64(3);
         generator.random::<u64>();
         let mut callbacks = Callbacks::default();
-        callbacks.observe(1, 0.1 + 0.2);
+        callbacks.observe(1, 0.1 + 0.2, &options.schedule);
         let progress = Progress {
             options,
             epoch: 1,
