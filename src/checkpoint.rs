@@ -41,6 +41,10 @@ pub struct RunRecord {
     /// in runs saved before `--init` existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitRecord>,
+    /// The patch side P of a model trained on patches at the images' own size (`--patch`):
+    /// eval and predict segment such a model's inputs in tiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<usize>,
 }
 
 fn full_augmentation() -> AugmentPreset {

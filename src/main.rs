@@ -356,6 +356,12 @@ struct TrainArgs {
     /// 0.5-99.5 percentiles, then its mean and standard deviation; CT).
     #[arg(long, value_enum, default_value = "unit")]
     normalise: NormaliseKind,
+    /// Train on random P×P patches of the images at their own size (a third centred on
+    /// foreground) instead of whole images resized to --size: for structures a few pixels
+    /// across. P is the model's input side (a multiple of 16); eval and predict then segment
+    /// in overlapping tiles at the images' own size.
+    #[arg(long, value_name = "P", conflicts_with = "size")]
+    patch: Option<usize>,
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
     /// Epochs without a lower training loss before the learning rate is halved
@@ -490,10 +496,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
             let options = train_options(args)?;
-            match resume {
-                Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train"))?,
-                None => drop(train::train(&options)?),
-            }
+            let run = match resume {
+                Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train")).map(|_| dir)?,
+                None => train::train(&options).map(|_| options.out.clone())?,
+            };
+            score_patch_run(&run, &options.device)?;
         }
         Command::Compare { archs, train } => {
             stop_on_interrupt()?;
@@ -519,6 +526,24 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run trained on patches (`--patch`) was scored on one patch per test image each epoch:
+/// score its whole test images too, in tiles at their own size, as `wgunet eval` does.
+fn score_patch_run(run: &Path, device: &wgunet::DeviceChoice) -> Result<()> {
+    if wgunet::checkpoint::load_record(run)?.patch.is_none() {
+        return Ok(());
+    }
+    println!("whole test images, in tiles at their own size (`wgunet eval {}`):", run.display());
+    let options = EvalOptions {
+        data: EvalData::RunTestSplit,
+        device: device.clone(),
+        infer: wgunet::infer::InferOptions { tile: true, ..Default::default() },
+        panels: 2 * wgunet::report::PANELS_EACH,
+        out: None,
+        json: None,
+    };
+    infer::eval(run, &options).map(drop)
 }
 
 /// `wgunet split`: the train and test lists of a dataset folder, written into `out`.
@@ -565,7 +590,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
     };
     Ok(TrainOptions {
         // Validated once the data have decided the channels.
-        model: a.model.model(a.channels.unwrap_or(1)),
+        model: ModelConfig { size: a.patch.unwrap_or(a.model.size), ..a.model.model(a.channels.unwrap_or(1)) },
         data: DataOptions {
             source,
             train_fraction: a.train,
@@ -573,6 +598,7 @@ fn train_options(a: TrainArgs) -> Result<TrainOptions> {
             channels: a.channels,
             strict: a.strict,
             normalise: a.normalise,
+            patch: a.patch,
         },
         optimizer: OptimizerOptions { lr: a.lr, weight_decay: a.weight_decay },
         schedule: Schedule {

@@ -10,6 +10,7 @@ mod dataset;
 mod epoch;
 mod options;
 mod outputs;
+mod patches;
 mod setup;
 mod state;
 mod stop;
@@ -104,6 +105,9 @@ struct Trainer {
     batch: usize,
     /// None with `--augment none`.
     augmentation: Option<BatchAugment>,
+    /// With `--patch`: the training images at their own size, drawn from (`data.train` is
+    /// then empty).
+    patches: Option<patches::TrainPatches>,
 }
 
 impl Trainer {
@@ -179,6 +183,11 @@ impl Trainer {
         ))
     }
 
+    /// Training images (with `--patch`, drawn from as patches).
+    fn train_len(&self) -> usize {
+        self.patches.as_ref().map_or(self.data.train.len(), patches::TrainPatches::len)
+    }
+
     fn record(&self, epochs_run: usize, best_epoch: usize) -> RunRecord {
         RunRecord {
             model: self.cfg.clone(),
@@ -190,6 +199,7 @@ impl Trainer {
             best_epoch,
             wgunet_version: env!("CARGO_PKG_VERSION").to_string(),
             init: self.o.init.clone(),
+            patch: self.o.data.patch,
         }
     }
 
@@ -214,9 +224,9 @@ impl Trainer {
                 self.evaluator.evaluate(&self.gpu, &self.data.test)?
             }
         };
-        metrics.print("test split");
+        metrics.print(if self.patches.is_some() { "test split, one patch per image" } else { "test split" });
         checkpoint::write_atomic(&self.o.out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
-        outputs::write_run_report(&self.o, &self.gpu, &self.evaluator, &self.data, &self.cfg, &metrics)?;
+        outputs::write_run_report(&self.o, &self.gpu, &self.evaluator, &self.data, self.train_len(), &self.cfg, &metrics)?;
         println!("saved {}", self.o.out.display());
         Ok(metrics)
     }

@@ -86,6 +86,7 @@ fn write_run(dir: &Path, cfg: &ModelConfig, weights: &[Vec<f32>]) {
         best_epoch: 1,
         wgunet_version: env!("CARGO_PKG_VERSION").into(),
         init: None,
+        patch: None,
     };
     checkpoint::save_record(dir, &record).unwrap();
     checkpoint::save_weights(&dir.join("best.safetensors"), &cfg.build(1).params, weights).unwrap();

@@ -86,6 +86,7 @@ fn train_eval_and_predict_load_the_same_tensor() {
             channels: None,
             strict: false,
             normalise: kind,
+            patch: None,
         };
         let mut data = load_dataset(&options, SIZE as usize, 1, 42, &dir.0).unwrap();
         let fitted = normalise_dataset(kind, &mut data.train, &mut data.test, data.channels);

@@ -46,12 +46,15 @@ impl Preprocess {
     }
 }
 
-/// A decoded, resized sample.
+/// A decoded sample: resized to the model's square, or at its own size for patch training
+/// ([`decode_pairs_native`]).
 #[derive(Clone, Debug)]
 pub struct Sample {
-    /// `[channels, size, size]`: in [0, 1], then normalised (see [`Preprocess::normalise`]).
+    /// `[channels, size, size]` (or `[channels, height, width]` at native size): in [0, 1],
+    /// then normalised (see [`Preprocess::normalise`]).
     pub image: Vec<f32>,
-    /// `[size, size]`: each 0 or 1, or for a K-class model each a class id below K.
+    /// `[size, size]` (or `[height, width]`): each 0 or 1, or for a K-class model each a class
+    /// id below K.
     pub mask: Vec<f32>,
     /// (width, height) of the image file, to scale predictions back.
     pub native_size: (u32, u32),
@@ -67,17 +70,35 @@ pub fn load_sample(pair: &Pair, pre: &Preprocess) -> Result<Sample> {
 /// when their size differs from their image's.
 pub fn load_sample_with_classes(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<Sample> {
     pre.validate()?;
-    Ok(decode_pair(pair, pre, classes)?.0)
+    Ok(decode_pair(pair, pre, Side::Square, classes)?.0)
+}
+
+/// What decoding resizes an image and its mask to.
+#[derive(Clone, Copy)]
+enum Side {
+    /// The model's square ([`Preprocess::size`]).
+    Square,
+    /// The image's own size; only the mask is resized if it differs.
+    Native,
 }
 
 /// [`load_sample_with_classes`] for a validated `pre`, and whether the mask's size differed
 /// from the image's.
-fn decode_pair(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<(Sample, bool), Unusable> {
-    let (image, native_size) = resized_image(&decode(&pair.image)?, pre);
+fn decode_pair(pair: &Pair, pre: &Preprocess, side: Side, classes: usize) -> Result<(Sample, bool), Unusable> {
+    let decoded = decode(&pair.image)?;
+    let native_size = (decoded.width(), decoded.height());
+    let (width, height) = match side {
+        Side::Square => (pre.size as u32, pre.size as u32),
+        Side::Native => native_size,
+    };
+    let image = resized_image(&decoded, (width, height), pre);
     let mask_image = decode(&pair.mask)?;
     let resized = (mask_image.width(), mask_image.height()) != native_size;
-    let side = pre.size as u32;
-    let mask = imageops::resize(&mask_targets(&mask_image, classes, &pair.mask)?, side, side, FilterType::Nearest);
+    let targets = mask_targets(&mask_image, classes, &pair.mask)?;
+    let mask = match targets.dimensions() == (width, height) {
+        true => targets,
+        false => imageops::resize(&targets, width, height, FilterType::Nearest),
+    };
     Ok((Sample { image, mask: mask.into_raw().into_iter().map(f32::from).collect(), native_size }, resized))
 }
 
@@ -86,22 +107,26 @@ fn decode_pair(pair: &Pair, pre: &Preprocess, classes: usize) -> Result<(Sample,
 /// luma for 1 channel, gray is replicated for 3.
 pub fn load_image(path: &Path, pre: &Preprocess) -> Result<(Vec<f32>, (u32, u32))> {
     pre.validate()?;
-    Ok(resized_image(&decode(path)?, pre))
+    let decoded = decode(path)?;
+    let side = pre.size as u32;
+    Ok((resized_image(&decoded, (side, side), pre), (decoded.width(), decoded.height())))
 }
 
-fn resized_image(decoded: &DynamicImage, pre: &Preprocess) -> (Vec<f32>, (u32, u32)) {
-    let native_size = (decoded.width(), decoded.height());
-    let side = pre.size as u32;
+/// `decoded` at `(width, height)`, planar, in [0, 1], then normalised.
+fn resized_image(decoded: &DynamicImage, (width, height): (u32, u32), pre: &Preprocess) -> Vec<f32> {
+    let same = (decoded.width(), decoded.height()) == (width, height);
     let planar = if pre.channels == 1 {
-        imageops::resize(&decoded.to_luma32f(), side, side, FilterType::Triangle).into_raw()
+        let luma = decoded.to_luma32f();
+        if same { luma } else { imageops::resize(&luma, width, height, FilterType::Triangle) }.into_raw()
     } else {
-        let interleaved = imageops::resize(&decoded.to_rgb32f(), side, side, FilterType::Triangle).into_raw();
+        let rgb = decoded.to_rgb32f();
+        let interleaved = if same { rgb } else { imageops::resize(&rgb, width, height, FilterType::Triangle) }.into_raw();
         (0..3).flat_map(|c| interleaved.iter().skip(c).step_by(3).copied()).collect()
     };
     // The triangle filter can overshoot by rounding; keep the promised range.
     let mut image: Vec<f32> = planar.into_iter().map(|v| v.clamp(0.0, 1.0)).collect();
     pre.normalise.apply(&mut image, pre.channels);
-    (image, native_size)
+    image
 }
 
 /// Decodes every pair in parallel for a binary model, returning samples in the order of `pairs`.
@@ -137,8 +162,18 @@ pub struct Decoded {
 /// those with an unusable file: empty, truncated, not an image, too large, an unsupported
 /// pixel format, a class id out of range.
 pub fn decode_pairs(pairs: &[Pair], pre: &Preprocess, classes: usize) -> Result<Decoded> {
+    decode_pairs_at(pairs, pre, Side::Square, classes)
+}
+
+/// [`decode_pairs`] at each image's own size (`pre.size` unused), for patch training: a
+/// sample's image is `[channels, height, width]` with `native_size` = (width, height).
+pub fn decode_pairs_native(pairs: &[Pair], pre: &Preprocess, classes: usize) -> Result<Decoded> {
+    decode_pairs_at(pairs, pre, Side::Native, classes)
+}
+
+fn decode_pairs_at(pairs: &[Pair], pre: &Preprocess, side: Side, classes: usize) -> Result<Decoded> {
     pre.validate()?;
-    let results: Vec<_> = pairs.par_iter().map(|pair| decode_pair(pair, pre, classes)).collect();
+    let results: Vec<_> = pairs.par_iter().map(|pair| decode_pair(pair, pre, side, classes)).collect();
     let mut decoded = Decoded::default();
     for (pair, result) in pairs.iter().zip(results) {
         match result {

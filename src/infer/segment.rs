@@ -84,7 +84,10 @@ pub struct Segmenter<'m> {
 }
 
 impl<'m> Segmenter<'m> {
-    pub fn new(model: &'m LoadedModel, options: InferOptions) -> Result<Segmenter<'m>> {
+    /// A model trained on patches at the images' own size (`train --patch`) always segments in
+    /// tiles: resizing a whole image to its patch side would shrink what it learned to see.
+    pub fn new(model: &'m LoadedModel, mut options: InferOptions) -> Result<Segmenter<'m>> {
+        options.tile |= model.record.patch.is_some();
         ensure!(options.batch > 0, "--batch must be at least 1");
         ensure!(
             (0.0..1.0).contains(&options.overlap),

@@ -14,6 +14,8 @@ use crate::data::{pairs, split, synth};
 
 /// Decoded train and test samples, and how to find them again.
 pub struct Dataset {
+    /// Resized to the model's size; at their own size with `--patch` (until training takes
+    /// them over as patch sources).
     pub train: Vec<Sample>,
     pub test: Vec<Sample>,
     /// A name per test sample (file stem, or `synthetic-N`), for panels.
@@ -29,6 +31,9 @@ pub struct Dataset {
 /// files, and the files skipped (an error with `strict`) into `out/skipped.txt`.
 pub fn load_dataset(d: &DataOptions, size: usize, classes: usize, seed: u64, out: &Path) -> Result<Dataset> {
     match &d.source {
+        DataSource::Synthetic { .. } if d.patch.is_some() => {
+            anyhow::bail!("--patch trains on images at their own size: give --data (the built-in slices have none; `wgunet synth --size 256 --out DIR` writes some)")
+        }
         DataSource::Synthetic { count } => synthetic(*count, d, size, classes, seed),
         DataSource::Folder { dir } => {
             let pairing = pairs::find_pairs(dir)?;
@@ -139,7 +144,8 @@ fn load_lists(
     // Normalised once the training set's statistics are known (see `normalise_dataset`).
     let pre = Preprocess { size, channels, normalise: Normalisation::Unit };
     let t0 = Instant::now();
-    let (train, test) = (load::decode_pairs(tr, &pre, classes)?, load::decode_pairs(te, &pre, classes)?);
+    let decode = if d.patch.is_some() { load::decode_pairs_native } else { load::decode_pairs };
+    let (train, test) = (decode(tr, &pre, classes)?, decode(te, &pre, classes)?);
     let looked_at = tr.len() + te.len() + found.unpaired.len();
     let skipped = Skipped::new([found.unpaired, train.skipped, test.skipped].concat());
     skipped.report(looked_at, "pairs", out)?;
@@ -168,8 +174,9 @@ fn load_lists(
     split::write_list(&out.join("train.txt"), &train.pairs)?;
     split::write_list(&out.join("test.txt"), &test.pairs)?;
     let (te, train, test) = (test.pairs, train.samples, test.samples);
+    let at = if d.patch.is_some() { "their own size".to_string() } else { format!("{size}x{size}") };
     println!(
-        "decoded {} images at {size}x{size}, {channels} channel(s), in {:.1} s (kept in memory)",
+        "decoded {} images at {at}, {channels} channel(s), in {:.1} s (kept in memory)",
         train.len() + test.len(),
         t0.elapsed().as_secs_f64()
     );

@@ -28,8 +28,9 @@ impl Trainer {
     /// (see [`DIVERGENCE_FACTOR`]) or a stop the user asked for ends the epoch with an error.
     pub(super) fn run_epoch(&self, progress: &mut Progress, epoch: usize) -> Result<EpochLoss> {
         let (gpu, exec, batch) = (&self.gpu, &self.exec, self.batch);
-        let steps = self.data.train.len().div_ceil(batch);
-        let mut order: Vec<usize> = (0..self.data.train.len()).collect();
+        let train_len = self.train_len();
+        let steps = train_len.div_ceil(batch);
+        let mut order: Vec<usize> = (0..train_len).collect();
         order.shuffle(&mut progress.rng);
         let bar = progress_bar(steps, format!("{epoch}/{}", self.o.schedule.epochs));
         gpu.write(exec.loss_sum(), &[0.0f32]);
@@ -41,9 +42,19 @@ impl Trainer {
         for s in 0..steps {
             // Every sample once an epoch; the last batch is topped up from the start of the order.
             for i in 0..batch {
-                let sample = &self.data.train[order[(s * batch + i) % order.len()]];
-                image[i * img_len..(i + 1) * img_len].copy_from_slice(&sample.image);
-                mask[i * mask_len..(i + 1) * mask_len].copy_from_slice(&sample.mask);
+                let k = order[(s * batch + i) % order.len()];
+                let (image, mask) = (&mut image[i * img_len..][..img_len], &mut mask[i * mask_len..][..mask_len]);
+                match &self.patches {
+                    Some(patches) => {
+                        let patch = patches.draw(k, &mut progress.rng);
+                        image.copy_from_slice(&patch.image);
+                        mask.copy_from_slice(&patch.mask);
+                    }
+                    None => {
+                        image.copy_from_slice(&self.data.train[k].image);
+                        mask.copy_from_slice(&self.data.train[k].mask);
+                    }
+                }
             }
             progress.step += 1;
             self.submit_step(progress, &image, &mask);

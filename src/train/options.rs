@@ -46,6 +46,10 @@ pub struct DataOptions {
     /// model). Runs recorded before the choice resume as `unit`.
     #[serde(default)]
     pub normalise: NormaliseKind,
+    /// Train on random P×P patches of the images at their own size (the model's size is P)
+    /// instead of whole images resized to the model's size.
+    #[serde(default)]
+    pub patch: Option<usize>,
 }
 
 /// Adam's settings.
@@ -185,6 +189,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--max-images" => ad.max_images != bd.max_images,
         "--channels" => ad.channels != bd.channels,
         "--normalise" => ad.normalise != bd.normalise,
+        "--patch" => ad.patch != bd.patch,
         "--batch" => a.batch != b.batch,
         "--lr" => a.optimizer.lr != b.optimizer.lr,
         "--weight-decay" => a.optimizer.weight_decay != b.optimizer.weight_decay,
@@ -245,6 +250,7 @@ mod tests {
             channels: Some(3),
             strict: true,
             normalise: NormaliseKind::Unit,
+            patch: None,
         };
         assert_eq!(o.data, data);
         assert_eq!(o.optimizer, OptimizerOptions { lr: 1.0 / 3.0, weight_decay: 0.0 });

@@ -38,6 +38,7 @@ pub(super) fn write_run_report(
     gpu: &Gpu,
     evaluator: &Evaluator,
     data: &Dataset,
+    train_images: usize,
     cfg: &ModelConfig,
     metrics: &Metrics,
 ) -> Result<()> {
@@ -74,7 +75,7 @@ pub(super) fn write_run_report(
             command: o.command.clone(),
             dataset,
             pairs: data.pairs,
-            train: data.train.len(),
+            train: train_images,
             test: data.test.len(),
             size: cfg.size,
             channels: cfg.channels,

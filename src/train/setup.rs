@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use rand::Rng;
 
 use super::dataset::load_dataset;
+use super::patches::TrainPatches;
 use super::options::{DataSource, TrainOptions};
 use super::Trainer;
 use crate::data::normalise_dataset;
@@ -29,10 +30,12 @@ impl Trainer {
         let normalise = normalise_dataset(o.data.normalise, &mut data.train, &mut data.test, data.channels);
         println!("normalisation: {}", normalise.describe());
         let cfg = ModelConfig { channels: data.channels, normalise, ..o.model.clone() };
+        let patches = o.data.patch.map(|p| TrainPatches::new(p, &mut data, o.seed));
+        let train_len = patches.as_ref().map_or(data.train.len(), TrainPatches::len);
         let gpu = Gpu::open(&o.device)?;
         println!("device: {}", gpu.describe());
 
-        let batch = o.batch.min(data.train.len()).max(1);
+        let batch = o.batch.min(train_len).max(1);
         let graph = cfg.build(batch);
         let program = compile(&graph, Mode::Train(o.loss));
         let params = Arc::new(ParamArena::new(&gpu, &program.params)?);
@@ -44,7 +47,7 @@ impl Trainer {
             Some(config) => Some(BatchAugment::new(&gpu, &exec, &cfg, batch, config)?),
             None => None,
         };
-        Ok(Trainer { o: o.clone(), data, cfg, gpu, params, exec, evaluator, batch, augmentation })
+        Ok(Trainer { o: o.clone(), data, cfg, gpu, params, exec, evaluator, batch, augmentation, patches })
     }
 }
 

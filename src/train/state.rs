@@ -181,6 +181,7 @@ mod tests {
                 channels: None,
                 strict: false,
                 normalise: crate::data::NormaliseKind::Percentile,
+                patch: Some(32),
             },
             optimizer: OptimizerOptions { lr: 1.0 / 3.0, weight_decay: 0.0 },
             schedule: Schedule { epochs: 3, plateau_patience: 2, early_stopping_patience: 5 },
