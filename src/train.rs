@@ -226,7 +226,15 @@ impl Trainer {
         };
         metrics.print(if self.patches.is_some() { "test split, one patch per image" } else { "test split" });
         checkpoint::write_atomic(&self.o.out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
-        outputs::write_run_report(&self.o, &self.gpu, &self.evaluator, &self.data, self.train_len(), &self.cfg, &metrics)?;
+        outputs::write_run_report(
+            &self.o,
+            &self.gpu,
+            &self.evaluator,
+            &self.data,
+            self.train_len(),
+            &self.cfg,
+            &metrics,
+        )?;
         println!("saved {}", self.o.out.display());
         Ok(metrics)
     }

@@ -120,7 +120,8 @@ fn resized_image(decoded: &DynamicImage, (width, height): (u32, u32), pre: &Prep
         if same { luma } else { imageops::resize(&luma, width, height, FilterType::Triangle) }.into_raw()
     } else {
         let rgb = decoded.to_rgb32f();
-        let interleaved = if same { rgb } else { imageops::resize(&rgb, width, height, FilterType::Triangle) }.into_raw();
+        let interleaved =
+            if same { rgb } else { imageops::resize(&rgb, width, height, FilterType::Triangle) }.into_raw();
         (0..3).flat_map(|c| interleaved.iter().skip(c).step_by(3).copied()).collect()
     };
     // The triangle filter can overshoot by rounding; keep the promised range.

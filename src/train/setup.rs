@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use rand::Rng;
 
 use super::dataset::load_dataset;
-use super::patches::TrainPatches;
 use super::options::{DataSource, TrainOptions};
+use super::patches::TrainPatches;
 use super::Trainer;
 use crate::data::normalise_dataset;
 use crate::data::synth;
