@@ -25,6 +25,18 @@ pub const WG: u32 = 256;
 /// `divmod` in common.wgsl is exact for dividends below this (f32 division with a correction).
 pub const DIVMOD_LIMIT: usize = 1 << 24;
 
+uniform! {
+    /// `ConvParams` in common.wgsl: the shape every convolution kernel reads (conv2d and
+    /// conv_transpose2d, both variants).
+    pub(crate) struct ConvParams {
+        pub(crate) n: u32,
+        pub(crate) cin: u32,
+        pub(crate) cout: u32,
+        pub(crate) h: u32,
+        pub(crate) w: u32,
+    }
+}
+
 /// A WGSL file compiled into the binary.
 pub struct Shader {
     pub name: &'static str,

@@ -37,8 +37,8 @@ macro_rules! family {
 
 pub static FAMILIES: &[Family] = &[
     family!("elementwise", elementwise::CHECK_CASES, elementwise::check),
-    Family { name: "conv2d", check: conv2d::check_all },
-    Family { name: "conv_transpose2d", check: conv_transpose2d::check_all },
+    family!("conv2d", conv2d::CHECK_SHAPES, conv2d::check),
+    family!("conv_transpose2d", conv_transpose2d::CHECK_SHAPES, conv_transpose2d::check),
     Family {
         name: "loss",
         check: |gpu, rng| {
@@ -47,7 +47,7 @@ pub static FAMILIES: &[Family] = &[
             Ok(out)
         },
     },
-    Family { name: "adam", check: adam::check_all },
+    family!("adam", adam::CHECK_CASES, adam::check),
     family!("max_pool", pool::MAX_POOL_CASES, pool::check_max_pool),
     family!("upsample", pool::UPSAMPLE_CASES, pool::check_upsample),
     family!("concat", concat::CHECK_CASES, concat::check),
