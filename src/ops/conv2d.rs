@@ -265,8 +265,9 @@ pub trait Convolution: Copy + std::fmt::Debug + Send + Sync + 'static {
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch>;
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch>;
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64>;
-    /// (dx, dw, db).
-    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>);
+    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64>;
+    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64>;
+    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64>;
     /// Its ONNX node(s) over `inputs` (x, weight, bias); returns the output value.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String;
 }
@@ -300,8 +301,14 @@ impl Convolution for Conv2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
-    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        reference::backward(self, x, w, dy)
+    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_input(self, w, dy)
+    }
+    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_weight(self, x, dy)
+    }
+    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64> {
+        reference::backward_bias(self, dy)
     }
     /// A fused ReLU is a Relu node after the Conv.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
@@ -417,8 +424,7 @@ impl<S: Convolution> Kernel for ConvBackwardInput<S> {
         Ok(vec![self.s.backward_input(g.gpu, g.buf(self.dy), g.param(self.w), g.buf(self.dx))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        let x = vec![0.0; self.s.input_len()];
-        c.buffers[self.dx] = self.s.reference_backward(&x, &c.params[self.w], &c.buffers[self.dy]).0;
+        c.buffers[self.dx] = self.s.reference_backward_input(&c.params[self.w], &c.buffers[self.dy]);
     }
 }
 
@@ -439,8 +445,7 @@ impl<S: Convolution> Kernel for ConvBackwardWeight<S> {
         Ok(vec![self.s.backward_weight(g.gpu, g.buf(self.x), g.buf(self.dy), g.grad(self.dw))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        let w = vec![0.0; self.s.weight_len()];
-        c.grads[self.dw] = self.s.reference_backward(&c.buffers[self.x], &w, &c.buffers[self.dy]).1;
+        c.grads[self.dw] = self.s.reference_backward_weight(&c.buffers[self.x], &c.buffers[self.dy]);
     }
 }
 
@@ -460,8 +465,7 @@ impl<S: Convolution> Kernel for ConvBackwardBias<S> {
         Ok(vec![self.s.backward_bias(g.gpu, g.buf(self.dy), g.grad(self.db))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        let (x, w) = (vec![0.0; self.s.input_len()], vec![0.0; self.s.weight_len()]);
-        c.grads[self.db] = self.s.reference_backward(&x, &w, &c.buffers[self.dy]).2;
+        c.grads[self.db] = self.s.reference_backward_bias(&c.buffers[self.dy]);
     }
 }
 
@@ -512,18 +516,31 @@ pub mod reference {
         y
     }
 
-    /// `(dx, dw, db)`; `dz` is the gradient of the pre-activation output.
-    pub fn backward(s: &Conv2d, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    /// dx from `dz`; `dz` is the gradient of the pre-activation output.
+    pub fn backward_input(s: &Conv2d, w: &[f64], dz: &[f64]) -> Vec<f64> {
+        let mut dx = vec![0.0; s.input_len()];
+        for_each_tap(s, |yi, xi, wi| dx[xi] += dz[yi] * w[wi]);
+        dx
+    }
+
+    pub fn backward_weight(s: &Conv2d, x: &[f64], dz: &[f64]) -> Vec<f64> {
+        let mut dw = vec![0.0; s.weight_len()];
+        for_each_tap(s, |yi, xi, wi| dw[wi] += dz[yi] * x[xi]);
+        dw
+    }
+
+    pub fn backward_bias(s: &Conv2d, dz: &[f64]) -> Vec<f64> {
         let plane = s.h * s.w;
-        let (mut dx, mut dw, mut db) = (vec![0.0; s.input_len()], vec![0.0; s.weight_len()], vec![0.0; s.cout]);
-        for_each_tap(s, |yi, xi, wi| {
-            dx[xi] += dz[yi] * w[wi];
-            dw[wi] += dz[yi] * x[xi];
-        });
+        let mut db = vec![0.0; s.cout];
         for (i, g) in dz.iter().enumerate() {
             db[i / plane % s.cout] += g;
         }
-        (dx, dw, db)
+        db
+    }
+
+    /// `(dx, dw, db)`.
+    pub fn backward(s: &Conv2d, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        (backward_input(s, w, dz), backward_weight(s, x, dz), backward_bias(s, dz))
     }
 }
 

@@ -162,8 +162,14 @@ impl Convolution for ConvTranspose2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
-    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        reference::backward(self, x, w, dy)
+    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_input(self, w, dy)
+    }
+    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_weight(self, x, dy)
+    }
+    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64> {
+        reference::backward_bias(self, dy)
     }
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
         onnx.single("ConvTranspose", &inputs, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])])
@@ -220,18 +226,31 @@ pub mod reference {
         y
     }
 
-    /// `(dx, dw, db)`.
-    pub fn backward(s: &ConvTranspose2d, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    /// dx from `dy`.
+    pub fn backward_input(s: &ConvTranspose2d, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        let mut dx = vec![0.0; s.input_len()];
+        for_each_tap(s, |yi, xi, wi| dx[xi] += dy[yi] * w[wi]);
+        dx
+    }
+
+    pub fn backward_weight(s: &ConvTranspose2d, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        let mut dw = vec![0.0; s.weight_len()];
+        for_each_tap(s, |yi, xi, wi| dw[wi] += dy[yi] * x[xi]);
+        dw
+    }
+
+    pub fn backward_bias(s: &ConvTranspose2d, dy: &[f64]) -> Vec<f64> {
         let plane = 4 * s.h * s.w;
-        let (mut dx, mut dw, mut db) = (vec![0.0; s.input_len()], vec![0.0; s.weight_len()], vec![0.0; s.cout]);
-        for_each_tap(s, |yi, xi, wi| {
-            dx[xi] += dy[yi] * w[wi];
-            dw[wi] += dy[yi] * x[xi];
-        });
+        let mut db = vec![0.0; s.cout];
         for (i, g) in dy.iter().enumerate() {
             db[i / plane % s.cout] += g;
         }
-        (dx, dw, db)
+        db
+    }
+
+    /// `(dx, dw, db)`.
+    pub fn backward(s: &ConvTranspose2d, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        (backward_input(s, w, dy), backward_weight(s, x, dy), backward_bias(s, dy))
     }
 }
 
