@@ -457,9 +457,10 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// `params` is written to binding 0; `tensors` are `(binding, view)` pairs.
-    /// Every tensor is checked against the adapter's max storage-buffer binding first.
-    pub fn new<P: bytemuck::Pod>(
+    /// `params` is written to binding 0; `tensors` are `(binding number, view)` pairs (from
+    /// [`launch`], which reads the numbers from the WGSL). Every tensor is checked against the
+    /// adapter's max storage-buffer binding first.
+    fn new<P: bytemuck::Pod>(
         gpu: &Gpu,
         spec: &KernelSpec,
         params: &P,

@@ -43,15 +43,15 @@ impl ChannelSlice {
 
     /// Forward of concat, one per input: copies `part` into its slice of `whole`.
     pub fn insert(&self, gpu: &Gpu, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
-        self.launch(gpu, true, part, whole)
+        self.copy_slice(gpu, true, part, whole)
     }
 
     /// Backward of concat: d(part) = d(whole)[slice].
     pub fn extract(&self, gpu: &Gpu, whole: &BufferView, part: &BufferView) -> Result<Dispatch> {
-        self.launch(gpu, false, part, whole)
+        self.copy_slice(gpu, false, part, whole)
     }
 
-    fn launch(&self, gpu: &Gpu, insert: bool, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
+    fn copy_slice(&self, gpu: &Gpu, insert: bool, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
         ensure!(
             self.offset + self.c_part <= self.c_total,
             "channel slice {}..{} does not fit in {} channels",
