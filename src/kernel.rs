@@ -129,11 +129,18 @@ impl Layout {
         self.bindings.iter().find(|(_, v, _)| v == variable).map(|&(number, _, _)| number)
     }
 
-    /// The members of binding 0's struct, padding (`_…`) left out.
-    fn params(&self) -> Vec<(&str, &str)> {
-        let ty = self.bindings.iter().find(|(number, _, _)| *number == 0).map(|(_, _, ty)| ty.as_str());
-        let members = ty.and_then(|ty| self.structs.get(ty)).map(Vec::as_slice).unwrap_or_default();
-        members.iter().filter(|(m, _)| !m.starts_with('_')).map(|(m, t)| (m.as_str(), t.as_str())).collect()
+    /// The members of binding 0's struct.
+    fn params(&self) -> &[(String, String)] {
+        let ty = self.bindings.iter().find(|(number, _, _)| *number == 0).map(|(_, _, ty)| ty);
+        ty.and_then(|ty| self.structs.get(ty)).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether binding 0's struct is `fields` followed by padding (`_…`) only.
+    fn params_are(&self, fields: &[(&str, &str)]) -> bool {
+        let members = self.params();
+        members.len() >= fields.len()
+            && members.iter().zip(fields).all(|((m, t), (f, ft))| m == f && t == ft)
+            && members[fields.len()..].iter().all(|(m, _)| m.starts_with('_'))
     }
 }
 
@@ -174,13 +181,13 @@ pub fn launch<P: Uniform>(
     groups: [u32; 3],
 ) -> Result<Dispatch> {
     let layout = Layout::of(shader(spec.shader));
-    let wgsl = layout.params();
-    if wgsl.iter().copied().ne(P::FIELDS.iter().copied()) {
+    if !layout.params_are(P::FIELDS) {
         bail!(
-            "kernel {}::{}: the Rust params {:?} are not the WGSL struct's {wgsl:?} (a bug in wgunet)",
+            "kernel {}::{}: the Rust params {:?} are not the WGSL struct's {:?} (a bug in wgunet)",
             spec.shader,
             spec.entry,
-            P::FIELDS
+            P::FIELDS,
+            layout.params()
         );
     }
     let mut tensors = Vec::with_capacity(bindings.len());
@@ -560,9 +567,13 @@ mod tests {
     }
 
     #[test]
-    fn params_leave_out_padding() {
+    fn params_match_up_to_trailing_padding() {
         let layout = Layout::of(shader("gate"));
-        assert_eq!(layout.params(), [("n", "u32"), ("c", "u32"), ("hw", "u32")]);
+        assert!(layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "u32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("hw", "u32"), ("c", "u32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "f32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("c", "u32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "u32"), ("extra", "u32"), ("more", "u32")]));
         assert_eq!(layout.binding_number("out"), Some(4));
         assert_eq!(layout.binding_number("p"), Some(0));
         assert_eq!(layout.binding_number("nothing"), None);
