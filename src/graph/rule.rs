@@ -266,9 +266,8 @@ macro_rules! op_kernel {
 
         impl $crate::graph::Kernel for $name {
             fn buffers(&self) -> (Vec<$crate::graph::BufId>, Vec<$crate::graph::BufId>) {
-                let mut read = Vec::new();
-                $($crate::graph::rule::op_kernel!(@read read, $kind, self.$input);)*
-                (read, vec![self.$output])
+                let read = [$($crate::graph::rule::op_kernel!(@read $kind, self.$input)),*];
+                (read.into_iter().flatten().collect(), vec![self.$output])
             }
             fn dispatch(&self, g: &$crate::graph::GpuBuffers) -> anyhow::Result<Vec<$crate::kernel::Dispatch>> {
                 let output = g.buf(self.$output);
@@ -301,8 +300,8 @@ macro_rules! op_kernel {
     };
     (@id buf) => { $crate::graph::BufId };
     (@id param) => { $crate::graph::ParamId };
-    (@read $read:ident, buf, $id:expr) => { $read.push($id) };
-    (@read $read:ident, param, $id:expr) => { () };
+    (@read buf, $id:expr) => { Some($id) };
+    (@read param, $id:expr) => { None };
     (@gpu $g:ident, buf, $id:expr) => { $g.buf($id) };
     (@gpu $g:ident, param, $id:expr) => { $g.param($id) };
     (@cpu $c:ident, buf, $id:expr) => { $c.buffers[$id] };
