@@ -55,25 +55,22 @@ impl Gate {
     /// `y = x·a`, `a` broadcast over channels.
     pub fn forward(&self, gpu: &Gpu, x: &BufferView, a: &BufferView, y: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", x, self.len()), ("a", a, self.gate_len()), ("out", y, self.len())];
-        launch(gpu, &KernelSpec::per_element("gate", "apply"), &self.params()?, &bindings, grid_1d(self.len(), WG))
+        let spec = KernelSpec::per_element("gate", "apply");
+        launch(gpu, &spec, &self.params()?, &bindings, grid_1d(self.len(), WG))
     }
 
     /// `dx = dy·a`: the forward kernel with dy for x.
     pub fn backward_input(&self, gpu: &Gpu, a: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", dy, self.len()), ("a", a, self.gate_len()), ("out", dx, self.len())];
-        launch(gpu, &KernelSpec::per_element("gate", "apply"), &self.params()?, &bindings, grid_1d(self.len(), WG))
+        let spec = KernelSpec::per_element("gate", "apply");
+        launch(gpu, &spec, &self.params()?, &bindings, grid_1d(self.len(), WG))
     }
 
     /// `da[n, p] = Σ_c dy[n, c, p]·x[n, c, p]`.
     pub fn backward_gate(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, da: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", x, self.len()), ("dy", dy, self.len()), ("out", da, self.gate_len())];
-        launch(
-            gpu,
-            &KernelSpec::per_element("gate", "gate_grad"),
-            &self.params()?,
-            &bindings,
-            grid_1d(self.gate_len(), WG),
-        )
+        let spec = KernelSpec::per_element("gate", "gate_grad");
+        launch(gpu, &spec, &self.params()?, &bindings, grid_1d(self.gate_len(), WG))
     }
 }
 

@@ -44,13 +44,8 @@ impl MaxPool2d {
 
     pub fn forward(&self, gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", x, self.input_len()), ("out", y, self.output_len())];
-        launch(
-            gpu,
-            &KernelSpec::per_element("pool", "max_pool"),
-            &self.params(),
-            &bindings,
-            grid_1d(self.output_len(), WG),
-        )
+        let spec = KernelSpec::per_element("pool", "max_pool");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.output_len(), WG))
     }
 
     /// dx: gradient to the arg-max of each window; ties go to the FIRST maximum in row-major
@@ -58,13 +53,8 @@ impl MaxPool2d {
     /// x (no index buffer). Writes every dx element.
     pub fn backward(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", x, self.input_len()), ("dy", dy, self.output_len()), ("out", dx, self.input_len())];
-        launch(
-            gpu,
-            &KernelSpec::per_element("pool", "max_pool_backward"),
-            &self.params(),
-            &bindings,
-            grid_1d(self.input_len(), WG),
-        )
+        let spec = KernelSpec::per_element("pool", "max_pool_backward");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.input_len(), WG))
     }
 }
 
@@ -90,25 +80,15 @@ impl Upsample2x {
 
     pub fn forward(&self, gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", x, self.input_len()), ("out", y, self.output_len())];
-        launch(
-            gpu,
-            &KernelSpec::per_element("pool", "upsample"),
-            &self.params(),
-            &bindings,
-            grid_1d(self.output_len(), WG),
-        )
+        let spec = KernelSpec::per_element("pool", "upsample");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.output_len(), WG))
     }
 
     /// dx: the sum of the gradients of the 4 outputs each input element was copied to.
     pub fn backward(&self, gpu: &Gpu, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let bindings = [("dy", dy, self.output_len()), ("out", dx, self.input_len())];
-        launch(
-            gpu,
-            &KernelSpec::per_element("pool", "upsample_backward"),
-            &self.params(),
-            &bindings,
-            grid_1d(self.input_len(), WG),
-        )
+        let spec = KernelSpec::per_element("pool", "upsample_backward");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.input_len(), WG))
     }
 }
 
