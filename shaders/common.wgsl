@@ -1,4 +1,8 @@
 // Prepended to every shader in this folder (see src/kernel.rs).
+//
+// Drivers bind buffers by variable name (`kernel::launch` reads the @binding numbers from these
+// files), and declare each shader's `Params` with the same fields in the same order, which
+// `launch` checks: renaming a binding or a field here means renaming it in the driver.
 
 // Workgroup shape, set per pipeline from KernelSpec.
 override WG_X: u32 = 64u;

@@ -1,8 +1,9 @@
 //! Kernel-versus-reference checking, shared by `cargo test` and `wgunet selftest`.
 //!
-//! Every op module has a `check(gpu, rng)` that runs its kernels (forward and backward) on
+//! Every op module has a `check(gpu, rng, case)` that runs its kernels (forward and backward) on
 //! fresh random inputs, with output buffers poisoned with NaN, and compares each output with its
-//! f64 CPU reference through [`compare`]. One helper, every op, the same way.
+//! f64 CPU reference through [`compare`]; [`run_cases`] runs it over the module's awkward shapes.
+//! One helper, every op, the same way.
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
@@ -105,4 +106,18 @@ pub fn run_case(
     let out = poisoned(gpu, kernel, want.len())?;
     gpu.run(&[&build(&out)?])?;
     Ok(compare(kernel, shape, &gpu.read::<f32>(&out)?, want))
+}
+
+/// `check` on each of `cases` in turn, the reports gathered: a kernel family's check.
+pub fn run_cases<C>(
+    gpu: &Gpu,
+    rng: &mut CheckRng,
+    cases: &[C],
+    check: impl Fn(&Gpu, &mut CheckRng, &C) -> Result<Vec<CaseReport>>,
+) -> Result<Vec<CaseReport>> {
+    let mut out = Vec::new();
+    for case in cases {
+        out.extend(check(gpu, rng, case)?);
+    }
+    Ok(out)
 }

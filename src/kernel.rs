@@ -2,20 +2,40 @@
 //! kernel launch with its bind group built once and recorded as often as needed.
 //!
 //! Conventions every shader in `shaders/` follows:
-//! - binding 0 of group 0 is the op's uniform `Params` (shapes), filled by [`Dispatch::new`];
-//! - storage bindings are numbered per file, and each entry point uses only its own;
+//! - binding 0 of group 0 is the op's uniform `Params` (shapes): its Rust side is declared with
+//!   [`uniform!`] and written by [`launch`], which checks its fields against the WGSL struct;
+//! - storage bindings are numbered per file, and each entry point uses only its own; drivers
+//!   name them by their WGSL variable ([`launch`] looks the number up), so a number is written
+//!   once, in the WGSL;
 //! - workgroup sizes are `override` constants (`WG_X`, `WG_Y`), set from [`KernelSpec`], so a
 //!   kernel can be re-tuned without editing its WGSL;
 //! - `shaders/common.wgsl` is prepended to every file (grid-stride index helpers).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{anyhow, bail, Result};
 
 use crate::device::{mib, Gpu};
 
+/// Invocations per workgroup of the kernels that run one invocation per element, or one workgroup
+/// per reduction: WebGPU's default limit.
+pub const WG: u32 = 256;
+
 /// `divmod` in common.wgsl is exact for dividends below this (f32 division with a correction).
 pub const DIVMOD_LIMIT: usize = 1 << 24;
+
+uniform! {
+    /// `ConvParams` in common.wgsl: the shape every convolution kernel reads (conv2d and
+    /// conv_transpose2d, both variants).
+    pub(crate) struct ConvParams {
+        pub(crate) n: u32,
+        pub(crate) cin: u32,
+        pub(crate) cout: u32,
+        pub(crate) h: u32,
+        pub(crate) w: u32,
+    }
+}
 
 /// A WGSL file compiled into the binary.
 pub struct Shader {
@@ -58,6 +78,137 @@ pub fn full_source(s: &Shader) -> String {
     format!("{COMMON}\n{}", s.source)
 }
 
+/// What [`launch`] reads of a shader's WGSL: its group-0 bindings and its structs.
+struct Layout {
+    /// (number, variable, type) of each `@group(0) @binding(N) var<…> variable: type;`.
+    bindings: Vec<(u32, String, String)>,
+    /// Each struct's members (name, type), in order.
+    structs: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Layout {
+    /// The declarations of `source`, one per line as every shader writes them.
+    fn parse(source: &str) -> Layout {
+        let mut layout = Layout { bindings: Vec::new(), structs: HashMap::new() };
+        let mut open: Option<(String, Vec<(String, String)>)> = None;
+        for line in source.lines() {
+            let line = line.split("//").next().unwrap_or("").trim();
+            if let Some((name, members)) = &mut open {
+                if line.starts_with('}') {
+                    layout.structs.insert(std::mem::take(name), std::mem::take(members));
+                    open = None;
+                } else if let Some((member, ty)) = line.split_once(':') {
+                    members.push((member.trim().to_string(), ty.trim().trim_end_matches(',').trim().to_string()));
+                }
+            } else if let Some(name) = line.strip_prefix("struct ").and_then(|l| l.strip_suffix('{')) {
+                open = Some((name.trim().to_string(), Vec::new()));
+            } else if let Some(binding) = Self::binding(line) {
+                layout.bindings.push(binding);
+            }
+        }
+        layout
+    }
+
+    fn binding(line: &str) -> Option<(u32, String, String)> {
+        let (number, rest) = line.strip_prefix("@group(0) @binding(")?.split_once(')')?;
+        let rest = rest.trim().strip_prefix("var")?;
+        // Skip the address space, `<uniform>` or `<storage, read>`.
+        let rest = if rest.starts_with('<') { &rest[rest.find('>')? + 1..] } else { rest };
+        let (variable, ty) = rest.split_once(':')?;
+        Some((number.parse().ok()?, variable.trim().to_string(), ty.trim().trim_end_matches(';').to_string()))
+    }
+
+    /// The layout of `shader`, parsed once.
+    fn of(shader: &Shader) -> &'static Layout {
+        static LAYOUTS: OnceLock<Vec<Layout>> = OnceLock::new();
+        let layouts = LAYOUTS.get_or_init(|| SHADERS.iter().map(|s| Layout::parse(&full_source(s))).collect());
+        &layouts[SHADERS.iter().position(|s| s.name == shader.name).expect("shaders come from SHADERS")]
+    }
+
+    fn binding_number(&self, variable: &str) -> Option<u32> {
+        self.bindings.iter().find(|(_, v, _)| v == variable).map(|&(number, _, _)| number)
+    }
+
+    /// The members of binding 0's struct.
+    fn params(&self) -> &[(String, String)] {
+        let ty = self.bindings.iter().find(|(number, _, _)| *number == 0).map(|(_, _, ty)| ty);
+        ty.and_then(|ty| self.structs.get(ty)).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether binding 0's struct is `fields` followed by padding (`_…`) only.
+    fn params_are(&self, fields: &[(&str, &str)]) -> bool {
+        let members = self.params();
+        members.len() >= fields.len()
+            && members.iter().zip(fields).all(|((m, t), (f, ft))| m == f && t == ft)
+            && members[fields.len()..].iter().all(|(m, _)| m.starts_with('_'))
+    }
+}
+
+/// The Rust side of a shader's uniform `Params` (binding 0), declared with [`uniform!`].
+pub trait Uniform: bytemuck::Pod {
+    /// (name, type) of each field, in order: [`launch`] requires the WGSL struct's members,
+    /// padding aside, to be the same.
+    const FIELDS: &'static [(&'static str, &'static str)];
+}
+
+/// Declares a [`Uniform`]: a `#[repr(C)]` struct of `u32` and `f32` fields named and ordered as
+/// the WGSL struct's. No padding fields: [`Dispatch`] rounds the buffer up to 16 bytes.
+macro_rules! uniform {
+    ($(#[$attr:meta])* $vis:vis struct $name:ident { $($(#[$fattr:meta])* $fvis:vis $field:ident: $ty:ident),* $(,)? }) => {
+        $(#[$attr])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name {
+            $($(#[$fattr])* $fvis $field: $ty,)*
+        }
+
+        impl $crate::kernel::Uniform for $name {
+            const FIELDS: &'static [(&'static str, &'static str)] = &[$((stringify!($field), stringify!($ty))),*];
+        }
+    };
+}
+pub(crate) use uniform;
+
+/// One launch of `spec` over `groups` workgroups: `params` in binding 0, and each
+/// `(variable, view, elems)` bound to the WGSL variable of that name, which the kernel reads or
+/// writes `elems` elements of. Too small a view is refused here with its name: on the device,
+/// robust buffer access would clamp the accesses silently.
+pub fn launch<P: Uniform>(
+    gpu: &Gpu,
+    spec: &KernelSpec,
+    params: &P,
+    bindings: &[(&str, &BufferView, usize)],
+    groups: [u32; 3],
+) -> Result<Dispatch> {
+    let layout = Layout::of(shader(spec.shader));
+    if !layout.params_are(P::FIELDS) {
+        bail!(
+            "kernel {}::{}: the Rust params {:?} are not the WGSL struct's {:?} (a bug in wgunet)",
+            spec.shader,
+            spec.entry,
+            P::FIELDS,
+            layout.params()
+        );
+    }
+    let mut tensors = Vec::with_capacity(bindings.len());
+    for &(variable, view, elems) in bindings {
+        let Some(number) = layout.binding_number(variable) else {
+            bail!("kernel {}::{} binds '{variable}', which its WGSL does not declare", spec.shader, spec.entry);
+        };
+        if view.elems() < elems {
+            bail!(
+                "kernel {}::{}: tensor '{}' holds {} elements, its {variable} needs {elems}",
+                spec.shader,
+                spec.entry,
+                view.name,
+                view.elems()
+            );
+        }
+        tensors.push((number, view));
+    }
+    Dispatch::new(gpu, spec, params, &tensors, groups)
+}
+
 /// A region of a device buffer that holds one tensor (f32 or u32 elements).
 #[derive(Clone)]
 pub struct BufferView {
@@ -95,6 +246,11 @@ pub struct KernelSpec {
 impl KernelSpec {
     pub fn new(shader: &'static str, entry: &'static str, workgroup: [u32; 3]) -> Self {
         KernelSpec { shader, entry, workgroup, workgroup_bytes: 0, constants: Vec::new() }
+    }
+    /// `entry` of `shader` run one invocation per element (or one workgroup per reduction), in
+    /// workgroups of [`WG`] along x.
+    pub fn per_element(shader: &'static str, entry: &'static str) -> Self {
+        Self::new(shader, entry, [WG, 1, 1])
     }
     pub fn constant(mut self, name: &'static str, value: f64) -> Self {
         self.constants.push((name, value));
@@ -308,9 +464,10 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    /// `params` is written to binding 0; `tensors` are `(binding, view)` pairs.
-    /// Every tensor is checked against the adapter's max storage-buffer binding first.
-    pub fn new<P: bytemuck::Pod>(
+    /// `params` is written to binding 0; `tensors` are `(binding number, view)` pairs (from
+    /// [`launch`], which reads the numbers from the WGSL). Every tensor is checked against the
+    /// adapter's max storage-buffer binding first.
+    fn new<P: bytemuck::Pod>(
         gpu: &Gpu,
         spec: &KernelSpec,
         params: &P,
@@ -372,5 +529,53 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line-by-line reading of every shader finds what naga finds: each group-0 binding's
+    /// number and variable, and each struct's members.
+    #[test]
+    fn layouts_agree_with_naga() {
+        for s in SHADERS {
+            let layout = Layout::of(s);
+            let module = naga::front::wgsl::parse_str(&full_source(s)).expect("the naga test validates every shader");
+            let mut bindings: Vec<(u32, String)> = module
+                .global_variables
+                .iter()
+                .filter_map(|(_, v)| Some((v.binding.as_ref()?.binding, v.name.clone()?)))
+                .collect();
+            bindings.sort();
+            let mut parsed: Vec<(u32, String)> = layout.bindings.iter().map(|(n, v, _)| (*n, v.clone())).collect();
+            parsed.sort();
+            assert_eq!(parsed, bindings, "{}.wgsl", s.name);
+            for (_, ty) in module.types.iter() {
+                // Names starting with "__" are naga's own (e.g. atomic results), not declared.
+                if let (Some(name), naga::TypeInner::Struct { members, .. }) = (&ty.name, &ty.inner) {
+                    if name.starts_with("__") {
+                        continue;
+                    }
+                    let names: Vec<_> = members.iter().map(|m| m.name.clone().unwrap_or_default()).collect();
+                    let parsed: Vec<_> = layout.structs[name].iter().map(|(m, _)| m.clone()).collect();
+                    assert_eq!(parsed, names, "{}.wgsl: struct {name}", s.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn params_match_up_to_trailing_padding() {
+        let layout = Layout::of(shader("gate"));
+        assert!(layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "u32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("hw", "u32"), ("c", "u32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "f32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("c", "u32")]));
+        assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "u32"), ("extra", "u32"), ("more", "u32")]));
+        assert_eq!(layout.binding_number("out"), Some(4));
+        assert_eq!(layout.binding_number("p"), Some(0));
+        assert_eq!(layout.binding_number("nothing"), None);
     }
 }

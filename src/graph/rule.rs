@@ -246,3 +246,65 @@ pub struct CpuBuffers {
     pub seed: u64,
     pub step: u32,
 }
+
+/// Declares a [`Kernel`] that writes one buffer with one driver call, and computes it on the CPU
+/// with one reference function:
+///
+/// `op_kernel!(Name(Op): driver(buf x, param w) -> y, reference::f)` is
+/// `struct Name { s: Op, x: BufId, w: ParamId, y: BufId }`, dispatching `s.driver(gpu, x, w, y)`
+/// and setting `y = reference::f(&s, x, w)`. Without `(Op)` the driver and the reference are
+/// free functions of the buffers alone. Inputs are buffers (`buf`) or parameters (`param`).
+macro_rules! op_kernel {
+    ($(#[$doc:meta])* $name:ident($op:ty): $driver:ident($($kind:ident $input:ident),*) -> $output:ident, $reference:path) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            pub s: $op,
+            $(pub $input: $crate::graph::rule::op_kernel!(@id $kind),)*
+            pub $output: $crate::graph::BufId,
+        }
+
+        impl $crate::graph::Kernel for $name {
+            fn buffers(&self) -> (Vec<$crate::graph::BufId>, Vec<$crate::graph::BufId>) {
+                let read = [$($crate::graph::rule::op_kernel!(@read $kind, self.$input)),*];
+                (read.into_iter().flatten().collect(), vec![self.$output])
+            }
+            fn dispatch(&self, g: &$crate::graph::GpuBuffers) -> anyhow::Result<Vec<$crate::kernel::Dispatch>> {
+                let output = g.buf(self.$output);
+                Ok(vec![self.s.$driver(g.gpu, $($crate::graph::rule::op_kernel!(@gpu g, $kind, self.$input),)* output)?])
+            }
+            fn reference(&self, c: &mut $crate::graph::CpuBuffers) {
+                c.buffers[self.$output] = $reference(&self.s, $(&$crate::graph::rule::op_kernel!(@cpu c, $kind, self.$input)),*);
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident: $driver:ident($(buf $input:ident),*) -> $output:ident, $reference:path) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $name {
+            $(pub $input: $crate::graph::BufId,)*
+            pub $output: $crate::graph::BufId,
+        }
+
+        impl $crate::graph::Kernel for $name {
+            fn buffers(&self) -> (Vec<$crate::graph::BufId>, Vec<$crate::graph::BufId>) {
+                (vec![$(self.$input),*], vec![self.$output])
+            }
+            fn dispatch(&self, g: &$crate::graph::GpuBuffers) -> anyhow::Result<Vec<$crate::kernel::Dispatch>> {
+                Ok(vec![$driver(g.gpu, $(g.buf(self.$input),)* g.buf(self.$output))?])
+            }
+            fn reference(&self, c: &mut $crate::graph::CpuBuffers) {
+                c.buffers[self.$output] = $reference($(&c.buffers[self.$input]),*);
+            }
+        }
+    };
+    (@id buf) => { $crate::graph::BufId };
+    (@id param) => { $crate::graph::ParamId };
+    (@read buf, $id:expr) => { Some($id) };
+    (@read param, $id:expr) => { None };
+    (@gpu $g:ident, buf, $id:expr) => { $g.buf($id) };
+    (@gpu $g:ident, param, $id:expr) => { $g.param($id) };
+    (@cpu $c:ident, buf, $id:expr) => { $c.buffers[$id] };
+    (@cpu $c:ident, param, $id:expr) => { $c.params[$id] };
+}
+pub(crate) use op_kernel;

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 /// Host-written hyper-parameters (the `Hyper` uniform of adam.wgsl, same field order), rewritten
 /// with `gpu.write` each step.
@@ -45,14 +45,11 @@ impl AdamHyper {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    _pad: [u32; 3],
+uniform! {
+    struct Params {
+        n: u32,
+    }
 }
-
-const WG: u32 = 256;
 
 /// One Adam update over `n` parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,19 +71,12 @@ impl Adam {
         m: &BufferView,
         v: &BufferView,
     ) -> Result<Dispatch> {
-        for (view, what) in [(param, "param"), (grad, "grad"), (m, "m"), (v, "v")] {
-            anyhow::ensure!(
-                view.elems() >= self.n,
-                "Adam over {} parameters: {what} '{}' holds only {}",
-                self.n,
-                view.name,
-                view.elems()
-            );
-        }
-        let spec = KernelSpec::new("adam", "adam_step", [WG, 1, 1])
-            .constant("DECOUPLED", if self.decoupled { 1.0 } else { 0.0 });
-        let tensors = [(1, hyper), (2, param), (3, grad), (4, m), (5, v)];
-        Dispatch::new(gpu, &spec, &Params { n: self.n as u32, _pad: [0; 3] }, &tensors, grid_1d(self.n, WG))
+        let spec =
+            KernelSpec::per_element("adam", "adam_step").constant("DECOUPLED", if self.decoupled { 1.0 } else { 0.0 });
+        let n = self.n;
+        let hyper_words = std::mem::size_of::<AdamHyper>() / 4;
+        let bindings = [("h", hyper, hyper_words), ("param", param, n), ("grad", grad, n), ("m", m, n), ("v", v, n)];
+        launch(gpu, &spec, &Params { n: n as u32 }, &bindings, grid_1d(n, WG))
     }
 }
 
@@ -110,7 +100,7 @@ pub mod reference {
 
 /// Three consecutive steps (t = 1..3) from zero moments through one dispatch, with a new
 /// gradient and a different learning rate written into the same uniform buffer before each.
-pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize, decoupled: bool) -> Result<Vec<CaseReport>> {
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, &(n, decoupled): &(usize, bool)) -> Result<Vec<CaseReport>> {
     let p0 = check::random(rng, n);
     let (mut p, mut m, mut v) = (check::to_f64(&p0), vec![0.0; n], vec![0.0; n]);
     let gp = gpu.upload("param", &p0)?;
@@ -136,13 +126,6 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize, decoupled: bool) -> Result
     ])
 }
 
-/// The family check: both variants over 1 parameter, an odd count, and a conv-weight-sized one.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for n in [1, 3 * 17 * 23, 33 * 33 * 9] {
-        for decoupled in [true, false] {
-            out.extend(check(gpu, rng, n, decoupled)?);
-        }
-    }
-    Ok(out)
-}
+/// Both variants over 1 parameter, an odd count, and a conv-weight-sized one: (n, decoupled).
+pub const CHECK_CASES: &[(usize, bool)] =
+    &[(1, true), (1, false), (3 * 17 * 23, true), (3 * 17 * 23, false), (33 * 33 * 9, true), (33 * 33 * 9, false)];

@@ -10,12 +10,12 @@
 //! would), and treating both tensors identically keeps the mask on the structures the image shows,
 //! even in the mirrored margin.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 /// Which random transforms [`ImageTransform::random`] draws.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -172,16 +172,13 @@ pub struct Augment {
     pub class_ids: bool,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    channels: u32,
-    size: u32,
-    _pad: u32,
+uniform! {
+    struct Params {
+        n: u32,
+        channels: u32,
+        size: u32,
+    }
 }
-
-const WG: u32 = 256;
 
 impl Augment {
     /// f32s in the transforms buffer for one batch.
@@ -223,26 +220,18 @@ impl Augment {
         image_out: &BufferView,
         mask_out: &BufferView,
     ) -> Result<Dispatch> {
-        for (view, want) in [
-            (transforms, self.transforms_len()),
-            (image_in, self.image_len()),
-            (image_out, self.image_len()),
-            (mask_in, self.mask_len()),
-            (mask_out, self.mask_len()),
-        ] {
-            ensure!(
-                view.elems() >= want,
-                "augment {self:?}: '{}' holds {} values, needs {want}",
-                view.name,
-                view.elems()
-            );
-        }
-        let spec = KernelSpec::new("augment", "augment", [WG, 1, 1])
+        let bindings = [
+            ("transforms", transforms, self.transforms_len()),
+            ("image_in", image_in, self.image_len()),
+            ("mask_in", mask_in, self.mask_len()),
+            ("image_out", image_out, self.image_len()),
+            ("mask_out", mask_out, self.mask_len()),
+        ];
+        let spec = KernelSpec::per_element("augment", "augment")
             .constant("GRID", GRID as f64)
             .constant("NEAREST_MASK", f64::from(u8::from(self.class_ids)));
-        let params = Params { n: self.n as u32, channels: self.channels as u32, size: self.size as u32, _pad: 0 };
-        let tensors = [(1, transforms), (2, image_in), (3, mask_in), (4, image_out), (5, mask_out)];
-        Dispatch::new(gpu, &spec, &params, &tensors, grid_1d(self.n * self.size * self.size, WG))
+        let params = Params { n: self.n as u32, channels: self.channels as u32, size: self.size as u32 };
+        launch(gpu, &spec, &params, &bindings, grid_1d(self.n * self.size * self.size, WG))
     }
 }
 
@@ -460,24 +449,18 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Augment) -> Result<Vec<CaseRepor
     Ok(out)
 }
 
-/// [`check`] over batches of 1 and 3 images, 1 and 3 channels, sizes 16 and 24, and an odd size
-/// with 5 channels; binary masks, and class-id masks on three of the shapes.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (n, channels, size, class_ids) in [
-        (1, 1, 16, false),
-        (3, 3, 24, false),
-        (1, 3, 24, false),
-        (3, 1, 16, false),
-        (2, 5, 17, false),
-        (1, 1, 16, true),
-        (3, 3, 24, true),
-        (2, 5, 17, true),
-    ] {
-        out.extend(check(gpu, rng, &Augment { n, channels, size, class_ids })?);
-    }
-    Ok(out)
-}
+/// Batches of 1 and 3 images, 1 and 3 channels, sizes 16 and 24, and an odd size with 5
+/// channels; binary masks, and class-id masks on three of the shapes.
+pub const CHECK_CASES: &[Augment] = &[
+    Augment { n: 1, channels: 1, size: 16, class_ids: false },
+    Augment { n: 3, channels: 3, size: 24, class_ids: false },
+    Augment { n: 1, channels: 3, size: 24, class_ids: false },
+    Augment { n: 3, channels: 1, size: 16, class_ids: false },
+    Augment { n: 2, channels: 5, size: 17, class_ids: false },
+    Augment { n: 1, channels: 1, size: 16, class_ids: true },
+    Augment { n: 3, channels: 3, size: 24, class_ids: true },
+    Augment { n: 2, channels: 5, size: 17, class_ids: true },
+];
 
 #[cfg(test)]
 mod tests {

@@ -12,9 +12,9 @@ use anyhow::{bail, Result};
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{float, OnnxNode};
+use crate::graph::rule::op_kernel;
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Init, Kernel, Layer, ParamId, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
-use crate::ops::conv2d::require_len;
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNorm {
@@ -27,19 +27,15 @@ pub struct BatchNorm {
     pub momentum: f32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    eps: f32,
-    momentum: f32,
-    _pad: [u32; 3],
+uniform! {
+    struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+        eps: f32,
+        momentum: f32,
+    }
 }
-
-/// Invocations per workgroup: the element-wise kernels, and each channel's reduction.
-const WG: u32 = 256;
 
 impl BatchNorm {
     /// Keras' defaults: ε = 1e-3, momentum 0.99.
@@ -65,35 +61,30 @@ impl BatchNorm {
         if !(0.0..=1.0).contains(&self.momentum) {
             bail!("batch norm momentum must be in [0, 1]: {self:?}");
         }
-        Ok(Params {
-            n: self.n as u32,
-            c: self.c as u32,
-            hw: self.hw as u32,
-            eps: self.eps,
-            momentum: self.momentum,
-            _pad: [0; 3],
-        })
+        Ok(Params { n: self.n as u32, c: self.c as u32, hw: self.hw as u32, eps: self.eps, momentum: self.momentum })
     }
 
-    fn check_lens(&self, op: &str, tensors: &[&BufferView], channel: &[&BufferView]) -> Result<()> {
-        for t in tensors {
-            require_len(t, self.len(), op)?;
-        }
-        for t in channel {
-            require_len(t, self.c, op)?;
-        }
-        Ok(())
+    /// `tensors` bound to batchnorm.wgsl's variables of those names, each with the elements its
+    /// variable holds: a tensor's, a channel's (γ, β, running statistics and their gradients) or
+    /// the saved statistics' [c, 2].
+    fn bindings<'a>(&self, tensors: &[(&'a str, &'a BufferView)]) -> Vec<(&'a str, &'a BufferView, usize)> {
+        let elems = |variable| match variable {
+            "x" | "y" | "dy" | "dx" => self.len(),
+            "stats" => 2 * self.c,
+            _ => self.c,
+        };
+        tensors.iter().map(|&(variable, view)| (variable, view, elems(variable))).collect()
     }
 
     /// One workgroup per channel (a reduction over its N·H·W values).
-    fn per_channel(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &BufferView)]) -> Result<Dispatch> {
-        let spec = KernelSpec::new("batchnorm", entry, [WG, 1, 1]).workgroup_memory(WG * 8);
-        Dispatch::new(gpu, &spec, &self.params()?, tensors, [self.c as u32, 1, 1])
+    fn per_channel(&self, gpu: &Gpu, entry: &'static str, tensors: &[(&str, &BufferView)]) -> Result<Dispatch> {
+        let spec = KernelSpec::per_element("batchnorm", entry).workgroup_memory(WG * 8);
+        launch(gpu, &spec, &self.params()?, &self.bindings(tensors), [self.c as u32, 1, 1])
     }
 
-    fn elementwise(&self, gpu: &Gpu, entry: &'static str, tensors: &[(u32, &BufferView)]) -> Result<Dispatch> {
-        let spec = KernelSpec::new("batchnorm", entry, [WG, 1, 1]);
-        Dispatch::new(gpu, &spec, &self.params()?, tensors, grid_1d(self.len(), WG))
+    fn elementwise(&self, gpu: &Gpu, entry: &'static str, tensors: &[(&str, &BufferView)]) -> Result<Dispatch> {
+        let spec = KernelSpec::per_element("batchnorm", entry);
+        launch(gpu, &spec, &self.params()?, &self.bindings(tensors), grid_1d(self.len(), WG))
     }
 
     /// Training mode, two dispatches: the batch mean and biased variance of each channel into
@@ -111,12 +102,11 @@ impl BatchNorm {
         running_mean: &BufferView,
         running_var: &BufferView,
     ) -> Result<Vec<Dispatch>> {
-        let op = "batch norm forward_train";
-        self.check_lens(op, &[x, y], &[gamma, beta, running_mean, running_var])?;
-        require_len(stats, 2 * self.c, op)?;
+        let statistics = [("x", x), ("stats", stats), ("running_mean", running_mean), ("running_var", running_var)];
+        let normalize = [("x", x), ("gamma", gamma), ("beta", beta), ("stats", stats), ("y", y)];
         Ok(vec![
-            self.per_channel(gpu, "batch_stats", &[(1, x), (4, stats), (5, running_mean), (6, running_var)])?,
-            self.elementwise(gpu, "normalize_batch", &[(1, x), (2, gamma), (3, beta), (4, stats), (7, y)])?,
+            self.per_channel(gpu, "batch_stats", &statistics)?,
+            self.elementwise(gpu, "normalize_batch", &normalize)?,
         ])
     }
 
@@ -132,8 +122,14 @@ impl BatchNorm {
         running_var: &BufferView,
         y: &BufferView,
     ) -> Result<Dispatch> {
-        self.check_lens("batch norm forward_infer", &[x, y], &[gamma, beta, running_mean, running_var])?;
-        let tensors = [(1, x), (2, gamma), (3, beta), (5, running_mean), (6, running_var), (7, y)];
+        let tensors = [
+            ("x", x),
+            ("gamma", gamma),
+            ("beta", beta),
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+            ("y", y),
+        ];
         self.elementwise(gpu, "normalize_running", &tensors)
     }
 
@@ -152,17 +148,9 @@ impl BatchNorm {
         dgamma: &BufferView,
         dbeta: &BufferView,
     ) -> Result<Vec<Dispatch>> {
-        let op = "batch norm backward";
-        self.check_lens(op, &[x, dy, dx], &[gamma, dgamma, dbeta])?;
-        require_len(stats, 2 * self.c, op)?;
-        Ok(vec![
-            self.per_channel(gpu, "backward_sums", &[(1, x), (4, stats), (8, dy), (10, dgamma), (11, dbeta)])?,
-            self.elementwise(
-                gpu,
-                "backward_input",
-                &[(1, x), (2, gamma), (4, stats), (8, dy), (9, dx), (10, dgamma), (11, dbeta)],
-            )?,
-        ])
+        let sums = [("x", x), ("stats", stats), ("dy", dy), ("dgamma", dgamma), ("dbeta", dbeta)];
+        let input = [&sums[..], &[("gamma", gamma), ("dx", dx)]].concat();
+        Ok(vec![self.per_channel(gpu, "backward_sums", &sums)?, self.elementwise(gpu, "backward_input", &input)?])
     }
 }
 
@@ -258,39 +246,11 @@ impl Kernel for BatchNormTrain {
     }
 }
 
-/// Normalises with the running statistics.
-#[derive(Clone, Debug)]
-pub struct BatchNormInfer {
-    pub s: BatchNorm,
-    pub x: BufId,
-    pub gamma: ParamId,
-    pub beta: ParamId,
-    pub mean: ParamId,
-    pub var: ParamId,
-    pub y: BufId,
-}
-
-impl Kernel for BatchNormInfer {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.x], vec![self.y])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        let p = |id| g.param(id);
-        let (x, y) = (g.buf(self.x), g.buf(self.y));
-        Ok(vec![self.s.forward_infer(g.gpu, x, p(self.gamma), p(self.beta), p(self.mean), p(self.var), y)?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        let p = |id: ParamId| &c.params[id];
-        c.buffers[self.y] = reference::forward_infer(
-            &self.s,
-            &c.buffers[self.x],
-            p(self.gamma),
-            p(self.beta),
-            p(self.mean),
-            p(self.var),
-        );
-    }
-}
+op_kernel!(
+    /// Normalises with the running statistics.
+    BatchNormInfer(BatchNorm): forward_infer(buf x, param gamma, param beta, param mean, param var) -> y,
+        reference::forward_infer
+);
 
 /// dx, and the gradients of γ and β.
 #[derive(Clone, Debug)]
@@ -467,16 +427,14 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &BatchNorm) -> Result<Vec<CaseRep
 
 /// The awkward shapes: batch 1 and 4, channels 1, 3, 5, 33, planes of 17·23 (more values than a
 /// workgroup has invocations, not a multiple of it) and of 1, including N·H·W = 1, where the
-/// variance is 0 and only ε keeps 1/√(σ² + ε) finite.
-pub const CHECK_SHAPES: &[(usize, usize, usize)] =
-    &[(1, 3, 17 * 23), (4, 5, 17 * 23), (4, 1, 17 * 23), (1, 33, 17 * 23), (4, 33, 1), (1, 5, 1), (1, 1, 1)];
-
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for &(n, c, hw) in CHECK_SHAPES {
-        // Momentum 0.5 rather than Keras' 0.99, so a wrong running update is not hidden in the
-        // last digits.
-        out.extend(check(gpu, rng, &BatchNorm { momentum: 0.5, ..BatchNorm::keras(n, c, hw) })?);
-    }
-    Ok(out)
-}
+/// variance is 0 and only ε keeps 1/√(σ² + ε) finite. Momentum 0.5 rather than Keras' 0.99, so
+/// a wrong running update is not hidden in the last digits.
+pub const CHECK_CASES: &[BatchNorm] = &[
+    BatchNorm { n: 1, c: 3, hw: 17 * 23, eps: 1e-3, momentum: 0.5 },
+    BatchNorm { n: 4, c: 5, hw: 17 * 23, eps: 1e-3, momentum: 0.5 },
+    BatchNorm { n: 4, c: 1, hw: 17 * 23, eps: 1e-3, momentum: 0.5 },
+    BatchNorm { n: 1, c: 33, hw: 17 * 23, eps: 1e-3, momentum: 0.5 },
+    BatchNorm { n: 4, c: 33, hw: 1, eps: 1e-3, momentum: 0.5 },
+    BatchNorm { n: 1, c: 5, hw: 1, eps: 1e-3, momentum: 0.5 },
+    BatchNorm { n: 1, c: 1, hw: 1, eps: 1e-3, momentum: 0.5 },
+];

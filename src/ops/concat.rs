@@ -8,21 +8,19 @@ use anyhow::{ensure, Result};
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{int, OnnxNode};
+use crate::graph::rule::op_kernel;
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c_part: u32,
-    c_total: u32,
-    offset: u32,
-    hw: u32,
-    _pad: [u32; 3],
+uniform! {
+    struct Params {
+        n: u32,
+        c_part: u32,
+        c_total: u32,
+        offset: u32,
+        hw: u32,
+    }
 }
-
-const WG: u32 = 256;
 
 /// `part` is [n, c_part, hw]; `whole` is [n, c_total, hw]; the part occupies channels
 /// offset..offset+c_part of whole.
@@ -45,15 +43,15 @@ impl ChannelSlice {
 
     /// Forward of concat, one per input: copies `part` into its slice of `whole`.
     pub fn insert(&self, gpu: &Gpu, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
-        self.launch(gpu, true, part, whole)
+        self.copy_slice(gpu, true, part, whole)
     }
 
     /// Backward of concat: d(part) = d(whole)[slice].
     pub fn extract(&self, gpu: &Gpu, whole: &BufferView, part: &BufferView) -> Result<Dispatch> {
-        self.launch(gpu, false, part, whole)
+        self.copy_slice(gpu, false, part, whole)
     }
 
-    fn launch(&self, gpu: &Gpu, insert: bool, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
+    fn copy_slice(&self, gpu: &Gpu, insert: bool, part: &BufferView, whole: &BufferView) -> Result<Dispatch> {
         ensure!(
             self.offset + self.c_part <= self.c_total,
             "channel slice {}..{} does not fit in {} channels",
@@ -61,20 +59,17 @@ impl ChannelSlice {
             self.offset + self.c_part,
             self.c_total
         );
-        for (t, len) in [(part, self.part_len()), (whole, self.whole_len())] {
-            ensure!(t.elems() >= len, "concat: tensor '{}' holds {} elements, needs {len}", t.name, t.elems());
-        }
-        let spec = KernelSpec::new("concat", "copy_slice", [WG, 1, 1]).constant("INSERT", insert as u8 as f64);
+        let spec = KernelSpec::per_element("concat", "copy_slice").constant("INSERT", insert as u8 as f64);
         let params = Params {
             n: self.n as u32,
             c_part: self.c_part as u32,
             c_total: self.c_total as u32,
             offset: self.offset as u32,
             hw: self.hw as u32,
-            _pad: [0; 3],
         };
-        let (src, dst) = if insert { (part, whole) } else { (whole, part) };
-        Dispatch::new(gpu, &spec, &params, &[(1, src), (2, dst)], grid_1d(self.part_len(), WG))
+        let (part, whole) = ((part, self.part_len()), (whole, self.whole_len()));
+        let ((src, src_len), (dst, dst_len)) = if insert { (part, whole) } else { (whole, part) };
+        launch(gpu, &spec, &params, &[("src", src, src_len), ("dst", dst, dst_len)], grid_1d(self.part_len(), WG))
     }
 }
 
@@ -127,7 +122,8 @@ impl Graph {
     }
 }
 
-/// Copies `part` into its channel slice of `whole`.
+/// Copies `part` into its channel slice of `whole`. Not an [`op_kernel!`]: it writes into a
+/// buffer the other parts' inserts fill too, so its reference starts from that buffer.
 #[derive(Clone, Debug)]
 pub struct SliceInsert {
     pub s: ChannelSlice,
@@ -152,25 +148,10 @@ impl Kernel for SliceInsert {
     }
 }
 
-/// Copies the channel slice of `whole` into `part`.
-#[derive(Clone, Debug)]
-pub struct SliceExtract {
-    pub s: ChannelSlice,
-    pub whole: BufId,
-    pub part: BufId,
-}
-
-impl Kernel for SliceExtract {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.whole], vec![self.part])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.extract(g.gpu, g.buf(self.whole), g.buf(self.part))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.part] = slice_pieces(&self.s, &c.buffers[self.whole]).swap_remove(1);
-    }
-}
+op_kernel!(
+    /// Copies the channel slice of `whole` into `part`.
+    SliceExtract(ChannelSlice): extract(buf whole) -> part, reference::extract
+);
 
 /// `whole` cut into the channels before the slice, the slice, and those after it.
 fn slice_pieces(s: &ChannelSlice, whole: &[f64]) -> Vec<Vec<f64>> {
@@ -179,6 +160,13 @@ fn slice_pieces(s: &ChannelSlice, whole: &[f64]) -> Vec<Vec<f64>> {
 
 /// Plain f64 references.
 pub mod reference {
+    use super::{slice_pieces, ChannelSlice};
+
+    /// The channel slice `s` of `whole`.
+    pub fn extract(s: &ChannelSlice, whole: &[f64]) -> Vec<f64> {
+        slice_pieces(s, whole).swap_remove(1)
+    }
+
     /// Joins `parts` (each `[n, channels, hw]`) along channels, in order.
     pub fn concat(n: usize, hw: usize, parts: &[(&[f64], usize)]) -> Vec<f64> {
         let mut whole = Vec::new();
@@ -209,7 +197,7 @@ pub mod reference {
 /// Concatenates random parts of `channels` channels each (one insert per part into a
 /// NaN-poisoned whole, so a slice no insert covers shows as unwritten), then splits a random
 /// gradient of the whole back into the parts.
-pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize, hw: usize, channels: &[usize]) -> Result<Vec<CaseReport>> {
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, &(n, hw, channels): &(usize, usize, &[usize])) -> Result<Vec<CaseReport>> {
     let c_total: usize = channels.iter().sum();
     let shape = format!("{n}x{channels:?}x{hw}");
     let mut slices = Vec::new();
@@ -241,13 +229,7 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize, hw: usize, channels: &[usi
     Ok(out)
 }
 
-/// Concat of 2 and 3 parts with 1, 3, 5, 33 channels, batch 1 and 2, odd and 1×1 planes.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (n, hw, channels) in
-        [(1, 17 * 23, &[1, 3][..]), (2, 9 * 7, &[5, 33, 1]), (2, 17 * 23, &[33, 3]), (1, 1, &[3, 1, 5])]
-    {
-        out.extend(check(gpu, rng, n, hw, channels)?);
-    }
-    Ok(out)
-}
+/// Concat of 2 and 3 parts with 1, 3, 5, 33 channels, batch 1 and 2, odd and 1×1 planes:
+/// (n, hw, channels of each part).
+pub const CHECK_CASES: &[(usize, usize, &[usize])] =
+    &[(1, 17 * 23, &[1, 3]), (2, 9 * 7, &[5, 33, 1]), (2, 17 * 23, &[33, 3]), (1, 1, &[3, 1, 5])];

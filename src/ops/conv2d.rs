@@ -10,7 +10,7 @@ use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Init, Kernel, Layer, ParamId, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
+use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
 use crate::ops::elementwise::ReluBackward;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,19 +23,6 @@ pub struct Conv2d {
     /// Kernel size: 1 or 3.
     pub k: usize,
     pub relu: bool,
-}
-
-/// `ConvParams` in common.wgsl: the shape every convolution kernel reads (conv2d and
-/// conv_transpose2d, both variants).
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct ConvParams {
-    pub(crate) n: u32,
-    pub(crate) cin: u32,
-    pub(crate) cout: u32,
-    pub(crate) h: u32,
-    pub(crate) w: u32,
-    pub(crate) _pad: [u32; 3],
 }
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL):
@@ -90,14 +77,6 @@ impl Reduction {
     }
 }
 
-/// Fails with the tensor's name when a view is too small for the shape it is bound as.
-pub(crate) fn require_len(view: &BufferView, elems: usize, op: &str) -> Result<()> {
-    if view.elems() < elems {
-        bail!("{op}: tensor '{}' has {} elements, the shape needs {elems}", view.name, view.elems());
-    }
-    Ok(())
-}
-
 /// `db[c] = Σ_n,pixel dz[n, c, pixel]` for an `n × channels × plane` tensor: the bias gradient
 /// of both conv2d and conv_transpose2d.
 pub(crate) fn channel_sum(
@@ -108,18 +87,17 @@ pub(crate) fn channel_sum(
     dz: &BufferView,
     db: &BufferView,
 ) -> Result<Dispatch> {
-    require_len(dz, n * channels * plane, "bias gradient")?;
-    require_len(db, channels, "bias gradient")?;
+    let bindings = [("dz", dz, n * channels * plane), ("db", db, channels)];
     // A 1 × plane image: backward_bias only reads the pixel count h·w.
-    let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32, _pad: [0; 3] };
+    let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32 };
     if plane % 4 == 0 && gpu.lane_kernels() {
         // One 8-lane subgroup a channel, reading vec4s.
         let spec = KernelSpec::new("conv2d_lanes", "backward_bias", [LANES, 1, 1]);
-        return Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [channels as u32, 1, 1]);
+        return launch(gpu, &spec, &params, &bindings, [channels as u32, 1, 1]);
     }
     let r = Reduction::new(channels, n * plane, 1);
     let spec = r.spec("conv2d", "backward_bias").constant("SLOTS", 1.0);
-    Dispatch::new(gpu, &spec, &params, &[(5, dz), (8, db)], [r.groups, 1, 1])
+    launch(gpu, &spec, &params, &bindings, [r.groups, 1, 1])
 }
 
 impl Conv2d {
@@ -150,7 +128,6 @@ impl Conv2d {
             cout: self.cout as u32,
             h: self.h as u32,
             w: self.w as u32,
-            _pad: [0; 3],
         })
     }
 
@@ -213,13 +190,15 @@ impl Conv2d {
         y: &BufferView,
     ) -> Result<Dispatch> {
         let params = self.params()?;
-        require_len(x, self.input_len(), "conv2d forward")?;
-        require_len(w, self.weight_len(), "conv2d forward")?;
-        require_len(b, self.cout, "conv2d forward")?;
-        require_len(y, self.output_len(), "conv2d forward")?;
         let (spec, grid) = self.tiled(gpu, self.cout, false);
         let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
-        Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
+        let bindings = [
+            ("x", x, self.input_len()),
+            ("wt", w, self.weight_len()),
+            ("bias", b, self.cout),
+            ("y", y, self.output_len()),
+        ];
+        launch(gpu, &spec, &params, &bindings, grid)
     }
 
     /// dx from dz, the gradient w.r.t. the PRE-activation output (the graph applies
@@ -227,20 +206,17 @@ impl Conv2d {
     /// transposed, so ConvParams swaps cin and cout.
     pub fn backward_input(&self, gpu: &Gpu, dz: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let params = ConvParams { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
-        require_len(dz, self.output_len(), "conv2d backward_input")?;
-        require_len(w, self.weight_len(), "conv2d backward_input")?;
-        require_len(dx, self.input_len(), "conv2d backward_input")?;
         let (spec, grid) = self.tiled(gpu, self.cin, true);
-        // The transposed kernel reads no bias; binding 3 takes the weights to fill the layout.
-        Dispatch::new(gpu, &spec, &params, &[(1, dz), (2, w), (3, w), (4, dx)], grid)
+        // The transposed kernel reads no bias; the weights fill its binding in the layout.
+        let bindings =
+            [("x", dz, self.output_len()), ("wt", w, self.weight_len()), ("bias", w, 0), ("y", dx, self.input_len())];
+        launch(gpu, &spec, &params, &bindings, grid)
     }
 
     /// dw from x and dz (pre-activation gradient), reducing over N·H·W (see [`Reduction`]).
     pub fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dz: &BufferView, dw: &BufferView) -> Result<Dispatch> {
         let params = self.params()?;
-        require_len(x, self.input_len(), "conv2d backward_weight")?;
-        require_len(dz, self.output_len(), "conv2d backward_weight")?;
-        require_len(dw, self.weight_len(), "conv2d backward_weight")?;
+        let bindings = [("x", x, self.input_len()), ("dz", dz, self.output_len()), ("dw", dw, self.weight_len())];
         let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         if let Some(px) = self.lane_run(gpu) {
             // One 8-lane subgroup per (input channel, output channel tile), no reduction tree.
@@ -251,7 +227,7 @@ impl Conv2d {
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
                 .constant("CROSSING", if self.w / px > LANES as usize { 1.0 } else { 0.0 });
             let grid = [self.cin as u32, self.cout.div_ceil(tile) as u32, 1];
-            return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
+            return launch(gpu, &spec, &params, &bindings, grid);
         }
         let slots = tile * self.k * self.k;
         let px = self.run_length();
@@ -263,7 +239,7 @@ impl Conv2d {
             .constant("TILE", tile as f64)
             .constant("SLOTS", slots as f64);
         let grid = [r.groups, self.cout.div_ceil(tile) as u32, 1];
-        Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid)
+        launch(gpu, &spec, &params, &bindings, grid)
     }
 
     /// db from dz (pre-activation gradient).
@@ -289,8 +265,9 @@ pub trait Convolution: Copy + std::fmt::Debug + Send + Sync + 'static {
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch>;
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch>;
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64>;
-    /// (dx, dw, db).
-    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>);
+    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64>;
+    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64>;
+    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64>;
     /// Its ONNX node(s) over `inputs` (x, weight, bias); returns the output value.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String;
 }
@@ -324,8 +301,14 @@ impl Convolution for Conv2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
-    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        reference::backward(self, x, w, dy)
+    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_input(self, w, dy)
+    }
+    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_weight(self, x, dy)
+    }
+    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64> {
+        reference::backward_bias(self, dy)
     }
     /// A fused ReLU is a Relu node after the Conv.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
@@ -441,8 +424,7 @@ impl<S: Convolution> Kernel for ConvBackwardInput<S> {
         Ok(vec![self.s.backward_input(g.gpu, g.buf(self.dy), g.param(self.w), g.buf(self.dx))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        let x = vec![0.0; self.s.input_len()];
-        c.buffers[self.dx] = self.s.reference_backward(&x, &c.params[self.w], &c.buffers[self.dy]).0;
+        c.buffers[self.dx] = self.s.reference_backward_input(&c.params[self.w], &c.buffers[self.dy]);
     }
 }
 
@@ -463,8 +445,7 @@ impl<S: Convolution> Kernel for ConvBackwardWeight<S> {
         Ok(vec![self.s.backward_weight(g.gpu, g.buf(self.x), g.buf(self.dy), g.grad(self.dw))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        let w = vec![0.0; self.s.weight_len()];
-        c.grads[self.dw] = self.s.reference_backward(&c.buffers[self.x], &w, &c.buffers[self.dy]).1;
+        c.grads[self.dw] = self.s.reference_backward_weight(&c.buffers[self.x], &c.buffers[self.dy]);
     }
 }
 
@@ -484,8 +465,7 @@ impl<S: Convolution> Kernel for ConvBackwardBias<S> {
         Ok(vec![self.s.backward_bias(g.gpu, g.buf(self.dy), g.grad(self.db))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        let (x, w) = (vec![0.0; self.s.input_len()], vec![0.0; self.s.weight_len()]);
-        c.grads[self.db] = self.s.reference_backward(&x, &w, &c.buffers[self.dy]).2;
+        c.grads[self.db] = self.s.reference_backward_bias(&c.buffers[self.dy]);
     }
 }
 
@@ -536,18 +516,31 @@ pub mod reference {
         y
     }
 
-    /// `(dx, dw, db)`; `dz` is the gradient of the pre-activation output.
-    pub fn backward(s: &Conv2d, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    /// dx from `dz`; `dz` is the gradient of the pre-activation output.
+    pub fn backward_input(s: &Conv2d, w: &[f64], dz: &[f64]) -> Vec<f64> {
+        let mut dx = vec![0.0; s.input_len()];
+        for_each_tap(s, |yi, xi, wi| dx[xi] += dz[yi] * w[wi]);
+        dx
+    }
+
+    pub fn backward_weight(s: &Conv2d, x: &[f64], dz: &[f64]) -> Vec<f64> {
+        let mut dw = vec![0.0; s.weight_len()];
+        for_each_tap(s, |yi, xi, wi| dw[wi] += dz[yi] * x[xi]);
+        dw
+    }
+
+    pub fn backward_bias(s: &Conv2d, dz: &[f64]) -> Vec<f64> {
         let plane = s.h * s.w;
-        let (mut dx, mut dw, mut db) = (vec![0.0; s.input_len()], vec![0.0; s.weight_len()], vec![0.0; s.cout]);
-        for_each_tap(s, |yi, xi, wi| {
-            dx[xi] += dz[yi] * w[wi];
-            dw[wi] += dz[yi] * x[xi];
-        });
+        let mut db = vec![0.0; s.cout];
         for (i, g) in dz.iter().enumerate() {
             db[i / plane % s.cout] += g;
         }
-        (dx, dw, db)
+        db
+    }
+
+    /// `(dx, dw, db)`.
+    pub fn backward(s: &Conv2d, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        (backward_input(s, w, dz), backward_weight(s, x, dz), backward_bias(s, dz))
     }
 }
 
@@ -591,11 +584,3 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 3, cin: 9, cout: 7, h: 4, w: 4, k: 3, relu: true },
     Conv2d { n: 1, cin: 4, cout: 5, h: 3, w: 12, k: 3, relu: false },
 ];
-
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for s in CHECK_SHAPES {
-        out.extend(check(gpu, rng, s)?);
-    }
-    Ok(out)
-}

@@ -9,10 +9,8 @@ use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec, DIVMOD_LIMIT};
-use crate::ops::conv2d::{
-    channel_sum, channel_tile, require_len, ConvLayer, ConvParams, Convolution, Reduction, MAX_WEIGHT_TILE, WG_PIXELS,
-};
+use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
+use crate::ops::conv2d::{channel_sum, channel_tile, ConvLayer, Convolution, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
 const MAX_TILE: usize = 8;
@@ -54,7 +52,6 @@ impl ConvTranspose2d {
             cout: self.cout as u32,
             h: self.h as u32,
             w: self.w as u32,
-            _pad: [0; 3],
         })
     }
 
@@ -91,48 +88,42 @@ impl ConvTranspose2d {
         y: &BufferView,
     ) -> Result<Dispatch> {
         let params = self.params()?;
-        require_len(x, self.input_len(), "conv_transpose2d forward")?;
-        require_len(w, self.weight_len(), "conv_transpose2d forward")?;
-        require_len(b, self.cout, "conv_transpose2d forward")?;
-        require_len(y, self.output_len(), "conv_transpose2d forward")?;
         let (spec, grid) = self.tiled(gpu, "forward", self.cout, 1);
-        Dispatch::new(gpu, &spec, &params, &[(1, x), (2, w), (3, b), (4, y)], grid)
+        let bindings = [
+            ("x", x, self.input_len()),
+            ("wt", w, self.weight_len()),
+            ("bias", b, self.cout),
+            ("y", y, self.output_len()),
+        ];
+        launch(gpu, &spec, &params, &bindings, grid)
     }
 
     /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`.
     pub fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let params = self.params()?;
-        require_len(dy, self.output_len(), "conv_transpose2d backward_input")?;
-        require_len(w, self.weight_len(), "conv_transpose2d backward_input")?;
-        require_len(dx, self.input_len(), "conv_transpose2d backward_input")?;
         let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, 2);
-        // The lane kernel reads dy and writes dx over pixel pairs (bindings 9 and 10).
-        let tensors = if spec.shader == "conv_transpose2d_lanes" {
-            [(9, dy), (2, w), (10, dx)]
-        } else {
-            [(5, dy), (2, w), (6, dx)]
-        };
-        Dispatch::new(gpu, &spec, &params, &tensors, grid)
+        // The lane kernel reads dy and writes dx over pixel pairs.
+        let (dy_var, dx_var) = if spec.shader == "conv_transpose2d_lanes" { ("dy4", "dx2") } else { ("dy", "dx") };
+        let bindings = [(dy_var, dy, self.output_len()), ("wt", w, self.weight_len()), (dx_var, dx, self.input_len())];
+        launch(gpu, &spec, &params, &bindings, grid)
     }
 
     /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`, reducing over the N·h·w input
     /// pixels split across a workgroup (see [`Reduction`]).
     pub fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
         let params = self.params()?;
-        require_len(x, self.input_len(), "conv_transpose2d backward_weight")?;
-        require_len(dy, self.output_len(), "conv_transpose2d backward_weight")?;
-        require_len(dw, self.weight_len(), "conv_transpose2d backward_weight")?;
+        let (x, dw) = (("x", x, self.input_len()), ("dw", dw, self.weight_len()));
         if self.lane_kernels(gpu, true) {
             // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
-            // pairs (binding 9).
+            // pairs.
             let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
-            return Dispatch::new(gpu, &spec, &params, &[(1, x), (9, dy), (7, dw)], grid);
+            return launch(gpu, &spec, &params, &[x, ("dy4", dy, self.output_len()), dw], grid);
         }
         let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
         let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
         let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
-        Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dy), (7, dw)], [r.groups, self.cout as u32, 1])
+        launch(gpu, &spec, &params, &[x, ("dy", dy, self.output_len()), dw], [r.groups, self.cout as u32, 1])
     }
 
     /// `db[co] = Σ_n,pixel dy[n,co,pixel]`.
@@ -171,8 +162,14 @@ impl Convolution for ConvTranspose2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
-    fn reference_backward(&self, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        reference::backward(self, x, w, dy)
+    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_input(self, w, dy)
+    }
+    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        reference::backward_weight(self, x, dy)
+    }
+    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64> {
+        reference::backward_bias(self, dy)
     }
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
         onnx.single("ConvTranspose", &inputs, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])])
@@ -229,18 +226,31 @@ pub mod reference {
         y
     }
 
-    /// `(dx, dw, db)`.
-    pub fn backward(s: &ConvTranspose2d, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    /// dx from `dy`.
+    pub fn backward_input(s: &ConvTranspose2d, w: &[f64], dy: &[f64]) -> Vec<f64> {
+        let mut dx = vec![0.0; s.input_len()];
+        for_each_tap(s, |yi, xi, wi| dx[xi] += dy[yi] * w[wi]);
+        dx
+    }
+
+    pub fn backward_weight(s: &ConvTranspose2d, x: &[f64], dy: &[f64]) -> Vec<f64> {
+        let mut dw = vec![0.0; s.weight_len()];
+        for_each_tap(s, |yi, xi, wi| dw[wi] += dy[yi] * x[xi]);
+        dw
+    }
+
+    pub fn backward_bias(s: &ConvTranspose2d, dy: &[f64]) -> Vec<f64> {
         let plane = 4 * s.h * s.w;
-        let (mut dx, mut dw, mut db) = (vec![0.0; s.input_len()], vec![0.0; s.weight_len()], vec![0.0; s.cout]);
-        for_each_tap(s, |yi, xi, wi| {
-            dx[xi] += dy[yi] * w[wi];
-            dw[wi] += dy[yi] * x[xi];
-        });
+        let mut db = vec![0.0; s.cout];
         for (i, g) in dy.iter().enumerate() {
             db[i / plane % s.cout] += g;
         }
-        (dx, dw, db)
+        db
+    }
+
+    /// `(dx, dw, db)`.
+    pub fn backward(s: &ConvTranspose2d, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        (backward_input(s, w, dy), backward_weight(s, x, dy), backward_bias(s, dy))
     }
 }
 
@@ -282,11 +292,3 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     ConvTranspose2d { n: 3, cin: 16, cout: 17, h: 4, w: 6 },
     ConvTranspose2d { n: 2, cin: 9, cout: 8, h: 3, w: 2 },
 ];
-
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for s in CHECK_SHAPES {
-        out.extend(check(gpu, rng, s)?);
-    }
-    Ok(out)
-}

@@ -15,8 +15,7 @@ use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::OnnxNode;
 use crate::graph::{numel, Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
-use crate::ops::conv2d::require_len;
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dropout {
@@ -28,25 +27,26 @@ pub struct Dropout {
     pub stream: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    threshold: u32,
-    scale: f32,
-    stream: u32,
+uniform! {
+    struct Params {
+        n: u32,
+        threshold: u32,
+        scale: f32,
+        stream: u32,
+    }
 }
 
-const WG: u32 = 256;
+/// Words in the rng uniform buffer.
+const RNG_WORDS: usize = 4;
 
 /// The contents of the rng uniform buffer: `[seed_lo, seed_hi, step, 0]`.
-pub fn rng_words(seed: u64, step: u32) -> [u32; 4] {
+pub fn rng_words(seed: u64, step: u32) -> [u32; RNG_WORDS] {
     [seed as u32, (seed >> 32) as u32, step, 0]
 }
 
 /// A uniform buffer for [`rng_words`], written with `gpu.write` before each step.
 pub fn rng_buffer(gpu: &Gpu) -> BufferView {
-    gpu.uniform_buffer("dropout rng", 16)
+    gpu.uniform_buffer("dropout rng", 4 * RNG_WORDS as u64)
 }
 
 /// Elements whose hash is below round(p·2³²) are dropped. p < 1, so this fits in a u32.
@@ -79,34 +79,33 @@ pub fn keep(seed: u64, step: u32, stream: u32, index: u32, p: f32) -> bool {
 }
 
 impl Dropout {
-    fn launch(&self, gpu: &Gpu, rng: &BufferView, src: &BufferView, dst: &BufferView) -> Result<Dispatch> {
+    /// dst = src·keep/(1 − p): forward and backward alike.
+    fn scale_kept(&self, gpu: &Gpu, rng: &BufferView, src: &BufferView, dst: &BufferView) -> Result<Dispatch> {
         if !(0.0..1.0).contains(&self.p) {
             bail!("dropout probability must be in [0, 1): {self:?}");
         }
         if self.n == 0 {
             bail!("dropout over no elements: {self:?}");
         }
-        require_len(src, self.n, "dropout")?;
-        require_len(dst, self.n, "dropout")?;
         let params = Params {
             n: self.n as u32,
             threshold: threshold(self.p),
             scale: (1.0 / (1.0 - self.p as f64)) as f32,
             stream: self.stream,
         };
-        let spec = KernelSpec::new("dropout", "dropout", [WG, 1, 1]);
-        Dispatch::new(gpu, &spec, &params, &[(1, rng), (2, src), (3, dst)], grid_1d(self.n, WG))
+        let bindings = [("rng", rng, RNG_WORDS), ("src", src, self.n), ("dst", dst, self.n)];
+        launch(gpu, &KernelSpec::per_element("dropout", "dropout"), &params, &bindings, grid_1d(self.n, WG))
     }
 
     /// Training: y = x·keep/(1 − p). `rng` is a uniform buffer holding [`rng_words`] (from
     /// [`rng_buffer`]).
     pub fn forward(&self, gpu: &Gpu, rng: &BufferView, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
-        self.launch(gpu, rng, x, y)
+        self.scale_kept(gpu, rng, x, y)
     }
 
     /// dx = dy·keep/(1 − p), with the mask of the forward that ran with the same rng words.
     pub fn backward(&self, gpu: &Gpu, rng: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        self.launch(gpu, rng, dy, dx)
+        self.scale_kept(gpu, rng, dy, dx)
     }
 }
 
@@ -229,12 +228,10 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Dropout) -> Result<Vec<CaseRepor
 }
 
 /// One element, odd sizes, 10⁵ elements, p = 0 (identity), a high p, and two streams.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (n, p, stream) in
-        [(1, 0.5, 0), (3 * 17 * 23, 0.3, 0), (100_000, 0.5, 1), (2 * 33 * 9 * 7, 0.0, 2), (1000, 0.9, 3)]
-    {
-        out.extend(check(gpu, rng, &Dropout { n, p, stream })?);
-    }
-    Ok(out)
-}
+pub const CHECK_CASES: &[Dropout] = &[
+    Dropout { n: 1, p: 0.5, stream: 0 },
+    Dropout { n: 3 * 17 * 23, p: 0.3, stream: 0 },
+    Dropout { n: 100_000, p: 0.5, stream: 1 },
+    Dropout { n: 2 * 33 * 9 * 7, p: 0.0, stream: 2 },
+    Dropout { n: 1000, p: 0.9, stream: 3 },
+];

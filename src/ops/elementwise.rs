@@ -7,74 +7,67 @@ use anyhow::Result;
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{float, OnnxNode};
-use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::graph::rule::op_kernel;
+use crate::graph::{Backward, Forward, Graph, Layer, TensorId};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    _pad: [u32; 3],
+uniform! {
+    struct Params {
+        n: u32,
+    }
 }
-
-const WG: u32 = 256;
 
 /// LeakyReLU's slope for negative inputs (Keras' `LeakyReLU` default is 0.3; 0.01 is Maas et
 /// al.'s, and keeps the net close to a ReLU one).
 pub const LEAKY_RELU_SLOPE: f64 = 0.01;
 
-fn launch(
-    gpu: &Gpu,
-    entry: &'static str,
-    a: &BufferView,
-    b: Option<&BufferView>,
-    out: &BufferView,
-) -> Result<Dispatch> {
+/// `entry` over the elements of `out`, reading as many of `a` (and `b`, if any).
+fn apply(gpu: &Gpu, entry: &'static str, a: &BufferView, b: Option<&BufferView>, out: &BufferView) -> Result<Dispatch> {
     let n = out.elems();
-    let mut spec = KernelSpec::new("elementwise", entry, [WG, 1, 1]);
+    let mut spec = KernelSpec::per_element("elementwise", entry);
     if entry.starts_with("leaky_relu") {
         spec = spec.constant("LEAKY_SLOPE", LEAKY_RELU_SLOPE);
     }
-    let mut tensors = vec![(1, a), (3, out)];
+    let mut bindings = vec![("a", a, n), ("out", out, n)];
     if let Some(b) = b {
-        tensors.push((2, b));
+        bindings.push(("b", b, n));
     }
-    Dispatch::new(gpu, &spec, &Params { n: n as u32, _pad: [0; 3] }, &tensors, grid_1d(n, WG))
+    launch(gpu, &spec, &Params { n: n as u32 }, &bindings, grid_1d(n, WG))
 }
 
 /// `y = max(x, 0)`.
 pub fn relu(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "relu", x, None, y)
+    apply(gpu, "relu", x, None, y)
 }
 
 /// `dx = dy` where the ReLU output `y > 0`, else 0.
 pub fn relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "relu_backward", y, Some(dy), dx)
+    apply(gpu, "relu_backward", y, Some(dy), dx)
 }
 
 /// `y = x` where `x > 0`, else `LEAKY_RELU_SLOPE·x`.
 pub fn leaky_relu(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "leaky_relu", x, None, y)
+    apply(gpu, "leaky_relu", x, None, y)
 }
 
 /// `dx = dy` where the LeakyReLU output `y > 0`, else `LEAKY_RELU_SLOPE·dy`.
 pub fn leaky_relu_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "leaky_relu_backward", y, Some(dy), dx)
+    apply(gpu, "leaky_relu_backward", y, Some(dy), dx)
 }
 
 /// `y = 1 / (1 + exp(-x))`.
 pub fn sigmoid(gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "sigmoid", x, None, y)
+    apply(gpu, "sigmoid", x, None, y)
 }
 
 /// `dx = dy·y·(1 − y)` from the sigmoid output `y`.
 pub fn sigmoid_backward(gpu: &Gpu, y: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "sigmoid_backward", y, Some(dy), dx)
+    apply(gpu, "sigmoid_backward", y, Some(dy), dx)
 }
 
 /// `y = a + b` (y may not alias a or b).
 pub fn add(gpu: &Gpu, a: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
-    launch(gpu, "add", a, Some(b), y)
+    apply(gpu, "add", a, Some(b), y)
 }
 
 /// `y = a + b` (a residual join).
@@ -164,80 +157,16 @@ impl Graph {
     }
 }
 
-/// `y = a + b`: a residual join, and the sum of a tensor's gradients from several consumers.
-#[derive(Clone, Debug)]
-pub struct Add {
-    pub a: BufId,
-    pub b: BufId,
-    pub y: BufId,
-}
-
-impl Kernel for Add {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.a, self.b], vec![self.y])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![add(g.gpu, g.buf(self.a), g.buf(self.b), g.buf(self.y))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.y] = reference::add(&c.buffers[self.a], &c.buffers[self.b]);
-    }
-}
-
-/// An element-wise function `y = f(x)`: its driver and reference.
-macro_rules! unary_kernel {
-    ($name:ident, $driver:ident) => {
-        #[derive(Clone, Debug)]
-        pub struct $name {
-            pub x: BufId,
-            pub y: BufId,
-        }
-
-        impl Kernel for $name {
-            fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-                (vec![self.x], vec![self.y])
-            }
-            fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-                Ok(vec![$driver(g.gpu, g.buf(self.x), g.buf(self.y))?])
-            }
-            fn reference(&self, c: &mut CpuBuffers) {
-                c.buffers[self.y] = reference::$driver(&c.buffers[self.x]);
-            }
-        }
-    };
-}
-
-/// The backward of an element-wise function computed from its output `y`:
-/// `dx = dy·f'(y)`.
-macro_rules! backward_kernel {
-    ($name:ident, $driver:ident) => {
-        #[derive(Clone, Debug)]
-        pub struct $name {
-            pub y: BufId,
-            pub dy: BufId,
-            pub dx: BufId,
-        }
-
-        impl Kernel for $name {
-            fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-                (vec![self.y, self.dy], vec![self.dx])
-            }
-            fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-                Ok(vec![$driver(g.gpu, g.buf(self.y), g.buf(self.dy), g.buf(self.dx))?])
-            }
-            fn reference(&self, c: &mut CpuBuffers) {
-                c.buffers[self.dx] = reference::$driver(&c.buffers[self.y], &c.buffers[self.dy]);
-            }
-        }
-    };
-}
-
-unary_kernel!(Relu, relu);
-backward_kernel!(ReluBackward, relu_backward);
-unary_kernel!(LeakyRelu, leaky_relu);
-backward_kernel!(LeakyReluBackward, leaky_relu_backward);
-unary_kernel!(Sigmoid, sigmoid);
-backward_kernel!(SigmoidBackward, sigmoid_backward);
+op_kernel!(
+    /// `y = a + b`: a residual join, and the sum of a tensor's gradients from several consumers.
+    Add: add(buf a, buf b) -> y, reference::add
+);
+op_kernel!(Relu: relu(buf x) -> y, reference::relu);
+op_kernel!(ReluBackward: relu_backward(buf y, buf dy) -> dx, reference::relu_backward);
+op_kernel!(LeakyRelu: leaky_relu(buf x) -> y, reference::leaky_relu);
+op_kernel!(LeakyReluBackward: leaky_relu_backward(buf y, buf dy) -> dx, reference::leaky_relu_backward);
+op_kernel!(Sigmoid: sigmoid(buf x) -> y, reference::sigmoid);
+op_kernel!(SigmoidBackward: sigmoid_backward(buf y, buf dy) -> dx, reference::sigmoid_backward);
 
 /// Plain f64 references.
 pub mod reference {
@@ -264,8 +193,11 @@ pub mod reference {
     }
 }
 
+/// One element, and odd sizes over a workgroup.
+pub const CHECK_CASES: &[usize] = &[1, 3 * 17 * 23, 2 * 33 * 9 * 7];
+
 /// Runs every element-wise kernel on `n` random elements against the reference.
-pub fn check(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>> {
+pub fn check(gpu: &Gpu, rng: &mut CheckRng, &n: &usize) -> Result<Vec<CaseReport>> {
     let shape = format!("{n}");
     let a = check::random(rng, n);
     let b = check::random(rng, n);

@@ -9,9 +9,9 @@ use anyhow::{bail, Result};
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::OnnxNode;
-use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
-use crate::ops::conv2d::require_len;
+use crate::graph::rule::op_kernel;
+use crate::graph::{Backward, Forward, Graph, Layer, TensorId};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gate {
@@ -22,16 +22,13 @@ pub struct Gate {
     pub hw: usize,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    hw: u32,
-    _pad: u32,
+uniform! {
+    struct Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+    }
 }
-
-const WG: u32 = 256;
 
 impl Gate {
     /// Elements of x and y.
@@ -48,43 +45,32 @@ impl Gate {
         self.n * self.hw
     }
 
-    fn launch(
-        &self,
-        gpu: &Gpu,
-        entry: &'static str,
-        tensors: &[(u32, &BufferView)],
-        threads: usize,
-    ) -> Result<Dispatch> {
+    fn params(&self) -> Result<Params> {
         if self.is_empty() {
             bail!("gate with an empty dimension: {self:?}");
         }
-        let params = Params { n: self.n as u32, c: self.c as u32, hw: self.hw as u32, _pad: 0 };
-        let spec = KernelSpec::new("gate", entry, [WG, 1, 1]);
-        Dispatch::new(gpu, &spec, &params, tensors, grid_1d(threads, WG))
+        Ok(Params { n: self.n as u32, c: self.c as u32, hw: self.hw as u32 })
     }
 
     /// `y = x·a`, `a` broadcast over channels.
     pub fn forward(&self, gpu: &Gpu, x: &BufferView, a: &BufferView, y: &BufferView) -> Result<Dispatch> {
-        for (t, len) in [(x, self.len()), (a, self.gate_len()), (y, self.len())] {
-            require_len(t, len, "gate forward")?;
-        }
-        self.launch(gpu, "apply", &[(1, x), (2, a), (4, y)], self.len())
+        let bindings = [("x", x, self.len()), ("a", a, self.gate_len()), ("out", y, self.len())];
+        let spec = KernelSpec::per_element("gate", "apply");
+        launch(gpu, &spec, &self.params()?, &bindings, grid_1d(self.len(), WG))
     }
 
-    /// `dx = dy·a`.
+    /// `dx = dy·a`: the forward kernel with dy for x.
     pub fn backward_input(&self, gpu: &Gpu, a: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        for (t, len) in [(a, self.gate_len()), (dy, self.len()), (dx, self.len())] {
-            require_len(t, len, "gate backward_input")?;
-        }
-        self.launch(gpu, "apply", &[(1, dy), (2, a), (4, dx)], self.len())
+        let bindings = [("x", dy, self.len()), ("a", a, self.gate_len()), ("out", dx, self.len())];
+        let spec = KernelSpec::per_element("gate", "apply");
+        launch(gpu, &spec, &self.params()?, &bindings, grid_1d(self.len(), WG))
     }
 
     /// `da[n, p] = Σ_c dy[n, c, p]·x[n, c, p]`.
     pub fn backward_gate(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, da: &BufferView) -> Result<Dispatch> {
-        for (t, len) in [(x, self.len()), (dy, self.len()), (da, self.gate_len())] {
-            require_len(t, len, "gate backward_gate")?;
-        }
-        self.launch(gpu, "gate_grad", &[(1, x), (3, dy), (4, da)], self.gate_len())
+        let bindings = [("x", x, self.len()), ("dy", dy, self.len()), ("out", da, self.gate_len())];
+        let spec = KernelSpec::per_element("gate", "gate_grad");
+        launch(gpu, &spec, &self.params()?, &bindings, grid_1d(self.gate_len(), WG))
     }
 }
 
@@ -124,68 +110,18 @@ impl Graph {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct GateForward {
-    pub s: Gate,
-    pub x: BufId,
-    pub a: BufId,
-    pub y: BufId,
-}
-
-impl Kernel for GateForward {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.x, self.a], vec![self.y])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.buf(self.a), g.buf(self.y))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.y] = reference::forward(&self.s, &c.buffers[self.x], &c.buffers[self.a]);
-    }
-}
-
-/// dx = dy·a.
-#[derive(Clone, Debug)]
-pub struct GateBackwardInput {
-    pub s: Gate,
-    pub a: BufId,
-    pub dy: BufId,
-    pub dx: BufId,
-}
-
-impl Kernel for GateBackwardInput {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.a, self.dy], vec![self.dx])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.backward_input(g.gpu, g.buf(self.a), g.buf(self.dy), g.buf(self.dx))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        // dx = dy·a is the forward with dy for x.
-        c.buffers[self.dx] = reference::forward(&self.s, &c.buffers[self.dy], &c.buffers[self.a]);
-    }
-}
-
-/// da = Σ_c dy·x.
-#[derive(Clone, Debug)]
-pub struct GateBackwardGate {
-    pub s: Gate,
-    pub x: BufId,
-    pub dy: BufId,
-    pub da: BufId,
-}
-
-impl Kernel for GateBackwardGate {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.x, self.dy], vec![self.da])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.backward_gate(g.gpu, g.buf(self.x), g.buf(self.dy), g.buf(self.da))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.da] = reference::gate_grad(&self.s, &c.buffers[self.x], &c.buffers[self.dy]);
-    }
-}
+op_kernel!(
+    /// `y = x·a`.
+    GateForward(Gate): forward(buf x, buf a) -> y, reference::forward
+);
+op_kernel!(
+    /// `dx = dy·a`.
+    GateBackwardInput(Gate): backward_input(buf a, buf dy) -> dx, reference::backward_input
+);
+op_kernel!(
+    /// `da = Σ_c dy·x`.
+    GateBackwardGate(Gate): backward_gate(buf x, buf dy) -> da, reference::backward_gate
+);
 
 /// Plain f64 references.
 pub mod reference {
@@ -200,8 +136,13 @@ pub mod reference {
         (0..s.len()).map(|i| x[i] * a[gate_index(s, i)]).collect()
     }
 
+    /// dx = dy·a is the forward with dy for x.
+    pub fn backward_input(s: &Gate, a: &[f64], dy: &[f64]) -> Vec<f64> {
+        forward(s, dy, a)
+    }
+
     /// da[n, p] = Σ_c dy[n, c, p]·x[n, c, p].
-    pub fn gate_grad(s: &Gate, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    pub fn backward_gate(s: &Gate, x: &[f64], dy: &[f64]) -> Vec<f64> {
         let mut da = vec![0.0; s.gate_len()];
         for i in 0..s.len() {
             da[gate_index(s, i)] += dy[i] * x[i];
@@ -209,9 +150,9 @@ pub mod reference {
         da
     }
 
-    /// (dx, da): dx = dy·a is the forward with dy for x.
+    /// (dx, da).
     pub fn backward(s: &Gate, x: &[f64], a: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        (forward(s, dy, a), gate_grad(s, x, dy))
+        (backward_input(s, a, dy), backward_gate(s, x, dy))
     }
 }
 
@@ -238,10 +179,11 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Gate) -> Result<Vec<CaseReport>>
 }
 
 /// Batch 1 and 4, channels 1, 3, 5, 33, planes of 17·23 (odd, over a workgroup) and of 1.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (n, c, hw) in [(1, 1, 1), (1, 3, 17 * 23), (4, 5, 17 * 23), (4, 1, 17 * 23), (2, 33, 9 * 7), (4, 33, 1)] {
-        out.extend(check(gpu, rng, &Gate { n, c, hw })?);
-    }
-    Ok(out)
-}
+pub const CHECK_CASES: &[Gate] = &[
+    Gate { n: 1, c: 1, hw: 1 },
+    Gate { n: 1, c: 3, hw: 17 * 23 },
+    Gate { n: 4, c: 5, hw: 17 * 23 },
+    Gate { n: 4, c: 1, hw: 17 * 23 },
+    Gate { n: 2, c: 33, hw: 9 * 7 },
+    Gate { n: 4, c: 33, hw: 1 },
+];

@@ -7,40 +7,28 @@
 //! the loss is averaged over and multiplied by `grad_scale`, so BCE and Dice can be summed into one
 //! gradient buffer.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::graph::{BufId, CpuBuffers, GpuBuffers, Kernel};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    count: u32,
-    classes: u32,
-    pixels: u32,
-    index: u32,
-    scale: f32,
-    _pad: [u32; 3],
+uniform! {
+    struct Params {
+        count: u32,
+        classes: u32,
+        pixels: u32,
+        index: u32,
+        scale: f32,
+    }
 }
 
 impl Params {
     fn new(count: usize, scale: f64) -> Self {
-        Params { count: count as u32, classes: 0, pixels: 0, index: 0, scale: scale as f32, _pad: [0; 3] }
+        Params { count: count as u32, classes: 0, pixels: 0, index: 0, scale: scale as f32 }
     }
-}
-
-const WG: u32 = 256;
-
-/// A kernel reading or writing past the end of a view would silently clamp (robust buffer
-/// access), so sizes are checked here.
-fn need(view: &BufferView, elems: usize, what: &str) -> Result<()> {
-    if view.elems() < elems {
-        bail!("{what} '{}' holds {} elements, the loss needs {elems}", view.name, view.elems());
-    }
-    Ok(())
 }
 
 fn accumulate_flag(accumulate: bool) -> f64 {
@@ -70,12 +58,10 @@ impl SigmoidBce {
         grad_scale: f32,
     ) -> Result<Dispatch> {
         let n = self.elems;
-        for (view, what) in [(logits, "logits"), (target, "target"), (loss, "loss"), (grad, "grad")] {
-            need(view, n, what)?;
-        }
-        let spec = KernelSpec::new("loss", "sigmoid_bce", [WG, 1, 1]);
+        let spec = KernelSpec::per_element("loss", "sigmoid_bce");
         let params = Params::new(n, grad_scale as f64 / n as f64);
-        Dispatch::new(gpu, &spec, &params, &[(1, logits), (2, target), (4, loss), (5, grad)], grid_1d(n, WG))
+        let bindings = [("logits", logits, n), ("targets", target, n), ("loss", loss, n), ("grad", grad, n)];
+        launch(gpu, &spec, &params, &bindings, grid_1d(n, WG))
     }
 }
 
@@ -97,19 +83,17 @@ impl SoftmaxCe {
     /// labels[pixel] = u32(target[pixel]): class ids stored as f32 → u32 labels, [n, hw].
     pub fn labels(&self, gpu: &Gpu, target: &BufferView, labels: &BufferView) -> Result<Dispatch> {
         let pixels = self.n * self.hw;
-        need(target, pixels, "target")?;
-        need(labels, pixels, "labels")?;
-        let spec = KernelSpec::new("loss", "class_labels", [WG, 1, 1]);
-        Dispatch::new(gpu, &spec, &self.pixel_params(0.0), &[(2, target), (10, labels)], grid_1d(pixels, WG))
+        let spec = KernelSpec::per_element("loss", "class_labels");
+        let bindings = [("targets", target, pixels), ("labels_out", labels, pixels)];
+        launch(gpu, &spec, &self.pixel_params(0.0), &bindings, grid_1d(pixels, WG))
     }
 
     /// probs = softmax of the logits over the k channels of each pixel, [n, k, hw].
     pub fn probabilities(&self, gpu: &Gpu, logits: &BufferView, probs: &BufferView) -> Result<Dispatch> {
         let pixels = self.n * self.hw;
-        need(logits, pixels * self.k, "logits")?;
-        need(probs, pixels * self.k, "probabilities")?;
-        let spec = KernelSpec::new("loss", "softmax", [WG, 1, 1]);
-        Dispatch::new(gpu, &spec, &self.pixel_params(0.0), &[(1, logits), (11, probs)], grid_1d(pixels, WG))
+        let spec = KernelSpec::per_element("loss", "softmax");
+        let bindings = [("logits", logits, pixels * self.k), ("probs", probs, pixels * self.k)];
+        launch(gpu, &spec, &self.pixel_params(0.0), &bindings, grid_1d(pixels, WG))
     }
 
     /// loss[pixel] = logsumexp(z) − z[label] (max-subtracted), unscaled;
@@ -124,13 +108,15 @@ impl SoftmaxCe {
         grad_scale: f32,
     ) -> Result<Dispatch> {
         let pixels = self.n * self.hw;
-        need(logits, pixels * self.k, "logits")?;
-        need(labels, pixels, "labels")?;
-        need(loss, pixels, "loss")?;
-        need(grad, pixels * self.k, "grad")?;
-        let spec = KernelSpec::new("loss", "softmax_ce", [WG, 1, 1]);
+        let spec = KernelSpec::per_element("loss", "softmax_ce");
         let params = self.pixel_params(grad_scale as f64 / pixels as f64);
-        Dispatch::new(gpu, &spec, &params, &[(1, logits), (3, labels), (4, loss), (5, grad)], grid_1d(pixels, WG))
+        let bindings = [
+            ("logits", logits, pixels * self.k),
+            ("labels", labels, pixels),
+            ("loss", loss, pixels),
+            ("grad", grad, pixels * self.k),
+        ];
+        launch(gpu, &spec, &params, &bindings, grid_1d(pixels, WG))
     }
 }
 
@@ -146,12 +132,10 @@ impl SoftDice {
     /// Per-image sums (Σp·t, Σp, Σt) into `sums` [images, 3]: one workgroup per image.
     pub fn sums(&self, gpu: &Gpu, logits: &BufferView, target: &BufferView, sums: &BufferView) -> Result<Dispatch> {
         let n = self.images * self.pixels;
-        need(logits, n, "logits")?;
-        need(target, n, "target")?;
-        need(sums, 3 * self.images, "sums")?;
-        let spec = KernelSpec::new("loss", "dice_sums", [WG, 1, 1]).workgroup_memory(WG * 16);
+        let spec = KernelSpec::per_element("loss", "dice_sums").workgroup_memory(WG * 16);
         let params = Params { pixels: self.pixels as u32, ..Params::new(self.images, 0.0) };
-        Dispatch::new(gpu, &spec, &params, &[(1, logits), (2, target), (6, sums)], [self.images as u32, 1, 1])
+        let bindings = [("logits", logits, n), ("targets", target, n), ("sums", sums, 3 * self.images)];
+        launch(gpu, &spec, &params, &bindings, [self.images as u32, 1, 1])
     }
 
     /// The gradient w.r.t. z (through σ) times grad_scale, added into `grad` when `accumulate`
@@ -169,16 +153,16 @@ impl SoftDice {
         accumulate: bool,
     ) -> Result<Dispatch> {
         let n = self.images * self.pixels;
-        need(logits, n, "logits")?;
-        need(target, n, "target")?;
-        need(sums, 3 * self.images, "sums")?;
-        need(loss, self.images, "loss")?;
-        need(grad, n, "grad")?;
-        let spec =
-            KernelSpec::new("loss", "dice_backward", [WG, 1, 1]).constant("ACCUMULATE", accumulate_flag(accumulate));
+        let spec = KernelSpec::per_element("loss", "dice_backward").constant("ACCUMULATE", accumulate_flag(accumulate));
         let params = Params { pixels: self.pixels as u32, ..Params::new(n, grad_scale as f64 / self.images as f64) };
-        let tensors = [(1, logits), (2, target), (7, sums), (4, loss), (5, grad)];
-        Dispatch::new(gpu, &spec, &params, &tensors, grid_1d(n, WG))
+        let bindings = [
+            ("logits", logits, n),
+            ("targets", target, n),
+            ("image_sums", sums, 3 * self.images),
+            ("loss", loss, self.images),
+            ("grad", grad, n),
+        ];
+        launch(gpu, &spec, &params, &bindings, grid_1d(n, WG))
     }
 }
 
@@ -194,13 +178,11 @@ pub struct ReduceSum {
 
 impl ReduceSum {
     pub fn dispatch(&self, gpu: &Gpu, x: &BufferView, out: &BufferView) -> Result<Dispatch> {
-        need(x, self.n, "input")?;
-        need(out, self.index + 1, "output")?;
-        let spec = KernelSpec::new("loss", "reduce_sum", [WG, 1, 1])
+        let spec = KernelSpec::per_element("loss", "reduce_sum")
             .workgroup_memory(WG * 4)
             .constant("ACCUMULATE", accumulate_flag(self.accumulate));
         let params = Params { index: self.index as u32, ..Params::new(self.n, self.scale as f64) };
-        Dispatch::new(gpu, &spec, &params, &[(8, x), (9, out)], [1, 1, 1])
+        launch(gpu, &spec, &params, &[("x", x, self.n), ("out", out, self.index + 1)], [1, 1, 1])
     }
 }
 
@@ -473,7 +455,11 @@ pub mod reference {
 
 /// Every loss kernel on `images` images of `pixels` pixels (`classes` for softmax CE), with
 /// logits of magnitude up to 4 (useful gradients) and up to 100 (saturation: no NaN or inf).
-pub fn check(gpu: &Gpu, rng: &mut CheckRng, images: usize, classes: usize, pixels: usize) -> Result<Vec<CaseReport>> {
+pub fn check(
+    gpu: &Gpu,
+    rng: &mut CheckRng,
+    &(images, classes, pixels): &(usize, usize, usize),
+) -> Result<Vec<CaseReport>> {
     let mut out = Vec::new();
     for amplitude in [4.0f32, 100.0] {
         out.extend(check_binary(gpu, rng, images, pixels, amplitude)?);
@@ -578,7 +564,7 @@ fn check_softmax(
 
 /// [`ReduceSum`] of `n` non-negative values (losses are) into one element of a small output,
 /// written then accumulated; the other elements must stay untouched.
-pub fn check_reduce_sum(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<CaseReport>> {
+pub fn check_reduce_sum(gpu: &Gpu, rng: &mut CheckRng, &n: &usize) -> Result<Vec<CaseReport>> {
     let x: Vec<f32> = check::random(rng, n).iter().map(|v| v.abs()).collect();
     let sum: f64 = x.iter().map(|&v| v as f64).sum();
     let gx = gpu.upload("x", &x)?;
@@ -602,15 +588,9 @@ pub fn check_reduce_sum(gpu: &Gpu, rng: &mut CheckRng, n: usize) -> Result<Vec<C
     Ok(out)
 }
 
-/// The family check: K = 2, 3, 5, pixel counts that are not multiples of the workgroup size, one
-/// and several images; ReduceSum over 1, 1000 and 70001 values.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (images, classes, pixels) in [(1, 2, 17 * 23), (3, 3, 7 * 9), (2, 5, 1000)] {
-        out.extend(check(gpu, rng, images, classes, pixels)?);
-    }
-    for n in [1, 1000, 70001] {
-        out.extend(check_reduce_sum(gpu, rng, n)?);
-    }
-    Ok(out)
-}
+/// K = 2, 3, 5, pixel counts that are not multiples of the workgroup size, one and several
+/// images: (images, classes, pixels).
+pub const CHECK_CASES: &[(usize, usize, usize)] = &[(1, 2, 17 * 23), (3, 3, 7 * 9), (2, 5, 1000)];
+
+/// [`ReduceSum`] over 1, 1000 and 70001 values.
+pub const REDUCE_SUM_CASES: &[usize] = &[1, 1000, 70001];

@@ -8,21 +8,17 @@ use rand::Rng;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    images: u32,
-    pixels: u32,
-    threshold: f32,
-    first_image: u32,
-    classes: u32,
-    _pad: [u32; 3],
+uniform! {
+    struct Params {
+        images: u32,
+        pixels: u32,
+        threshold: f32,
+        first_image: u32,
+        classes: u32,
+    }
 }
-
-/// Invocations per workgroup; one workgroup counts one image.
-const WG: u32 = 256;
 
 /// Per image: TP, FP, FN, TN of (pred > threshold) against (target > 0.5), as u32.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,31 +36,20 @@ impl ConfusionCounts {
     /// read it back once.
     pub fn dispatch(&self, gpu: &Gpu, pred: &BufferView, target: &BufferView, counts: &BufferView) -> Result<Dispatch> {
         let inputs = self.images * self.pixels;
-        for t in [pred, target] {
-            ensure!(
-                t.elems() >= inputs,
-                "confusion counts: tensor '{}' holds {} elements, needs {inputs}",
-                t.name,
-                t.elems()
-            );
-        }
-        let rows = self.first_image + self.images;
-        ensure!(
-            counts.elems() >= 4 * rows,
-            "confusion counts: '{}' holds {} rows, needs {rows}",
-            counts.name,
-            counts.elems() / 4
-        );
-        let spec = KernelSpec::new("metrics", "confusion_counts", [WG, 1, 1]).workgroup_memory(16);
+        let bindings = [
+            ("pred", pred, inputs),
+            ("mask", target, inputs),
+            ("counts", counts, 4 * (self.first_image + self.images)),
+        ];
+        let spec = KernelSpec::per_element("metrics", "confusion_counts").workgroup_memory(16);
         let params = Params {
             images: self.images as u32,
             pixels: self.pixels as u32,
             threshold: self.threshold,
             first_image: self.first_image as u32,
             classes: 0,
-            _pad: [0; 3],
         };
-        Dispatch::new(gpu, &spec, &params, &[(1, pred), (2, target), (3, counts)], grid_1d(self.images, 1))
+        launch(gpu, &spec, &params, &bindings, grid_1d(self.images, 1))
     }
 }
 
@@ -99,27 +84,21 @@ impl ClassConfusion {
             "class counts: {} classes, the kernel counts 2 to {MAX_CLASSES}",
             self.classes
         );
-        for (t, want) in [(logits, self.images * self.classes * self.pixels), (mask, self.images * self.pixels)] {
-            ensure!(t.elems() >= want, "class counts: tensor '{}' holds {} elements, needs {want}", t.name, t.elems());
-        }
-        let (rows, row) = (self.first_image + self.images, class_row_len(self.classes));
-        ensure!(
-            counts.elems() >= row * rows,
-            "class counts: '{}' holds {} rows, needs {rows}",
-            counts.name,
-            counts.elems() / row
-        );
-        let spec = KernelSpec::new("metrics", "class_counts", [WG, 1, 1])
-            .workgroup_memory(4 * class_row_len(MAX_CLASSES) as u32);
+        let bindings = [
+            ("pred", logits, self.images * self.classes * self.pixels),
+            ("mask", mask, self.images * self.pixels),
+            ("counts", counts, class_row_len(self.classes) * (self.first_image + self.images)),
+        ];
+        let spec =
+            KernelSpec::per_element("metrics", "class_counts").workgroup_memory(4 * class_row_len(MAX_CLASSES) as u32);
         let params = Params {
             images: self.images as u32,
             pixels: self.pixels as u32,
             threshold: 0.0,
             first_image: self.first_image as u32,
             classes: self.classes as u32,
-            _pad: [0; 3],
         };
-        Dispatch::new(gpu, &spec, &params, &[(1, logits), (2, mask), (3, counts)], grid_1d(self.images, 1))
+        launch(gpu, &spec, &params, &bindings, grid_1d(self.images, 1))
     }
 }
 
@@ -290,10 +269,7 @@ fn compare_exact(kernel: &str, shape: &str, gpu: &[u32], want: &[u32]) -> CaseRe
 pub fn check(
     gpu: &Gpu,
     rng: &mut CheckRng,
-    images: usize,
-    h: usize,
-    w: usize,
-    first_image: usize,
+    &(images, h, w, first_image): &(usize, usize, usize, usize),
 ) -> Result<Vec<CaseReport>> {
     let pixels = h * w;
     let shape = format!("{images}x{h}x{w} at row {first_image}");
@@ -330,14 +306,10 @@ pub fn check(
     Ok(out)
 }
 
-/// Confusion counts on 1×1, 17×23 and 64×64 images, 1 and 3 images, first row 0 and later.
-pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (images, h, w, first_image) in [(1, 1, 1, 0), (3, 17, 23, 2), (1, 64, 64, 1), (3, 64, 64, 0), (3, 1, 1, 5)] {
-        out.extend(check(gpu, rng, images, h, w, first_image)?);
-    }
-    Ok(out)
-}
+/// Confusion counts on 1×1, 17×23 and 64×64 images, 1 and 3 images, first row 0 and later:
+/// (images, h, w, first_image).
+pub const CHECK_CASES: &[(usize, usize, usize, usize)] =
+    &[(1, 1, 1, 0), (3, 17, 23, 2), (1, 64, 64, 1), (3, 64, 64, 0), (3, 1, 1, 5)];
 
 /// Class counts of `images` random `h × w` images of `classes` classes written at row
 /// `first_image` of a buffer with a spare row after them, which must come back untouched, as
@@ -346,11 +318,7 @@ pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
 pub fn check_classes(
     gpu: &Gpu,
     rng: &mut CheckRng,
-    images: usize,
-    h: usize,
-    w: usize,
-    classes: usize,
-    first_image: usize,
+    &(images, h, w, classes, first_image): &(usize, usize, usize, usize, usize),
 ) -> Result<Vec<CaseReport>> {
     let pixels = h * w;
     let row = class_row_len(classes);
@@ -376,16 +344,10 @@ pub fn check_classes(
     Ok(vec![compare_exact("class_counts", &shape, &gpu.read::<u32>(&counts)?, &want)])
 }
 
-/// Class counts for K = 2, 3, 5 and the largest K, odd sizes, 1 to 3 images, first row 0 and later.
-pub fn check_all_classes(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (images, h, w, classes, first_image) in
-        [(1, 1, 1, 2, 0), (3, 17, 23, 3, 2), (2, 33, 31, 5, 1), (1, 64, 64, 2, 0), (2, 5, 3, MAX_CLASSES, 0)]
-    {
-        out.extend(check_classes(gpu, rng, images, h, w, classes, first_image)?);
-    }
-    Ok(out)
-}
+/// Class counts for K = 2, 3, 5 and the largest K, odd sizes, 1 to 3 images, first row 0 and
+/// later: (images, h, w, classes, first_image).
+pub const CLASS_CASES: &[(usize, usize, usize, usize, usize)] =
+    &[(1, 1, 1, 2, 0), (3, 17, 23, 3, 2), (2, 33, 31, 5, 1), (1, 64, 64, 2, 0), (2, 5, 3, MAX_CLASSES, 0)];
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,12 @@
 //! Kernel families. Each module holds, for one family of ops: the Rust driver that builds a
 //! [`Dispatch`](crate::kernel::Dispatch) for each kernel (forward and backward) of its WGSL file
-//! in `shaders/`, the plain f64 CPU `reference`, and `check_all`, which compares the two on
-//! random inputs of awkward shapes (used by `cargo test` and `wgunet selftest`).
+//! in `shaders/`, the plain f64 CPU `reference`, and `check`, which compares the two on random
+//! inputs of one of its awkward shapes; [`FAMILIES`] runs each over all of them (for
+//! `cargo test` and `wgunet selftest`).
 
 use anyhow::Result;
 
-use crate::check::{CaseReport, CheckRng};
+use crate::check::{run_cases, CaseReport, CheckRng};
 use crate::device::Gpu;
 
 pub mod adam;
@@ -27,30 +28,35 @@ pub struct Family {
     pub check: fn(&Gpu, &mut CheckRng) -> Result<Vec<CaseReport>>,
 }
 
+/// The family `$name`: `$check` over each of `$cases` (see [`run_cases`]).
+macro_rules! family {
+    ($name:literal, $cases:expr, $check:path) => {
+        Family { name: $name, check: |gpu, rng| run_cases(gpu, rng, $cases, $check) }
+    };
+}
+
 pub static FAMILIES: &[Family] = &[
+    family!("elementwise", elementwise::CHECK_CASES, elementwise::check),
+    family!("conv2d", conv2d::CHECK_SHAPES, conv2d::check),
+    family!("conv_transpose2d", conv_transpose2d::CHECK_SHAPES, conv_transpose2d::check),
     Family {
-        name: "elementwise",
+        name: "loss",
         check: |gpu, rng| {
-            let mut out = Vec::new();
-            for n in [1, 3 * 17 * 23, 2 * 33 * 9 * 7] {
-                out.extend(elementwise::check(gpu, rng, n)?);
-            }
+            let mut out = run_cases(gpu, rng, loss::CHECK_CASES, loss::check)?;
+            out.extend(run_cases(gpu, rng, loss::REDUCE_SUM_CASES, loss::check_reduce_sum)?);
             Ok(out)
         },
     },
-    Family { name: "conv2d", check: conv2d::check_all },
-    Family { name: "conv_transpose2d", check: conv_transpose2d::check_all },
-    Family { name: "loss", check: loss::check_all },
-    Family { name: "adam", check: adam::check_all },
-    Family { name: "max_pool", check: pool::check_all_max_pool },
-    Family { name: "upsample", check: pool::check_all_upsample },
-    Family { name: "concat", check: concat::check_all },
-    Family { name: "metrics", check: metrics::check_all },
-    Family { name: "class_counts", check: metrics::check_all_classes },
-    Family { name: "augment", check: augment::check_all },
-    Family { name: "batchnorm", check: batchnorm::check_all },
-    Family { name: "dropout", check: dropout::check_all },
-    Family { name: "gate", check: gate::check_all },
+    family!("adam", adam::CHECK_CASES, adam::check),
+    family!("max_pool", pool::MAX_POOL_CASES, pool::check_max_pool),
+    family!("upsample", pool::UPSAMPLE_CASES, pool::check_upsample),
+    family!("concat", concat::CHECK_CASES, concat::check),
+    family!("metrics", metrics::CHECK_CASES, metrics::check),
+    family!("class_counts", metrics::CLASS_CASES, metrics::check_classes),
+    family!("augment", augment::CHECK_CASES, augment::check),
+    family!("batchnorm", batchnorm::CHECK_CASES, batchnorm::check),
+    family!("dropout", dropout::CHECK_CASES, dropout::check),
+    family!("gate", gate::CHECK_CASES, gate::check),
 ];
 
 pub fn family(name: &str) -> &'static Family {

@@ -2,41 +2,23 @@
 //! U-Net's down-sampling) and nearest-neighbour 2× up-sampling (Keras `UpSampling2D`), each with
 //! its backward.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{ints, string, OnnxNode};
-use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, BufferView, Dispatch, KernelSpec};
+use crate::graph::rule::op_kernel;
+use crate::graph::{Backward, Forward, Graph, Layer, TensorId};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-}
-
-const WG: u32 = 256;
-
-/// One launch over `threads` elements; `n, c, h, w` is the input shape of the op.
-fn launch(
-    gpu: &Gpu,
-    entry: &'static str,
-    [n, c, h, w]: [usize; 4],
-    threads: usize,
-    tensors: &[(u32, &BufferView)],
-) -> Result<Dispatch> {
-    let spec = KernelSpec::new("pool", entry, [WG, 1, 1]);
-    let params = Params { n: n as u32, c: c as u32, h: h as u32, w: w as u32 };
-    Dispatch::new(gpu, &spec, &params, tensors, grid_1d(threads, WG))
-}
-
-fn ensure_len(t: &BufferView, elems: usize, op: &str) -> Result<()> {
-    ensure!(t.elems() >= elems, "{op}: tensor '{}' holds {} elements, needs {elems}", t.name, t.elems());
-    Ok(())
+uniform! {
+    /// The input shape of the op.
+    struct Params {
+        n: u32,
+        c: u32,
+        h: u32,
+        w: u32,
+    }
 }
 
 /// 2×2 max pooling, stride 2, over an `n × c × h × w` input. The output is `h/2 × w/2` (floor,
@@ -56,24 +38,23 @@ impl MaxPool2d {
     pub fn output_len(&self) -> usize {
         self.n * self.c * (self.h / 2) * (self.w / 2)
     }
-    fn dims(&self) -> [usize; 4] {
-        [self.n, self.c, self.h, self.w]
+    fn params(&self) -> Params {
+        Params { n: self.n as u32, c: self.c as u32, h: self.h as u32, w: self.w as u32 }
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
-        ensure_len(x, self.input_len(), "max_pool")?;
-        ensure_len(y, self.output_len(), "max_pool")?;
-        launch(gpu, "max_pool", self.dims(), self.output_len(), &[(1, x), (3, y)])
+        let bindings = [("x", x, self.input_len()), ("out", y, self.output_len())];
+        let spec = KernelSpec::per_element("pool", "max_pool");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.output_len(), WG))
     }
 
     /// dx: gradient to the arg-max of each window; ties go to the FIRST maximum in row-major
     /// window order (top-left, top-right, bottom-left, bottom-right). Recomputes the arg-max from
     /// x (no index buffer). Writes every dx element.
     pub fn backward(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        ensure_len(x, self.input_len(), "max_pool_backward")?;
-        ensure_len(dy, self.output_len(), "max_pool_backward")?;
-        ensure_len(dx, self.input_len(), "max_pool_backward")?;
-        launch(gpu, "max_pool_backward", self.dims(), self.input_len(), &[(1, x), (2, dy), (3, dx)])
+        let bindings = [("x", x, self.input_len()), ("dy", dy, self.output_len()), ("out", dx, self.input_len())];
+        let spec = KernelSpec::per_element("pool", "max_pool_backward");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.input_len(), WG))
     }
 }
 
@@ -93,21 +74,21 @@ impl Upsample2x {
     pub fn output_len(&self) -> usize {
         4 * self.input_len()
     }
-    fn dims(&self) -> [usize; 4] {
-        [self.n, self.c, self.h, self.w]
+    fn params(&self) -> Params {
+        Params { n: self.n as u32, c: self.c as u32, h: self.h as u32, w: self.w as u32 }
     }
 
     pub fn forward(&self, gpu: &Gpu, x: &BufferView, y: &BufferView) -> Result<Dispatch> {
-        ensure_len(x, self.input_len(), "upsample")?;
-        ensure_len(y, self.output_len(), "upsample")?;
-        launch(gpu, "upsample", self.dims(), self.output_len(), &[(1, x), (3, y)])
+        let bindings = [("x", x, self.input_len()), ("out", y, self.output_len())];
+        let spec = KernelSpec::per_element("pool", "upsample");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.output_len(), WG))
     }
 
     /// dx: the sum of the gradients of the 4 outputs each input element was copied to.
     pub fn backward(&self, gpu: &Gpu, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        ensure_len(dy, self.output_len(), "upsample_backward")?;
-        ensure_len(dx, self.input_len(), "upsample_backward")?;
-        launch(gpu, "upsample_backward", self.dims(), self.input_len(), &[(2, dy), (3, dx)])
+        let bindings = [("dy", dy, self.output_len()), ("out", dx, self.input_len())];
+        let spec = KernelSpec::per_element("pool", "upsample_backward");
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.input_len(), WG))
     }
 }
 
@@ -176,82 +157,10 @@ impl Graph {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct MaxPoolForward {
-    pub s: MaxPool2d,
-    pub x: BufId,
-    pub y: BufId,
-}
-
-impl Kernel for MaxPoolForward {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.x], vec![self.y])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.buf(self.y))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.y] = reference::max_pool_forward(&self.s, &c.buffers[self.x]);
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct MaxPoolBackward {
-    pub s: MaxPool2d,
-    pub x: BufId,
-    pub dy: BufId,
-    pub dx: BufId,
-}
-
-impl Kernel for MaxPoolBackward {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.x, self.dy], vec![self.dx])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.backward(g.gpu, g.buf(self.x), g.buf(self.dy), g.buf(self.dx))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.dx] = reference::max_pool_backward(&self.s, &c.buffers[self.x], &c.buffers[self.dy]);
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct UpsampleForward {
-    pub s: Upsample2x,
-    pub x: BufId,
-    pub y: BufId,
-}
-
-impl Kernel for UpsampleForward {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.x], vec![self.y])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.buf(self.y))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.y] = reference::upsample_forward(&self.s, &c.buffers[self.x]);
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct UpsampleBackward {
-    pub s: Upsample2x,
-    pub dy: BufId,
-    pub dx: BufId,
-}
-
-impl Kernel for UpsampleBackward {
-    fn buffers(&self) -> (Vec<BufId>, Vec<BufId>) {
-        (vec![self.dy], vec![self.dx])
-    }
-    fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.backward(g.gpu, g.buf(self.dy), g.buf(self.dx))?])
-    }
-    fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.dx] = reference::upsample_backward(&self.s, &c.buffers[self.dy]);
-    }
-}
+op_kernel!(MaxPoolForward(MaxPool2d): forward(buf x) -> y, reference::max_pool_forward);
+op_kernel!(MaxPoolBackward(MaxPool2d): backward(buf x, buf dy) -> dx, reference::max_pool_backward);
+op_kernel!(UpsampleForward(Upsample2x): forward(buf x) -> y, reference::upsample_forward);
+op_kernel!(UpsampleBackward(Upsample2x): backward(buf dy) -> dx, reference::upsample_backward);
 
 /// Plain f64 references.
 pub mod reference {
@@ -364,19 +273,18 @@ pub fn check_upsample(gpu: &Gpu, rng: &mut CheckRng, s: &Upsample2x) -> Result<V
 
 /// Max pooling over the awkward shapes: odd 17×23 (a dropped row and column), even 16×16,
 /// channels 1, 3, 5, 33, batch 1 and 2.
-pub fn check_all_max_pool(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (n, c, h, w) in [(1, 1, 16, 16), (2, 3, 17, 23), (1, 5, 3, 5), (2, 33, 16, 16), (1, 1, 17, 23)] {
-        out.extend(check_max_pool(gpu, rng, &MaxPool2d { n, c, h, w })?);
-    }
-    Ok(out)
-}
+pub const MAX_POOL_CASES: &[MaxPool2d] = &[
+    MaxPool2d { n: 1, c: 1, h: 16, w: 16 },
+    MaxPool2d { n: 2, c: 3, h: 17, w: 23 },
+    MaxPool2d { n: 1, c: 5, h: 3, w: 5 },
+    MaxPool2d { n: 2, c: 33, h: 16, w: 16 },
+    MaxPool2d { n: 1, c: 1, h: 17, w: 23 },
+];
 
 /// Up-sampling over the awkward shapes, including a 1×1 input.
-pub fn check_all_upsample(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
-    let mut out = Vec::new();
-    for (n, c, h, w) in [(1, 1, 1, 1), (2, 3, 17, 23), (1, 5, 8, 8), (2, 33, 9, 7)] {
-        out.extend(check_upsample(gpu, rng, &Upsample2x { n, c, h, w })?);
-    }
-    Ok(out)
-}
+pub const UPSAMPLE_CASES: &[Upsample2x] = &[
+    Upsample2x { n: 1, c: 1, h: 1, w: 1 },
+    Upsample2x { n: 2, c: 3, h: 17, w: 23 },
+    Upsample2x { n: 1, c: 5, h: 8, w: 8 },
+    Upsample2x { n: 2, c: 33, h: 9, w: 7 },
+];
