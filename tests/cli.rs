@@ -404,3 +404,67 @@ fn no_driver_noise_without_xdg_runtime_dir() {
         assert!(!err.contains("XDG_RUNTIME_DIR"), "driver noise with XDG_RUNTIME_DIR={value:?}:\n{err}");
     }
 }
+
+/// `--patch`: the model's side is the patch's; each epoch is scored on test patches, then the
+/// whole test images in tiles at their own size; eval and predict tile the model by default.
+#[test]
+fn patch_training_scores_and_predicts_whole_images_in_tiles() {
+    let root = temp_dir("patch");
+    let data = root.join("data");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    write_disc_dataset(&data, 40);
+    let run = root.join("run");
+    let out = wgunet(&[
+        "train",
+        "--data",
+        &s(&data),
+        "--device",
+        "cpu",
+        "--filters",
+        "4",
+        "--seed",
+        "3",
+        "--patch",
+        "16",
+        "--epochs",
+        "15",
+        "--batch",
+        "6",
+        "--lr",
+        "3e-3",
+        "--out",
+        &s(&run),
+    ]);
+    assert!(out.contains("training on 16x16 patches at the images' own size"), "{out}");
+    assert!(out.contains("test split, one patch per image") && out.contains("whole test images, in tiles"), "{out}");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!((record["patch"].as_u64(), record["model"]["size"].as_u64()), (Some(16), Some(16)), "{record}");
+    let loss = csv_column(&run.join("metrics.csv"), "train_loss");
+    assert!(loss[14] < 0.6 * loss[0], "training loss did not fall: {loss:?}");
+
+    // The whole 32×32 test images, in tiles: every disc image has foreground, so an
+    // all-background prediction scores IoU 0.
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval["inference"]["tile"], serde_json::Value::Bool(true), "{eval}");
+    let native_iou = eval["native"]["mean_iou"].as_f64().unwrap();
+    assert!(native_iou > 0.3, "native mean IoU {native_iou} after patch training: {eval}");
+
+    // Without --tile, eval and predict still tile a patch-trained model.
+    let json = root.join("again.json");
+    wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--json", &s(&json)]);
+    assert_eq!(json_number(&json, "mean_iou"), eval["mean_iou"].as_f64().unwrap());
+    let masks = root.join("masks");
+    let input = data.join("images").join("0.png");
+    wgunet(&["predict", "--model", &s(&run), "--input", &s(&input), "--output", &s(&masks), "--device", "cpu"]);
+    let predicted = image::open(masks.join("0.png")).unwrap().to_luma8();
+    assert_eq!(predicted.dimensions(), (32, 32));
+
+    let err =
+        wgunet_fails(&["train", "--device", "cpu", "--patch", "16", "--epochs", "1", "--out", &s(&root.join("x"))]);
+    assert!(err.contains("--patch trains on images at their own size: give --data"), "{err}");
+    let err = wgunet_fails(&["train", "--data", &s(&data), "--patch", "16", "--size", "32"]);
+    assert!(err.contains("--size") && err.contains("--patch"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
