@@ -362,6 +362,10 @@ struct TrainArgs {
     /// in overlapping tiles at the images' own size.
     #[arg(long, value_name = "P", conflicts_with = "size")]
     patch: Option<usize>,
+    /// Fit the recipe to the data first (what `wgunet plan` prints): whole slices or patches
+    /// and their size, the loss and the normalisation, each unless given on the command line.
+    #[arg(long, requires = "data")]
+    plan: bool,
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
     /// Epochs without a lower training loss before the learning rate is halved
@@ -495,7 +499,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Plan { data, classes } => drop(wgunet::plan::plan(&data, classes)?),
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
-            let options = train_options(args)?;
+            let plan = args.plan.then(|| args.data.clone()).flatten();
+            let mut options = train_options(args)?;
+            if let (Some(data), None) = (plan, &resume) {
+                apply_plan(&mut options, &data, &flags_given(matches, "train"))?;
+            }
             let run = match resume {
                 Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train")).map(|_| dir)?,
                 None => train::train(&options).map(|_| options.out.clone())?,
@@ -526,6 +534,25 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `train --plan`: the plan's choices for `data`, but for those given as `flags`.
+fn apply_plan(options: &mut TrainOptions, data: &Path, flags: &[String]) -> Result<()> {
+    let (_, plan) = wgunet::plan::plan(data, options.model.classes)?;
+    let given = |flag: &str| flags.iter().any(|f| f == flag);
+    if !given("--size") && !given("--patch") {
+        match plan.input {
+            wgunet::plan::Input::WholeSlice { size } => (options.model.size, options.data.patch) = (size, None),
+            wgunet::plan::Input::Patches { patch } => (options.model.size, options.data.patch) = (patch, Some(patch)),
+        }
+    }
+    if !given("--loss") {
+        options.loss = plan.loss;
+    }
+    if !given("--normalise") {
+        options.data.normalise = plan.normalise;
+    }
+    Ok(())
 }
 
 /// A run trained on patches (`--patch`) was scored on one patch per test image each epoch:

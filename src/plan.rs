@@ -331,19 +331,13 @@ impl Plan {
             format!("loss:      {}: {}", self.loss.name(), self.reasons[1]),
             format!("normalise: {}: {}", self.normalise.name(), self.reasons[2]),
         ];
-        let size = match self.input {
-            Input::WholeSlice { size } => size,
-            Input::Patches { patch } => {
-                lines.push(format!(
-                    "note: train does not draw patches yet (data::patches has the sampler); until it does, train on \
-                     whole slices at {patch}×{patch}"
-                ));
-                patch
-            }
+        let input = match self.input {
+            Input::WholeSlice { size } => format!("--size {size}"),
+            Input::Patches { patch } => format!("--patch {patch}"),
         };
         let classes = if self.classes >= 2 { format!(" --classes {}", self.classes) } else { String::new() };
         lines.push(format!(
-            "train with: wgunet train --data {}{classes} --size {size} --loss {} --normalise {}",
+            "train with: wgunet train --data {}{classes} {input} --loss {} --normalise {} (or: --plan)",
             data.display(),
             self.loss.name(),
             self.normalise.name()

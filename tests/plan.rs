@@ -72,10 +72,28 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "input:     128×128 patches at native resolution",
         "loss:      bce+dice",
         "normalise: zscore",
-        &format!("train with: wgunet train --data {data} --size 128 --loss bce+dice --normalise zscore"),
+        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore (or: --plan)"),
     ] {
         assert!(out.contains(line), "{out}\nlacks: {line}");
     }
+
+    // `train --plan` applies the choices, but for those given on the command line.
+    let record = |run: &str, extra: &[&str]| {
+        let out_dir = dir.0.join(run);
+        let mut args = vec!["train", "--data", data, "--plan", "--epochs", "1", "--filters", "4", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out_dir.to_str().unwrap()]);
+        let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args);
+        let json = std::fs::read_to_string(out_dir.join("model.json")).unwrap();
+        (out, serde_json::from_str::<serde_json::Value>(&json).unwrap())
+    };
+    let (out, planned) = record("planned", &[]);
+    assert!(out.contains("training on 128x128 patches") && out.contains("loss bce+dice"), "{out}");
+    assert_eq!((planned["patch"].as_u64(), planned["model"]["size"].as_u64()), (Some(128), Some(128)), "{planned}");
+    assert!(planned["model"]["normalise"].to_string().to_lowercase().contains("zscore"), "{planned}");
+    let (out, sized) = record("sized", &["--size", "64", "--loss", "bce"]);
+    assert!(!out.contains("patches at the images' own size") && out.contains("loss bce:"), "{out}");
+    assert_eq!((sized["patch"].as_u64(), sized["model"]["size"].as_u64()), (None, Some(64)), "{sized}");
 }
 
 #[test]
@@ -144,5 +162,5 @@ fn the_class_with_the_smallest_structures_decides() {
     assert!((f.typical_structure() - 29.0 / 65536.0).abs() < 1e-9, "{}", f.typical_structure());
     let plan = Plan::choose(&f);
     assert_eq!((plan.input, plan.loss), (Input::Patches { patch: 128 }, Loss::Ce), "{:?}", plan.reasons);
-    assert!(plan.describe(&dir.0).contains("--classes 3 --size 128 --loss ce"), "{}", plan.describe(&dir.0));
+    assert!(plan.describe(&dir.0).contains("--classes 3 --patch 128 --loss ce"), "{}", plan.describe(&dir.0));
 }
