@@ -1,22 +1,25 @@
 //! The `wgunet` command line: parses arguments and hands each command to the library.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use wgunet::data::split::DEFAULT_TRAIN_FRACTION;
-use wgunet::data::{pairs, split, synth, Normalisation, NormaliseKind};
-use wgunet::finetune::InitRecord;
-use wgunet::graph::{compile, Loss, Mode};
+use wgunet::data::{synth, Normalisation, NormaliseKind};
+use wgunet::graph::Loss;
 use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
-use wgunet::train::{self, DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
+use wgunet::train;
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
+
+mod commands;
+
+use commands::{apply_plan, clock_seed, export, print_info, score_patch_run, train_options, write_split};
 
 /// The seed notebook's image side, batch size and seed: the defaults of every command.
 const DEFAULT_SIZE: usize = 128;
@@ -534,138 +537,4 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `train --plan`: the plan's choices for `data`, but for those given as `flags`.
-fn apply_plan(options: &mut TrainOptions, data: &Path, flags: &[String]) -> Result<()> {
-    let (_, plan) = wgunet::plan::plan(data, options.model.classes)?;
-    let given = |flag: &str| flags.iter().any(|f| f == flag);
-    if !given("--size") && !given("--patch") {
-        match plan.input {
-            wgunet::plan::Input::WholeSlice { size } => (options.model.size, options.data.patch) = (size, None),
-            wgunet::plan::Input::Patches { patch } => (options.model.size, options.data.patch) = (patch, Some(patch)),
-        }
-    }
-    if !given("--loss") {
-        options.loss = plan.loss;
-    }
-    if !given("--normalise") {
-        options.data.normalise = plan.normalise;
-    }
-    Ok(())
-}
-
-/// A run trained on patches (`--patch`) was scored on one patch per test image each epoch:
-/// score its whole test images too, in tiles at their own size, as `wgunet eval` does.
-fn score_patch_run(run: &Path, device: &wgunet::DeviceChoice) -> Result<()> {
-    if wgunet::checkpoint::load_record(run)?.patch.is_none() {
-        return Ok(());
-    }
-    println!("whole test images, in tiles at their own size (`wgunet eval {}`):", run.display());
-    let options = EvalOptions {
-        data: EvalData::RunTestSplit,
-        device: device.clone(),
-        infer: wgunet::infer::InferOptions { tile: true, ..Default::default() },
-        panels: 2 * wgunet::report::PANELS_EACH,
-        out: None,
-        json: None,
-    };
-    infer::eval(run, &options).map(drop)
-}
-
-/// `wgunet split`: the train and test lists of a dataset folder, written into `out`.
-fn write_split(data: &Path, train: f64, seed: u64, max_images: Option<usize>, out: &Path) -> Result<()> {
-    let pairing = pairs::find_pairs(data)?;
-    println!("{}", pairs::describe(&pairing));
-    let (tr, te) = split::split(&pairing.pairs, train, seed, max_images)?;
-    std::fs::create_dir_all(out)?;
-    split::write_list(&out.join("train.txt"), &tr)?;
-    split::write_list(&out.join("test.txt"), &te)?;
-    println!(
-        "wrote {} ({} pairs) and {} ({} pairs)",
-        out.join("train.txt").display(),
-        tr.len(),
-        out.join("test.txt").display(),
-        te.len()
-    );
-    Ok(())
-}
-
-/// `wgunet export`: the run in `model` as the ONNX file `onnx`.
-fn export(model: &Path, onnx: &Path) -> Result<()> {
-    let e = wgunet::export::export_run(model, onnx)?;
-    println!(
-        "wrote {} ({} ONNX nodes, {} parameters, {:.1} KiB, opset {}): input '{}' [batch, C, H, W], output '{}'",
-        onnx.display(),
-        e.nodes,
-        e.parameters,
-        e.bytes as f64 / 1024.0,
-        wgunet::export::OPSET,
-        wgunet::export::INPUT,
-        wgunet::export::OUTPUT
-    );
-    Ok(())
-}
-
-/// The training options a `train` (or `compare`) command line asks for.
-fn train_options(a: TrainArgs) -> Result<TrainOptions> {
-    let source = match (a.data, a.train_list, a.test_list) {
-        (Some(dir), _, _) => DataSource::Folder { dir },
-        (None, Some(train), Some(test)) => DataSource::Lists { train, test },
-        (None, None, None) => DataSource::Synthetic { count: a.synth_count },
-        _ => bail!("give both --train-list and --test-list"),
-    };
-    Ok(TrainOptions {
-        // Validated once the data have decided the channels.
-        model: ModelConfig { size: a.patch.unwrap_or(a.model.size), ..a.model.model(a.channels.unwrap_or(1)) },
-        data: DataOptions {
-            source,
-            train_fraction: a.train,
-            max_images: a.max_images,
-            channels: a.channels,
-            strict: a.strict,
-            normalise: a.normalise,
-            patch: a.patch,
-        },
-        optimizer: OptimizerOptions { lr: a.lr, weight_decay: a.weight_decay },
-        schedule: Schedule {
-            epochs: a.epochs,
-            plateau_patience: a.plateau_patience,
-            early_stopping_patience: a.early_stopping_patience,
-        },
-        batch: a.batch,
-        loss: Loss::for_classes(a.loss, a.model.classes)?,
-        augment: if a.no_augment { AugmentPreset::None } else { a.augment },
-        seed: a.seed,
-        device: a.device.device,
-        out: a.out,
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        init: a.init.map(|run| InitRecord { run: run.display().to_string(), skip_head: a.init_skip_head }),
-    })
-}
-
-fn print_info(cfg: &ModelConfig, batch: usize) {
-    let graph = cfg.build(batch);
-    println!("{:<18} {:<16} {:>18} {:>10}", "layer", "op", "output (NCHW)", "params");
-    for node in &graph.nodes {
-        let params: usize =
-            graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
-        let op = node.op.name();
-        let [n, c, h, w] = node.shape;
-        println!("{:<18} {:<16} {:>18} {:>10}", node.name, op, format!("{n}x{c}x{h}x{w}"), params);
-    }
-    let train = compile(&graph, Mode::Train(Loss::monitor(cfg.classes)));
-    let plan = wgunet::executor::MemoryPlan::new(&train);
-    println!("parameters: {}", graph.param_count());
-    println!("forward FLOPs per image: {:.3} G (training step ~3x)", graph.flops() as f64 / batch as f64 / 1e9);
-    println!(
-        "planned training memory for batch {batch}: activations and gradients {} ({} without sharing), parameters + gradients + Adam state {}",
-        device::mib(plan.planned_bytes()),
-        device::mib(plan.unplanned_elems as u64 * 4),
-        device::mib(graph.param_count() as u64 * 16)
-    );
-}
-
-fn clock_seed() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42)
 }
