@@ -281,6 +281,9 @@ struct InferArgs {
     /// Keep only the largest 8-connected component of each mask.
     #[arg(long)]
     keep_largest: bool,
+    /// Stop at the first image or pair that cannot be used instead of skipping it.
+    #[arg(long)]
+    strict: bool,
 }
 
 impl InferArgs {
@@ -292,6 +295,7 @@ impl InferArgs {
             blend: self.blend,
             tta: self.tta,
             keep_largest: self.keep_largest,
+            strict: self.strict,
         }
     }
 }

@@ -291,6 +291,24 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
     // 16 image files decode: the used ones, lonely.png and cut.png's image.
     assert_eq!(written, expected.used.len() + 2, "{stdout}");
     assert!(stdout.contains(&format!("wrote {written} masks")), "{stdout}");
+
+    // --strict: eval and predict stop at a file they cannot use, naming it.
+    let strict_json = root.join("strict.json");
+    #[rustfmt::skip]
+    let (code, stdout, stderr) = wgunet(&[
+        "eval", "--model", &s(&run), "--data", &s(&data), "--device", "cpu", "--strict", "--json", &s(&strict_json),
+    ]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("--strict: ") && stderr.contains("run without --strict"), "{stderr}");
+    assert!(expected.skipped.keys().any(|f| stderr.contains(&f.display().to_string())), "{stderr}");
+    assert!(!strict_json.exists(), "eval --strict wrote metrics");
+    #[rustfmt::skip]
+    let (code, stdout, stderr) = wgunet(&[
+        "predict", "--model", &s(&run), "--input", &s(&data.join("images")), "--output", &s(&root.join("strict")),
+        "--device", "cpu", "--strict",
+    ]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(unreadable.keys().any(|f| stderr.contains(&f.display().to_string())), "{stderr}");
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -83,7 +83,7 @@ impl Skipped {
                 0 => String::new(),
                 n => format!(" (and {n} more, listed in {})", dir.join(LIST_NAME).display()),
             };
-            bail!("--strict: {first}{more}; fix or remove it, or train without --strict to skip it");
+            bail!("--strict: {first}{more}; fix or remove it, or run without --strict to skip it");
         }
         Ok(())
     }

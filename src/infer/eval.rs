@@ -183,6 +183,9 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let model = LoadedModel::open(run, &o.device)?;
     let (items, label, unpaired) = eval_items(run, &model, &o.data)?;
     let looked_at = items.len() + unpaired.len();
+    if let (true, Some(first)) = (o.infer.strict, unpaired.first()) {
+        bail!("--strict: {first}; fix or remove it, or run without --strict to skip it");
+    }
     let mut faults = unpaired;
     if items.is_empty() {
         bail!("nothing to evaluate in {label}");
@@ -247,7 +250,7 @@ fn score_items(
     let mut scored =
         Scored { per_image: Vec::with_capacity(items.len()), model_loss: 0.0, native_loss: 0.0, cases: Vec::new() };
     for chunk in items.chunks(batch) {
-        let (usable, loaded) = load_usable(chunk, |item| item.load(seg), faults)?;
+        let (usable, loaded) = load_usable(chunk, |item| item.load(seg), faults, seg.options.strict)?;
         let (inputs, truths): (Vec<Input>, Vec<(Sample, Vec<u8>)>) =
             loaded.into_iter().map(|l| (l.input, (l.sample, l.native_mask))).unzip();
         let maps = seg.segment(&inputs)?;

@@ -19,11 +19,12 @@ pub(super) fn notice_colour_conversion(pairs: &[Pair], channels: usize) {
 }
 
 /// Loads `items` on CPU threads: the ones that loaded, with what they loaded; each file that
-/// could not be used goes to `faults` (any other error stops).
+/// could not be used goes to `faults` — or with `strict` is the error (any other error stops).
 pub(super) fn load_usable<'a, T: Sync, R: Send>(
     items: &'a [T],
     load: impl Fn(&T) -> Result<R> + Sync + Send,
     faults: &mut Vec<Unusable>,
+    strict: bool,
 ) -> Result<(Vec<&'a T>, Vec<R>)> {
     let results: Vec<Result<R>> = items.par_iter().map(load).collect();
     let (mut usable, mut loaded) = (Vec::with_capacity(items.len()), Vec::with_capacity(items.len()));
@@ -33,7 +34,13 @@ pub(super) fn load_usable<'a, T: Sync, R: Send>(
                 usable.push(item);
                 loaded.push(l);
             }
-            Err(e) => faults.push(skipped::file_fault(e)?),
+            Err(e) => {
+                let fault = skipped::file_fault(e)?;
+                if strict {
+                    anyhow::bail!("--strict: {fault}; fix or remove it, or run without --strict to skip it");
+                }
+                faults.push(fault);
+            }
         }
     }
     Ok((usable, loaded))

@@ -46,7 +46,7 @@ pub fn predict(
     let seg = Segmenter::new(&model, *options)?;
     let (mut written, mut faults) = (0, Vec::new());
     for chunk in files.chunks(options.batch) {
-        let (usable, inputs) = load_usable(chunk, |f| seg.load_input(f), &mut faults)?;
+        let (usable, inputs) = load_usable(chunk, |f| seg.load_input(f), &mut faults, options.strict)?;
         for ((file, input), maps) in usable.into_iter().zip(&inputs).zip(seg.segment(&inputs)?) {
             let (w, h) = input.native_size;
             // Resized probabilities (not a resized mask) were thresholded: smoother edges.

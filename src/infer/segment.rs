@@ -30,11 +30,21 @@ pub struct InferOptions {
     pub tta: bool,
     /// Keep only the largest 8-connected component of each thresholded mask.
     pub keep_largest: bool,
+    /// An image (or pair) that cannot be used is an error instead of being skipped.
+    pub strict: bool,
 }
 
 impl Default for InferOptions {
     fn default() -> InferOptions {
-        InferOptions { batch: 8, tile: false, overlap: 0.25, blend: Blend::Gaussian, tta: false, keep_largest: false }
+        InferOptions {
+            batch: 8,
+            tile: false,
+            overlap: 0.25,
+            blend: Blend::Gaussian,
+            tta: false,
+            keep_largest: false,
+            strict: false,
+        }
     }
 }
 
