@@ -48,6 +48,7 @@ pub(crate) fn score_patch_run(run: &Path, device: &wgunet::DeviceChoice) -> Resu
         panels: 2 * wgunet::report::PANELS_EACH,
         out: None,
         json: None,
+        ensemble: Vec::new(),
     };
     infer::eval(run, &options).map(drop)
 }

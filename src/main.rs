@@ -284,6 +284,11 @@ struct InferArgs {
     /// Stop at the first image or pair that cannot be used instead of skipping it.
     #[arg(long)]
     strict: bool,
+    /// More runs (RUN,RUN,…) whose probabilities are averaged with --model's: an ensemble, e.g.
+    /// of the folds of `train --folds`. They must read images alike (size, channels, classes,
+    /// normalisation).
+    #[arg(long, value_delimiter = ',', value_name = "RUNS")]
+    ensemble: Vec<PathBuf>,
 }
 
 impl InferArgs {
@@ -527,11 +532,13 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
                 (None, Some(l)) => EvalData::List(l),
                 (None, None) => EvalData::RunTestSplit,
             };
-            let options = EvalOptions { data, device: device.device, infer: infer.options(), panels, out, json };
+            let (infer_options, ensemble) = (infer.options(), infer.ensemble);
+            let options =
+                EvalOptions { data, device: device.device, infer: infer_options, panels, out, json, ensemble };
             infer::eval(&model, &options)?;
         }
         Command::Predict { model, input, output, device, infer } => {
-            infer::predict(&model, &input, &output, &device.device, &infer.options())?;
+            infer::predict(&model, &input, &output, &device.device, &infer.options(), &infer.ensemble)?;
         }
         Command::Export { model, onnx } => export(&model, &onnx)?,
         Command::Bench { model, channels, batch, warmup, steps, profile, device } => {

@@ -198,6 +198,7 @@ fn eval_scores_match_the_gpu_evaluator() {
         panels: 0,
         out: Some(out.clone()),
         json: Some(out.join("eval.json")),
+        ensemble: Vec::new(),
     };
     let report = infer::eval(run, &options).unwrap();
     let model = model();
@@ -473,4 +474,62 @@ fn gray_images_for_a_colour_model_are_announced() {
     assert!(text.contains("note: the images are grayscale but the model takes RGB"), "{text}");
     assert!(text.contains("native mean Dice"), "{text}");
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// An ensemble's probabilities are the mean of its members' (here two runs of other seeds);
+/// a member that reads images otherwise is refused; `eval --ensemble` scores the mean.
+#[test]
+fn an_ensemble_averages_its_members_probabilities() {
+    let other = fresh_dir("second-run");
+    #[rustfmt::skip]
+    wgunet(&[
+        "train", "--device", "cpu", "--synth-count", "60", "--size", "32", "--filters", "4", "--epochs", "3",
+        "--batch", "6", "--seed", "9", "--out", &s(&other),
+    ]);
+    let (first, second) = (model(), LoadedModel::open(&other, &device()).unwrap());
+    let images: Vec<Vec<f32>> = (0..5).map(slice).collect();
+    let refs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+    let options = InferOptions { batch: 2, ..InferOptions::default() };
+    let each = |m: &LoadedModel| Segmenter::new(m, options).unwrap().probabilities(&refs).unwrap();
+    let (a, b) = (each(&first), each(&second));
+    let members = [second];
+    let mean = Segmenter::ensemble(&first, &members, options).unwrap().probabilities(&refs).unwrap();
+    for ((a, b), mean) in a.iter().zip(&b).zip(&mean) {
+        assert!(max_abs_diff(a, b) > 1e-3, "the two runs agree: the check would prove nothing");
+        let expected: Vec<f32> = a.iter().zip(b).map(|(x, y)| (x + y) / 2.0).collect();
+        assert!(max_abs_diff(mean, &expected) < 1e-6, "ensemble is not the mean of its members");
+    }
+
+    // The same weights read at 48 px: not the same input.
+    let wider = fresh_dir("wider-run");
+    for entry in std::fs::read_dir(&other).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, wider.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let json = std::fs::read_to_string(wider.join("model.json")).unwrap();
+    std::fs::write(wider.join("model.json"), json.replacen("\"size\": 32", "\"size\": 48", 1)).unwrap();
+    let members = [LoadedModel::open(&wider, &device()).unwrap()];
+    let err = Segmenter::ensemble(&first, &members, options).err().expect("a 48 px member was accepted").to_string();
+    assert!(err.contains("must read images alike") && err.contains("32 px") && err.contains("48 px"), "{err}");
+
+    let out = fresh_dir("ensemble-eval");
+    let stdout = wgunet(&[
+        "eval",
+        "--model",
+        &s(trained_run()),
+        "--ensemble",
+        &s(&other),
+        "--device",
+        "cpu",
+        "--json",
+        &s(&out.join("eval.json")),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(stdout.contains("ensemble of 2 models"), "{stdout}");
+    assert!(out.join("eval.json").is_file());
+    let _ = std::fs::remove_dir_all(&other);
+    let _ = std::fs::remove_dir_all(&wider);
 }

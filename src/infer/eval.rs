@@ -42,6 +42,8 @@ pub struct EvalOptions {
     pub out: Option<PathBuf>,
     /// Where to write the metrics as JSON (default: RUN/eval.json).
     pub json: Option<PathBuf>,
+    /// More runs whose probabilities are averaged with the run's (an ensemble).
+    pub ensemble: Vec<PathBuf>,
 }
 
 /// What `eval` writes as JSON: the model-resolution metrics at the top level (as before),
@@ -190,7 +192,8 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     if items.is_empty() {
         bail!("nothing to evaluate in {label}");
     }
-    let seg = Segmenter::new(&model, o.infer)?;
+    let others = o.ensemble.iter().map(|r| LoadedModel::open(r, &o.device)).collect::<Result<Vec<_>>>()?;
+    let seg = Segmenter::ensemble(&model, &others, o.infer)?;
     let pre = model.preprocess();
     let scored = score_items(&seg, &items, o.infer.batch, o.panels > 0, &mut faults)?;
     let skipped = Skipped::new(faults);
@@ -209,7 +212,11 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
         per_image,
     };
 
-    println!("{label}, model {} ({} images; {}):", run.display(), result.model.images, o.infer.describe(pre.size));
+    let models = match seg.members() {
+        1 => format!("model {}", run.display()),
+        n => format!("ensemble of {n} models ({} and {} more)", run.display(), n - 1),
+    };
+    println!("{label}, {models} ({} images; {}):", result.model.images, o.infer.describe(pre.size));
     println!("  model  = scored at the model's {0}×{0}; native = at each image's own size", pre.size);
     result.model.print_lines("model  ");
     result.native.print_lines("native ");

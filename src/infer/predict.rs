@@ -37,13 +37,15 @@ pub fn predict(
     output: &Path,
     device: &DeviceChoice,
     options: &InferOptions,
+    ensemble: &[PathBuf],
 ) -> Result<usize> {
     let model = LoadedModel::open(run, device)?;
+    let others = ensemble.iter().map(|r| LoadedModel::open(r, device)).collect::<Result<Vec<_>>>()?;
     let files = images_in(input)?;
     let as_pairs: Vec<Pair> = files.iter().map(|f| Pair { image: f.clone(), mask: f.clone() }).collect();
     notice_colour_conversion(&as_pairs, model.record.model.channels);
     std::fs::create_dir_all(output).with_context(|| format!("could not create {}", output.display()))?;
-    let seg = Segmenter::new(&model, *options)?;
+    let seg = Segmenter::ensemble(&model, &others, *options)?;
     let (mut written, mut faults) = (0, Vec::new());
     for chunk in files.chunks(options.batch) {
         let (usable, inputs) = load_usable(chunk, |f| seg.load_input(f), &mut faults, options.strict)?;

@@ -84,11 +84,13 @@ pub struct Maps {
 /// not all held in memory at once.
 const TILE_BATCHES_AT_ONCE: usize = 4;
 
-/// A loaded model with the GPU program and options that turn images into probability maps
-/// and masks.
+/// A loaded model (or an ensemble of models that read images alike) with the GPU programs and
+/// options that turn images into probability maps and masks.
 pub struct Segmenter<'m> {
+    /// The model whose preprocessing, size and classes every member shares.
     pub(super) model: &'m LoadedModel,
-    evaluator: Evaluator,
+    /// Each member's inference program, `model`'s first; their probabilities are averaged.
+    members: Vec<(&'m LoadedModel, Evaluator)>,
     pub(super) options: InferOptions,
     window: Vec<f32>,
 }
@@ -96,7 +98,27 @@ pub struct Segmenter<'m> {
 impl<'m> Segmenter<'m> {
     /// A model trained on patches at the images' own size (`train --patch`) always segments in
     /// tiles: resizing a whole image to its patch side would shrink what it learned to see.
-    pub fn new(model: &'m LoadedModel, mut options: InferOptions) -> Result<Segmenter<'m>> {
+    pub fn new(model: &'m LoadedModel, options: InferOptions) -> Result<Segmenter<'m>> {
+        Segmenter::ensemble(model, &[], options)
+    }
+
+    /// `model` and `others` as one model whose probabilities are their mean (nnU-Net's
+    /// ensembles of folds): each must read images as `model` does — same size, channels,
+    /// classes, normalisation and patch training.
+    pub fn ensemble(
+        model: &'m LoadedModel,
+        others: &'m [LoadedModel],
+        mut options: InferOptions,
+    ) -> Result<Segmenter<'m>> {
+        for other in others {
+            let (a, b) = (&model.record, &other.record);
+            ensure!(
+                model.preprocess() == other.preprocess() && a.model.classes == b.model.classes && a.patch == b.patch,
+                "an ensemble's models must read images alike: one takes {}, another {}",
+                reads(model),
+                reads(other)
+            );
+        }
         options.tile |= model.record.patch.is_some();
         ensure!(options.batch > 0, "--batch must be at least 1");
         ensure!(
@@ -109,12 +131,16 @@ impl<'m> Segmenter<'m> {
             "--keep-largest keeps the largest component of a binary mask; this model segments {} classes",
             model.classes()
         );
-        Ok(Segmenter {
-            model,
-            evaluator: model.evaluator(options.batch, options.batch)?,
-            options,
-            window: tiling::window(model.record.model.size, options.blend),
-        })
+        let members = std::iter::once(model)
+            .chain(others)
+            .map(|m| Ok((m, m.evaluator(options.batch, options.batch)?)))
+            .collect::<Result<_>>()?;
+        Ok(Segmenter { model, members, options, window: tiling::window(model.record.model.size, options.blend) })
+    }
+
+    /// Models averaged (1 for a single model).
+    pub fn members(&self) -> usize {
+        self.members.len()
     }
 
     fn size(&self) -> usize {
@@ -137,14 +163,40 @@ impl<'m> Segmenter<'m> {
     /// `[channels, size, size]` images; with `--tta` each is the mean over the four mirrorings,
     /// every output flipped back first.
     pub fn probabilities(&self, images: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-        let gpu = &self.model.gpu;
+        let each: Vec<Vec<Vec<f32>>> = self
+            .members
+            .iter()
+            .map(|(member, evaluator)| self.member_probabilities(member, evaluator, images))
+            .collect::<Result<_>>()?;
+        let n = each.len() as f32;
+        let mut members = each.into_iter();
+        let mut sum = members.next().unwrap_or_default();
+        for maps in members {
+            for (total, map) in sum.iter_mut().zip(maps) {
+                total.iter_mut().zip(map).for_each(|(t, p)| *t += p);
+            }
+        }
+        if n > 1.0 {
+            sum.iter_mut().flatten().for_each(|t| *t /= n);
+        }
+        Ok(sum)
+    }
+
+    /// [`probabilities`](Segmenter::probabilities) of one member.
+    fn member_probabilities(
+        &self,
+        member: &LoadedModel,
+        evaluator: &Evaluator,
+        images: &[&[f32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let gpu = &member.gpu;
         if !self.options.tta {
-            return self.evaluator.probability_maps(gpu, images);
+            return evaluator.probability_maps(gpu, images);
         }
         let s = self.size();
         let flipped: Vec<Vec<f32>> = images.iter().flat_map(|image| Flip::ALL.map(|f| f.apply(image, s, s))).collect();
         let refs: Vec<&[f32]> = flipped.iter().map(Vec::as_slice).collect();
-        let maps = self.evaluator.probability_maps(gpu, &refs)?;
+        let maps = evaluator.probability_maps(gpu, &refs)?;
         Ok(maps
             .chunks(Flip::ALL.len())
             .map(|group| {
@@ -226,4 +278,17 @@ impl<'m> Segmenter<'m> {
             self.mask(prob, width, height).into_iter().map(u8::from).collect()
         }
     }
+}
+
+/// "32 px, 1 channel(s), 1 class(es), zscore normalisation" for an ensemble mismatch.
+fn reads(model: &LoadedModel) -> String {
+    let (pre, record) = (model.preprocess(), &model.record);
+    let patch = if record.patch.is_some() { ", trained on patches" } else { "" };
+    format!(
+        "{} px, {} channel(s), {} class(es), {}{patch}",
+        pre.size,
+        pre.channels,
+        record.model.classes,
+        pre.normalise.describe()
+    )
 }
