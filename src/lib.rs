@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod executor;
 pub mod export;
 pub mod finetune;
+pub mod folds;
 pub mod graph;
 pub mod infer;
 pub mod kernel;

@@ -378,6 +378,11 @@ struct TrainArgs {
     /// and their size, the loss and the normalisation, each unless given on the command line.
     #[arg(long, requires = "data")]
     plan: bool,
+    /// K-fold cross-validation: the training part of the split cut into K folds, one run per
+    /// fold (OUT/fold-i, trained on the others), each and their ensemble scored on the test
+    /// split (OUT/folds.md).
+    #[arg(long, value_name = "K", requires = "data")]
+    folds: Option<usize>,
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
     /// Epochs without a lower training loss before the learning rate is halved
@@ -511,10 +516,15 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Plan { data, classes } => drop(wgunet::plan::plan(&data, classes)?),
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
-            let plan = args.plan.then(|| args.data.clone()).flatten();
+            let (plan, folds) = (args.plan.then(|| args.data.clone()).flatten(), args.folds);
             let mut options = train_options(args)?;
             if let (Some(data), None) = (plan, &resume) {
                 apply_plan(&mut options, &data, &flags_given(matches, "train"))?;
+            }
+            if let Some(k) = folds {
+                anyhow::ensure!(resume.is_none(), "--folds with --resume: resume one fold's run (OUT/fold-i) instead");
+                wgunet::folds::train_folds(&options, k)?;
+                return Ok(ExitCode::SUCCESS);
             }
             let run = match resume {
                 Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train")).map(|_| dir)?,

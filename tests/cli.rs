@@ -468,3 +468,53 @@ fn patch_training_scores_and_predicts_whole_images_in_tiles() {
     assert!(err.contains("--size") && err.contains("--patch"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `train --folds 3`: three runs on disjoint watched folds of the training part, each and their
+/// ensemble scored on the same held-out test split, tabulated in folds.csv.
+#[test]
+fn folds_train_each_fold_and_score_the_ensemble_on_the_test_split() {
+    let root = temp_dir("folds");
+    let data = root.join("data");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    write_disc_dataset(&data, 30);
+    let out = root.join("cv");
+    #[rustfmt::skip]
+    let stdout = wgunet(&[
+        "train", "--data", &s(&data), "--folds", "3", "--device", "cpu", "--size", "32", "--filters", "4",
+        "--epochs", "3", "--batch", "6", "--lr", "3e-3", "--out", &s(&out),
+    ]);
+    assert!(stdout.contains("the 3 folds as one ensemble") && stdout.contains("ensemble of 3 models"), "{stdout}");
+    let list = |p: PathBuf| wgunet::data::read_list(&p).unwrap();
+    let (train, test) = (list(out.join("train.txt")), list(out.join("test.txt")));
+    assert_eq!((train.len(), test.len()), (21, 9));
+    assert!(train.iter().all(|p| !test.contains(p)), "a test pair is in the training part");
+    let mut watched = Vec::new();
+    for fold in 1..=3 {
+        let run = out.join(format!("fold-{fold}"));
+        let (fold_train, fold_watch) = (list(run.join("fold-train.txt")), list(run.join("fold-watch.txt")));
+        assert_eq!(fold_train.len() + fold_watch.len(), 21);
+        assert!(fold_watch.iter().all(|p| !fold_train.contains(p)), "fold {fold} trains on what it watches");
+        watched.extend(fold_watch);
+        assert!(run.join("best.safetensors").is_file() && run.join("test-eval/eval.json").is_file());
+    }
+    watched.sort();
+    let mut all = train.clone();
+    all.sort();
+    assert_eq!(watched, all, "the folds do not partition the training part");
+    // folds.csv repeats each eval's native mean Dice.
+    let dice = csv_column(&out.join("folds.csv"), "mean_dice");
+    let native = |p: PathBuf| {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v["native"]["mean_dice"].as_f64().unwrap()
+    };
+    let mut expected: Vec<f64> = (1..=3).map(|f| native(out.join(format!("fold-{f}/test-eval/eval.json")))).collect();
+    expected.push(native(out.join("ensemble-eval/eval.json")));
+    assert_eq!(dice.len(), 4);
+    for (d, e) in dice.iter().zip(&expected) {
+        assert!((d - e).abs() < 1e-4, "folds.csv {dice:?} against the evals {expected:?}");
+    }
+    assert!(std::fs::read_to_string(out.join("folds.md")).unwrap().contains("Folds' mean Dice"));
+    let err = wgunet_fails(&["train", "--folds", "3", "--device", "cpu", "--out", &s(&root.join("x"))]);
+    assert!(err.contains("--data"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
