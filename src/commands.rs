@@ -71,6 +71,23 @@ pub(crate) fn write_split(data: &Path, train: f64, seed: u64, max_images: Option
     Ok(())
 }
 
+/// `wgunet shift`: the pairs of the folder `data` or of the `list`, shifted into `out`.
+pub(crate) fn write_shift(
+    data: Option<&Path>,
+    list: Option<&Path>,
+    shift: wgunet::data::shift::Shift,
+    out: &Path,
+) -> Result<()> {
+    let pairs = match (data, list) {
+        (Some(dir), _) => pairs::find_pairs(dir)?.pairs,
+        (None, Some(list)) => split::read_list(list)?,
+        (None, None) => bail!("give --data DIR or --list FILE"),
+    };
+    let n = wgunet::data::shift::write_shifted(&pairs, shift, out)?;
+    println!("wrote {n} pairs to {} (images shifted: {shift:?}; masks unchanged)", out.display());
+    Ok(())
+}
+
 /// `wgunet export`: the run in `model` as the ONNX file `onnx`.
 pub(crate) fn export(model: &Path, onnx: &Path) -> Result<()> {
     let e = wgunet::export::export_run(model, onnx)?;

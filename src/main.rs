@@ -19,7 +19,7 @@ use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
 mod commands;
 
-use commands::{apply_plan, clock_seed, export, print_info, score_patch_run, train_options, write_split};
+use commands::{apply_plan, clock_seed, export, print_info, score_patch_run, train_options, write_shift, write_split};
 
 /// The seed notebook's image side, batch size and seed: the defaults of every command.
 const DEFAULT_SIZE: usize = 128;
@@ -159,6 +159,27 @@ enum Command {
         /// (log-uniform), e.g. 0.1-1. Default: a few pixels to a third of the brain.
         #[arg(long, value_name = "MIN-MAX")]
         lesion_size: Option<synth::Lesions>,
+    },
+    /// Write a dataset's pairs with the images as another scanner might record them (gamma,
+    /// contrast, a smooth bias field) and the masks unchanged: `eval --data OUT` then shows what
+    /// such a change costs a model.
+    Shift {
+        /// A dataset folder (every pair), or with --list the pairs of a list (e.g. a run's test.txt).
+        #[arg(long, required_unless_present = "list")]
+        data: Option<PathBuf>,
+        #[arg(long, conflicts_with = "data")]
+        list: Option<PathBuf>,
+        /// v ↦ v^GAMMA (v in [0, 1]).
+        #[arg(long, default_value_t = 1.0)]
+        gamma: f32,
+        /// Scale about mid-gray: v ↦ (v − ½)·CONTRAST + ½.
+        #[arg(long, default_value_t = 1.0)]
+        contrast: f32,
+        /// A linear multiplicative field from 1 − BIAS (top left) to 1 + BIAS (bottom right).
+        #[arg(long, default_value_t = 0.0)]
+        bias: f32,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Read every pair of a dataset once, print its fingerprint (sizes, intensities, foreground,
     /// structure sizes) and choose whole slices or patches, the loss and the normalisation.
@@ -512,6 +533,10 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Synth { out, count, size, seed, classes, lesion_size } => {
             let n = synth::write_dataset_with(&out, count, seed, size, classes, lesion_size.unwrap_or_default())?;
             println!("wrote {n} synthetic image/mask pairs to {}", out.display());
+        }
+        Command::Shift { data, list, gamma, contrast, bias, out } => {
+            let shift = wgunet::data::shift::Shift { gamma, contrast, bias };
+            write_shift(data.as_deref(), list.as_deref(), shift, &out)?
         }
         Command::Plan { data, classes } => drop(wgunet::plan::plan(&data, classes)?),
         Command::Train { args, resume } => {

@@ -518,3 +518,32 @@ fn folds_train_each_fold_and_score_the_ensemble_on_the_test_split() {
     assert!(err.contains("--data"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `wgunet shift`: each image through the shift (8-bit rounding aside), each mask byte for byte.
+#[test]
+fn shift_writes_shifted_images_and_the_same_masks() {
+    let root = temp_dir("shift");
+    let (data, out) = (root.join("data"), root.join("shifted"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    write_disc_dataset(&data, 3);
+    #[rustfmt::skip]
+    let stdout = wgunet(&[
+        "shift", "--data", &s(&data), "--gamma", "1.6", "--contrast", "2", "--bias", "0.2", "--out", &s(&out),
+    ]);
+    assert!(stdout.contains("wrote 3 pairs"), "{stdout}");
+    let shift = wgunet::data::shift::Shift { gamma: 1.6, contrast: 2.0, bias: 0.2 };
+    for i in 0..3 {
+        let name = format!("{i}.png");
+        let read = |p: PathBuf| image::open(p).unwrap().to_luma8();
+        let (before, after) = (read(data.join("images").join(&name)), read(out.join("images").join(&name)));
+        assert_eq!(before.dimensions(), after.dimensions());
+        for (x, y, p) in before.enumerate_pixels() {
+            let expected = shift.apply(f32::from(p.0[0]) / 255.0, (x, y), before.dimensions()) * 255.0;
+            let got = f32::from(after.get_pixel(x, y).0[0]);
+            assert!((got - expected).abs() <= 1.0, "pixel ({x}, {y}) of {name}: {got} for {expected}");
+        }
+        let mask = |d: &Path| std::fs::read(d.join("masks").join(&name)).unwrap();
+        assert_eq!(mask(&data), mask(&out), "mask {name} changed");
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

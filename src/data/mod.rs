@@ -8,6 +8,7 @@ pub mod load;
 pub mod normalise;
 pub mod pairs;
 pub mod patches;
+pub mod shift;
 pub mod skipped;
 pub mod split;
 pub mod synth;
