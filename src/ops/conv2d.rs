@@ -183,13 +183,14 @@ impl Conv2d {
     fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            let spec = KernelSpec::new("conv2d_lanes", "forward", [WG_PIXELS, 1, 1])
+            let wg = if std::env::var_os("XP_WG8").is_some() { LANES } else { WG_PIXELS };
+            let spec = KernelSpec::new("conv2d_lanes", "forward", [wg, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
-            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, WG_PIXELS);
+            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, wg);
             return (spec, [x, channels.div_ceil(tile) as u32, z]);
         }
         let px = self.run_length();
@@ -243,14 +244,18 @@ impl Conv2d {
         require_len(dw, self.weight_len(), "conv2d backward_weight")?;
         let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            // One 8-lane subgroup per (input channel, output channel tile), no reduction tree.
+            // One 8-lane subgroup per (group of input channels, output channel tile), no
+            // reduction tree: a row of fewer than 8 runs leaves room for 8 / runs channels.
+            let runs = self.w / px;
+            let channels = LANES as usize / runs.min(LANES as usize);
             let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
-                .constant("CROSSING", if self.w / px > LANES as usize { 1.0 } else { 0.0 });
-            let grid = [self.cin as u32, self.cout.div_ceil(tile) as u32, 1];
+                .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
+                .constant("ONE_RUN", if runs == 1 && std::env::var_os("XP_NO_ONE_RUN").is_none() { 1.0 } else { 0.0 });
+            let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
         }
         let slots = tile * self.k * self.k;
@@ -590,6 +595,16 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 2, cin: 6, cout: 3, h: 5, w: 16, k: 1, relu: false },
     Conv2d { n: 3, cin: 9, cout: 7, h: 4, w: 4, k: 3, relu: true },
     Conv2d { n: 1, cin: 4, cout: 5, h: 3, w: 12, k: 3, relu: false },
+    // Small maps, where the lane kernel's weight gradient gives each lane group its own input
+    // channel (8 / runs of them a subgroup, the last group partial): one row, one run a row at
+    // either run length, batch 1 and 3; and maps too small for it (1×1, 2×2, 3×5).
+    Conv2d { n: 1, cin: 11, cout: 6, h: 1, w: 4, k: 3, relu: false },
+    Conv2d { n: 3, cin: 10, cout: 5, h: 2, w: 8, k: 3, relu: true },
+    Conv2d { n: 3, cin: 17, cout: 3, h: 3, w: 4, k: 1, relu: false },
+    Conv2d { n: 1, cin: 5, cout: 9, h: 2, w: 32, k: 3, relu: false },
+    Conv2d { n: 3, cin: 6, cout: 4, h: 1, w: 1, k: 3, relu: true },
+    Conv2d { n: 1, cin: 7, cout: 5, h: 2, w: 2, k: 3, relu: false },
+    Conv2d { n: 3, cin: 4, cout: 6, h: 3, w: 5, k: 3, relu: false },
 ];
 
 pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
