@@ -48,7 +48,8 @@ const MAX_PX: usize = 8;
 pub(crate) const MAX_WEIGHT_TILE: usize = 4;
 /// Lanes of the subgroup the CPU-lane kernels (`conv2d_lanes.wgsl`) are written for.
 const LANES: u32 = 8;
-/// Invocations per workgroup along the pixel axis of forward / backward_input.
+/// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's GPU
+/// variant and both variants of conv_transpose2d; conv2d's CPU-lane forward uses one subgroup).
 pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
@@ -183,14 +184,16 @@ impl Conv2d {
     fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            let wg = if std::env::var_os("XP_WG8").is_some() { LANES } else { WG_PIXELS };
-            let spec = KernelSpec::new("conv2d_lanes", "forward", [wg, 1, 1])
+            // One subgroup a workgroup: lavapipe runs a workgroup's subgroups one after another
+            // anyway, and a 64-invocation workgroup left half its lanes on clamped copies of
+            // the last item where a layer has fewer (the 4×4 bridge at batch 8: 32 items).
+            let spec = KernelSpec::new("conv2d_lanes", "forward", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
-            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, wg);
+            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, LANES);
             return (spec, [x, channels.div_ceil(tile) as u32, z]);
         }
         let px = self.run_length();
@@ -254,7 +257,7 @@ impl Conv2d {
                 .constant("PX", px as f64)
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
                 .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
-                .constant("ONE_RUN", if runs == 1 && std::env::var_os("XP_NO_ONE_RUN").is_none() { 1.0 } else { 0.0 });
+                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 });
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
         }
