@@ -231,9 +231,14 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                     dz_lanes = broadcast_lanes(dz[zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)]);
                 }
                 for (var t = 0u; t < TILE; t++) {
-                    var lo = dz_lanes[t * (PX / 4u)];
-                    var hi = dz_lanes[t * (PX / 4u) + 1u];
-                    if (!ONE_RUN) {
+                    var lo: vec4<f32>;
+                    var hi = vec4<f32>();
+                    if (ONE_RUN) {
+                        lo = dz_lanes[t * (PX / 4u)];
+                        if (PX == 8u) {
+                            hi = dz_lanes[t * 2u + 1u];
+                        }
+                    } else {
                         let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
                         lo = dz[zi];
                         if (PX == 8u) {
@@ -241,7 +246,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                         }
                     }
                     lo = select(vec4<f32>(), lo, valid);
-                    hi = select(vec4<f32>(), hi, valid && PX == 8u);
+                    hi = select(vec4<f32>(), hi, valid);
                     let g = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
                     for (var ky = 0u; ky < K; ky++) {
                         for (var kx = 0u; kx < K; kx++) {
@@ -260,13 +265,19 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             }
         }
     }
-    // Each stream's sums end in its first lane: a shuffle tree over its per_stream lanes.
+    // Each stream's sums end in its first lane: a shuffle tree over its per_stream lanes, with
+    // constant offsets (a shuffle by a run-time offset is a loop over the lanes on lavapipe).
     for (var t = 0u; t < TILE; t++) {
         for (var j = 0u; j < kk; j++) {
             var total = acc[t][j];
-            for (var offset = 1u; offset < per_stream; offset *= 2u) {
-                let other = subgroupShuffleDown(total, offset);
-                total += select(0.0, other, column + offset < per_stream);
+            if (per_stream > 1u) {
+                total += select(0.0, subgroupShuffleDown(total, 1u), column + 1u < per_stream);
+            }
+            if (per_stream > 2u) {
+                total += select(0.0, subgroupShuffleDown(total, 2u), column + 2u < per_stream);
+            }
+            if (per_stream > 4u) {
+                total += select(0.0, subgroupShuffleDown(total, 4u), column + 4u < per_stream);
             }
             if (column == 0u && stream_valid && co0 + t < p.cout) {
                 dw[((co0 + t) * p.cin + ci) * kk + j] = total;
