@@ -176,9 +176,11 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     return row;
 }
 
-// Rows of one run (ONE_RUN, w = PX): every stream of backward_weight walks the same pixels, so
-// the TILE·PX/4 vec4s of dz a step needs (at most 8) are loaded one per lane and broadcast.
-override ONE_RUN: bool = false;
+// Input channels one subgroup of backward_weight sums for: 8 / min(runs a row, 8), so 1 on rows
+// of 8 runs or more (then the channel is the same in every lane, which the compiler sees) and
+// 8 on rows of one run (every stream then walks the same pixels, so the TILE·PX/4 vec4s of dz a
+// step needs, at most 8, are loaded one per lane and broadcast).
+override STREAMS: u32 = 1u;
 
 // Every lane's v, as seen by every lane.
 fn broadcast_lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
@@ -204,12 +206,11 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let plane4 = p.h * p.w / 4u;
     let kk = K * K;
     let per_stream = min(runs, LANES);
-    let streams = LANES / per_stream;
-    let stream = lane / per_stream;
-    let column = lane % per_stream;
-    let raw_ci = wid.x * streams + stream;
+    let stream = select(lane / per_stream, 0u, STREAMS == 1u);
+    let column = select(lane % per_stream, lane, STREAMS == 1u);
+    let raw_ci = wid.x * STREAMS + stream;
     let ci = min(raw_ci, p.cin - 1u);
-    let stream_valid = stream < streams && raw_ci < p.cin;
+    let stream_valid = stream < STREAMS && raw_ci < p.cin;
     let blocks = (runs + LANES - 1u) / LANES;
     var acc: array<array<f32, 9>, MAX_TILE>;
     for (var n = 0u; n < p.n; n++) {
@@ -227,13 +228,13 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 rows[K - 1u] = window_row(xplane, oy, K - 1u, run, runs, lane);
                 let zrow = n * p.cout * plane4 + oy * (p.w / 4u) + run * (PX / 4u);
                 var dz_lanes: array<vec4<f32>, LANES>;
-                if (ONE_RUN) {
+                if (STREAMS == LANES) {
                     dz_lanes = broadcast_lanes(dz[zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)]);
                 }
                 for (var t = 0u; t < TILE; t++) {
                     var lo: vec4<f32>;
                     var hi = vec4<f32>();
-                    if (ONE_RUN) {
+                    if (STREAMS == LANES) {
                         lo = dz_lanes[t * (PX / 4u)];
                         if (PX == 8u) {
                             hi = dz_lanes[t * 2u + 1u];

@@ -257,7 +257,7 @@ impl Conv2d {
                 .constant("PX", px as f64)
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
                 .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
-                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 });
+                .constant("STREAMS", channels as f64);
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
         }
