@@ -176,11 +176,10 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     return row;
 }
 
-// Input channels one subgroup of backward_weight sums for: 8 / min(runs a row, 8), so 1 on rows
-// of 8 runs or more (then the channel is the same in every lane, which the compiler sees) and
-// 8 on rows of one run (every stream then walks the same pixels, so the TILE·PX/4 vec4s of dz a
-// step needs, at most 8, are loaded one per lane and broadcast).
-override STREAMS: u32 = 1u;
+// Rows of one run (w = PX): backward_weight gives each lane its own input channel, and as every
+// lane then walks the same pixels, the TILE·PX/4 vec4s of dz a step needs (at most 8) are loaded
+// one per lane and broadcast.
+override ONE_RUN: bool = false;
 
 // Every lane's v, as seen by every lane.
 fn broadcast_lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
@@ -190,51 +189,62 @@ fn broadcast_lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
 }
 
 // dw[co,ci,tap] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad].
-// One subgroup a workgroup, grid (group of input channels, tile of TILE output channels), keeping
-// TILE·K·K sums a lane (no barriers, no workgroup memory). The lanes walk the images down their
-// rows so each step loads one new window row and keeps the K − 1 before it: a row of `runs` runs
-// is split into column blocks of up to 8 runs (lane = run within the block). When a row has
-// fewer than 8 runs the subgroup holds 8 / runs streams side by side, one input channel each:
-// on small maps a weight's reduction is short (the 4×4 bridge at batch 8: 128 pixels), so it is
-// summed over fewer lanes and each subgroup computes more weights, instead of paying the final
-// cross-lane sum and stores for a few steps of work. Lanes left over are idle. CROSSING here
-// means rows of more than 8 runs, whose block edges the edge lanes read.
+// One subgroup a workgroup, grid (input channel, tile of TILE output channels), keeping TILE·K·K
+// sums a lane; a subgroup sum ends it (no barriers, no workgroup memory). With ONE_RUN (rows of
+// one run, w = PX: the deep layers' small maps, where a weight sums over few pixels, 128 on the
+// 4×4 bridge at batch 8) the grid's x is groups of 8 input channels instead, a lane each: every
+// lane walks all rows itself and stores its own sums, no cross-lane sum. The lanes walk the
+// image down its rows so each step loads one new window row and keeps the K − 1 before it:
+// a row of `runs` runs is split into column blocks of up to 8 runs (lane = run within the
+// block); when a row has fewer than 8 runs the subgroup holds 8 / runs streams side by side,
+// each walking its own band of rows (of one image or another). Lanes left over are idle (zero
+// dz). CROSSING here means rows of more than 8 runs, whose block edges the edge lanes read.
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let raw_ci = select(wid.x, wid.x * LANES + lane, ONE_RUN);
+    let ci = min(raw_ci, p.cin - 1u);
     let co0 = wid.y * TILE;
     let runs = p.w / PX;
     let plane4 = p.h * p.w / 4u;
     let kk = K * K;
     let per_stream = min(runs, LANES);
-    let stream = select(lane / per_stream, 0u, STREAMS == 1u);
-    let column = select(lane % per_stream, lane, STREAMS == 1u);
-    let raw_ci = wid.x * STREAMS + stream;
-    let ci = min(raw_ci, p.cin - 1u);
-    let stream_valid = stream < STREAMS && raw_ci < p.cin;
+    let streams = select(LANES / per_stream, 1u, ONE_RUN);
+    let stream = select(lane / per_stream, 0u, ONE_RUN);
+    // Each image is cut into bands of rows, enough of them for every stream to have one.
+    let bands = (streams + p.n - 1u) / p.n;
+    let band = (p.h + bands - 1u) / bands;
+    let chunks = p.n * bands;
     let blocks = (runs + LANES - 1u) / LANES;
     var acc: array<array<f32, 9>, MAX_TILE>;
-    for (var n = 0u; n < p.n; n++) {
+    for (var group = 0u; group < chunks; group += streams) {
+        let chunk = min(group + min(stream, streams - 1u), chunks - 1u);
+        let chunk_valid = stream < streams && group + stream < chunks && raw_ci < p.cin;
+        let image_band = divmod(chunk, bands);
+        let n = image_band.x;
+        let oy0 = image_band.y * band;
         let xplane = (n * p.cin + ci) * plane4;
         for (var block = 0u; block < blocks; block++) {
-            let raw_run = block * LANES + column;
-            let valid = stream_valid && raw_run < runs;
+            let raw_run = block * LANES + lane % per_stream;
+            let lane_valid = chunk_valid && raw_run < runs;
             let run = min(raw_run, runs - 1u);
             // rows[ky]: the window row ky of the current output row; the first K − 1 carry over.
             var rows: array<array<f32, MAX_PX + 2u>, 3>;
             for (var ky = 0u; ky + 1u < K; ky++) {
-                rows[ky] = window_row(xplane, 0u, ky, run, runs, lane);
+                rows[ky] = window_row(xplane, oy0, ky, run, runs, lane);
             }
-            for (var oy = 0u; oy < p.h; oy++) {
+            for (var step = 0u; step < band; step++) {
+                let oy = oy0 + step;
+                let valid = lane_valid && oy < p.h;
                 rows[K - 1u] = window_row(xplane, oy, K - 1u, run, runs, lane);
-                let zrow = n * p.cout * plane4 + oy * (p.w / 4u) + run * (PX / 4u);
+                let zrow = n * p.cout * plane4 + min(oy, p.h - 1u) * (p.w / 4u) + run * (PX / 4u);
                 var dz_lanes: array<vec4<f32>, LANES>;
-                if (STREAMS == LANES) {
+                if (ONE_RUN) {
                     dz_lanes = broadcast_lanes(dz[zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)]);
                 }
                 for (var t = 0u; t < TILE; t++) {
                     var lo: vec4<f32>;
                     var hi = vec4<f32>();
-                    if (STREAMS == LANES) {
+                    if (ONE_RUN) {
                         lo = dz_lanes[t * (PX / 4u)];
                         if (PX == 8u) {
                             hi = dz_lanes[t * 2u + 1u];
@@ -266,22 +276,17 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             }
         }
     }
-    // Each stream's sums end in its first lane: a shuffle tree over its per_stream lanes, with
-    // constant offsets (a shuffle by a run-time offset is a loop over the lanes on lavapipe).
     for (var t = 0u; t < TILE; t++) {
         for (var j = 0u; j < kk; j++) {
-            var total = acc[t][j];
-            if (per_stream > 1u) {
-                total += select(0.0, subgroupShuffleDown(total, 1u), column + 1u < per_stream);
-            }
-            if (per_stream > 2u) {
-                total += select(0.0, subgroupShuffleDown(total, 2u), column + 2u < per_stream);
-            }
-            if (per_stream > 4u) {
-                total += select(0.0, subgroupShuffleDown(total, 4u), column + 4u < per_stream);
-            }
-            if (column == 0u && stream_valid && co0 + t < p.cout) {
-                dw[((co0 + t) * p.cin + ci) * kk + j] = total;
+            if (ONE_RUN) {
+                if (raw_ci < p.cin && co0 + t < p.cout) {
+                    dw[((co0 + t) * p.cin + ci) * kk + j] = acc[t][j];
+                }
+            } else {
+                let total = subgroupAdd(acc[t][j]);
+                if (lane == 0u && co0 + t < p.cout) {
+                    dw[((co0 + t) * p.cin + ci) * kk + j] = total;
+                }
             }
         }
     }

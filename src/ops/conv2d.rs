@@ -247,17 +247,17 @@ impl Conv2d {
         require_len(dw, self.weight_len(), "conv2d backward_weight")?;
         let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            // One 8-lane subgroup per (group of input channels, output channel tile), no
-            // reduction tree: a row of fewer than 8 runs leaves room for 8 / runs channels.
+            // One 8-lane subgroup per (input channel, output channel tile), no reduction tree; on
+            // rows of one run, per (8 input channels, output channel tile), a lane a channel.
             let runs = self.w / px;
-            let channels = LANES as usize / runs.min(LANES as usize);
+            let channels = if runs == 1 { LANES as usize } else { 1 };
             let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
                 .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
-                .constant("STREAMS", channels as f64);
+                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 });
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Dispatch::new(gpu, &spec, &params, &[(1, x), (5, dz), (7, dw)], grid);
         }
