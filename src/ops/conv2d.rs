@@ -598,9 +598,9 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 2, cin: 6, cout: 3, h: 5, w: 16, k: 1, relu: false },
     Conv2d { n: 3, cin: 9, cout: 7, h: 4, w: 4, k: 3, relu: true },
     Conv2d { n: 1, cin: 4, cout: 5, h: 3, w: 12, k: 3, relu: false },
-    // Small maps, where the lane kernel's weight gradient gives each lane group its own input
-    // channel (8 / runs of them a subgroup, the last group partial): one row, one run a row at
-    // either run length, batch 1 and 3; and maps too small for it (1×1, 2×2, 3×5).
+    // Small maps: rows of one run at either run length, where the lane kernel's weight gradient
+    // gives each lane its own input channel (8 a subgroup, the last group partial), one row,
+    // batch 1 and 3; two runs a row; and maps too narrow for the lane kernels (1×1, 2×2, 3×5).
     Conv2d { n: 1, cin: 11, cout: 6, h: 1, w: 4, k: 3, relu: false },
     Conv2d { n: 3, cin: 10, cout: 5, h: 2, w: 8, k: 3, relu: true },
     Conv2d { n: 3, cin: 17, cout: 3, h: 3, w: 4, k: 1, relu: false },
