@@ -48,8 +48,8 @@ const MAX_PX: usize = 8;
 pub(crate) const MAX_WEIGHT_TILE: usize = 4;
 /// Lanes of the subgroup the CPU-lane kernels (`conv2d_lanes.wgsl`) are written for.
 const LANES: u32 = 8;
-/// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's GPU
-/// variant and both variants of conv_transpose2d; conv2d's CPU-lane forward uses one subgroup).
+/// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's CPU-lane
+/// forward uses one subgroup where this does not divide its items).
 pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
@@ -184,16 +184,18 @@ impl Conv2d {
     fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            // One subgroup a workgroup: lavapipe runs a workgroup's subgroups one after another
-            // anyway, and a 64-invocation workgroup left half its lanes on clamped copies of
-            // the last item where a layer has fewer (the 4×4 bridge at batch 8: 32 items).
-            let spec = KernelSpec::new("conv2d_lanes", "forward", [LANES, 1, 1])
+            // Workgroups of one subgroup where 64-invocation ones would leave lanes on clamped
+            // copies of the last item (the 4×4 bridge at batch 8: 32 items); 64 elsewhere, as
+            // more, smaller workgroups measured slower on large maps.
+            let items = self.n * self.h * self.w / px;
+            let wg = if items % WG_PIXELS as usize == 0 { WG_PIXELS } else { LANES };
+            let spec = KernelSpec::new("conv2d_lanes", "forward", [wg, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
-            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, LANES);
+            let [x, z, _] = grid_1d(items, wg);
             return (spec, [x, channels.div_ceil(tile) as u32, z]);
         }
         let px = self.run_length();
@@ -608,6 +610,8 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 3, cin: 6, cout: 4, h: 1, w: 1, k: 3, relu: true },
     Conv2d { n: 1, cin: 7, cout: 5, h: 2, w: 2, k: 3, relu: false },
     Conv2d { n: 3, cin: 4, cout: 6, h: 3, w: 5, k: 3, relu: false },
+    // 64 runs of 8 pixels: the lane forward's 64-invocation workgroups (the others use 8).
+    Conv2d { n: 2, cin: 3, cout: 5, h: 8, w: 32, k: 3, relu: true },
 ];
 
 pub fn check_all(gpu: &Gpu, rng: &mut CheckRng) -> Result<Vec<CaseReport>> {
