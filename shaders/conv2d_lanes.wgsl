@@ -176,9 +176,24 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     return row;
 }
 
+// Rows of one run (w = PX): backward_weight gives each lane its own input channel, and as every
+// lane then walks the same pixels, the TILE·PX/4 vec4s of dz a step needs (at most 8) are loaded
+// one per lane and broadcast.
+override ONE_RUN: bool = false;
+
+// Every lane's v, as seen by every lane.
+fn broadcast_lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
+    return array<vec4<f32>, LANES>(
+        subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+        subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+
 // dw[co,ci,tap] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad].
 // One subgroup a workgroup, grid (input channel, tile of TILE output channels), keeping TILE·K·K
-// sums a lane; a subgroup sum ends it (no barriers, no workgroup memory). The lanes walk the
+// sums a lane; a subgroup sum ends it (no barriers, no workgroup memory). With ONE_RUN (rows of
+// one run, w = PX: the deep layers' small maps, where a weight sums over few pixels, 128 on the
+// 4×4 bridge at batch 8) the grid's x is groups of 8 input channels instead, a lane each: every
+// lane walks all rows itself and stores its own sums, no cross-lane sum. The lanes walk the
 // image down its rows so each step loads one new window row and keeps the K − 1 before it:
 // a row of `runs` runs is split into column blocks of up to 8 runs (lane = run within the
 // block); when a row has fewer than 8 runs the subgroup holds 8 / runs streams side by side,
@@ -186,14 +201,15 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
 // dz). CROSSING here means rows of more than 8 runs, whose block edges the edge lanes read.
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let ci = wid.x;
+    let raw_ci = select(wid.x, wid.x * LANES + lane, ONE_RUN);
+    let ci = min(raw_ci, p.cin - 1u);
     let co0 = wid.y * TILE;
     let runs = p.w / PX;
     let plane4 = p.h * p.w / 4u;
     let kk = K * K;
     let per_stream = min(runs, LANES);
-    let streams = LANES / per_stream;
-    let stream = lane / per_stream;
+    let streams = select(LANES / per_stream, 1u, ONE_RUN);
+    let stream = select(lane / per_stream, 0u, ONE_RUN);
     // Each image is cut into bands of rows, enough of them for every stream to have one.
     let bands = (streams + p.n - 1u) / p.n;
     let band = (p.h + bands - 1u) / bands;
@@ -202,7 +218,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     var acc: array<array<f32, 9>, MAX_TILE>;
     for (var group = 0u; group < chunks; group += streams) {
         let chunk = min(group + min(stream, streams - 1u), chunks - 1u);
-        let chunk_valid = stream < streams && group + stream < chunks;
+        let chunk_valid = stream < streams && group + stream < chunks && raw_ci < p.cin;
         let image_band = divmod(chunk, bands);
         let n = image_band.x;
         let oy0 = image_band.y * band;
@@ -221,13 +237,27 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 let valid = lane_valid && oy < p.h;
                 rows[K - 1u] = window_row(xplane, oy, K - 1u, run, runs, lane);
                 let zrow = n * p.cout * plane4 + min(oy, p.h - 1u) * (p.w / 4u) + run * (PX / 4u);
+                var dz_lanes: array<vec4<f32>, LANES>;
+                if (ONE_RUN) {
+                    dz_lanes = broadcast_lanes(dz[zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)]);
+                }
                 for (var t = 0u; t < TILE; t++) {
-                    let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
-                    let lo = select(vec4<f32>(), dz[zi], valid);
+                    var lo: vec4<f32>;
                     var hi = vec4<f32>();
-                    if (PX == 8u) {
-                        hi = select(vec4<f32>(), dz[zi + 1u], valid);
+                    if (ONE_RUN) {
+                        lo = dz_lanes[t * (PX / 4u)];
+                        if (PX == 8u) {
+                            hi = dz_lanes[t * 2u + 1u];
+                        }
+                    } else {
+                        let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
+                        lo = dz[zi];
+                        if (PX == 8u) {
+                            hi = dz[zi + 1u];
+                        }
                     }
+                    lo = select(vec4<f32>(), lo, valid);
+                    hi = select(vec4<f32>(), hi, valid);
                     let g = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
                     for (var ky = 0u; ky < K; ky++) {
                         for (var kx = 0u; kx < K; kx++) {
@@ -248,9 +278,15 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
     for (var t = 0u; t < TILE; t++) {
         for (var j = 0u; j < kk; j++) {
-            let total = subgroupAdd(acc[t][j]);
-            if (lane == 0u && co0 + t < p.cout) {
-                dw[((co0 + t) * p.cin + ci) * kk + j] = total;
+            if (ONE_RUN) {
+                if (raw_ci < p.cin && co0 + t < p.cout) {
+                    dw[((co0 + t) * p.cin + ci) * kk + j] = acc[t][j];
+                }
+            } else {
+                let total = subgroupAdd(acc[t][j]);
+                if (lane == 0u && co0 + t < p.cout) {
+                    dw[((co0 + t) * p.cin + ci) * kk + j] = total;
+                }
             }
         }
     }

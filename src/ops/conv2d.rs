@@ -35,7 +35,8 @@ const MAX_PX: usize = 8;
 pub(crate) const MAX_WEIGHT_TILE: usize = 4;
 /// Lanes of the subgroup the CPU-lane kernels (`conv2d_lanes.wgsl`) are written for.
 const LANES: u32 = 8;
-/// Invocations per workgroup along the pixel axis of forward / backward_input.
+/// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's CPU-lane
+/// forward uses one subgroup where this does not divide its items).
 pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
@@ -160,13 +161,18 @@ impl Conv2d {
     fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            let spec = KernelSpec::new("conv2d_lanes", "forward", [WG_PIXELS, 1, 1])
+            // Workgroups of one subgroup where 64-invocation ones would leave lanes on clamped
+            // copies of the last item (the 4×4 bridge at batch 8: 32 items); 64 elsewhere, as
+            // more, smaller workgroups measured slower on large maps.
+            let items = self.n * self.h * self.w / px;
+            let wg = if items % WG_PIXELS as usize == 0 { WG_PIXELS } else { LANES };
+            let spec = KernelSpec::new("conv2d_lanes", "forward", [wg, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
-            let [x, z, _] = grid_1d(self.n * self.h * self.w / px, WG_PIXELS);
+            let [x, z, _] = grid_1d(items, wg);
             return (spec, [x, channels.div_ceil(tile) as u32, z]);
         }
         let px = self.run_length();
@@ -219,14 +225,18 @@ impl Conv2d {
         let bindings = [("x", x, self.input_len()), ("dz", dz, self.output_len()), ("dw", dw, self.weight_len())];
         let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            // One 8-lane subgroup per (input channel, output channel tile), no reduction tree.
+            // One 8-lane subgroup per (input channel, output channel tile), no reduction tree; on
+            // rows of one run, per (8 input channels, output channel tile), a lane a channel.
+            let runs = self.w / px;
+            let channels = if runs == 1 { LANES as usize } else { 1 };
             let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
-                .constant("CROSSING", if self.w / px > LANES as usize { 1.0 } else { 0.0 });
-            let grid = [self.cin as u32, self.cout.div_ceil(tile) as u32, 1];
+                .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
+                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 });
+            let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return launch(gpu, &spec, &params, &bindings, grid);
         }
         let slots = tile * self.k * self.k;
@@ -583,4 +593,16 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 2, cin: 6, cout: 3, h: 5, w: 16, k: 1, relu: false },
     Conv2d { n: 3, cin: 9, cout: 7, h: 4, w: 4, k: 3, relu: true },
     Conv2d { n: 1, cin: 4, cout: 5, h: 3, w: 12, k: 3, relu: false },
+    // Small maps: rows of one run at either run length, where the lane kernel's weight gradient
+    // gives each lane its own input channel (8 a subgroup, the last group partial), one row,
+    // batch 1 and 3; two runs a row; and maps too narrow for the lane kernels (1×1, 2×2, 3×5).
+    Conv2d { n: 1, cin: 11, cout: 6, h: 1, w: 4, k: 3, relu: false },
+    Conv2d { n: 3, cin: 10, cout: 5, h: 2, w: 8, k: 3, relu: true },
+    Conv2d { n: 3, cin: 17, cout: 3, h: 3, w: 4, k: 1, relu: false },
+    Conv2d { n: 1, cin: 5, cout: 9, h: 2, w: 32, k: 3, relu: false },
+    Conv2d { n: 3, cin: 6, cout: 4, h: 1, w: 1, k: 3, relu: true },
+    Conv2d { n: 1, cin: 7, cout: 5, h: 2, w: 2, k: 3, relu: false },
+    Conv2d { n: 3, cin: 4, cout: 6, h: 3, w: 5, k: 3, relu: false },
+    // 64 runs of 8 pixels: the lane forward's 64-invocation workgroups (the others use 8).
+    Conv2d { n: 2, cin: 3, cout: 5, h: 8, w: 32, k: 3, relu: true },
 ];
