@@ -480,19 +480,73 @@ impl<S: Convolution> Kernel for ConvBackwardBias<S> {
 }
 
 /// Plain f64 references.
-pub mod reference {
-    use super::Conv2d;
+/// What the f64 references of a convolution need: every multiply-add it makes, and its sizes.
+/// Conv2d and ConvTranspose2d differ only here; [`tap_reference`] does the rest once.
+pub trait Taps {
+    /// Calls `f(y index, x index, w index)` for every multiply-add.
+    fn for_each_tap(&self, f: impl FnMut(usize, usize, usize));
+    fn sizes(&self) -> TapSizes;
+}
 
-    /// Flat index of input pixel `(oy + ky - pad, ox + kx - pad)` within one plane, if inside.
-    fn tap(s: &Conv2d, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
-        let pad = s.k / 2;
-        let (iy, ix) = ((oy + ky).checked_sub(pad)?, (ox + kx).checked_sub(pad)?);
-        (iy < s.h && ix < s.w).then_some(iy * s.w + ix)
+/// Lengths of a convolution's tensors, and the layout of its output.
+pub struct TapSizes {
+    pub input: usize,
+    pub weight: usize,
+    pub output: usize,
+    pub out_channels: usize,
+    /// Pixels in one output channel's plane.
+    pub out_plane: usize,
+}
+
+/// The f64 references of any [`Taps`] convolution.
+pub mod tap_reference {
+    use super::Taps;
+
+    /// `y = b + Σ x·w`, without an activation.
+    pub fn forward<S: Taps>(s: &S, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let n = s.sizes();
+        let mut y: Vec<f64> = (0..n.output).map(|i| b[i / n.out_plane % n.out_channels]).collect();
+        s.for_each_tap(|yi, xi, wi| y[yi] += x[xi] * w[wi]);
+        y
     }
 
-    /// Calls `f(y index, x index, w index)` for every multiply-add of the convolution.
-    fn for_each_tap(s: &Conv2d, mut f: impl FnMut(usize, usize, usize)) {
-        let plane = s.h * s.w;
+    /// dx from the gradient `dz` of the output (before any activation).
+    pub fn backward_input<S: Taps>(s: &S, w: &[f64], dz: &[f64]) -> Vec<f64> {
+        let mut dx = vec![0.0; s.sizes().input];
+        s.for_each_tap(|yi, xi, wi| dx[xi] += dz[yi] * w[wi]);
+        dx
+    }
+
+    pub fn backward_weight<S: Taps>(s: &S, x: &[f64], dz: &[f64]) -> Vec<f64> {
+        let mut dw = vec![0.0; s.sizes().weight];
+        s.for_each_tap(|yi, xi, wi| dw[wi] += dz[yi] * x[xi]);
+        dw
+    }
+
+    pub fn backward_bias<S: Taps>(s: &S, dz: &[f64]) -> Vec<f64> {
+        let n = s.sizes();
+        let mut db = vec![0.0; n.out_channels];
+        for (i, g) in dz.iter().enumerate() {
+            db[i / n.out_plane % n.out_channels] += g;
+        }
+        db
+    }
+
+    /// `(dx, dw, db)`.
+    pub fn backward<S: Taps>(s: &S, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        (backward_input(s, w, dz), backward_weight(s, x, dz), backward_bias(s, dz))
+    }
+}
+
+impl Taps for Conv2d {
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let s = self;
+        let (plane, pad) = (s.h * s.w, s.k / 2);
+        // Flat index of input pixel `(oy + ky - pad, ox + kx - pad)` within one plane, if inside.
+        let tap = |oy: usize, ox: usize, ky: usize, kx: usize| -> Option<usize> {
+            let (iy, ix) = ((oy + ky).checked_sub(pad)?, (ox + kx).checked_sub(pad)?);
+            (iy < s.h && ix < s.w).then_some(iy * s.w + ix)
+        };
         for n in 0..s.n {
             for co in 0..s.cout {
                 for oy in 0..s.h {
@@ -501,7 +555,7 @@ pub mod reference {
                         for ci in 0..s.cin {
                             for ky in 0..s.k {
                                 for kx in 0..s.k {
-                                    if let Some(p) = tap(s, oy, ox, ky, kx) {
+                                    if let Some(p) = tap(oy, ox, ky, kx) {
                                         let xi = (n * s.cin + ci) * plane + p;
                                         let wi = ((co * s.cin + ci) * s.k + ky) * s.k + kx;
                                         f(yi, xi, wi);
@@ -514,43 +568,23 @@ pub mod reference {
             }
         }
     }
+    fn sizes(&self) -> TapSizes {
+        let (input, weight, output) = (self.input_len(), self.weight_len(), self.output_len());
+        TapSizes { input, weight, output, out_channels: self.cout, out_plane: self.h * self.w }
+    }
+}
+
+pub mod reference {
+    use super::{tap_reference, Conv2d};
+    pub use tap_reference::{backward, backward_bias, backward_input, backward_weight};
 
     /// Applies ReLU if `s.relu`.
     pub fn forward(s: &Conv2d, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
-        let plane = s.h * s.w;
-        let mut y: Vec<f64> = (0..s.output_len()).map(|i| b[i / plane % s.cout]).collect();
-        for_each_tap(s, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
+        let mut y = tap_reference::forward(s, x, w, b);
         if s.relu {
             y.iter_mut().for_each(|v| *v = v.max(0.0));
         }
         y
-    }
-
-    /// dx from `dz`; `dz` is the gradient of the pre-activation output.
-    pub fn backward_input(s: &Conv2d, w: &[f64], dz: &[f64]) -> Vec<f64> {
-        let mut dx = vec![0.0; s.input_len()];
-        for_each_tap(s, |yi, xi, wi| dx[xi] += dz[yi] * w[wi]);
-        dx
-    }
-
-    pub fn backward_weight(s: &Conv2d, x: &[f64], dz: &[f64]) -> Vec<f64> {
-        let mut dw = vec![0.0; s.weight_len()];
-        for_each_tap(s, |yi, xi, wi| dw[wi] += dz[yi] * x[xi]);
-        dw
-    }
-
-    pub fn backward_bias(s: &Conv2d, dz: &[f64]) -> Vec<f64> {
-        let plane = s.h * s.w;
-        let mut db = vec![0.0; s.cout];
-        for (i, g) in dz.iter().enumerate() {
-            db[i / plane % s.cout] += g;
-        }
-        db
-    }
-
-    /// `(dx, dw, db)`.
-    pub fn backward(s: &Conv2d, x: &[f64], w: &[f64], dz: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        (backward_input(s, w, dz), backward_weight(s, x, dz), backward_bias(s, dz))
     }
 }
 

@@ -10,7 +10,10 @@ use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
-use crate::ops::conv2d::{channel_sum, channel_tile, ConvLayer, Convolution, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
+use crate::ops::conv2d::{
+    channel_sum, channel_tile, tap_reference, ConvLayer, Convolution, Reduction, TapSizes, Taps, MAX_WEIGHT_TILE,
+    WG_PIXELS,
+};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
 const MAX_TILE: usize = 8;
@@ -193,11 +196,9 @@ impl Graph {
 }
 
 /// Plain f64 references.
-pub mod reference {
-    use super::ConvTranspose2d;
-
-    /// Calls `f(y index, x index, w index)` for every multiply-add of the transposed convolution.
-    fn for_each_tap(s: &ConvTranspose2d, mut f: impl FnMut(usize, usize, usize)) {
+impl Taps for ConvTranspose2d {
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let s = self;
         let (oh, ow) = (2 * s.h, 2 * s.w);
         for n in 0..s.n {
             for ci in 0..s.cin {
@@ -218,40 +219,15 @@ pub mod reference {
             }
         }
     }
-
-    pub fn forward(s: &ConvTranspose2d, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
-        let plane = 4 * s.h * s.w;
-        let mut y: Vec<f64> = (0..s.output_len()).map(|i| b[i / plane % s.cout]).collect();
-        for_each_tap(s, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
-        y
+    fn sizes(&self) -> TapSizes {
+        let (input, weight, output) = (self.input_len(), self.weight_len(), self.output_len());
+        TapSizes { input, weight, output, out_channels: self.cout, out_plane: 4 * self.h * self.w }
     }
+}
 
-    /// dx from `dy`.
-    pub fn backward_input(s: &ConvTranspose2d, w: &[f64], dy: &[f64]) -> Vec<f64> {
-        let mut dx = vec![0.0; s.input_len()];
-        for_each_tap(s, |yi, xi, wi| dx[xi] += dy[yi] * w[wi]);
-        dx
-    }
-
-    pub fn backward_weight(s: &ConvTranspose2d, x: &[f64], dy: &[f64]) -> Vec<f64> {
-        let mut dw = vec![0.0; s.weight_len()];
-        for_each_tap(s, |yi, xi, wi| dw[wi] += dy[yi] * x[xi]);
-        dw
-    }
-
-    pub fn backward_bias(s: &ConvTranspose2d, dy: &[f64]) -> Vec<f64> {
-        let plane = 4 * s.h * s.w;
-        let mut db = vec![0.0; s.cout];
-        for (i, g) in dy.iter().enumerate() {
-            db[i / plane % s.cout] += g;
-        }
-        db
-    }
-
-    /// `(dx, dw, db)`.
-    pub fn backward(s: &ConvTranspose2d, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        (backward_input(s, w, dy), backward_weight(s, x, dy), backward_bias(s, dy))
-    }
+/// The f64 references: the shared [`tap_reference`] over this layer's taps.
+pub mod reference {
+    pub use super::tap_reference::{backward, backward_bias, backward_input, backward_weight, forward};
 }
 
 /// Forward and all three gradients of `s` against the reference.
