@@ -17,7 +17,8 @@ use wgunet::data::Normalisation;
 use wgunet::graph::{Graph, Op};
 use wgunet::kernel::{BufferView, Dispatch};
 use wgunet::model::{Activation, Arch, ModelConfig};
-use wgunet::ops::conv2d::{Conv2d, ConvLayer};
+use wgunet::ops::conv::ConvLayer;
+use wgunet::ops::conv2d::Conv2d;
 use wgunet::ops::conv_transpose2d::ConvTranspose2d;
 use wgunet::{DeviceChoice, Gpu, KernelVariant};
 

@@ -14,7 +14,8 @@ use wgunet::executor::{Executor, MemoryPlan, ParamArena};
 use wgunet::graph::{compile, reference, Graph, Loss, Mode, Program, Step};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::batchnorm::{BatchNormInfer, BatchNormLayer, BatchNormTrain};
-use wgunet::ops::conv2d::{Conv2d, ConvLayer};
+use wgunet::ops::conv::ConvLayer;
+use wgunet::ops::conv2d::Conv2d;
 use wgunet::ops::dropout::DropoutForward;
 use wgunet::{Gpu, KernelVariant};
 

@@ -10,10 +10,8 @@ use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
-use crate::ops::conv2d::{
-    channel_sum, channel_tile, tap_reference, ConvLayer, Convolution, Reduction, TapSizes, Taps, MAX_WEIGHT_TILE,
-    WG_PIXELS,
-};
+use crate::ops::conv::{tap_reference, ConvLayer, Convolution, TapSizes, Taps};
+use crate::ops::conv2d::{channel_sum, channel_tile, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
 const MAX_TILE: usize = 8;

@@ -13,6 +13,7 @@ pub mod adam;
 pub mod augment;
 pub mod batchnorm;
 pub mod concat;
+pub mod conv;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod dropout;
