@@ -302,6 +302,10 @@ struct InferArgs {
     /// Keep only the largest 8-connected component of each mask.
     #[arg(long)]
     keep_largest: bool,
+    /// Drop 8-connected components smaller than PERCENT of the image's area (binary masks),
+    /// e.g. 0.05: the specks a model marks where there is nothing.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0, value_parser = percentage)]
+    min_component: f64,
     /// Stop at the first image or pair that cannot be used instead of skipping it.
     #[arg(long)]
     strict: bool,
@@ -321,6 +325,7 @@ impl InferArgs {
             blend: self.blend,
             tta: self.tta,
             keep_largest: self.keep_largest,
+            min_component: self.min_component,
             strict: self.strict,
         }
     }
@@ -352,6 +357,13 @@ fn train_fraction(s: &str) -> Result<f64, String> {
 }
 
 /// `--dropout`: a probability in [0, 1).
+fn percentage(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a percentage in [0, 100), e.g. 0.05")),
+    }
+}
+
 fn dropout_probability(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),

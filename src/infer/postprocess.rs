@@ -96,6 +96,12 @@ pub fn keep_largest_component(mask: &[bool], width: usize, height: usize) -> Vec
     label.iter().map(|&l| l == largest as u32).collect()
 }
 
+/// `mask` without its 8-connected components of fewer than `min_pixels` pixels.
+pub fn drop_small_components(mask: &[bool], width: usize, height: usize, min_pixels: usize) -> Vec<bool> {
+    let (label, sizes) = label_components(mask, width, height);
+    label.iter().map(|&l| sizes.get(l as usize).is_some_and(|&n| n >= min_pixels)).collect()
+}
+
 /// `[TP, FP, FN, TN]` of a predicted mask against a true one, as the metrics kernel counts.
 pub fn confusion(pred: &[bool], truth: &[bool]) -> [u64; 4] {
     assert_eq!(pred.len(), truth.len(), "confusion: masks differ in size");
@@ -186,6 +192,15 @@ mod tests {
         let (m, w, h) = mask(&["#.#"]);
         let (want, _, _) = mask(&["#.."]);
         assert_eq!(keep_largest_component(&m, w, h), want);
+    }
+
+    #[test]
+    fn small_components_go_and_large_ones_stay_whole() {
+        let (m, w, h) = mask(&["##...#", "##....", "......", "#...##", "....##"]);
+        let (want, _, _) = mask(&["##....", "##....", "......", "....##", "....##"]);
+        assert_eq!(drop_small_components(&m, w, h, 3), want);
+        assert_eq!(drop_small_components(&m, w, h, 1), m, "every component has a pixel");
+        assert_eq!(drop_small_components(&m, w, h, 5), vec![false; w * h]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::model::LoadedModel;
 use super::native;
-use super::postprocess::{argmax, keep_largest_component, resize_maps, threshold};
+use super::postprocess::{argmax, drop_small_components, keep_largest_component, resize_maps, threshold};
 use super::tiling::{self, Blend, Blender, TilePlan};
 use super::tta::{self, Flip};
 use crate::data::load;
@@ -30,6 +30,9 @@ pub struct InferOptions {
     pub tta: bool,
     /// Keep only the largest 8-connected component of each thresholded mask.
     pub keep_largest: bool,
+    /// Drop 8-connected components smaller than this percentage of the image's area (0: keep
+    /// all): the specks a model marks on slices without the structure.
+    pub min_component: f64,
     /// An image (or pair) that cannot be used is an error instead of being skipped.
     pub strict: bool,
 }
@@ -43,6 +46,7 @@ impl Default for InferOptions {
             blend: Blend::Gaussian,
             tta: false,
             keep_largest: false,
+            min_component: 0.0,
             strict: false,
         }
     }
@@ -61,6 +65,9 @@ impl InferOptions {
         }
         if self.keep_largest {
             parts.push("largest component".into());
+        }
+        if self.min_component > 0.0 {
+            parts.push(format!("components under {} % dropped", self.min_component));
         }
         parts.join("; ")
     }
@@ -127,8 +134,8 @@ impl<'m> Segmenter<'m> {
             options.overlap
         );
         ensure!(
-            !(options.keep_largest && model.classes() >= 2),
-            "--keep-largest keeps the largest component of a binary mask; this model segments {} classes",
+            !((options.keep_largest || options.min_component > 0.0) && model.classes() >= 2),
+            "--keep-largest and --min-component work on a binary mask; this model segments {} classes",
             model.classes()
         );
         let members = std::iter::once(model)
@@ -252,15 +259,19 @@ impl<'m> Segmenter<'m> {
             .collect())
     }
 
-    /// A `width`×`height` probability map thresholded at 0.5, reduced to its largest
-    /// component with `--keep-largest` (binary models).
+    /// A `width`×`height` probability map thresholded at 0.5, without components under
+    /// `--min-component`, reduced to its largest with `--keep-largest` (binary models).
     pub fn mask(&self, prob: &[f32], width: u32, height: u32) -> Vec<bool> {
-        let mask = threshold(prob);
-        if self.options.keep_largest {
-            keep_largest_component(&mask, width as usize, height as usize)
-        } else {
-            mask
+        let (w, h) = (width as usize, height as usize);
+        let mut mask = threshold(prob);
+        if self.options.min_component > 0.0 {
+            let min_pixels = (self.options.min_component / 100.0 * (w * h) as f64).ceil() as usize;
+            mask = drop_small_components(&mask, w, h, min_pixels);
         }
+        if self.options.keep_largest {
+            mask = keep_largest_component(&mask, w, h);
+        }
+        mask
     }
 
     /// Each pixel's class from `[classes, height, width]` probabilities (K-class models): the
