@@ -133,6 +133,7 @@ pub(crate) fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         batch: a.batch,
         loss: Loss::for_classes(a.loss, a.model.classes)?,
         augment: if a.no_augment { AugmentPreset::None } else { a.augment },
+        intensity: a.intensity,
         seed: a.seed,
         device: a.device.device,
         out: a.out,

@@ -441,6 +441,11 @@ struct TrainArgs {
     /// turns); full (dihedral, ±15° rotation, ±10 % scaling, elastic deformation).
     #[arg(long, value_enum, default_value = "dihedral")]
     augment: AugmentPreset,
+    /// Also change the training images' intensities at random (gamma 0.7–1.5, contrast and
+    /// brightness ×0.75–1.25, each with probability 0.3, nnU-Net's ranges): for models that
+    /// must survive another scanner.
+    #[arg(long)]
+    intensity: bool,
     /// Same as --augment none.
     #[arg(long)]
     no_augment: bool,

@@ -547,3 +547,31 @@ fn shift_writes_shifted_images_and_the_same_masks() {
     }
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `--intensity` changes what training sees (same seed, another loss) and is recorded with the
+/// run: resumed without the flag, a run continues with it, exactly as an uninterrupted one.
+#[test]
+fn intensity_augmentation_changes_training_and_is_recorded() {
+    let root = temp_dir("intensity");
+    let data = root.join("data");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    write_disc_dataset(&data, 16);
+    let loss = |name: &str, extra: &[&str]| {
+        let run = root.join(name);
+        let mut args = vec!["train".to_string(), "--data".into(), s(&data), "--out".into(), s(&run)];
+        for a in ["--device", "cpu", "--size", "32", "--filters", "4", "--batch", "4", "--seed", "5"] {
+            args.push(a.into());
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        wgunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        csv_column(&run.join("metrics.csv"), "train_loss")
+    };
+    let longer = loss("longer", &["--intensity", "--epochs", "3"]);
+    let (plain, again) = (loss("plain", &["--epochs", "2"]), loss("again", &["--epochs", "2"]));
+    let changed = loss("changed", &["--intensity", "--epochs", "2"]);
+    assert_eq!(plain, again, "the same seed trained differently");
+    assert_ne!(plain, changed, "--intensity left training unchanged");
+    wgunet(&["train", "--resume", &s(&root.join("changed")), "--epochs", "3", "--device", "cpu"]);
+    assert_eq!(csv_column(&root.join("changed").join("metrics.csv"), "train_loss"), longer);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -4,6 +4,7 @@
 //! (`patches`), and the built-in synthetic MRI-like dataset (`synth`). Files that cannot be used
 //! are left out with their reason (`skipped`).
 
+pub mod intensity;
 pub mod load;
 pub mod normalise;
 pub mod pairs;

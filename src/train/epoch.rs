@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use super::state::Progress;
 use super::stop::{Diverged, Interrupted, DIVERGENCE_FACTOR, STOP_REQUESTED};
 use super::Trainer;
+use crate::data::intensity;
 use crate::ops::adam::AdamHyper;
 
 /// Steps between two read-backs of the running loss. Each read waits for the GPU to finish the
@@ -54,6 +55,9 @@ impl Trainer {
                         image.copy_from_slice(&self.data.train[k].image);
                         mask.copy_from_slice(&self.data.train[k].mask);
                     }
+                }
+                if self.o.intensity {
+                    intensity::NNUNET.apply(image, self.cfg.channels, &mut progress.rng);
                 }
             }
             progress.step += 1;

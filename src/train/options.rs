@@ -91,6 +91,10 @@ pub struct TrainOptions {
     pub batch: usize,
     pub loss: Loss,
     pub augment: AugmentPreset,
+    /// Random gamma, contrast and brightness changes of the training images (see
+    /// [`intensity`](crate::data::intensity)); runs recorded before the option resume without.
+    #[serde(default)]
+    pub intensity: bool,
     /// Drives the split, the synthetic slices, the initial weights, shuffles, augmentation and
     /// dropout.
     pub seed: u64,
@@ -197,6 +201,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--early-stopping-patience" => a.schedule.early_stopping_patience != b.schedule.early_stopping_patience,
         "--loss" => a.loss != b.loss,
         "--augment" | "--no-augment" => a.augment != b.augment,
+        "--intensity" => a.intensity != b.intensity,
         "--seed" => a.seed != b.seed,
         "--init" | "--init-skip-head" => a.init != b.init,
         _ => model_option_differs(flag, &a.model, &b.model),
