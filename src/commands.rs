@@ -1,5 +1,6 @@
 //! What the commands do beyond handing their options to the library: building the training
-//! options from the arguments, applying a plan, and the small commands (split, export, info).
+//! options from the arguments, applying a plan, the small commands (split, shift, export,
+//! info), and the checks of numeric arguments.
 
 use std::path::Path;
 
@@ -166,4 +167,44 @@ pub(crate) fn print_info(cfg: &ModelConfig, batch: usize) {
 
 pub(crate) fn clock_seed() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42)
+}
+
+/// `--batch`, `--epochs`, `--max-images`, `--steps`: a count of at least 1 (0 would train on
+/// nothing, or silently as 1).
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+/// `--lr`: finite and above 0.
+pub(crate) fn learning_rate(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a learning rate: give a finite number above 0, e.g. 1e-3")),
+    }
+}
+
+/// `--train`: the training share of a split, strictly between 0 and 1 (both parts non-empty).
+pub(crate) fn train_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction in the open interval (0, 1), e.g. 0.7")),
+    }
+}
+
+/// `--dropout`: a probability in [0, 1).
+pub(crate) fn percentage(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a percentage in [0, 100), e.g. 0.05")),
+    }
+}
+
+pub(crate) fn dropout_probability(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a dropout probability in [0, 1)")),
+    }
 }

@@ -19,7 +19,10 @@ use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
 mod commands;
 
-use commands::{apply_plan, clock_seed, export, print_info, score_patch_run, train_options, write_shift, write_split};
+use commands::{
+    apply_plan, at_least_one, clock_seed, dropout_probability, export, learning_rate, percentage, print_info,
+    score_patch_run, train_fraction, train_options, write_shift, write_split,
+};
 
 /// The seed notebook's image side, batch size and seed: the defaults of every command.
 const DEFAULT_SIZE: usize = 128;
@@ -328,46 +331,6 @@ impl InferArgs {
             min_component: self.min_component,
             strict: self.strict,
         }
-    }
-}
-
-/// `--batch`, `--epochs`, `--max-images`, `--steps`: a count of at least 1 (0 would train on
-/// nothing, or silently as 1).
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("'{s}' is not a whole number of at least 1")),
-    }
-}
-
-/// `--lr`: finite and above 0.
-fn learning_rate(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a learning rate: give a finite number above 0, e.g. 1e-3")),
-    }
-}
-
-/// `--train`: the training share of a split, strictly between 0 and 1 (both parts non-empty).
-fn train_fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a fraction in the open interval (0, 1), e.g. 0.7")),
-    }
-}
-
-/// `--dropout`: a probability in [0, 1).
-fn percentage(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
-        _ => Err(format!("'{s}' is not a percentage in [0, 100), e.g. 0.05")),
-    }
-}
-
-fn dropout_probability(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
-        _ => Err(format!("'{s}' is not a dropout probability in [0, 1)")),
     }
 }
 
