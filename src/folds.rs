@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::checkpoint::write_atomic;
+use crate::data::normalise::mean_std;
 use crate::data::{pairs, split};
 use crate::evaluate::Metrics;
 use crate::infer::{self, EvalData, EvalOptions, InferOptions};
@@ -89,13 +90,6 @@ fn score(run: &Path, others: &[PathBuf], list: &Path, base: &TrainOptions, out: 
     Ok(infer::eval(run, &options)?.native)
 }
 
-/// Mean and population standard deviation.
-fn mean_and_spread(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    (mean, (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt())
-}
-
 fn write_tables(out: &Path, r: &FoldsReport) -> Result<()> {
     let mut csv = String::from("model,mean_pixel_accuracy,mean_iou,mean_dice,micro_dice\n");
     let mut md = String::from(
@@ -112,7 +106,7 @@ fn write_tables(out: &Path, r: &FoldsReport) -> Result<()> {
     }
     row("ensemble".into(), &r.ensemble)?;
     let dice: Vec<f64> = r.folds.iter().map(|m| m.mean_dice).collect();
-    let (mean, spread) = mean_and_spread(&dice);
+    let (mean, spread) = mean_std(&dice);
     let best = dice.iter().cloned().fold(f64::MIN, f64::max);
     writeln!(
         md,
@@ -124,16 +118,4 @@ fn write_tables(out: &Path, r: &FoldsReport) -> Result<()> {
     println!("\n{md}");
     println!("wrote {} and {}", out.join("folds.csv").display(), out.join("folds.md").display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_is_the_population_standard_deviation() {
-        let (mean, spread) = mean_and_spread(&[0.7, 0.8, 0.9]);
-        assert!((mean - 0.8).abs() < 1e-12);
-        assert!((spread - (0.02f64 / 3.0).sqrt()).abs() < 1e-12);
-    }
 }

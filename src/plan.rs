@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::config::Loss;
 use crate::data::load::{decode, is_gray, mask_targets};
-use crate::data::normalise::{Histogram, NormaliseKind, CLIP_PERCENTILES};
+use crate::data::normalise::{mean_std, Histogram, NormaliseKind, CLIP_PERCENTILES};
 use crate::data::pairs::{self, Pair};
 use crate::data::skipped::Unusable;
 use crate::infer::postprocess::label_components;
@@ -155,10 +155,9 @@ impl Fingerprint {
     /// The spread (standard deviation over mean) of the images' standard deviations.
     pub fn contrast_spread(&self) -> f64 {
         let stds: Vec<f64> = self.images.iter().map(|s| s.std).collect();
-        let mean = stds.iter().sum::<f64>() / stds.len() as f64;
-        let var = stds.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / stds.len() as f64;
+        let (mean, spread) = mean_std(&stds);
         if mean > 0.0 {
-            var.sqrt() / mean
+            spread / mean
         } else {
             0.0
         }
@@ -262,9 +261,7 @@ fn summarise(pair: &Pair, classes: usize) -> Result<(ImageSummary, Vec<f32>), Un
             label_components(&in_class, width as usize, height as usize).1
         })
         .collect();
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let std = (values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let (mean, std) = mean_std(&values);
     Ok((ImageSummary { width, height, gray, sixteen_bit, mean, std, structures }, values))
 }
 

@@ -143,11 +143,12 @@ pub fn normalise_dataset(
     normalisation
 }
 
-/// Mean and population standard deviation, in f64.
-fn mean_std(values: &[f32]) -> (f64, f64) {
+/// Mean and population standard deviation, in f64 (0 and 0 for no values): of an image's
+/// pixels here, and of any numbers a summary needs (a dataset's per-image statistics, folds' Dice).
+pub(crate) fn mean_std<T: Copy + Into<f64>>(values: &[T]) -> (f64, f64) {
     let n = values.len().max(1) as f64;
-    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let mean = values.iter().map(|&v| v.into()).sum::<f64>() / n;
+    let var = values.iter().map(|&v| (v.into() - mean).powi(2)).sum::<f64>() / n;
     (mean, var.sqrt())
 }
 
@@ -229,6 +230,14 @@ fn percentile_fit(histogram: &Histogram) -> Normalisation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_std_is_the_population_standard_deviation() {
+        let (mean, spread) = mean_std(&[0.7f64, 0.8, 0.9]);
+        assert!((mean - 0.8).abs() < 1e-12);
+        assert!((spread - (0.02f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std::<f32>(&[]), (0.0, 0.0));
+    }
 
     #[test]
     fn percentiles_clip_the_tails_and_standardise() {
