@@ -103,15 +103,15 @@ pub struct Segmenter<'m> {
 }
 
 impl<'m> Segmenter<'m> {
-    /// A model trained on patches at the images' own size (`train --patch`) always segments in
-    /// tiles: resizing a whole image to its patch side would shrink what it learned to see.
     pub fn new(model: &'m LoadedModel, options: InferOptions) -> Result<Segmenter<'m>> {
         Segmenter::ensemble(model, &[], options)
     }
 
     /// `model` and `others` as one model whose probabilities are their mean (nnU-Net's
     /// ensembles of folds): each must read images as `model` does — same size, channels,
-    /// classes, normalisation and patch training.
+    /// classes, normalisation and patch training. A model trained on patches at the images' own
+    /// size (`train --patch`) always segments in tiles: resizing a whole image to its patch side
+    /// would shrink what it learned to see.
     pub fn ensemble(
         model: &'m LoadedModel,
         others: &'m [LoadedModel],
@@ -170,23 +170,14 @@ impl<'m> Segmenter<'m> {
     /// `[channels, size, size]` images; with `--tta` each is the mean over the four mirrorings,
     /// every output flipped back first.
     pub fn probabilities(&self, images: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
-        let each: Vec<Vec<Vec<f32>>> = self
-            .members
-            .iter()
-            .map(|(member, evaluator)| self.member_probabilities(member, evaluator, images))
-            .collect::<Result<_>>()?;
-        let n = each.len() as f32;
-        let mut members = each.into_iter();
-        let mut sum = members.next().unwrap_or_default();
-        for maps in members {
-            for (total, map) in sum.iter_mut().zip(maps) {
-                total.iter_mut().zip(map).for_each(|(t, p)| *t += p);
+        // Each image's maps, one per member, averaged as TTA averages its mirrorings.
+        let mut per_image: Vec<Vec<Vec<f32>>> = images.iter().map(|_| Vec::with_capacity(self.members.len())).collect();
+        for (member, evaluator) in &self.members {
+            for (maps, map) in per_image.iter_mut().zip(self.member_probabilities(member, evaluator, images)?) {
+                maps.push(map);
             }
         }
-        if n > 1.0 {
-            sum.iter_mut().flatten().for_each(|t| *t /= n);
-        }
-        Ok(sum)
+        Ok(per_image.iter().map(|maps| tta::mean(maps)).collect())
     }
 
     /// [`probabilities`](Segmenter::probabilities) of one member.
