@@ -42,16 +42,8 @@ pub(crate) fn score_patch_run(run: &Path, device: &wgunet::DeviceChoice) -> Resu
         return Ok(());
     }
     println!("whole test images, in tiles at their own size (`wgunet eval {}`):", run.display());
-    let options = EvalOptions {
-        data: EvalData::RunTestSplit,
-        device: device.clone(),
-        infer: wgunet::infer::InferOptions { tile: true, ..Default::default() },
-        panels: 2 * wgunet::report::PANELS_EACH,
-        out: None,
-        json: None,
-        ensemble: Vec::new(),
-    };
-    infer::eval(run, &options).map(drop)
+    // Segmenter tiles a patch-trained run by itself.
+    infer::eval(run, &EvalOptions::defaults(EvalData::RunTestSplit, device.clone())).map(drop)
 }
 
 /// `wgunet split`: the train and test lists of a dataset folder, written into `out`.

@@ -13,7 +13,7 @@ use crate::checkpoint::write_atomic;
 use crate::data::normalise::mean_std;
 use crate::data::{pairs, split};
 use crate::evaluate::Metrics;
-use crate::infer::{self, EvalData, EvalOptions, InferOptions};
+use crate::infer::{self, EvalData, EvalOptions};
 use crate::train::{self, DataSource, TrainOptions};
 
 /// The held-out test split's scores (at each image's own size) of each fold and of their
@@ -78,14 +78,10 @@ pub fn train_folds(base: &TrainOptions, k: usize) -> Result<FoldsReport> {
 /// `eval` of `run` (with `others` as an ensemble) on the pairs of `list`, into `out`.
 fn score(run: &Path, others: &[PathBuf], list: &Path, base: &TrainOptions, out: &Path) -> Result<Metrics> {
     let options = EvalOptions {
-        data: EvalData::List(list.to_path_buf()),
-        device: base.device.clone(),
-        // Patch-trained runs tile by themselves (see `Segmenter::new`).
-        infer: InferOptions::default(),
-        panels: 2 * crate::report::PANELS_EACH,
         out: Some(out.to_path_buf()),
         json: Some(out.join("eval.json")),
         ensemble: others.to_vec(),
+        ..EvalOptions::defaults(EvalData::List(list.to_path_buf()), base.device.clone())
     };
     Ok(infer::eval(run, &options)?.native)
 }

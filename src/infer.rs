@@ -19,7 +19,7 @@ mod segment;
 pub mod tiling;
 pub mod tta;
 
-pub use eval::{eval, EvalData, EvalOptions, EvalReport};
+pub use eval::{eval, EvalData, EvalOptions, EvalReport, DEFAULT_PANELS};
 pub use model::LoadedModel;
 pub use predict::predict;
 pub use score::{per_image_csv, Confusion, ImageScore};

@@ -229,7 +229,7 @@ enum Command {
         #[command(flatten)]
         infer: InferArgs,
         /// Panels to draw: the best half and the worst half by Dice (0: none).
-        #[arg(long, default_value_t = 2 * wgunet::report::PANELS_EACH)]
+        #[arg(long, default_value_t = wgunet::infer::DEFAULT_PANELS)]
         panels: usize,
         /// Folder for per_image.csv and panels/ (default: MODEL/eval).
         #[arg(long)]

@@ -46,6 +46,25 @@ pub struct EvalOptions {
     pub ensemble: Vec<PathBuf>,
 }
 
+impl EvalOptions {
+    /// What `wgunet eval` does with no option but the data: default inference (a
+    /// patch-trained run tiles by itself), the default panels, outputs in the run folder.
+    pub fn defaults(data: EvalData, device: DeviceChoice) -> EvalOptions {
+        EvalOptions {
+            data,
+            device,
+            infer: InferOptions::default(),
+            panels: DEFAULT_PANELS,
+            out: None,
+            json: None,
+            ensemble: Vec::new(),
+        }
+    }
+}
+
+/// Panels `eval` draws unless told: the 3 best and 3 worst.
+pub const DEFAULT_PANELS: usize = 2 * report::PANELS_EACH;
+
 /// What `eval` writes as JSON: the model-resolution metrics at the top level (as before),
 /// the native-resolution ones under `native`, and how the masks were made.
 #[derive(Clone, Debug, Serialize)]
@@ -208,7 +227,8 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     let result = EvalReport {
         model: metrics_of(per_image.iter().map(|s| &s.model), scored.model_loss / n),
         native: metrics_of(per_image.iter().map(|s| &s.native), scored.native_loss / n),
-        inference: o.infer,
+        // As the segmenter ran: a patch-trained run tiles even when not asked to.
+        inference: seg.options,
         per_image,
     };
 
@@ -216,7 +236,7 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
         1 => format!("model {}", run.display()),
         n => format!("ensemble of {n} models ({} and {} more)", run.display(), n - 1),
     };
-    println!("{label}, {models} ({} images; {}):", result.model.images, o.infer.describe(pre.size));
+    println!("{label}, {models} ({} images; {}):", result.model.images, seg.options.describe(pre.size));
     println!("  model  = scored at the model's {0}×{0}; native = at each image's own size", pre.size);
     result.model.print_lines("model  ");
     result.native.print_lines("native ");
