@@ -14,7 +14,7 @@ use crate::ops::elementwise::ReluBackward;
 /// What the steps of a convolution need of it: [`Conv2d`] and
 /// [`ConvTranspose2d`](crate::ops::conv_transpose2d::ConvTranspose2d) share the driver API, the
 /// references and the backward rule, so one layer and one set of kernels serve both.
-pub trait Convolution: Copy + std::fmt::Debug + Send + Sync + 'static {
+pub trait Convolution: Taps + Copy + std::fmt::Debug + Send + Sync + 'static {
     /// As `wgunet info` lists the layer.
     const NAME: &'static str;
     fn input_len(&self) -> usize;
@@ -26,10 +26,9 @@ pub trait Convolution: Copy + std::fmt::Debug + Send + Sync + 'static {
     fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch>;
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch>;
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch>;
+    /// The f64 forward with its activation; the gradients' references are [`tap_reference`]'s,
+    /// the same for every convolution.
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64>;
-    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64>;
-    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64>;
-    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64>;
     /// Its ONNX node(s) over `inputs` (x, weight, bias); returns the output value.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String;
 }
@@ -114,7 +113,7 @@ impl<S: Convolution> Kernel for ConvBackwardInput<S> {
         Ok(vec![self.s.backward_input(g.gpu, g.buf(self.dy), g.param(self.w), g.buf(self.dx))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        c.buffers[self.dx] = self.s.reference_backward_input(&c.params[self.w], &c.buffers[self.dy]);
+        c.buffers[self.dx] = tap_reference::backward_input(&self.s, &c.params[self.w], &c.buffers[self.dy]);
     }
 }
 
@@ -135,7 +134,7 @@ impl<S: Convolution> Kernel for ConvBackwardWeight<S> {
         Ok(vec![self.s.backward_weight(g.gpu, g.buf(self.x), g.buf(self.dy), g.grad(self.dw))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        c.grads[self.dw] = self.s.reference_backward_weight(&c.buffers[self.x], &c.buffers[self.dy]);
+        c.grads[self.dw] = tap_reference::backward_weight(&self.s, &c.buffers[self.x], &c.buffers[self.dy]);
     }
 }
 
@@ -155,7 +154,7 @@ impl<S: Convolution> Kernel for ConvBackwardBias<S> {
         Ok(vec![self.s.backward_bias(g.gpu, g.buf(self.dy), g.grad(self.db))?])
     }
     fn reference(&self, c: &mut CpuBuffers) {
-        c.grads[self.db] = self.s.reference_backward_bias(&c.buffers[self.dy]);
+        c.grads[self.db] = tap_reference::backward_bias(&self.s, &c.buffers[self.dy]);
     }
 }
 

@@ -288,15 +288,6 @@ impl Convolution for Conv2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
-    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64> {
-        reference::backward_input(self, w, dy)
-    }
-    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64> {
-        reference::backward_weight(self, x, dy)
-    }
-    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64> {
-        reference::backward_bias(self, dy)
-    }
     /// A fused ReLU is a Relu node after the Conv.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
         let pad = (self.k / 2) as i64;

@@ -163,15 +163,6 @@ impl Convolution for ConvTranspose2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
-    fn reference_backward_input(&self, w: &[f64], dy: &[f64]) -> Vec<f64> {
-        reference::backward_input(self, w, dy)
-    }
-    fn reference_backward_weight(&self, x: &[f64], dy: &[f64]) -> Vec<f64> {
-        reference::backward_weight(self, x, dy)
-    }
-    fn reference_backward_bias(&self, dy: &[f64]) -> Vec<f64> {
-        reference::backward_bias(self, dy)
-    }
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
         onnx.single("ConvTranspose", &inputs, vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])])
     }
