@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use wgunet::data::split::DEFAULT_TRAIN_FRACTION;
-use wgunet::data::{synth, Normalisation, NormaliseKind};
+use wgunet::data::{intensity::IntensityPreset, synth, Normalisation, NormaliseKind};
 use wgunet::graph::Loss;
 use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
@@ -404,11 +404,13 @@ struct TrainArgs {
     /// turns); full (dihedral, ±15° rotation, ±10 % scaling, elastic deformation).
     #[arg(long, value_enum, default_value = "dihedral")]
     augment: AugmentPreset,
-    /// Also change the training images' intensities at random (gamma 0.7–1.5, contrast and
-    /// brightness ×0.75–1.25, each with probability 0.3, nnU-Net's ranges): for models that
-    /// must survive another scanner.
-    #[arg(long)]
-    intensity: bool,
+    /// Also change the training images' intensities at random, for models that must survive
+    /// another scanner: nnunet (the default of a bare --intensity: gamma 0.7–1.5, contrast and
+    /// brightness ×0.75–1.25, each with probability 0.3, nnU-Net's ranges); scanner (gamma and
+    /// contrast ×½–2 with values saturating at the range's ends, plus noise, blur and a smooth
+    /// bias field); none.
+    #[arg(long, value_enum, num_args = 0..=1, default_value = "none", default_missing_value = "nnunet")]
+    intensity: IntensityPreset,
     /// Same as --augment none.
     #[arg(long)]
     no_augment: bool,

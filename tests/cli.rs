@@ -548,8 +548,9 @@ fn shift_writes_shifted_images_and_the_same_masks() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// `--intensity` changes what training sees (same seed, another loss) and is recorded with the
-/// run: resumed without the flag, a run continues with it, exactly as an uninterrupted one.
+/// `--intensity` (`nnunet`) and `--intensity scanner` each change what training sees (same
+/// seed, another loss) and are recorded with the run: resumed without the flag, a run continues
+/// with its preset, exactly as an uninterrupted one.
 #[test]
 fn intensity_augmentation_changes_training_and_is_recorded() {
     let root = temp_dir("intensity");
@@ -566,11 +567,14 @@ fn intensity_augmentation_changes_training_and_is_recorded() {
         wgunet(&args.iter().map(String::as_str).collect::<Vec<_>>());
         csv_column(&run.join("metrics.csv"), "train_loss")
     };
-    let longer = loss("longer", &["--intensity", "--epochs", "3"]);
+    let longer = loss("longer", &["--intensity", "scanner", "--epochs", "3"]);
     let (plain, again) = (loss("plain", &["--epochs", "2"]), loss("again", &["--epochs", "2"]));
-    let changed = loss("changed", &["--intensity", "--epochs", "2"]);
+    let nnunet = loss("nnunet", &["--intensity", "--epochs", "2"]);
+    let changed = loss("changed", &["--intensity", "scanner", "--epochs", "2"]);
     assert_eq!(plain, again, "the same seed trained differently");
-    assert_ne!(plain, changed, "--intensity left training unchanged");
+    assert_ne!(plain, nnunet, "--intensity left training unchanged");
+    assert_ne!(plain, changed, "--intensity scanner left training unchanged");
+    assert_ne!(nnunet, changed, "--intensity scanner trained as --intensity nnunet");
     wgunet(&["train", "--resume", &s(&root.join("changed")), "--epochs", "3", "--device", "cpu"]);
     assert_eq!(csv_column(&root.join("changed").join("metrics.csv"), "train_loss"), longer);
     let _ = std::fs::remove_dir_all(&root);

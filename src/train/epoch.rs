@@ -11,7 +11,6 @@ use rand::seq::SliceRandom;
 use super::state::Progress;
 use super::stop::{Diverged, Interrupted, DIVERGENCE_FACTOR, STOP_REQUESTED};
 use super::Trainer;
-use crate::data::intensity;
 use crate::ops::adam::AdamHyper;
 
 /// Steps between two read-backs of the running loss. Each read waits for the GPU to finish the
@@ -56,8 +55,8 @@ impl Trainer {
                         mask.copy_from_slice(&self.data.train[k].mask);
                     }
                 }
-                if self.o.intensity {
-                    intensity::NNUNET.apply(image, self.cfg.channels, &mut progress.rng);
+                if let Some(intensity) = self.o.intensity.config() {
+                    intensity.apply(image, self.cfg.channels, self.cfg.size, &mut progress.rng);
                 }
             }
             progress.step += 1;

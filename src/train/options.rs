@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use super::callbacks::{EARLY_STOPPING_PATIENCE, PLATEAU_PATIENCE};
+use crate::data::intensity::IntensityPreset;
 use crate::data::split::DEFAULT_TRAIN_FRACTION;
 use crate::data::NormaliseKind;
 use crate::device::DeviceChoice;
@@ -91,10 +92,11 @@ pub struct TrainOptions {
     pub batch: usize,
     pub loss: Loss,
     pub augment: AugmentPreset,
-    /// Random gamma, contrast and brightness changes of the training images (see
-    /// [`intensity`](crate::data::intensity)); runs recorded before the option resume without.
+    /// Random intensity changes of the training images (see
+    /// [`intensity`](crate::data::intensity)); runs recorded before the option resume without,
+    /// runs that recorded it as a switch (`true`) with `nnunet`.
     #[serde(default)]
-    pub intensity: bool,
+    pub intensity: IntensityPreset,
     /// Drives the split, the synthetic slices, the initial weights, shuffles, augmentation and
     /// dropout.
     pub seed: u64,

@@ -188,7 +188,7 @@ mod tests {
             batch: 2,
             loss: crate::graph::Loss::Bce,
             augment: crate::ops::augment::AugmentPreset::Full,
-            intensity: true,
+            intensity: crate::data::intensity::IntensityPreset::Scanner,
             seed: 42,
             device: crate::DeviceChoice::Cpu,
             out: dir.clone(),
