@@ -56,7 +56,7 @@ impl Trainer {
                     }
                 }
                 if let Some(intensity) = self.o.intensity.config() {
-                    intensity.apply(image, self.cfg.channels, self.cfg.size, &mut progress.rng);
+                    intensity.apply(image, self.cfg.channels, self.cfg.size, &self.cfg.normalise, &mut progress.rng);
                 }
             }
             progress.step += 1;
