@@ -1,0 +1,131 @@
+//! `--time-budget`'s choice, with step times from a formula instead of a device: the documented
+//! order (resolution first for small structures, epochs first otherwise; filters last), values
+//! the user gave kept, and only a few settings timed.
+
+mod common;
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use wgunet::model::{ModelConfig, DEFAULT_DROPOUT};
+use wgunet::plan::budget::{self, choose, pick, side_ladder, Ladders, Priority, Setting, EPOCH_LADDER};
+use wgunet::plan::timing::{Costs, Shape, StepTime, StepTimer, Workload};
+
+fn setting(side: usize, filters: usize, epochs: usize) -> Setting {
+    Setting { shape: Shape { side, filters }, epochs }
+}
+
+/// A second an epoch at side 64 with 8 filters, growing with pixels × filters².
+fn pixels_filters_squared(s: Setting) -> f64 {
+    let (side, filters) = (s.shape.side as f64 / 64.0, s.shape.filters as f64 / 8.0);
+    s.epochs as f64 * side * side * filters * filters
+}
+
+#[test]
+fn the_budget_climbs_in_the_documented_order() {
+    let ladders = Ladders { sides: vec![64, 128, 256], filters: vec![8, 16, 32], epochs: vec![20, 40, 60, 80, 100] };
+    // Resolution first: 256 at 20 epochs (320 s); 40 epochs there would take 640 s, 16 filters 1280 s.
+    assert_eq!(pick(&ladders, Priority::Resolution, 400.0, pixels_filters_squared), Some(setting(256, 8, 20)));
+    // Epochs first: 100 (100 s), then side 128 (400 s); 256 or 16 filters would not fit.
+    assert_eq!(pick(&ladders, Priority::Epochs, 400.0, pixels_filters_squared), Some(setting(128, 8, 100)));
+    // A large budget takes everything; filters are raised last but raised.
+    assert_eq!(pick(&ladders, Priority::Epochs, 1e6, pixels_filters_squared), Some(setting(256, 32, 100)));
+    assert_eq!(pick(&ladders, Priority::Epochs, 6400.0, pixels_filters_squared), Some(setting(256, 16, 100)));
+    // 20 epochs at the floor take 20 s.
+    assert_eq!(pick(&ladders, Priority::Resolution, 19.0, pixels_filters_squared), None);
+    // Filters the user gave stay, whatever they cost.
+    let given = Ladders { filters: vec![32], ..ladders };
+    assert_eq!(pick(&given, Priority::Epochs, 400.0, pixels_filters_squared), Some(setting(64, 32, 20)));
+    assert_eq!(pick(&given, Priority::Epochs, 300.0, pixels_filters_squared), None);
+}
+
+#[test]
+fn small_structures_buy_resolution_first() {
+    assert_eq!(budget::priority(true, 0.2), Priority::Resolution, "patches");
+    assert_eq!(budget::priority(false, 0.004), Priority::Resolution, "structures of 0.4 % of a slice");
+    assert_eq!(budget::priority(false, 0.3), Priority::Epochs);
+    assert_eq!(budget::priority(false, 0.0), Priority::Epochs, "no foreground");
+}
+
+/// Step times affine in the forward FLOPs, as the cost model assumes, with random constants;
+/// records what it timed.
+struct Formula {
+    fixed_s: f64,
+    per_gflop_s: f64,
+    timed: Vec<Shape>,
+}
+
+impl StepTimer for Formula {
+    fn adapter(&self) -> String {
+        "formula".into()
+    }
+
+    fn time(&mut self, model: &ModelConfig, batch: usize) -> anyhow::Result<StepTime> {
+        self.timed.push(Shape { side: model.size, filters: model.filters });
+        let train_s = self.fixed_s + self.per_gflop_s * model.build(batch).flops() as f64 / 1e9;
+        Ok(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 })
+    }
+}
+
+fn model() -> ModelConfig {
+    ModelConfig {
+        arch: wgunet::model::Arch::Unet,
+        size: 64,
+        channels: 1,
+        filters: 8,
+        dropout: DEFAULT_DROPOUT,
+        classes: 1,
+        activation: Default::default(),
+        normalise: Default::default(),
+    }
+}
+
+#[test]
+fn a_few_timed_settings_predict_the_others_and_the_choice_fits() {
+    let seed = common::seed();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let workload = Workload {
+        train_images: rng.random_range(20..200),
+        watch_images: rng.random_range(5..60),
+        test_images: rng.random_range(5..60),
+        runs: 1,
+        batch: 8,
+        data_read_s: rng.random_range(0.1..5.0),
+        patch_scoring: None,
+    };
+    let mut formula = Formula { fixed_s: rng.random_range(0.0..0.5), per_gflop_s: rng.random_range(0.01..0.3), timed: vec![] };
+    let exact = |f: &Formula, s: Setting| {
+        let m = ModelConfig { size: s.shape.side, filters: s.shape.filters, ..model() };
+        let train_s = f.fixed_s + f.per_gflop_s * m.build(8).flops() as f64 / 1e9;
+        workload.predict(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }, s.shape.side, s.epochs).total_s
+    };
+    let ladders = Ladders { sides: side_ladder(64, false, 160), filters: vec![8, 16, 32], epochs: EPOCH_LADDER.to_vec() };
+    let (floor, top) = (ladders.floor(), setting(160, 32, 100));
+    for priority in [Priority::Resolution, Priority::Epochs] {
+        // Somewhere between the floor and the top, log-uniform.
+        let (low, high) = (exact(&formula, floor).ln(), exact(&formula, top).ln());
+        let budget = Duration::from_secs_f64(rng.random_range(low..high).exp());
+        formula.timed.clear();
+        let choice = {
+            let mut costs = Costs::new(model(), workload.batch, &mut formula);
+            choose(&ladders, priority, budget, &mut costs, &workload).unwrap()
+        };
+        let expected = pick(&ladders, priority, budget.as_secs_f64(), |s| exact(&formula, s)).unwrap();
+        let context = format!("seed {seed}, {priority:?}, budget {budget:?}:\n{}", choice.table());
+        assert_eq!(choice.chosen, expected, "{context}");
+        assert!(choice.fits && choice.prediction.total_s <= budget.as_secs_f64(), "{context}");
+        let relative = (choice.prediction.total_s - exact(&formula, expected)).abs() / exact(&formula, expected);
+        assert!(relative < 1e-9, "predicted {} vs {}: {context}", choice.prediction.total_s, exact(&formula, expected));
+        // The floor, one setting with more filters, and the choice where its steps are short:
+        // not every candidate.
+        let mut wanted = vec![floor.shape, Shape { filters: 16, ..floor.shape }];
+        if !wanted.contains(&expected.shape) && choice.prediction.step.train_s <= budget::MAX_TIMED_STEP_S {
+            wanted.push(expected.shape);
+        }
+        assert_eq!(formula.timed, wanted, "{context}");
+        assert_eq!(choice.rows.len(), ladders.sides.len() * 3, "{context}");
+        for row in &choice.rows {
+            assert_eq!(row.fits, row.prediction.total_s <= budget.as_secs_f64(), "{row:?}: {context}");
+        }
+    }
+}
