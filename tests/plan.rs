@@ -188,27 +188,20 @@ fn seconds(printed: &str) -> f64 {
 #[test]
 fn a_time_budget_chooses_a_setting_that_fits_it() {
     let dir = TempDir::new("budget");
-    // 96² slices with a large disc: whole slices at 64 or 96; 7 training images, a step an epoch.
-    write_discs(&dir.0, 10, 96, 25.0, &[(0.45, 0.5)]);
+    // 80² slices with a large disc: whole slices at 64 or 80; 7 training images, a step an epoch.
+    // The filters given keep the timing to two small settings.
+    write_discs(&dir.0, 10, 80, 20.0, &[(0.45, 0.5)]);
     let data = dir.0.to_str().unwrap();
-    let plan = |budget: &str, extra: &[&str]| {
-        let mut args = vec!["plan", "--data", data, "--device", "cpu", "--time-budget", budget];
-        args.extend_from_slice(extra);
-        common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args)
-    };
-    let out = plan("40s", &[]);
+    let args = ["plan", "--data", data, "--device", "cpu", "--filters", "8", "--time-budget", "40s"];
+    let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args);
     let chosen = out.lines().find(|l| l.trim_start().starts_with("side ") && l.contains(" epochs: predicted ")).unwrap();
-    let predicted = chosen.split("predicted ").nth(1).unwrap().split(" (").next().unwrap();
+    let predicted = chosen.split("predicted ").nth(1).unwrap().split(':').next().unwrap();
     assert!(seconds(predicted) <= 40.0, "{out}");
-    let numbers: Vec<usize> =
-        chosen.split([' ', ',']).filter_map(|w| w.parse().ok()).take(3).collect::<Vec<_>>();
+    let numbers: Vec<usize> = chosen.split([' ', ',']).filter_map(|w| w.parse().ok()).take(3).collect();
     let [side, filters, epochs] = numbers[..] else { panic!("{chosen}") };
-    assert!([64, 96].contains(&side) && [8, 16, 32].contains(&filters) && epochs >= 20, "{out}");
-    assert!(out.contains(&format!("--size {side} --filters {filters} --epochs {epochs} --loss bce")), "{out}");
+    assert!([64, 80].contains(&side) && filters == 8 && epochs >= 20, "{out}");
+    assert!(out.contains(&format!("--size {side} --filters 8 --epochs {epochs} --loss bce")), "{out}");
     assert!(out.contains("the most epochs first") && out.contains("<- chosen"), "{out}");
-
-    let out = plan("1s", &[]);
-    assert!(out.contains("nothing fits the 1.0s budget") && !out.contains("train within the budget"), "{out}");
 }
 
 #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use wgunet::model::{ModelConfig, DEFAULT_DROPOUT};
 use wgunet::plan::budget::{self, choose, pick, side_ladder, Ladders, Priority, Setting, EPOCH_LADDER};
+use wgunet::plan::estimate::{estimate, Given, RunRequest};
 use wgunet::plan::timing::{Costs, Shape, StepTime, StepTimer, Workload};
+use wgunet::plan::{Fingerprint, ImageSummary, Plan};
 
 fn setting(side: usize, filters: usize, epochs: usize) -> Setting {
     Setting { shape: Shape { side, filters }, epochs }
@@ -128,4 +130,52 @@ fn a_few_timed_settings_predict_the_others_and_the_choice_fits() {
             assert_eq!(row.fits, row.prediction.total_s <= budget.as_secs_f64(), "{row:?}: {context}");
         }
     }
+}
+
+/// 40 slices of 128² with one structure of a tenth of the slice: whole slices at 64, epochs first.
+fn large_structures() -> Fingerprint {
+    let slice = ImageSummary {
+        width: 128,
+        height: 128,
+        gray: true,
+        sixteen_bit: false,
+        mean: 0.3,
+        std: 0.2,
+        structures: vec![vec![1638]],
+    };
+    Fingerprint { classes: 1, images: vec![slice; 40], skipped: vec![], intensity: [0.3, 0.2, 0.0, 1.0] }
+}
+
+fn request(budget: &str, given: Given) -> RunRequest {
+    RunRequest {
+        model: ModelConfig { filters: 32, ..model() },
+        patches: false,
+        batch: 8,
+        epochs: 20,
+        train_fraction: 0.7,
+        max_images: None,
+        folds: None,
+        budget: Some(wgunet::plan::duration::parse_duration(budget).unwrap()),
+        given,
+        data_read_s: 1.0,
+    }
+}
+
+#[test]
+fn a_budget_that_cannot_be_met_says_what_to_change() {
+    let f = large_structures();
+    let plan = Plan::choose(&f);
+    let mut formula = Formula { fixed_s: 0.05, per_gflop_s: 0.1, timed: vec![] };
+    // 28 training images, 4 steps an epoch; the floor (64², 8 filters, 20 epochs) is well under a
+    // minute, 32 filters over it.
+    let fits = estimate(&f, &plan, &request("1m", Given::default()), &mut formula).unwrap();
+    assert_eq!((fits.workload.train_images, fits.prediction.steps_per_epoch), (28, 4));
+    assert!(fits.impossible.is_none() && fits.prediction.total_s <= 60.0, "{}", fits.describe());
+    let given = Given { filters: true, ..Given::default() };
+    let filters = estimate(&f, &plan, &request("1m", given), &mut formula).unwrap();
+    let why = filters.impossible.clone().unwrap_or_else(|| panic!("{}", filters.describe()));
+    assert!(why.starts_with("--filters (given) make the 1m 00s budget impossible: the smallest setting (side 64, filters 32"), "{why}");
+    let tiny = estimate(&f, &plan, &request("2s", Given::default()), &mut formula).unwrap();
+    let why = tiny.impossible.clone().unwrap_or_else(|| panic!("{}", tiny.describe()));
+    assert!(why.starts_with("nothing fits the 2.0s budget: the smallest setting (side 64, filters 8, 20 epochs)"), "{why}");
 }

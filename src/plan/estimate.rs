@@ -198,14 +198,14 @@ impl Estimate {
     pub fn summary(&self) -> String {
         let p = &self.prediction;
         format!(
-            "predicted {} ({} steps of {:.3} s and {} evaluation batches of {:.3} s an epoch: {} an epoch; {} a run to \
-             read the data, set up and score{})",
+            "predicted {}: {} an epoch ({} training steps of {:.3} s, {} evaluation batches of {:.3} s) and {} a run to \
+             read the data, set up and score{}",
             format_duration(p.total_s),
+            format_duration(p.epoch_s),
             p.steps_per_epoch,
             p.step.train_s,
             p.eval_batches,
             p.step.infer_s,
-            format_duration(p.epoch_s),
             format_duration(p.overhead_s),
             if self.workload.runs > 1 { format!("; {} runs", self.workload.runs) } else { String::new() }
         )
