@@ -75,7 +75,7 @@ pub fn workload(f: &Fingerprint, request: &RunRequest) -> Workload {
 }
 
 /// The ladders the budget climbs; those `given` hold one value.
-fn ladders(f: &Fingerprint, plan: &Plan, request: &RunRequest, given: Given) -> Ladders {
+fn ladders_for(f: &Fingerprint, plan: &Plan, request: &RunRequest, given: Given) -> Ladders {
     let (w, h) = f.median_size();
     let sides = match (given.side, plan.input) {
         (true, _) => vec![request.model.size],
@@ -106,10 +106,10 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
         });
     };
     let priority = budget::priority(request.patches, f.typical_structure());
-    let ladders = ladders(f, plan, request, request.given);
+    let ladders = ladders_for(f, plan, request, request.given);
     let choice = budget::choose(&ladders, priority, budget, &mut costs, &workload)?;
     let impossible = (!choice.fits).then(|| {
-        let free = self::ladders(f, plan, request, Given::default()).floor();
+        let free = ladders_for(f, plan, request, Given::default()).floor();
         let free_s = workload.predict(costs.cost(free.shape), free.shape.side, free.epochs).total_s;
         let given = request.given;
         let flags: Vec<&str> = [(given.side, "--size/--patch"), (given.filters, "--filters"), (given.epochs, "--epochs")]

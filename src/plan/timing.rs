@@ -119,10 +119,6 @@ impl<'a> Costs<'a> {
         self.timer.adapter()
     }
 
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
     /// Times `shape` on the device (once).
     pub fn time(&mut self, shape: Shape) -> Result<StepTime> {
         if let Some(t) = self.measured(shape) {
@@ -135,11 +131,6 @@ impl<'a> Costs<'a> {
 
     pub fn measured(&self, shape: Shape) -> Option<StepTime> {
         self.timed.iter().find(|(s, _)| *s == shape).map(|(_, t)| *t)
-    }
-
-    /// The shapes timed so far, in order.
-    pub fn timed_shapes(&self) -> Vec<Shape> {
-        self.timed.iter().map(|(s, _)| *s).collect()
     }
 
     /// `shape`'s cost: measured, or predicted from the timed shapes (at least one).
