@@ -9,18 +9,18 @@ use anyhow::{bail, Result};
 
 use super::{PlanArgs, TrainArgs};
 use wgunet::data::split::DEFAULT_TRAIN_FRACTION;
-use wgunet::plan::duration::written_duration;
 use wgunet::data::{pairs, split};
-use wgunet::{device, Gpu};
 use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::{self, EvalData, EvalOptions};
 use wgunet::model::ModelConfig;
 use wgunet::ops::augment::AugmentPreset;
+use wgunet::plan::duration::written_duration;
 use wgunet::plan::estimate::{Estimate, Given, RunRequest};
 use wgunet::plan::timing::DeviceTimer;
 use wgunet::plan::{Fingerprint, Input, Plan};
 use wgunet::train::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
+use wgunet::{device, Gpu};
 
 /// The flags `--plan` chooses the values of: one given on the command line wins.
 const PLANNED_FLAGS: [&str; 6] = ["--size", "--patch", "--loss", "--normalise", "--filters", "--epochs"];
@@ -121,7 +121,10 @@ pub(crate) fn apply_plan(
         options.data.normalise = plan.normalise;
     }
     let request = RunRequest {
-        model: ModelConfig { channels: options.data.channels.unwrap_or(data_channels(&fingerprint)), ..options.model.clone() },
+        model: ModelConfig {
+            channels: options.data.channels.unwrap_or(data_channels(&fingerprint)),
+            ..options.model.clone()
+        },
         patches: options.data.patch.is_some(),
         batch: options.batch,
         epochs: options.schedule.epochs,
@@ -129,7 +132,11 @@ pub(crate) fn apply_plan(
         max_images: options.data.max_images,
         folds,
         budget,
-        given: Given { side: given("--size") || given("--patch"), filters: given("--filters"), epochs: given("--epochs") },
+        given: Given {
+            side: given("--size") || given("--patch"),
+            filters: given("--filters"),
+            epochs: given("--epochs"),
+        },
         data_read_s,
     };
     let estimate = estimate_on(&fingerprint, &plan, &request, &options.device)?;

@@ -554,7 +554,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let (plan, folds, budget) = (args.plan.then(|| args.data.clone()).flatten(), args.folds, args.time_budget);
             let mut options = train_options(args)?;
             let planned = match (plan, &resume) {
-                (Some(data), None) => Some(apply_plan(&mut options, &data, &flags_given(matches, "train"), budget, folds)?),
+                (Some(data), None) => {
+                    Some(apply_plan(&mut options, &data, &flags_given(matches, "train"), budget, folds)?)
+                }
                 _ => None,
             };
             if let Some(k) = folds {

@@ -64,7 +64,10 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert_eq!(plan.normalise, NormaliseKind::Zscore, "{}", plan.reasons[2]);
 
     let data = dir.0.to_str().unwrap();
-    let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &["plan", "--data", data, "--filters", "4", "--device", "cpu"]);
+    let out = common::run_wgunet(
+        env!("CARGO_BIN_EXE_wgunet"),
+        &["plan", "--data", data, "--filters", "4", "--device", "cpu"],
+    );
     for line in [
         "6 image/mask pairs read, 0 files left out",
         "sizes: 256×256 (6)",
@@ -93,7 +96,8 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     // The plan, its prediction and the time taken, in the console and the report.
     assert!(out.contains("side 128, filters 4, 1 epochs: predicted") && out.contains("% of the prediction)"), "{out}");
     let report = std::fs::read_to_string(dir.0.join("planned/report.md")).unwrap();
-    for line in ["## Plan", "| input | 128×128 patches at native resolution |", "| loss | bce+dice |", "the run took"] {
+    for line in ["## Plan", "| input | 128×128 patches at native resolution |", "| loss | bce+dice |", "the run took"]
+    {
         assert!(report.contains(line), "{report}\nlacks: {line}");
     }
     assert_eq!((planned["patch"].as_u64(), planned["model"]["size"].as_u64()), (Some(128), Some(128)), "{planned}");
@@ -180,7 +184,8 @@ fn seconds(printed: &str) -> f64 {
         .split_whitespace()
         .map(|part| {
             let (number, unit) = part.split_at(part.len() - 1);
-            number.parse::<f64>().unwrap() * [("h", 3600.0), ("m", 60.0), ("s", 1.0)].iter().find(|u| u.0 == unit).unwrap().1
+            number.parse::<f64>().unwrap()
+                * [("h", 3600.0), ("m", 60.0), ("s", 1.0)].iter().find(|u| u.0 == unit).unwrap().1
         })
         .sum()
 }
@@ -194,7 +199,8 @@ fn a_time_budget_chooses_a_setting_that_fits_it() {
     let data = dir.0.to_str().unwrap();
     let args = ["plan", "--data", data, "--device", "cpu", "--filters", "8", "--time-budget", "40s"];
     let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args);
-    let chosen = out.lines().find(|l| l.trim_start().starts_with("side ") && l.contains(" epochs: predicted ")).unwrap();
+    let chosen =
+        out.lines().find(|l| l.trim_start().starts_with("side ") && l.contains(" epochs: predicted ")).unwrap();
     let predicted = chosen.split("predicted ").nth(1).unwrap().split(':').next().unwrap();
     assert!(seconds(predicted) <= 40.0, "{out}");
     let numbers: Vec<usize> = chosen.split([' ', ',']).filter_map(|w| w.parse().ok()).take(3).collect();
@@ -211,5 +217,8 @@ fn a_malformed_time_budget_names_the_flag_and_the_format() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && text.contains("--time-budget") && text.contains("e.g. 90s, 20m, 1h30m or 2h"), "{text}");
+    assert!(
+        !out.status.success() && text.contains("--time-budget") && text.contains("e.g. 90s, 20m, 1h30m or 2h"),
+        "{text}"
+    );
 }

@@ -95,13 +95,15 @@ fn a_few_timed_settings_predict_the_others_and_the_choice_fits() {
         data_read_s: rng.random_range(0.1..5.0),
         patch_scoring: None,
     };
-    let mut formula = Formula { fixed_s: rng.random_range(0.0..0.5), per_gflop_s: rng.random_range(0.01..0.3), timed: vec![] };
+    let mut formula =
+        Formula { fixed_s: rng.random_range(0.0..0.5), per_gflop_s: rng.random_range(0.01..0.3), timed: vec![] };
     let exact = |f: &Formula, s: Setting| {
         let m = ModelConfig { size: s.shape.side, filters: s.shape.filters, ..model() };
         let train_s = f.fixed_s + f.per_gflop_s * m.build(8).flops() as f64 / 1e9;
         workload.predict(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }, s.shape.side, s.epochs).total_s
     };
-    let ladders = Ladders { sides: side_ladder(64, false, 160), filters: vec![8, 16, 32], epochs: EPOCH_LADDER.to_vec() };
+    let ladders =
+        Ladders { sides: side_ladder(64, false, 160), filters: vec![8, 16, 32], epochs: EPOCH_LADDER.to_vec() };
     let (floor, top) = (ladders.floor(), setting(160, 32, 100));
     for priority in [Priority::Resolution, Priority::Epochs] {
         // Somewhere between the floor and the top, log-uniform.
@@ -174,8 +176,16 @@ fn a_budget_that_cannot_be_met_says_what_to_change() {
     let given = Given { filters: true, ..Given::default() };
     let filters = estimate(&f, &plan, &request("1m", given), &mut formula).unwrap();
     let why = filters.impossible.clone().unwrap_or_else(|| panic!("{}", filters.describe()));
-    assert!(why.starts_with("--filters (given) make the 1m 00s budget impossible: the smallest setting (side 64, filters 32"), "{why}");
+    assert!(
+        why.starts_with(
+            "--filters (given) makes the 1m 00s budget impossible: the smallest setting (side 64, filters 32"
+        ),
+        "{why}"
+    );
     let tiny = estimate(&f, &plan, &request("2s", Given::default()), &mut formula).unwrap();
     let why = tiny.impossible.clone().unwrap_or_else(|| panic!("{}", tiny.describe()));
-    assert!(why.starts_with("nothing fits the 2.0s budget: the smallest setting (side 64, filters 8, 20 epochs)"), "{why}");
+    assert!(
+        why.starts_with("nothing fits the 2.0s budget: the smallest setting (side 64, filters 8, 20 epochs)"),
+        "{why}"
+    );
 }

@@ -191,7 +191,12 @@ pub fn choose(
             let at = |epochs| predict(costs, Setting { shape, epochs });
             let most = ladders.epochs.iter().rev().map(|&e| at(e)).find(|p| p.total_s <= budget_s);
             let fits = most.is_some();
-            Row { shape, timed: costs.measured(shape).is_some(), prediction: most.unwrap_or(at(ladders.epochs[0])), fits }
+            Row {
+                shape,
+                timed: costs.measured(shape).is_some(),
+                prediction: most.unwrap_or(at(ladders.epochs[0])),
+                fits,
+            }
         })
         .collect();
     let prediction = predict(costs, chosen);
@@ -217,7 +222,13 @@ impl BudgetChoice {
         for row in &self.rows {
             let p = &row.prediction;
             let epochs = if row.fits { p.epochs.to_string() } else { format!("({})", p.epochs) };
-            let mark = if row.shape == self.chosen.shape { "  <- chosen" } else if row.fits { "" } else { "  over" };
+            let mark = if row.shape == self.chosen.shape {
+                "  <- chosen"
+            } else if row.fits {
+                ""
+            } else {
+                "  over"
+            };
             lines.push(format!(
                 "{:>6} {:>7} {:>8.3}{} {:>9.2} {:>7} {:>10}{mark}",
                 row.shape.side,

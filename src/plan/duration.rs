@@ -73,7 +73,8 @@ mod tests {
 
     #[test]
     fn durations_in_the_forms_users_write() {
-        for (text, seconds) in [("90s", 90), ("20m", 1200), ("1h30m", 5400), ("2h", 7200), ("2h5m30s", 7530), ("5M", 300)]
+        for (text, seconds) in
+            [("90s", 90), ("20m", 1200), ("1h30m", 5400), ("2h", 7200), ("2h5m30s", 7530), ("5M", 300)]
         {
             assert_eq!(parse_duration(text), Ok(Duration::from_secs(seconds)), "{text}");
         }

@@ -112,10 +112,11 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
         let free = ladders_for(f, plan, request, Given::default()).floor();
         let free_s = workload.predict(costs.cost(free.shape), free.shape.side, free.epochs).total_s;
         let given = request.given;
-        let flags: Vec<&str> = [(given.side, "--size/--patch"), (given.filters, "--filters"), (given.epochs, "--epochs")]
-            .into_iter()
-            .filter_map(|(g, flag)| g.then_some(flag))
-            .collect();
+        let flags: Vec<&str> =
+            [(given.side, "--size/--patch"), (given.filters, "--filters"), (given.epochs, "--epochs")]
+                .into_iter()
+                .filter_map(|(g, flag)| g.then_some(flag))
+                .collect();
         let smallest = format!(
             "the smallest setting (side {}, filters {}, {} epochs) is predicted to take {}",
             choice.chosen.shape.side,
@@ -125,11 +126,14 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
         );
         if !flags.is_empty() && free_s <= budget.as_secs_f64() {
             format!(
-                "{} (given) make the {} budget impossible: {smallest}; without them it would fit ({}). Leave them \
-                 out or give a larger --time-budget",
+                "{} (given) {} the {} budget impossible: {smallest}; without {} it would fit ({}). Leave {} out or \
+                 give a larger --time-budget",
                 flags.join(", "),
+                if flags.len() == 1 { "makes" } else { "make" },
                 format_duration(budget.as_secs_f64()),
-                format_duration(free_s)
+                if flags.len() == 1 { "it" } else { "them" },
+                format_duration(free_s),
+                if flags.len() == 1 { "it" } else { "them" },
             )
         } else {
             format!(
@@ -176,7 +180,11 @@ impl Estimate {
             w.batch
         )];
         if let Some(choice) = &self.budget {
-            lines.push(format!("time budget {}: {}", format_duration(choice.budget.as_secs_f64()), choice.priority.rule()));
+            lines.push(format!(
+                "time budget {}: {}",
+                format_duration(choice.budget.as_secs_f64()),
+                choice.priority.rule()
+            ));
             lines.extend(choice.table().lines().map(str::to_string));
             lines.push(
                 "  (t: timed on the device; the others predicted as a fixed part plus a part that grows with the \
@@ -237,13 +245,15 @@ impl Estimate {
     /// prediction, the budget's candidates, and the time the run took (`took_s`, `epochs_run`).
     pub fn markdown(&self, plan: &Plan, given: &[String], took_s: f64, epochs_run: Option<usize>) -> String {
         let mut md = String::from("\n## Plan\n\n`--plan` chose, each unless given on the command line");
-        let _ = writeln!(md, "{}:\n", if given.is_empty() { String::new() } else { format!(" ({})", given.join(", ")) });
+        let _ =
+            writeln!(md, "{}:\n", if given.is_empty() { String::new() } else { format!(" ({})", given.join(", ")) });
         let _ = writeln!(md, "| choice | value | why |\n| --- | --- | --- |");
         let input = match plan.input {
             Input::WholeSlice { size } => format!("whole slices at {size}×{size}"),
             Input::Patches { patch } => format!("{patch}×{patch} patches at native resolution"),
         };
-        let rows = [("input", input), ("loss", plan.loss.name().to_string()), ("normalise", plan.normalise.name().into())];
+        let rows =
+            [("input", input), ("loss", plan.loss.name().to_string()), ("normalise", plan.normalise.name().into())];
         for ((choice, value), why) in rows.iter().zip(&plan.reasons) {
             let _ = writeln!(md, "| {choice} | {value} | {} |", why.replace('|', "/"));
         }
@@ -262,7 +272,11 @@ impl Estimate {
             self.comparison(took_s, epochs_run)
         });
         if let Some(choice) = &self.budget {
-            let _ = writeln!(md, "\nCandidates (t: timed on the device, the others predicted):\n\n```text\n{}\n```", choice.table());
+            let _ = writeln!(
+                md,
+                "\nCandidates (t: timed on the device, the others predicted):\n\n```text\n{}\n```",
+                choice.table()
+            );
         }
         md
     }

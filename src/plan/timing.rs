@@ -82,7 +82,8 @@ impl Line {
     /// points cannot separate a fixed part, or when timing noise makes one negative.
     fn fit(points: &[(f64, f64)]) -> Line {
         let n = points.len() as f64;
-        let (mean_w, mean_t) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+        let (mean_w, mean_t) =
+            (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
         let spread: f64 = points.iter().map(|p| (p.0 - mean_w).powi(2)).sum();
         if spread > 1e-9 * mean_w * mean_w {
             let per_gflop = points.iter().map(|p| (p.0 - mean_w) * (p.1 - mean_t)).sum::<f64>() / spread;
