@@ -182,7 +182,9 @@ fn a_budget_that_cannot_be_met_says_what_to_change() {
         ),
         "{why}"
     );
+    formula.timed.clear();
     let tiny = estimate(&f, &plan, &request("2s", Given::default()), &mut formula).unwrap();
+    assert_eq!(formula.timed, [Shape { side: 64, filters: 8 }], "the floor over the budget: nothing more timed");
     let why = tiny.impossible.clone().unwrap_or_else(|| panic!("{}", tiny.describe()));
     assert!(
         why.starts_with("nothing fits the 2.0s budget: the smallest setting (side 64, filters 8, 20 epochs)"),

@@ -16,11 +16,12 @@
 //! Filters come last in both: doubling them costs about four times the time of a step, and the
 //! runs measured so far reached their Dice with 8.
 //!
-//! Timing every candidate would take longer than some runs. The floor is timed, and one
-//! setting more of another work (filters or side one rung up) to separate the fixed part of a
-//! step from the part that grows with the work ([`timing`](super::timing)); the others are
-//! predicted. The setting chosen is then timed too (when its steps are short enough to time
-//! quickly) and the choice made again with what that measured.
+//! Timing every candidate would take longer than some runs. The floor is timed, and (when the
+//! floor fits) one setting more of another work, filters or else side one rung up, to separate
+//! the fixed part of a step from the part that grows with the work ([`timing`](super::timing));
+//! the others are predicted. The setting chosen is then timed too and the choice made again
+//! with what that measured. A setting is timed only when its steps are predicted short
+//! ([`MAX_TIMED_STEP_S`]); without a second, the floor's time is scaled with the work.
 
 use std::time::Duration;
 
@@ -40,8 +41,8 @@ pub const EPOCH_LADDER: [usize; 6] = [20, 30, 40, 60, 80, 100];
 pub const MAX_BUDGET_SIDE: usize = 256;
 /// The smallest patch: at 64 px the U-Net's deepest map is 4×4.
 pub const MIN_BUDGET_PATCH: usize = 64;
-/// A chosen setting is timed only when its steps are predicted shorter than this: timing a
-/// slower one would cost more than the prediction gains.
+/// A setting beyond the floor is timed only when its steps are predicted shorter than this:
+/// timing a slower one would cost more than the prediction gains.
 pub const MAX_TIMED_STEP_S: f64 = 3.0;
 
 /// Which of the three the budget spends on first (see the module's documentation).
@@ -165,16 +166,18 @@ pub fn choose(
 ) -> Result<BudgetChoice> {
     let floor = ladders.floor();
     costs.time(floor.shape)?;
-    let second = match (ladders.filters.get(1), ladders.sides.get(1)) {
-        (Some(&filters), _) => Some(Shape { filters, ..floor.shape }),
-        (None, Some(&side)) => Some(Shape { side, ..floor.shape }),
-        (None, None) => None,
-    };
-    if let Some(shape) = second {
-        costs.time(shape)?;
-    }
     let budget_s = budget.as_secs_f64();
     let predict = |costs: &Costs<'_>, s: Setting| workload.predict(costs.cost(s.shape), s.shape.side, s.epochs);
+    // Nothing is cheaper than the floor: when it does not fit, more timing cannot help.
+    if predict(costs, floor).total_s <= budget_s {
+        let second = [
+            ladders.filters.get(1).map(|&filters| Shape { filters, ..floor.shape }),
+            ladders.sides.get(1).map(|&side| Shape { side, ..floor.shape }),
+        ];
+        if let Some(shape) = second.into_iter().flatten().find(|&s| costs.cost(s).train_s <= MAX_TIMED_STEP_S) {
+            costs.time(shape)?;
+        }
+    }
     let picked = pick(ladders, priority, budget_s, |s| predict(costs, s).total_s);
     if let Some(p) = picked.filter(|p| costs.measured(p.shape).is_none()) {
         if costs.cost(p.shape).train_s <= MAX_TIMED_STEP_S {

@@ -20,7 +20,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             continue;
         }
         let Some(at) = units.iter().position(|&(unit, _)| unit == c.to_ascii_lowercase()) else {
-            return refuse(&format!("'{c}' is not h, m or s, or comes after a smaller unit"));
+            return refuse(&if "hms".contains(c.to_ascii_lowercase()) {
+                format!("'{c}' is repeated or after a smaller unit")
+            } else {
+                format!("'{c}' is not h, m or s")
+            });
         };
         let Ok(count) = number.parse::<u64>() else {
             return refuse(&if number.is_empty() { format!("no number before '{c}'") } else { "too long".into() });
