@@ -126,14 +126,13 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
         );
         if !flags.is_empty() && free_s <= budget.as_secs_f64() {
             format!(
-                "{} (given) {} the {} budget impossible: {smallest}; without {} it would fit ({}). Leave {} out or \
+                "{} (given) {} the {} budget impossible: {smallest}, without {pronoun} {}. Leave {pronoun} out or \
                  give a larger --time-budget",
                 flags.join(", "),
                 if flags.len() == 1 { "makes" } else { "make" },
                 format_duration(budget.as_secs_f64()),
-                if flags.len() == 1 { "it" } else { "them" },
                 format_duration(free_s),
-                if flags.len() == 1 { "it" } else { "them" },
+                pronoun = if flags.len() == 1 { "it" } else { "them" },
             )
         } else {
             format!(
