@@ -182,6 +182,7 @@ fn a_budget_that_cannot_be_met_says_what_to_change() {
         ),
         "{why}"
     );
+    assert!(why.contains(", without it ") && why.ends_with("Leave it out or give a larger --time-budget"), "{why}");
     formula.timed.clear();
     let tiny = estimate(&f, &plan, &request("2s", Given::default()), &mut formula).unwrap();
     assert_eq!(formula.timed, [Shape { side: 64, filters: 8 }], "the floor over the budget: nothing more timed");
