@@ -189,10 +189,7 @@ enum Command {
     /// Read every pair of a dataset once, print its fingerprint (sizes, intensities, foreground,
     /// structure sizes) and choose whole slices or patches, the loss and the normalisation; then
     /// time training steps on the device and predict the run's time.
-    Plan {
-        #[command(flatten)]
-        args: PlanArgs,
-    },
+    Plan(PlanArgs),
     /// Train a model (with no --data: on the built-in synthetic dataset).
     Train {
         #[command(flatten)]
@@ -346,7 +343,7 @@ struct PlanArgs {
     device: DeviceArg,
     #[arg(long, value_enum, default_value = "unet")]
     arch: Arch,
-    /// As for train (--time-budget chooses them unless given).
+    /// As for train; --time-budget chooses them unless given.
     #[arg(long, default_value_t = 32)]
     filters: usize,
     #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
@@ -354,8 +351,7 @@ struct PlanArgs {
     /// The epochs the run is predicted for (--time-budget chooses them unless given).
     #[arg(long, default_value_t = 20, value_parser = at_least_one)]
     epochs: usize,
-    /// The largest input side, filters and epochs whose predicted time fits, e.g. 90s, 20m,
-    /// 1h30m or 2h.
+    /// The largest side, filters and epochs predicted to fit, e.g. 90s, 20m, 1h30m or 2h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     time_budget: Option<Duration>,
 }
@@ -548,7 +544,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let shift = wgunet::data::shift::Shift { gamma, contrast, bias };
             write_shift(data.as_deref(), list.as_deref(), shift, &out)?
         }
-        Command::Plan { args } => plan_command(args, &flags_given(matches, "plan"))?,
+        Command::Plan(args) => plan_command(args, &flags_given(matches, "plan"))?,
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
             let (plan, folds, budget) = (args.plan.then(|| args.data.clone()).flatten(), args.folds, args.time_budget);
