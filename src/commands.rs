@@ -3,27 +3,115 @@
 //! info), and the checks of numeric arguments.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::TrainArgs;
+use super::{PlanArgs, TrainArgs};
+use wgunet::data::split::DEFAULT_TRAIN_FRACTION;
 use wgunet::data::{pairs, split};
-use wgunet::device;
 use wgunet::finetune::InitRecord;
 use wgunet::graph::{compile, Loss, Mode};
 use wgunet::infer::{self, EvalData, EvalOptions};
 use wgunet::model::ModelConfig;
 use wgunet::ops::augment::AugmentPreset;
+use wgunet::plan::duration::written_duration;
+use wgunet::plan::estimate::{Estimate, Given, RunRequest};
+use wgunet::plan::timing::DeviceTimer;
+use wgunet::plan::{Fingerprint, Input, Plan};
 use wgunet::train::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
+use wgunet::{device, Gpu};
 
-/// `train --plan`: the plan's choices for `data`, but for those given as `flags`.
-pub(crate) fn apply_plan(options: &mut TrainOptions, data: &Path, flags: &[String]) -> Result<()> {
-    let (_, plan) = wgunet::plan::plan(data, options.model.classes)?;
+/// The flags `--plan` chooses the values of: one given on the command line wins.
+const PLANNED_FLAGS: [&str; 6] = ["--size", "--patch", "--loss", "--normalise", "--filters", "--epochs"];
+
+/// `wgunet plan`: the dataset's fingerprint and plan, and the planned run timed on its device
+/// (with `--time-budget`: the largest setting that fits). `flags` were given on the command line.
+pub(crate) fn plan_command(a: PlanArgs, flags: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let (fingerprint, plan) = wgunet::plan::plan(&a.data, a.classes)?;
+    let (patches, side) = match plan.input {
+        Input::WholeSlice { size } => (false, size),
+        Input::Patches { patch } => (true, patch),
+    };
+    let given = |flag: &str| flags.iter().any(|f| f == flag);
+    let request = RunRequest {
+        model: ModelConfig {
+            arch: a.arch,
+            size: side,
+            channels: data_channels(&fingerprint),
+            filters: a.filters,
+            dropout: wgunet::model::DEFAULT_DROPOUT,
+            classes: a.classes,
+            activation: Default::default(),
+            normalise: Default::default(),
+        },
+        patches,
+        batch: a.batch,
+        epochs: a.epochs,
+        train_fraction: DEFAULT_TRAIN_FRACTION,
+        max_images: None,
+        folds: None,
+        budget: a.time_budget,
+        given: Given { side: false, filters: given("--filters"), epochs: given("--epochs") },
+        data_read_s: started.elapsed().as_secs_f64(),
+    };
+    let estimate = estimate_on(&fingerprint, &plan, &request, &a.device.device)?;
+    if let Some(budget) = request.budget.filter(|_| estimate.impossible.is_none()) {
+        let (input, extra) = estimate.options(patches);
+        println!(
+            "train within the budget: {} (or: --plan --time-budget {})",
+            plan.train_command(&a.data, input, &extra),
+            written_duration(budget)
+        );
+    }
+    Ok(())
+}
+
+/// The channels a run reads the dataset with (without `--channels`): the first image's.
+fn data_channels(f: &Fingerprint) -> usize {
+    if f.images.first().is_some_and(|s| s.gray) {
+        1
+    } else {
+        3
+    }
+}
+
+/// Times the planned run on `device` and prints the estimate.
+fn estimate_on(f: &Fingerprint, plan: &Plan, request: &RunRequest, device: &wgunet::DeviceChoice) -> Result<Estimate> {
+    let mut timer = DeviceTimer { gpu: Gpu::open(device)? };
+    let estimate = wgunet::plan::estimate::estimate(f, plan, request, &mut timer)?;
+    estimate.print();
+    Ok(estimate)
+}
+
+/// A run `--plan` set up: what it chose and predicted, to compare with the run's time.
+pub(crate) struct PlannedRun {
+    plan: Plan,
+    estimate: Estimate,
+    /// The planned flags given on the command line.
+    given: Vec<String>,
+    /// When training started (after planning).
+    started: Instant,
+}
+
+/// `train --plan`: the plan's choices for `data`, but for those given as `flags`; the run timed
+/// on its device and, with a `budget`, fitted to it.
+pub(crate) fn apply_plan(
+    options: &mut TrainOptions,
+    data: &Path,
+    flags: &[String],
+    budget: Option<Duration>,
+    folds: Option<usize>,
+) -> Result<PlannedRun> {
+    let started = Instant::now();
+    let (fingerprint, plan) = wgunet::plan::plan(data, options.model.classes)?;
+    let data_read_s = started.elapsed().as_secs_f64();
     let given = |flag: &str| flags.iter().any(|f| f == flag);
     if !given("--size") && !given("--patch") {
         match plan.input {
-            wgunet::plan::Input::WholeSlice { size } => (options.model.size, options.data.patch) = (size, None),
-            wgunet::plan::Input::Patches { patch } => (options.model.size, options.data.patch) = (patch, Some(patch)),
+            Input::WholeSlice { size } => (options.model.size, options.data.patch) = (size, None),
+            Input::Patches { patch } => (options.model.size, options.data.patch) = (patch, Some(patch)),
         }
     }
     if !given("--loss") {
@@ -32,7 +120,52 @@ pub(crate) fn apply_plan(options: &mut TrainOptions, data: &Path, flags: &[Strin
     if !given("--normalise") {
         options.data.normalise = plan.normalise;
     }
-    Ok(())
+    let request = RunRequest {
+        model: ModelConfig {
+            channels: options.data.channels.unwrap_or(data_channels(&fingerprint)),
+            ..options.model.clone()
+        },
+        patches: options.data.patch.is_some(),
+        batch: options.batch,
+        epochs: options.schedule.epochs,
+        train_fraction: options.data.train_fraction,
+        max_images: options.data.max_images,
+        folds,
+        budget,
+        given: Given {
+            side: given("--size") || given("--patch"),
+            filters: given("--filters"),
+            epochs: given("--epochs"),
+        },
+        data_read_s,
+    };
+    let estimate = estimate_on(&fingerprint, &plan, &request, &options.device)?;
+    if let Some(why) = &estimate.impossible {
+        bail!("--time-budget: {why}");
+    }
+    if budget.is_some() {
+        let side = estimate.shape.side;
+        (options.model.size, options.data.patch) = (side, options.data.patch.map(|_| side));
+        (options.model.filters, options.schedule.epochs) = (estimate.shape.filters, estimate.epochs);
+    }
+    let given = PLANNED_FLAGS.iter().filter(|f| given(f)).map(|f| f.to_string()).collect();
+    Ok(PlannedRun { plan, estimate, given, started: Instant::now() })
+}
+
+impl PlannedRun {
+    /// Prints the predicted against the actual time and adds the plan to the run's report
+    /// (`report.md`, or `folds.md` for `--folds`).
+    pub(crate) fn finish(&self, run: &Path, folds: bool) -> Result<()> {
+        let took_s = self.started.elapsed().as_secs_f64();
+        let epochs_run = if folds { None } else { Some(wgunet::checkpoint::load_record(run)?.epochs_run) };
+        let section = self.estimate.markdown(&self.plan, &self.given, took_s, epochs_run);
+        println!("time: {}; {}", self.estimate.summary(), self.estimate.comparison(took_s, epochs_run));
+        let report = run.join(if folds { "folds.md" } else { "report.md" });
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        wgunet::checkpoint::write_atomic(&report, format!("{text}{section}").as_bytes())?;
+        println!("added the plan to {}", report.display());
+        Ok(())
+    }
 }
 
 /// A run trained on patches (`--patch`) was scored on one patch per test image each epoch:

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::parser::ValueSource;
@@ -14,14 +15,15 @@ use wgunet::infer::tiling::Blend;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
+use wgunet::plan::duration::parse_duration;
 use wgunet::train;
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
 mod commands;
 
 use commands::{
-    apply_plan, at_least_one, clock_seed, dropout_probability, export, learning_rate, percentage, print_info,
-    score_patch_run, train_fraction, train_options, write_shift, write_split,
+    apply_plan, at_least_one, clock_seed, dropout_probability, export, learning_rate, percentage, plan_command,
+    print_info, score_patch_run, train_fraction, train_options, write_shift, write_split,
 };
 
 /// The seed notebook's image side, batch size and seed: the defaults of every command.
@@ -185,14 +187,9 @@ enum Command {
         out: PathBuf,
     },
     /// Read every pair of a dataset once, print its fingerprint (sizes, intensities, foreground,
-    /// structure sizes) and choose whole slices or patches, the loss and the normalisation.
-    Plan {
-        #[arg(long)]
-        data: PathBuf,
-        /// As for train: 1 for binary masks, K for class-id masks.
-        #[arg(long, default_value_t = 1)]
-        classes: usize,
-    },
+    /// structure sizes) and choose whole slices or patches, the loss and the normalisation; then
+    /// time training steps on the device and predict the run's time.
+    Plan(PlanArgs),
     /// Train a model (with no --data: on the built-in synthetic dataset).
     Train {
         #[command(flatten)]
@@ -334,6 +331,31 @@ impl InferArgs {
     }
 }
 
+/// `wgunet plan`: the dataset, and the run to time as `train` would start it.
+#[derive(Args)]
+struct PlanArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// As for train: 1 for binary masks, K for class-id masks.
+    #[arg(long, default_value_t = 1)]
+    classes: usize,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[arg(long, value_enum, default_value = "unet")]
+    arch: Arch,
+    /// As for train; --time-budget chooses them unless given.
+    #[arg(long, default_value_t = 32)]
+    filters: usize,
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
+    batch: usize,
+    /// The epochs the run is predicted for (--time-budget chooses them unless given).
+    #[arg(long, default_value_t = 20, value_parser = at_least_one)]
+    epochs: usize,
+    /// The largest side, filters and epochs predicted to fit, e.g. 90s, 20m, 1h30m or 2h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    time_budget: Option<Duration>,
+}
+
 #[derive(Args)]
 struct TrainArgs {
     /// Dataset folder (image/mask pairs in any supported layout). Omit for the built-in data.
@@ -374,6 +396,10 @@ struct TrainArgs {
     /// and their size, the loss and the normalisation, each unless given on the command line.
     #[arg(long, requires = "data")]
     plan: bool,
+    /// With --plan: the largest input side, filters and epochs whose predicted time fits, each
+    /// unless given, e.g. 90s, 20m, 1h30m or 2h.
+    #[arg(long, value_name = "DURATION", requires = "plan", value_parser = parse_duration)]
+    time_budget: Option<Duration>,
     /// K-fold cross-validation: the training part of the split cut into K folds, one run per
     /// fold (OUT/fold-i, trained on the others), each and their ensemble scored on the test
     /// split (OUT/folds.md).
@@ -520,24 +546,30 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             let shift = wgunet::data::shift::Shift { gamma, contrast, bias };
             write_shift(data.as_deref(), list.as_deref(), shift, &out)?
         }
-        Command::Plan { data, classes } => drop(wgunet::plan::plan(&data, classes)?),
+        Command::Plan(args) => plan_command(args, &flags_given(matches, "plan"))?,
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
-            let (plan, folds) = (args.plan.then(|| args.data.clone()).flatten(), args.folds);
+            let (plan, folds, budget) = (args.plan.then(|| args.data.clone()).flatten(), args.folds, args.time_budget);
             let mut options = train_options(args)?;
-            if let (Some(data), None) = (plan, &resume) {
-                apply_plan(&mut options, &data, &flags_given(matches, "train"))?;
-            }
+            let planned = match (plan, &resume) {
+                (Some(data), None) => {
+                    Some(apply_plan(&mut options, &data, &flags_given(matches, "train"), budget, folds)?)
+                }
+                _ => None,
+            };
             if let Some(k) = folds {
                 anyhow::ensure!(resume.is_none(), "--folds with --resume: resume one fold's run (OUT/fold-i) instead");
                 wgunet::folds::train_folds(&options, k)?;
-                return Ok(ExitCode::SUCCESS);
+                return planned.map_or(Ok(()), |p| p.finish(&options.out, true)).map(|_| ExitCode::SUCCESS);
             }
             let run = match resume {
                 Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train")).map(|_| dir)?,
                 None => train::train(&options).map(|_| options.out.clone())?,
             };
             score_patch_run(&run, &options.device)?;
+            if let Some(planned) = planned {
+                planned.finish(&run, false)?;
+            }
         }
         Command::Compare { archs, train } => {
             stop_on_interrupt()?;

@@ -9,6 +9,14 @@
 //! network learns to answer "background" everywhere. Structures are measured by where the
 //! foreground pixels are: the size such that 90 % of them lie in structures at least that
 //! large, so a few specks do not decide, nor do a few large structures hide many small ones.
+//!
+//! The plan then times a few training steps on the adapter and predicts the run's time
+//! ([`estimate`]); with `--time-budget` it chooses the largest setting that fits ([`budget`]).
+
+pub mod budget;
+pub mod duration;
+pub mod estimate;
+pub mod timing;
 
 use std::path::Path;
 
@@ -328,18 +336,24 @@ impl Plan {
             format!("loss:      {}: {}", self.loss.name(), self.reasons[1]),
             format!("normalise: {}: {}", self.normalise.name(), self.reasons[2]),
         ];
-        let input = match self.input {
+        lines.push(format!("train with: {} (or: --plan)", self.train_command(data, self.input, "")));
+        lines.join("\n")
+    }
+
+    /// The `wgunet train` command line that applies the plan, with `input` (the plan's, or the
+    /// side a budget chose) and `extra` options.
+    pub fn train_command(&self, data: &Path, input: Input, extra: &str) -> String {
+        let input = match input {
             Input::WholeSlice { size } => format!("--size {size}"),
             Input::Patches { patch } => format!("--patch {patch}"),
         };
         let classes = if self.classes >= 2 { format!(" --classes {}", self.classes) } else { String::new() };
-        lines.push(format!(
-            "train with: wgunet train --data {}{classes} {input} --loss {} --normalise {} (or: --plan)",
+        format!(
+            "wgunet train --data {}{classes} {input}{extra} --loss {} --normalise {}",
             data.display(),
             self.loss.name(),
             self.normalise.name()
-        ));
-        lines.join("\n")
+        )
     }
 }
 

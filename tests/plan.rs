@@ -64,7 +64,10 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert_eq!(plan.normalise, NormaliseKind::Zscore, "{}", plan.reasons[2]);
 
     let data = dir.0.to_str().unwrap();
-    let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &["plan", "--data", data]);
+    let out = common::run_wgunet(
+        env!("CARGO_BIN_EXE_wgunet"),
+        &["plan", "--data", data, "--filters", "4", "--device", "cpu"],
+    );
     for line in [
         "6 image/mask pairs read, 0 files left out",
         "sizes: 256×256 (6)",
@@ -73,6 +76,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "loss:      bce+dice",
         "normalise: zscore",
         &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore (or: --plan)"),
+        "side 128, filters 4, 20 epochs: predicted",
     ] {
         assert!(out.contains(line), "{out}\nlacks: {line}");
     }
@@ -89,9 +93,18 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     };
     let (out, planned) = record("planned", &[]);
     assert!(out.contains("training on 128x128 patches") && out.contains("loss bce+dice"), "{out}");
+    // The plan, its prediction and the time taken, in the console and the report.
+    assert!(out.contains("side 128, filters 4, 1 epochs: predicted") && out.contains("% of the prediction)"), "{out}");
+    let report = std::fs::read_to_string(dir.0.join("planned/report.md")).unwrap();
+    for line in ["## Plan", "| input | 128×128 patches at native resolution |", "| loss | bce+dice |", "the run took"]
+    {
+        assert!(report.contains(line), "{report}\nlacks: {line}");
+    }
     assert_eq!((planned["patch"].as_u64(), planned["model"]["size"].as_u64()), (Some(128), Some(128)), "{planned}");
     assert!(planned["model"]["normalise"].to_string().to_lowercase().contains("zscore"), "{planned}");
     let (out, sized) = record("sized", &["--size", "64", "--loss", "bce"]);
+    let report = std::fs::read_to_string(dir.0.join("sized/report.md")).unwrap();
+    assert!(report.contains("on the command line (--size, --loss, --filters, --epochs):"), "{report}");
     assert!(!out.contains("patches at the images' own size") && out.contains("loss bce:"), "{out}");
     assert_eq!((sized["patch"].as_u64(), sized["model"]["size"].as_u64()), (None, Some(64)), "{sized}");
 }
@@ -163,4 +176,49 @@ fn the_class_with_the_smallest_structures_decides() {
     let plan = Plan::choose(&f);
     assert_eq!((plan.input, plan.loss), (Input::Patches { patch: 128 }, Loss::Ce), "{:?}", plan.reasons);
     assert!(plan.describe(&dir.0).contains("--classes 3 --patch 128 --loss ce"), "{}", plan.describe(&dir.0));
+}
+
+/// Seconds from a printed duration: `8.2s`, `45s`, `4m 10s`, `1h 05m`.
+fn seconds(printed: &str) -> f64 {
+    printed
+        .split_whitespace()
+        .map(|part| {
+            let (number, unit) = part.split_at(part.len() - 1);
+            number.parse::<f64>().unwrap()
+                * [("h", 3600.0), ("m", 60.0), ("s", 1.0)].iter().find(|u| u.0 == unit).unwrap().1
+        })
+        .sum()
+}
+
+#[test]
+fn a_time_budget_chooses_a_setting_that_fits_it() {
+    let dir = TempDir::new("budget");
+    // 80² slices with a large disc: whole slices at 64 or 80; 7 training images, a step an epoch.
+    // The filters given keep the timing to two small settings.
+    write_discs(&dir.0, 10, 80, 20.0, &[(0.45, 0.5)]);
+    let data = dir.0.to_str().unwrap();
+    let args = ["plan", "--data", data, "--device", "cpu", "--filters", "8", "--time-budget", "40s"];
+    let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args);
+    let chosen =
+        out.lines().find(|l| l.trim_start().starts_with("side ") && l.contains(" epochs: predicted ")).unwrap();
+    let predicted = chosen.split("predicted ").nth(1).unwrap().split(':').next().unwrap();
+    assert!(seconds(predicted) <= 40.0, "{out}");
+    let numbers: Vec<usize> = chosen.split([' ', ',']).filter_map(|w| w.parse().ok()).take(3).collect();
+    let [side, filters, epochs] = numbers[..] else { panic!("{chosen}") };
+    assert!([64, 80].contains(&side) && filters == 8 && epochs >= 20, "{out}");
+    assert!(out.contains(&format!("--size {side} --filters 8 --epochs {epochs} --loss bce")), "{out}");
+    assert!(out.contains("the most epochs first") && out.contains("<- chosen"), "{out}");
+}
+
+#[test]
+fn a_malformed_time_budget_names_the_flag_and_the_format() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgunet"))
+        .args(["plan", "--data", ".", "--time-budget", "20"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("--time-budget") && text.contains("e.g. 90s, 20m, 1h30m or 2h"),
+        "{text}"
+    );
 }

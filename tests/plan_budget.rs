@@ -1,0 +1,194 @@
+//! `--time-budget`'s choice, with step times from a formula instead of a device: the documented
+//! order (resolution first for small structures, epochs first otherwise; filters last), values
+//! the user gave kept, and only a few settings timed.
+
+mod common;
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use wgunet::model::{ModelConfig, DEFAULT_DROPOUT};
+use wgunet::plan::budget::{self, choose, pick, side_ladder, Ladders, Priority, Setting, EPOCH_LADDER};
+use wgunet::plan::estimate::{estimate, Given, RunRequest};
+use wgunet::plan::timing::{Costs, Shape, StepTime, StepTimer, Workload};
+use wgunet::plan::{Fingerprint, ImageSummary, Plan};
+
+fn setting(side: usize, filters: usize, epochs: usize) -> Setting {
+    Setting { shape: Shape { side, filters }, epochs }
+}
+
+/// A second an epoch at side 64 with 8 filters, growing with pixels × filters².
+fn pixels_filters_squared(s: Setting) -> f64 {
+    let (side, filters) = (s.shape.side as f64 / 64.0, s.shape.filters as f64 / 8.0);
+    s.epochs as f64 * side * side * filters * filters
+}
+
+#[test]
+fn the_budget_climbs_in_the_documented_order() {
+    let ladders = Ladders { sides: vec![64, 128, 256], filters: vec![8, 16, 32], epochs: vec![20, 40, 60, 80, 100] };
+    // Resolution first: 256 at 20 epochs (320 s); 40 epochs there would take 640 s, 16 filters 1280 s.
+    assert_eq!(pick(&ladders, Priority::Resolution, 400.0, pixels_filters_squared), Some(setting(256, 8, 20)));
+    // Epochs first: 100 (100 s), then side 128 (400 s); 256 or 16 filters would not fit.
+    assert_eq!(pick(&ladders, Priority::Epochs, 400.0, pixels_filters_squared), Some(setting(128, 8, 100)));
+    // A large budget takes everything; filters are raised last but raised.
+    assert_eq!(pick(&ladders, Priority::Epochs, 1e6, pixels_filters_squared), Some(setting(256, 32, 100)));
+    assert_eq!(pick(&ladders, Priority::Epochs, 6400.0, pixels_filters_squared), Some(setting(256, 16, 100)));
+    // 20 epochs at the floor take 20 s.
+    assert_eq!(pick(&ladders, Priority::Resolution, 19.0, pixels_filters_squared), None);
+    // Filters the user gave stay, whatever they cost.
+    let given = Ladders { filters: vec![32], ..ladders };
+    assert_eq!(pick(&given, Priority::Epochs, 400.0, pixels_filters_squared), Some(setting(64, 32, 20)));
+    assert_eq!(pick(&given, Priority::Epochs, 300.0, pixels_filters_squared), None);
+}
+
+#[test]
+fn small_structures_buy_resolution_first() {
+    assert_eq!(budget::priority(true, 0.2), Priority::Resolution, "patches");
+    assert_eq!(budget::priority(false, 0.004), Priority::Resolution, "structures of 0.4 % of a slice");
+    assert_eq!(budget::priority(false, 0.3), Priority::Epochs);
+    assert_eq!(budget::priority(false, 0.0), Priority::Epochs, "no foreground");
+}
+
+/// Step times affine in the forward FLOPs, as the cost model assumes, with random constants;
+/// records what it timed.
+struct Formula {
+    fixed_s: f64,
+    per_gflop_s: f64,
+    timed: Vec<Shape>,
+}
+
+impl StepTimer for Formula {
+    fn adapter(&self) -> String {
+        "formula".into()
+    }
+
+    fn time(&mut self, model: &ModelConfig, batch: usize) -> anyhow::Result<StepTime> {
+        self.timed.push(Shape { side: model.size, filters: model.filters });
+        let train_s = self.fixed_s + self.per_gflop_s * model.build(batch).flops() as f64 / 1e9;
+        Ok(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 })
+    }
+}
+
+fn model() -> ModelConfig {
+    ModelConfig {
+        arch: wgunet::model::Arch::Unet,
+        size: 64,
+        channels: 1,
+        filters: 8,
+        dropout: DEFAULT_DROPOUT,
+        classes: 1,
+        activation: Default::default(),
+        normalise: Default::default(),
+    }
+}
+
+#[test]
+fn a_few_timed_settings_predict_the_others_and_the_choice_fits() {
+    let seed = common::seed();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let workload = Workload {
+        train_images: rng.random_range(20..200),
+        watch_images: rng.random_range(5..60),
+        test_images: rng.random_range(5..60),
+        runs: 1,
+        batch: 8,
+        data_read_s: rng.random_range(0.1..5.0),
+        patch_scoring: None,
+    };
+    let mut formula =
+        Formula { fixed_s: rng.random_range(0.0..0.5), per_gflop_s: rng.random_range(0.01..0.3), timed: vec![] };
+    let exact = |f: &Formula, s: Setting| {
+        let m = ModelConfig { size: s.shape.side, filters: s.shape.filters, ..model() };
+        let train_s = f.fixed_s + f.per_gflop_s * m.build(8).flops() as f64 / 1e9;
+        workload.predict(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }, s.shape.side, s.epochs).total_s
+    };
+    let ladders =
+        Ladders { sides: side_ladder(64, false, 160), filters: vec![8, 16, 32], epochs: EPOCH_LADDER.to_vec() };
+    let (floor, top) = (ladders.floor(), setting(160, 32, 100));
+    for priority in [Priority::Resolution, Priority::Epochs] {
+        // Somewhere between the floor and the top, log-uniform.
+        let (low, high) = (exact(&formula, floor).ln(), exact(&formula, top).ln());
+        let budget = Duration::from_secs_f64(rng.random_range(low..high).exp());
+        formula.timed.clear();
+        let choice = {
+            let mut costs = Costs::new(model(), workload.batch, &mut formula);
+            choose(&ladders, priority, budget, &mut costs, &workload).unwrap()
+        };
+        let expected = pick(&ladders, priority, budget.as_secs_f64(), |s| exact(&formula, s)).unwrap();
+        let context = format!("seed {seed}, {priority:?}, budget {budget:?}:\n{}", choice.table());
+        assert_eq!(choice.chosen, expected, "{context}");
+        assert!(choice.fits && choice.prediction.total_s <= budget.as_secs_f64(), "{context}");
+        let relative = (choice.prediction.total_s - exact(&formula, expected)).abs() / exact(&formula, expected);
+        assert!(relative < 1e-9, "predicted {} vs {}: {context}", choice.prediction.total_s, exact(&formula, expected));
+        // The floor, one setting with more filters, and the choice where its steps are short:
+        // not every candidate.
+        let mut wanted = vec![floor.shape, Shape { filters: 16, ..floor.shape }];
+        if !wanted.contains(&expected.shape) && choice.prediction.step.train_s <= budget::MAX_TIMED_STEP_S {
+            wanted.push(expected.shape);
+        }
+        assert_eq!(formula.timed, wanted, "{context}");
+        assert_eq!(choice.rows.len(), ladders.sides.len() * 3, "{context}");
+        for row in &choice.rows {
+            assert_eq!(row.fits, row.prediction.total_s <= budget.as_secs_f64(), "{row:?}: {context}");
+        }
+    }
+}
+
+/// 40 slices of 128² with one structure of a tenth of the slice: whole slices at 64, epochs first.
+fn large_structures() -> Fingerprint {
+    let slice = ImageSummary {
+        width: 128,
+        height: 128,
+        gray: true,
+        sixteen_bit: false,
+        mean: 0.3,
+        std: 0.2,
+        structures: vec![vec![1638]],
+    };
+    Fingerprint { classes: 1, images: vec![slice; 40], skipped: vec![], intensity: [0.3, 0.2, 0.0, 1.0] }
+}
+
+fn request(budget: &str, given: Given) -> RunRequest {
+    RunRequest {
+        model: ModelConfig { filters: 32, ..model() },
+        patches: false,
+        batch: 8,
+        epochs: 20,
+        train_fraction: 0.7,
+        max_images: None,
+        folds: None,
+        budget: Some(wgunet::plan::duration::parse_duration(budget).unwrap()),
+        given,
+        data_read_s: 1.0,
+    }
+}
+
+#[test]
+fn a_budget_that_cannot_be_met_says_what_to_change() {
+    let f = large_structures();
+    let plan = Plan::choose(&f);
+    let mut formula = Formula { fixed_s: 0.05, per_gflop_s: 0.1, timed: vec![] };
+    // 28 training images, 4 steps an epoch; the floor (64², 8 filters, 20 epochs) is well under a
+    // minute, 32 filters over it.
+    let fits = estimate(&f, &plan, &request("1m", Given::default()), &mut formula).unwrap();
+    assert_eq!((fits.workload.train_images, fits.prediction.steps_per_epoch), (28, 4));
+    assert!(fits.impossible.is_none() && fits.prediction.total_s <= 60.0, "{}", fits.describe());
+    let given = Given { filters: true, ..Given::default() };
+    let filters = estimate(&f, &plan, &request("1m", given), &mut formula).unwrap();
+    let why = filters.impossible.clone().unwrap_or_else(|| panic!("{}", filters.describe()));
+    assert!(
+        why.starts_with(
+            "--filters (given) makes the 1m 00s budget impossible: the smallest setting (side 64, filters 32"
+        ),
+        "{why}"
+    );
+    assert!(why.contains(", without it ") && why.ends_with("Leave it out or give a larger --time-budget"), "{why}");
+    formula.timed.clear();
+    let tiny = estimate(&f, &plan, &request("2s", Given::default()), &mut formula).unwrap();
+    assert_eq!(formula.timed, [Shape { side: 64, filters: 8 }], "the floor over the budget: nothing more timed");
+    let why = tiny.impossible.clone().unwrap_or_else(|| panic!("{}", tiny.describe()));
+    assert!(
+        why.starts_with("nothing fits the 2.0s budget: the smallest setting (side 64, filters 8, 20 epochs)"),
+        "{why}"
+    );
+}
