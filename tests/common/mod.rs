@@ -89,8 +89,11 @@ pub fn finite_difference_check(
     }
     let rel = (diff / norm.max(1e-300)).sqrt();
     assert!(norm > 0.0, "{name}: numeric gradient is all zeros (seed {seed}); the check would prove nothing");
+    // 1e-5, not tighter: where a gradient is nearly zero (batch norm over two values, whose
+    // outputs are ±1 whatever x is, up to ε) the differences' f64 rounding (~1e-10 a component)
+    // is a 1e-6 share of it. A wrong gradient is off by tens of percent.
     assert!(
-        rel < 1e-6,
+        rel < 1e-5,
         "{name}: reference gradient differs from finite differences, rel err {rel:.3e} (WGUNET_SEED={seed})"
     );
 }
