@@ -14,7 +14,7 @@
 // so one workgroup per output tile would leave a GPU nearly idle there (5 workgroups for 32→32
 // channels at 3×3), and splitting K across workgroups needs a scratch buffer and a second launch
 // for the partial tiles, which a convolution step does not have. This kernel splits each
-// output's K range across up to 256 invocations instead (256 workgroups for that layer).
+// output's K range across the invocations of a workgroup instead (256 workgroups of 64 there).
 
 // Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
@@ -28,7 +28,7 @@ override TRANSPOSE: bool = false;
 // MAX_TN). Its workgroup of WG_X × WG_Y invocations computes a BM × BN tile of the output, BM =
 // TM·WG_Y channels by BN = TN·WG_X pixels, walking K in slices of BK. The driver keeps
 // WG_X % TM == 0, WG_Y % TN == 0 and BK a multiple of WG_X / TM and of WG_Y / TN, so every
-// invocation loads whole columns of both tiles (see load_tiles).
+// invocation loads whole columns of both tiles (see forward).
 override TM: u32 = 4u;
 override TN: u32 = 4u;
 override BK: u32 = 16u;
@@ -65,6 +65,7 @@ var<workgroup> partial: array<f32, WG_X * SLOTS>;
 // forward's tiles of one K slice: weights a_tile[kk * BM + m], im2col b_tile[kk * BN + col].
 var<workgroup> a_tile: array<f32, BK * TM * WG_Y>;
 var<workgroup> b_tile: array<f32, BK * TN * WG_X>;
+
 // The input window of the run of PX pixels starting at (oy, ox0): off[ky * span + c] is the
 // offset within a plane of input row oy + ky − pad, column ox0 + c − pad (span = PX + K − 1),
 // clamped into the plane; bit ky * span + c of the result says whether it really is inside (zero
