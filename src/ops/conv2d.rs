@@ -85,10 +85,15 @@ impl GemmTile {
                 break;
             }
         }
-        // What the WGSL's loads need: each invocation loads whole columns of both tiles.
-        debug_assert!(t.wg_x % t.tm == 0 && t.wg_y % t.tn == 0);
-        debug_assert!(GEMM_BK % (t.wg_x / t.tm) == 0 && GEMM_BK % (t.wg_y / t.tn) == 0);
+        debug_assert!(t.fits_kernel(), "{t:?}");
         t
+    }
+    /// What the WGSL's loads need: each invocation loads whole columns of both tiles.
+    fn fits_kernel(&self) -> bool {
+        self.wg_x.is_multiple_of(self.tm)
+            && self.wg_y.is_multiple_of(self.tn)
+            && GEMM_BK.is_multiple_of(self.wg_x / self.tm)
+            && GEMM_BK.is_multiple_of(self.wg_y / self.tn)
     }
     fn rows(&self) -> u32 {
         self.tm * self.wg_y
@@ -506,8 +511,7 @@ mod tests {
             for columns in [1, 3, 17, 64, 100, 512, 4095, 8192, 131072, 1 << 22] {
                 let t = GemmTile::new(rows, columns);
                 let why = format!("{rows} rows × {columns} columns: {t:?}");
-                assert!(t.wg_x % t.tm == 0 && t.wg_y % t.tn == 0, "{why}");
-                assert!(GEMM_BK % (t.wg_x / t.tm) == 0 && GEMM_BK % (t.wg_y / t.tn) == 0, "{why}");
+                assert!(t.fits_kernel(), "{why}");
                 assert!(t.wg_x * t.wg_y <= 256 && GEMM_BK * (t.rows() + t.columns()) * 4 <= 16384, "{why}");
                 assert!(t.rows() as usize <= rows.next_power_of_two().max(4), "{why}");
                 let workgroups = rows.div_ceil(t.rows() as usize) * columns.div_ceil(t.columns() as usize);
