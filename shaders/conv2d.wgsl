@@ -1,13 +1,20 @@
 // 2-D convolution, stride 1, "same" zero padding: y = act(conv(x, w) + b).
 // x, y: NCHW; w: [cout][cin][K][K]; b: [cout].
 //
-// forward computes the output and, specialised with TRANSPOSE, the input gradient (see there).
+// forward is an implicit GEMM (ggml-Vulkan conv2d_mm style): Y[M = cout][N = n·h·w] =
+// W[M][K = cin·K·K] · im2col(x)[K][N], with im2col gathered on the fly; specialised with
+// TRANSPOSE it is the input gradient (see there).
 //
 // backward_weight / backward_bias reduce over N·H·W. A workgroup holds WG_X / SPLIT groups of
 // SPLIT invocations; each group owns one input channel's K·K weights for TILE output channels
 // (or one bias), each invocation sums every SPLIT-th pixel in registers, then the group's partial
 // sums meet in a tree reduction in workgroup memory. The driver picks SPLIT from the pixel
-// count, so tiny and huge reductions both keep every lane busy.
+// count, so tiny and huge reductions both keep every lane busy. The weight gradient is not a
+// tiled GEMM: its K = n·h·w is largest where its output is smallest (the full-resolution layers),
+// so one workgroup per output tile would leave a GPU nearly idle there (5 workgroups for 32→32
+// channels at 3×3), and splitting K across workgroups needs a scratch buffer and a second launch
+// for the partial tiles, which a convolution step does not have. This kernel splits each
+// output's K range across the invocations of a workgroup instead (256 workgroups of 64 there).
 
 // Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
@@ -17,20 +24,29 @@ override K: u32 = 3u;
 override RELU: bool = false;
 // `forward` computes the input gradient instead: dx = conv(dz, w transposed and flipped), no bias.
 override TRANSPOSE: bool = false;
-// Output channels per invocation: at most MAX_TILE in forward, MAX_WEIGHT_TILE in backward_weight.
+// forward's register block: TM output channels × TN pixels per invocation (at most MAX_TM ×
+// MAX_TN). Its workgroup of WG_X × WG_Y invocations computes a BM × BN tile of the output, BM =
+// TM·WG_Y channels by BN = TN·WG_X pixels, walking K in slices of BK. The driver keeps
+// WG_X % TM == 0, WG_Y % TN == 0 and BK a multiple of WG_X / TM and of WG_Y / TN, so every
+// invocation loads whole columns of both tiles (see forward).
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+override BK: u32 = 16u;
+// backward_weight: output channels per invocation (at most MAX_WEIGHT_TILE) and adjacent pixels
+// of a row per item (at most MAX_PX).
 override TILE: u32 = 4u;
-// Adjacent pixels of a row per invocation of forward (at most MAX_PX).
 override PX: u32 = 4u;
 // Invocations that share one reduction; a power of two dividing WG_X.
 override SPLIT: u32 = 64u;
 // Values each invocation reduces: TILE·K·K in backward_weight, 1 in backward_bias.
 override SLOTS: u32 = 1u;
 
-const MAX_TILE: u32 = 4u;
+const MAX_TM: u32 = 8u;
+const MAX_TN: u32 = 8u;
 const MAX_PX: u32 = 8u;
 const MAX_WEIGHT_TILE: u32 = 4u;
 const MAX_KK: u32 = 9u;
-// Input columns one forward invocation reads per row: PX + K − 1 at most.
+// Input columns one backward_weight item reads per row: PX + K − 1 at most.
 const MAX_SPAN: u32 = MAX_PX + 2u;
 // Offsets in one window (K rows of the span); at most 32, one bit each in a u32 mask.
 const MAX_WINDOW: u32 = MAX_SPAN * 3u;
@@ -46,6 +62,9 @@ const MAX_WINDOW: u32 = MAX_SPAN * 3u;
 
 // Slot j of invocation lid: partial[j * WG_X + lid].
 var<workgroup> partial: array<f32, WG_X * SLOTS>;
+// forward's tiles of one K slice: weights a_tile[kk * BM + m], im2col b_tile[kk * BN + col].
+var<workgroup> a_tile: array<f32, BK * TM * WG_Y>;
+var<workgroup> b_tile: array<f32, BK * TN * WG_X>;
 
 // The input window of the run of PX pixels starting at (oy, ox0): off[ky * span + c] is the
 // offset within a plane of input row oy + ky − pad, column ox0 + c − pad (span = PX + K − 1),
@@ -77,63 +96,109 @@ fn window_row(plane_start: u32, ky: u32, off: ptr<function, array<u32, MAX_WINDO
     return row;
 }
 
-// Forward: y[n,co,oy,ox] = act(b[co] + Σ_ci Σ_ky,kx x[n,ci,oy+ky−pad,ox+kx−pad] · w[co,ci,ky,kx]).
+// Row m, column kk = c·K·K + tap of forward's weight matrix: w[m][c][tap]; with TRANSPOSE the
+// layer's w[c][m][K·K − 1 − tap] (channel axes swapped, taps flipped). Zero past the matrix.
+fn weight(m: u32, kk: u32) -> f32 {
+    let taps = K * K;
+    if (m >= p.cout || kk >= p.cin * taps) {
+        return 0.0;
+    }
+    if (TRANSPOSE) {
+        let c = kk / taps;
+        return wt[(c * p.cout + m) * taps + taps - 1u - (kk - c * taps)];
+    }
+    return wt[m * p.cin * taps + kk];
+}
+
+// Row kk = ci·K·K + ky·K + kx of forward's im2col matrix at output pixel (oy, ox) of the image
+// whose input starts at offset `image`: x[ci, oy + ky − pad, ox + kx − pad] there, zero in the
+// padding, past the matrix's rows and for a column past the last pixel (`valid` false).
+fn im2col(kk: u32, image: u32, oy: u32, ox: u32, valid: bool) -> f32 {
+    let taps = K * K;
+    let ci = kk / taps;
+    let ky = (kk - ci * taps) / K;
+    let kx = kk - ci * taps - ky * K;
+    let iy = i32(oy + ky) - i32(K / 2u);
+    let ix = i32(ox + kx) - i32(K / 2u);
+    if (!valid || ci >= p.cin || iy < 0 || iy >= i32(p.h) || ix < 0 || ix >= i32(p.w)) {
+        return 0.0;
+    }
+    return x[image + ci * p.h * p.w + u32(iy) * p.w + u32(ix)];
+}
+
+// Forward: y[n,co,oy,ox] = act(b[co] + Σ_ci Σ_ky,kx x[n,ci,oy+ky−pad,ox+kx−pad] · w[co,ci,ky,kx]),
+// as the GEMM Y[co][(n, oy, ox)] = Σ_kk W[co][kk] · im2col(x)[kk][(n, oy, ox)].
 // With TRANSPOSE it is the input gradient, bound as x ← dz, y ← dx, with ConvParams.cin / cout the
 // layer's cout / cin: dx[n,ci,iy,ix] = Σ_co Σ_ky,kx dz[n,co,iy−ky+pad,ix−kx+pad] · w[co,ci,ky,kx],
-// the same sum over the same window with the kernel flipped and its channel axes swapped.
+// the same sum over the same window with the kernel flipped and its channel axes swapped (only
+// `weight` differs).
 //
-// Grid: x enumerates (image, row, run of PX pixels), wrapping into z past 65535 workgroups, so
-// even 4×4 planes fill whole workgroups; y enumerates tiles of TILE output channels. Each
-// invocation keeps PX·TILE sums in registers: every input value it loads feeds up to K·TILE
-// multiply-adds and every weight PX, which is what makes it fast on SIMD CPUs and GPUs alike. The
-// last channel tile may be partial: its weight reads are clamped to a valid channel (keeping the
-// inner loops branch-free) and only valid channels are written; the same for a row's last run.
+// Grid: x (wrapping into z past 65535) enumerates tiles of BN output columns (pixels of all
+// images), y tiles of BM output channels. Per K slice the workgroup gathers its weight tile
+// [BK × BM] and im2col tile [BK × BN] into workgroup memory, each invocation always the same
+// column of each (its im2col column's pixel is decoded once), consecutive invocations reading
+// consecutive pixels; then each invocation multiplies its TM channels × TN pixels from there:
+// TM + TN workgroup-memory reads per TM·TN multiply-adds. Its pixels are WG_X apart, so the
+// reads of a row of invocations and their writes to y are consecutive.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
-fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let runs = (p.w + PX - 1u) / PX;
-    let item = gid.x + gid.z * nwg.x * WG_X;
-    if (item >= p.n * p.h * runs) { return; }
-    let n = item / (p.h * runs);
-    let oy = item / runs % p.h;
-    let ox0 = item % runs * PX;
+fn forward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let bm = TM * WG_Y;
+    let bn = TN * WG_X;
+    let invocations = WG_X * WG_Y;
     let plane = p.h * p.w;
-    let co0 = gid.y * TILE;
-    let kk = K * K;
-    let last = p.cout - 1u;
-    var off: array<u32, MAX_WINDOW>;
-    let inside = window(oy, ox0, &off);
-    var acc: array<array<f32, MAX_PX>, MAX_TILE>;
-    if (!TRANSPOSE) {
-        for (var t = 0u; t < TILE; t++) {
-            let b = bias[min(co0 + t, last)];
-            for (var q = 0u; q < PX; q++) {
-                acc[t][q] = b;
-            }
+    let columns = p.n * plane;
+    let n0 = (wid.x + wid.z * nwg.x) * bn;
+    let m0 = wid.y * bm;
+    // The im2col column this invocation loads.
+    let col = n0 + lid % bn;
+    let valid = col < columns;
+    let image = min(col, columns - 1u) / plane;
+    let pix = min(col, columns - 1u) - image * plane;
+    let oy = pix / p.w;
+    let ox = pix - oy * p.w;
+    let x_image = image * p.cin * plane;
+    var acc: array<array<f32, MAX_TN>, MAX_TM>;
+    for (var k0 = 0u; k0 < p.cin * K * K; k0 += BK) {
+        for (var kr = lid / bm; kr < BK; kr += invocations / bm) {
+            a_tile[kr * bm + lid % bm] = weight(m0 + lid % bm, k0 + kr);
         }
-    }
-    for (var ci = 0u; ci < p.cin; ci++) {
-        let xplane = (n * p.cin + ci) * plane;
-        for (var ky = 0u; ky < K; ky++) {
-            let row = window_row(xplane, ky, &off, inside);
-            for (var kx = 0u; kx < K; kx++) {
-                for (var t = 0u; t < TILE; t++) {
-                    let co = min(co0 + t, last);
-                    // The transposed kernel: channel axes swapped, taps flipped.
-                    let wi = select((co * p.cin + ci) * kk + ky * K + kx,
-                                    (ci * p.cout + co) * kk + (kk - 1u - ky * K - kx), TRANSPOSE);
-                    let wv = wt[wi];
-                    for (var q = 0u; q < PX; q++) {
-                        acc[t][q] += row[q + kx] * wv;
-                    }
+        for (var kr = lid / bn; kr < BK; kr += invocations / bn) {
+            b_tile[kr * bn + lid % bn] = im2col(k0 + kr, x_image, oy, ox, valid);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            var a: array<f32, MAX_TM>;
+            var b: array<f32, MAX_TN>;
+            for (var i = 0u; i < TM; i++) {
+                a[i] = a_tile[kk * bm + local.y * TM + i];
+            }
+            for (var j = 0u; j < TN; j++) {
+                b[j] = b_tile[kk * bn + local.x + j * WG_X];
+            }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) {
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
                 }
             }
         }
+        workgroupBarrier();
     }
-    for (var t = 0u; t < TILE; t++) {
-        let co = co0 + t;
-        for (var q = 0u; q < PX; q++) {
-            if (co < p.cout && ox0 + q < p.w) {
-                y[(n * p.cout + co) * plane + oy * p.w + ox0 + q] = select(acc[t][q], max(acc[t][q], 0.0), RELU);
+    for (var j = 0u; j < TN; j++) {
+        let c = n0 + local.x + j * WG_X;
+        let n = c / plane;
+        for (var i = 0u; i < TM; i++) {
+            let m = m0 + local.y * TM + i;
+            if (c < columns && m < p.cout) {
+                var v = acc[i][j];
+                if (!TRANSPOSE) {
+                    v += bias[m];
+                }
+                y[(n * p.cout + m) * plane + c - n * plane] = select(v, max(v, 0.0), RELU);
             }
         }
     }

@@ -41,6 +41,68 @@ pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
 
+/// Rows of the K slice the gpu variant's forward / backward_input GEMM stages in workgroup
+/// memory per barrier pair (its `BK`).
+const GEMM_BK: u32 = 16;
+/// Workgroups below which that GEMM shrinks its tiles: about one per compute unit of a large GPU
+/// (an H100 has 132), so small layers still occupy the whole card.
+const GEMM_MIN_WORKGROUPS: usize = 128;
+
+/// The tiling of the gpu variant's forward / backward_input GEMM (rows = output channels,
+/// columns = pixels of all images): a `tm` × `tn` register block per invocation (`TM`, `TN`) in
+/// workgroups of `wg_x` × `wg_y`, so a workgroup computes `rows()` × `columns()` outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GemmTile {
+    tm: u32,
+    tn: u32,
+    wg_x: u32,
+    wg_y: u32,
+}
+
+impl GemmTile {
+    /// 64 × 64 tiles of 4 × 4 blocks (256 invocations, 8 KiB of workgroup memory) on large
+    /// layers; on few channels the smallest tile that holds them (1 or 2 channels an invocation
+    /// below 16, so no invocation computes only padding); halving the larger side while the grid
+    /// has fewer than GEMM_MIN_WORKGROUPS workgroups, down to 16 × 32 (or the few channels) × 32.
+    fn new(rows: usize, columns: usize) -> GemmTile {
+        let (tm, wg_y) = match rows {
+            0..=4 => (1, 4),
+            5..=8 => (2, 4),
+            9..=16 => (4, 4),
+            17..=32 => (4, 8),
+            _ => (4, 16),
+        };
+        let mut t = GemmTile { tm, tn: 4, wg_x: 16, wg_y };
+        let workgroups = |t: &GemmTile| rows.div_ceil(t.rows() as usize) * columns.div_ceil(t.columns() as usize);
+        while workgroups(&t) < GEMM_MIN_WORKGROUPS {
+            if t.wg_x > 8 && t.columns() >= t.rows() {
+                t.wg_x /= 2;
+            } else if t.wg_y > 4 {
+                t.wg_y /= 2;
+            } else if t.wg_x > 8 {
+                t.wg_x /= 2;
+            } else {
+                break;
+            }
+        }
+        debug_assert!(t.fits_kernel(), "{t:?}");
+        t
+    }
+    /// What the WGSL's loads need: each invocation loads whole columns of both tiles.
+    fn fits_kernel(&self) -> bool {
+        self.wg_x.is_multiple_of(self.tm)
+            && self.wg_y.is_multiple_of(self.tn)
+            && GEMM_BK.is_multiple_of(self.wg_x / self.tm)
+            && GEMM_BK.is_multiple_of(self.wg_y / self.tn)
+    }
+    fn rows(&self) -> u32 {
+        self.tm * self.wg_y
+    }
+    fn columns(&self) -> u32 {
+        self.tn * self.wg_x
+    }
+}
+
 /// Channels per invocation (a `TILE` override): `max`, or fewer when there are fewer channels, so
 /// e.g. cin = 1 spends no work on clamped duplicate channels.
 pub(crate) fn channel_tile(channels: usize, max: usize) -> usize {
@@ -156,8 +218,9 @@ impl Conv2d {
     }
 
     /// The `forward` entry point computing `channels` output channels, with TRANSPOSE for the
-    /// input gradient: the spec and the grid ((image, row, run of PX pixels) blocks × channel
-    /// tiles, wrapping into z).
+    /// input gradient: the spec and the grid. CPU lanes: (image, row, run of PX pixels) blocks ×
+    /// channel tiles; gpu variant: the GEMM's pixel tiles × channel tiles ([`GemmTile`]). Both
+    /// wrap the pixel axis into z.
     fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
         let tile = channel_tile(channels, MAX_TILE);
         if let Some(px) = self.lane_run(gpu) {
@@ -175,15 +238,17 @@ impl Conv2d {
             let [x, z, _] = grid_1d(items, wg);
             return (spec, [x, channels.div_ceil(tile) as u32, z]);
         }
-        let px = self.run_length();
-        let spec = KernelSpec::new("conv2d", "forward", [WG_PIXELS, 1, 1])
+        let pixels = self.n * self.h * self.w;
+        let t = GemmTile::new(channels, pixels);
+        let spec = KernelSpec::new("conv2d", "forward", [t.wg_x, t.wg_y, 1])
             .constant("K", self.k as f64)
-            .constant("TILE", tile as f64)
-            .constant("PX", px as f64)
-            .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
-        let [x, z, _] = grid_1d(self.n * self.h * self.w.div_ceil(px), WG_PIXELS);
-        let grid = [x, channels.div_ceil(tile) as u32, z];
-        (spec, grid)
+            .constant("TM", t.tm as f64)
+            .constant("TN", t.tn as f64)
+            .constant("BK", GEMM_BK as f64)
+            .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 })
+            .workgroup_memory(GEMM_BK * (t.rows() + t.columns()) * 4);
+        let [x, z, _] = grid_1d(pixels.div_ceil(t.columns() as usize), 1);
+        (spec, [x, channels.div_ceil(t.rows() as usize) as u32, z])
     }
 
     /// y = act(conv(x, w) + b); act = ReLU when self.relu.
@@ -424,4 +489,39 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 3, cin: 4, cout: 6, h: 3, w: 5, k: 3, relu: false },
     // 64 runs of 8 pixels: the lane forward's 64-invocation workgroups (the others use 8).
     Conv2d { n: 2, cin: 3, cout: 5, h: 8, w: 32, k: 3, relu: true },
+    // The gpu variant's GEMM with partial tiles in every dimension: forward 16 × 32 tiles (3 row
+    // tiles, the last of 5 channels; 10 column tiles, the last of 9 pixels; 4 K slices, the
+    // last of 15), its input gradient 8-channel tiles of 2 a block holding 7 channels and 21 K
+    // slices; then the 64 × 64 tile of 256 invocations (2 × 64 tiles, the last row tile of 1
+    // channel and the last column tile of 63 pixels), its input gradient 4 × 32 tiles of one
+    // channel a block.
+    Conv2d { n: 3, cin: 7, cout: 37, h: 9, w: 11, k: 3, relu: true },
+    Conv2d { n: 1, cin: 2, cout: 65, h: 63, w: 65, k: 3, relu: false },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tile the GEMM driver picks meets what the WGSL's loads assume, stays within WebGPU's
+    /// default limits, and is no larger than the layer needs where the layer is small.
+    #[test]
+    fn gemm_tiles_fit_the_kernel_and_the_layer() {
+        for rows in (1..=80).chain([128, 256, 512, 1024]) {
+            for columns in [1, 3, 17, 64, 100, 512, 4095, 8192, 131072, 1 << 22] {
+                let t = GemmTile::new(rows, columns);
+                let why = format!("{rows} rows × {columns} columns: {t:?}");
+                assert!(t.fits_kernel(), "{why}");
+                assert!(t.wg_x * t.wg_y <= 256 && GEMM_BK * (t.rows() + t.columns()) * 4 <= 16384, "{why}");
+                assert!(t.rows() as usize <= rows.next_power_of_two().max(4), "{why}");
+                let workgroups = rows.div_ceil(t.rows() as usize) * columns.div_ceil(t.columns() as usize);
+                // Tiles shrink only while the grid is small, so they never multiply it past need.
+                let shrunk = t.wg_x < 16 || (t.rows() as usize) < rows.min(64);
+                assert!(!shrunk || workgroups < GEMM_MIN_WORKGROUPS * 4, "{why}: {workgroups} workgroups");
+            }
+        }
+        assert_eq!(GemmTile::new(65, 4095), GemmTile { tm: 4, tn: 4, wg_x: 16, wg_y: 16 });
+        assert_eq!(GemmTile::new(37, 297), GemmTile { tm: 4, tn: 4, wg_x: 8, wg_y: 4 });
+        assert_eq!(GemmTile::new(7, 297), GemmTile { tm: 2, tn: 4, wg_x: 8, wg_y: 4 });
+    }
+}
