@@ -272,4 +272,8 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     // last block of lanes on clamped copies (18 runs).
     ConvTranspose2d { n: 2, cin: 13, cout: 5, h: 3, w: 12 },
     ConvTranspose2d { n: 1, cin: 40, cout: 9, h: 2, w: 4 },
+    // Lane input gradients of tiles under 16 channels: 8 (5 used) with runs of two pairs, 4 (3
+    // used) with one pair.
+    ConvTranspose2d { n: 2, cin: 5, cout: 6, h: 3, w: 8 },
+    ConvTranspose2d { n: 1, cin: 3, cout: 4, h: 2, w: 6 },
 ];
