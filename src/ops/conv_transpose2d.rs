@@ -112,7 +112,7 @@ impl ConvTranspose2d {
     pub fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let params = self.params()?;
         // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
-        let pairs = if self.w % 4 == 0 { 2 } else { 1 };
+        let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
         let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, pairs);
         // The lane kernel reads dy and writes dx over pixel pairs.
         let (dy_var, dx_var) = if spec.shader == "conv_transpose2d_lanes" { ("dy4", "dx2") } else { ("dy", "dx") };
