@@ -49,20 +49,22 @@ fn weight_offset(s: u32, co0: u32) -> u32 {
     return select(co * p.cin * kk + tap, co * kk + (kk - 1u - tap), TRANSPOSE);
 }
 
-// Grid: x enumerates (image, row, run of 8 pixels) items in invocation order, so the lanes of a
-// subgroup hold consecutive runs of one row (or of consecutive rows when a row has < 8 runs),
-// wrapping into z past 65535 workgroups; y enumerates tiles of TILE output channels. Items past
-// the end compute a clamped copy of the last one and store nothing: every lane stays active for
-// the subgroup operations.
+// Grid: x enumerates tiles of TILE output channels; y enumerates blocks of WG_X (image, row, run
+// of PX pixels) items, wrapping into z past 65535 workgroups, the items in invocation order, so
+// the lanes of a subgroup hold consecutive runs of one row (or of consecutive rows when a row has
+// < 8 runs). lavapipe runs workgroups in x-fastest order, so every channel tile of one block of
+// rows runs back to back while those rows are in the core's cache (with y fastest, each tile
+// streamed the whole input again). Items past the end compute a clamped copy of the last one and
+// store nothing: every lane stays active for the subgroup operations.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn forward(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let runs = p.w / PX;
     let items = p.n * p.h * runs;
-    let raw = gid.x + gid.z * nwg.x * WG_X;
+    let raw = (wid.y + wid.z * nwg.y) * WG_X + lid;
     let item = min(raw, items - 1u);
     let row_run = divmod(item, runs);
     let n_oy = divmod(row_run.x, p.h);
@@ -71,11 +73,11 @@ fn forward(
     let run = row_run.y;
     let plane4 = p.h * p.w / 4u;
     let row4 = p.w / 4u;
-    let co0 = wid.y * TILE;
+    let co0 = wid.x * TILE;
     let kk = K * K;
     // Weight slots: lane l of load j holds slot j·8 + l.
     let loads = (TILE * kk + LANES - 1u) / LANES;
-    let lane = gid.x % LANES;
+    let lane = lid % LANES;
     var woff: array<u32, MAX_WEIGHT_LOADS>;
     for (var j = 0u; j < loads; j++) {
         woff[j] = weight_offset(j * LANES + lane, co0);

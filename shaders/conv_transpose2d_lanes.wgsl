@@ -7,9 +7,13 @@
 
 // Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
-// Channels per invocation of forward / backward_input (at most LANES).
+// Channels per invocation: at most LANES in forward, 2·LANES in backward_input (one weight load a
+// LANES channels).
 override TILE: u32 = 8u;
+// Input pixel pairs per invocation of backward_input: 1, or 2 on rows of a multiple of 4 pixels.
+override PAIRS: u32 = 1u;
 const LANES: u32 = 8u;
+const MAX_PAIRS: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -22,17 +26,17 @@ const LANES: u32 = 8u;
 @group(0) @binding(9) var<storage, read> dy4: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> dx2: array<vec2<f32>>;
 
-// Lane t's value, for t < TILE, as seen by every lane (zeros past TILE).
-fn broadcast_tile(v: vec4<f32>) -> array<vec4<f32>, LANES> {
+// Lane t's value, for t < count, as seen by every lane (zeros from count on).
+fn broadcast_first(v: vec4<f32>, count: u32) -> array<vec4<f32>, LANES> {
     var out: array<vec4<f32>, LANES>;
     out[0] = subgroupBroadcast(v, 0u);
-    if (TILE > 1u) { out[1] = subgroupBroadcast(v, 1u); }
-    if (TILE > 2u) { out[2] = subgroupBroadcast(v, 2u); }
-    if (TILE > 3u) { out[3] = subgroupBroadcast(v, 3u); }
-    if (TILE > 4u) { out[4] = subgroupBroadcast(v, 4u); }
-    if (TILE > 5u) { out[5] = subgroupBroadcast(v, 5u); }
-    if (TILE > 6u) { out[6] = subgroupBroadcast(v, 6u); }
-    if (TILE > 7u) { out[7] = subgroupBroadcast(v, 7u); }
+    if (count > 1u) { out[1] = subgroupBroadcast(v, 1u); }
+    if (count > 2u) { out[2] = subgroupBroadcast(v, 2u); }
+    if (count > 3u) { out[3] = subgroupBroadcast(v, 3u); }
+    if (count > 4u) { out[4] = subgroupBroadcast(v, 4u); }
+    if (count > 5u) { out[5] = subgroupBroadcast(v, 5u); }
+    if (count > 6u) { out[6] = subgroupBroadcast(v, 6u); }
+    if (count > 7u) { out[7] = subgroupBroadcast(v, 7u); }
     return out;
 }
 
@@ -51,29 +55,36 @@ fn pixel_of(raw: u32) -> vec3<u32> {
     return vec3<u32>(image_pix.x, row_col.x, row_col.y);
 }
 
-// Grid: x enumerates (image, input pixel) in lane order, wrapping into z; y enumerates tiles of
-// TILE output channels. Lane l loads the weights of output channel co0 + l, then every lane gets
-// all TILE of them by broadcasts; each invocation owns one input pixel's 2×2 output blocks.
+// Linear item of invocation `lid` of workgroup `wid`: the grid's x enumerates channel tiles, y
+// (wrapping into z) blocks of WG_X items. lavapipe runs workgroups in x-fastest order, so every
+// channel tile of one block of pixels runs back to back while its inputs are in the core's cache.
+fn item_of(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.y + wid.z * nwg.y) * WG_X + lid;
+}
+
+// Items: (image, input pixel) in lane order; channel tiles: TILE output channels. Lane l loads
+// the weights of output channel co0 + l, then every lane gets all TILE of them by broadcasts;
+// each invocation owns one input pixel's 2×2 output blocks.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn forward(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let raw = gid.x + gid.z * nwg.x * WG_X;
+    let raw = item_of(lid, wid, nwg);
     let at = pixel_of(raw);
     let plane = p.h * p.w;
     let pix = at.y * p.w + at.z;
-    let co0 = wid.y * TILE;
+    let co0 = wid.x * TILE;
     let last = p.cout - 1u;
-    let wcol = min(co0 + gid.x % LANES, last);
+    let wcol = min(co0 + lid % LANES, last);
     var acc: array<vec4<f32>, LANES>;
     for (var t = 0u; t < TILE; t++) {
         acc[t] = vec4(bias[min(co0 + t, last)]);
     }
     for (var ci = 0u; ci < p.cin; ci++) {
         let v = x[(at.x * p.cin + ci) * plane + pix];
-        let ws = broadcast_tile(wt[ci * p.cout + wcol]);
+        let ws = broadcast_first(wt[ci * p.cout + wcol], TILE);
         for (var t = 0u; t < TILE; t++) {
             acc[t] = fma(vec4(v), ws[t], acc[t]);
         }
@@ -90,38 +101,61 @@ fn forward(
 }
 
 // dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] · w[ci,co,a,c]; the grid of forward over input
-// channels and pixel pairs: each invocation owns two neighbouring input pixels (the width is
-// even), so its dy is two vec4s per output channel, one per block row; lane l loads the weights
-// of input channel ci0 + l for each co.
+// channels and runs of PAIRS pixel pairs (the width is even, so a pair never straddles rows): an
+// invocation's dy is PAIRS vec4s per block row and output channel. On lavapipe every load is a
+// loop over the lanes (~50 instructions a lane for a vec4), so each co's loads feed as many sums
+// as fit: up to 16 channels × 4 pixels. Lane l loads the weights of input channels ci0 + l and
+// ci0 + 8 + l; broadcasts hand them to every lane.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn backward_input(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let raw = gid.x + gid.z * nwg.x * WG_X;
+    let raw = item_of(lid, wid, nwg);
     let plane = p.h * p.w;
-    let pairs = p.n * plane / 2u;
-    let at = pixel_of(2u * min(raw, pairs - 1u));
-    let ci0 = wid.y * TILE;
+    let items = p.n * plane / (2u * PAIRS);
+    let at = pixel_of(2u * PAIRS * min(raw, items - 1u));
+    let ci0 = wid.x * TILE;
     let last = p.cin - 1u;
-    let wrow = min(ci0 + gid.x % LANES, last) * p.cout;
-    var left: array<f32, LANES>;
-    var right: array<f32, LANES>;
+    let lane = lid % LANES;
+    let wrow_lo = min(ci0 + lane, last) * p.cout;
+    let wrow_hi = min(ci0 + LANES + lane, last) * p.cout;
+    let high = max(TILE, LANES) - LANES;
+    // sums[t][k]: input channel ci0 + t at the k-th pixel of the run.
+    var sums: array<array<f32, 2 * MAX_PAIRS>, 2 * LANES>;
     for (var co = 0u; co < p.cout; co++) {
         let top = block_top(at.x, co, at.y, at.z) / 2u;
-        let upper = dy4[top];
-        let lower = dy4[top + p.w / 2u];
-        let ws = broadcast_tile(wt[wrow + co]);
-        for (var t = 0u; t < TILE; t++) {
-            left[t] += dot(vec4<f32>(upper.xy, lower.xy), ws[t]);
-            right[t] += dot(vec4<f32>(upper.zw, lower.zw), ws[t]);
+        // g[k]: the 2×2 block of dy under pixel k, as (top left, top right, bottom left, bottom right).
+        var g: array<vec4<f32>, 2 * MAX_PAIRS>;
+        for (var k = 0u; k < PAIRS; k++) {
+            let upper = dy4[top + k];
+            let lower = dy4[top + p.w / 2u + k];
+            g[2u * k] = vec4<f32>(upper.xy, lower.xy);
+            g[2u * k + 1u] = vec4<f32>(upper.zw, lower.zw);
+        }
+        let ws = broadcast_first(wt[wrow_lo + co], TILE);
+        for (var t = 0u; t < min(TILE, LANES); t++) {
+            for (var k = 0u; k < 2u * PAIRS; k++) {
+                sums[t][k] += dot(g[k], ws[t]);
+            }
+        }
+        if (high > 0u) {
+            let ws_hi = broadcast_first(wt[wrow_hi + co], high);
+            for (var t = 0u; t < high; t++) {
+                for (var k = 0u; k < 2u * PAIRS; k++) {
+                    sums[LANES + t][k] += dot(g[k], ws_hi[t]);
+                }
+            }
         }
     }
-    if (raw < pairs) {
+    if (raw < items) {
+        let first = (at.y * p.w + at.z) / 2u;
         for (var t = 0u; t < TILE; t++) {
             if (ci0 + t < p.cin) {
-                dx2[((at.x * p.cin + ci0 + t) * plane + at.y * p.w + at.z) / 2u] = vec2<f32>(left[t], right[t]);
+                for (var k = 0u; k < PAIRS; k++) {
+                    dx2[(at.x * p.cin + ci0 + t) * plane / 2u + first + k] = vec2<f32>(sums[t][2u * k], sums[t][2u * k + 1u]);
+                }
             }
         }
     }

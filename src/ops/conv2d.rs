@@ -235,8 +235,9 @@ impl Conv2d {
                 .constant("PX", px as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
-            let [x, z, _] = grid_1d(items, wg);
-            return (spec, [x, channels.div_ceil(tile) as u32, z]);
+            // Channel tiles along x: lavapipe runs them back to back on one block of rows.
+            let [y, z, _] = grid_1d(items, wg);
+            return (spec, [channels.div_ceil(tile) as u32, y, z]);
         }
         let pixels = self.n * self.h * self.w;
         let t = GemmTile::new(channels, pixels);

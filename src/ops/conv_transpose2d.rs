@@ -13,8 +13,12 @@ use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpe
 use crate::ops::conv::{tap_reference, ConvLayer, Convolution, TapSizes, Taps};
 use crate::ops::conv2d::{channel_sum, channel_tile, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
 
-/// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL).
+/// Most channels one invocation of forward / backward_input computes (the portable kernels'
+/// `MAX_TILE`; the lane kernels' forward: one subgroup of 8).
 const MAX_TILE: usize = 8;
+/// Most input channels one invocation of the lane kernels' backward_input computes (two weight
+/// loads of 8 lanes).
+const MAX_LANE_GRADIENT_TILE: usize = 16;
 
 /// Input `h×w`, output `2h×2w`. The weights are bound as `vec4`s, so a weight view's size must
 /// be a multiple of 16 bytes (it is: `weight_len` is a multiple of 4).
@@ -64,15 +68,20 @@ impl ConvTranspose2d {
     }
 
     /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch; the lane
-    /// kernels' items are `pixels_per_item` input pixels each, in lane order, wrapping into z.
-    fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize, pixels_per_item: usize) -> (KernelSpec, [u32; 3]) {
-        let tile = channel_tile(channels, MAX_TILE);
-        if self.lane_kernels(gpu, pixels_per_item == 2) {
-            let spec =
-                KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
-            let [x, z, _] = grid_1d(self.n * self.h * self.w / pixels_per_item, WG_PIXELS);
-            return (spec, [x, channels.div_ceil(tile) as u32, z]);
+    /// kernels' items are runs of `pairs` input pixel pairs (forward: one pixel, `pairs` 0), in
+    /// lane order, wrapping into z.
+    fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize, pairs: usize) -> (KernelSpec, [u32; 3]) {
+        if self.lane_kernels(gpu, pairs > 0) {
+            let max_tile = if pairs > 0 { MAX_LANE_GRADIENT_TILE } else { MAX_TILE };
+            let tile = channel_tile(channels, max_tile);
+            let spec = KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1])
+                .constant("TILE", tile as f64)
+                .constant("PAIRS", pairs.max(1) as f64);
+            // Channel tiles along x: lavapipe runs them back to back on one block of pixels.
+            let [y, z, _] = grid_1d(self.n * self.h * self.w / (2 * pairs).max(1), WG_PIXELS);
+            return (spec, [channels.div_ceil(tile) as u32, y, z]);
         }
+        let tile = channel_tile(channels, MAX_TILE);
         let spec = KernelSpec::new("conv_transpose2d", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
         let grid =
             [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
@@ -89,7 +98,7 @@ impl ConvTranspose2d {
         y: &BufferView,
     ) -> Result<Dispatch> {
         let params = self.params()?;
-        let (spec, grid) = self.tiled(gpu, "forward", self.cout, 1);
+        let (spec, grid) = self.tiled(gpu, "forward", self.cout, 0);
         let bindings = [
             ("x", x, self.input_len()),
             ("wt", w, self.weight_len()),
@@ -102,7 +111,9 @@ impl ConvTranspose2d {
     /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`.
     pub fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let params = self.params()?;
-        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, 2);
+        // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
+        let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
+        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, pairs);
         // The lane kernel reads dy and writes dx over pixel pairs.
         let (dy_var, dx_var) = if spec.shader == "conv_transpose2d_lanes" { ("dy4", "dx2") } else { ("dy", "dx") };
         let bindings = [(dy_var, dy, self.output_len()), ("wt", w, self.weight_len()), (dx_var, dx, self.input_len())];
@@ -256,4 +267,13 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     // of 6 pixels, so the last pixel pairs of a group of 8 lie past the plane.
     ConvTranspose2d { n: 3, cin: 16, cout: 17, h: 4, w: 6 },
     ConvTranspose2d { n: 2, cin: 9, cout: 8, h: 3, w: 2 },
+    // The lane input gradient's runs of two pixel pairs (rows of a multiple of 4 pixels), with
+    // 16-channel tiles whose upper half is partial (13) or empty (40 = 16 + 16 + 8), and a
+    // last block of lanes on clamped copies (18 runs).
+    ConvTranspose2d { n: 2, cin: 13, cout: 5, h: 3, w: 12 },
+    ConvTranspose2d { n: 1, cin: 40, cout: 9, h: 2, w: 4 },
+    // Lane input gradients of tiles under 16 channels: 8 (5 used) with runs of two pairs, 4 (3
+    // used) with one pair.
+    ConvTranspose2d { n: 2, cin: 5, cout: 6, h: 3, w: 8 },
+    ConvTranspose2d { n: 1, cin: 3, cout: 4, h: 2, w: 6 },
 ];
