@@ -23,7 +23,7 @@ use wgunet::train::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOp
 use wgunet::{device, Gpu};
 
 /// The flags `--plan` chooses the values of: one given on the command line wins.
-const PLANNED_FLAGS: [&str; 6] = ["--size", "--patch", "--loss", "--normalise", "--filters", "--epochs"];
+const PLANNED_FLAGS: [&str; 7] = ["--size", "--patch", "--loss", "--normalise", "--intensity", "--filters", "--epochs"];
 
 /// `wgunet plan`: the dataset's fingerprint and plan, and the planned run timed on its device
 /// (with `--time-budget`: the largest setting that fits). `flags` were given on the command line.
@@ -119,6 +119,9 @@ pub(crate) fn apply_plan(
     }
     if !given("--normalise") {
         options.data.normalise = plan.normalise;
+    }
+    if !given("--intensity") {
+        options.intensity = plan.intensity;
     }
     let request = RunRequest {
         model: ModelConfig {

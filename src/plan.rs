@@ -25,6 +25,7 @@ use image::{imageops, ColorType};
 use rayon::prelude::*;
 
 use crate::config::Loss;
+use crate::data::intensity::IntensityPreset;
 use crate::data::load::{decode, is_gray, mask_targets};
 use crate::data::normalise::{mean_std, Histogram, NormaliseKind, CLIP_PERCENTILES};
 use crate::data::pairs::{self, Pair};
@@ -48,6 +49,9 @@ pub const RARE_FOREGROUND: f64 = 0.05;
 pub const SMALL_STRUCTURE: f64 = 0.01;
 /// 90 % of the foreground pixels lie in structures at least as large as the one this measures.
 const FOREGROUND_COVERED: f64 = 0.9;
+/// Mean Dice weighs every image alike, so the images whose foreground is small count as much as
+/// the rest: 95 % of the images with foreground hold at least the share this measures.
+const IMAGES_COVERED: f64 = 0.95;
 /// Per-image standard deviations that vary less than this (relative) across 16-bit images
 /// suggest a calibrated scale (CT's Hounsfield units): percentile normalisation keeps it.
 const CALIBRATED_SPREAD: f64 = 0.1;
@@ -153,6 +157,26 @@ impl Fingerprint {
             .filter(|&share| share > 0.0)
             .fold(None, |smallest: Option<f64>, share| Some(smallest.map_or(share, |s| s.min(share))))
             .unwrap_or(0.0)
+    }
+
+    /// The share of a slice that [`IMAGES_COVERED`] of the images with foreground of a class hold
+    /// at least, for the class where it is smallest; 0 without foreground. Brain masks are large,
+    /// yet the slices at a volume's ends hold a few hundred pixels of brain: mean Dice counts them.
+    pub fn small_image_foreground(&self) -> f64 {
+        (0..self.structures_per_class())
+            .filter_map(|index| {
+                let mut shares: Vec<f64> = self
+                    .images
+                    .iter()
+                    .map(|s| s.structures[index].iter().sum::<usize>() as f64 / s.pixels())
+                    .filter(|&share| share > 0.0)
+                    .collect();
+                shares.sort_by(f64::total_cmp);
+                // At most this many images (5 %) may hold less; 1e-9 keeps 20 × 5 % at 1.
+                let at = (shares.len() as f64 * (1.0 - IMAGES_COVERED) + 1e-9).floor() as usize;
+                shares.get(at).copied()
+            })
+            .fold(0.0, |smallest: f64, share| if smallest == 0.0 { share } else { smallest.min(share) })
     }
 
     /// The mean share of foreground pixels per image.
@@ -311,8 +335,9 @@ pub struct Plan {
     pub input: Input,
     pub loss: Loss,
     pub normalise: NormaliseKind,
-    /// Why: input, loss, normalisation.
-    pub reasons: [String; 3],
+    pub intensity: IntensityPreset,
+    /// Why: input, loss, normalisation, intensity augmentation.
+    pub reasons: [String; 4],
 }
 
 impl Plan {
@@ -320,7 +345,22 @@ impl Plan {
         let (input, input_reason) = choose_input(f);
         let (loss, loss_reason) = choose_loss(f, input);
         let (normalise, normalise_reason) = choose_normalise(f);
-        Plan { classes: f.classes, input, loss, normalise, reasons: [input_reason, loss_reason, normalise_reason] }
+        // nnU-Net augments every dataset's intensities; its set cost no clean Dice on colin27 and
+        // cut the loss to a new scanner's intensities 2–4× (README, "Scanner shift").
+        let (intensity, intensity_reason) = (
+            IntensityPreset::Nnunet,
+            "nnU-Net's gamma, contrast and brightness changes, so a model meets another scanner's intensities in \
+             training"
+                .to_string(),
+        );
+        Plan {
+            classes: f.classes,
+            input,
+            loss,
+            normalise,
+            intensity,
+            reasons: [input_reason, loss_reason, normalise_reason, intensity_reason],
+        }
     }
 }
 
@@ -335,6 +375,7 @@ impl Plan {
             format!("input:     {input}: {}", self.reasons[0]),
             format!("loss:      {}: {}", self.loss.name(), self.reasons[1]),
             format!("normalise: {}: {}", self.normalise.name(), self.reasons[2]),
+            format!("intensity: {}: {}", self.intensity.name(), self.reasons[3]),
         ];
         lines.push(format!("train with: {} (or: --plan)", self.train_command(data, self.input, "")));
         lines.join("\n")
@@ -349,10 +390,11 @@ impl Plan {
         };
         let classes = if self.classes >= 2 { format!(" --classes {}", self.classes) } else { String::new() };
         format!(
-            "wgunet train --data {}{classes} {input}{extra} --loss {} --normalise {}",
+            "wgunet train --data {}{classes} {input}{extra} --loss {} --normalise {} --intensity {}",
             data.display(),
             self.loss.name(),
-            self.normalise.name()
+            self.normalise.name(),
+            self.intensity.name()
         )
     }
 }
@@ -379,9 +421,10 @@ fn multiple_of_16_up(x: f64) -> usize {
     ((x / 16.0).ceil().max(1.0) as usize) * 16
 }
 
-/// The smallest whole-slice side (a multiple of 16, at least [`MIN_WHOLE_SLICE`]) that keeps the
-/// typical structure at [`MIN_STRUCTURE_PIXELS`]; patches when that is over [`MAX_WHOLE_SLICE`]
-/// or over the images' own size.
+/// The smallest whole-slice side (a multiple of 16, at least [`MIN_WHOLE_SLICE`]) that keeps
+/// [`MIN_STRUCTURE_PIXELS`] of both the typical structure and the small images' foreground
+/// ([`Fingerprint::small_image_foreground`]); patches when that is over [`MAX_WHOLE_SLICE`] or
+/// over the images' own size.
 fn choose_input(f: &Fingerprint) -> (Input, String) {
     let typical = f.typical_structure();
     let every = if f.classes >= 2 { " of every class" } else { "" };
@@ -391,26 +434,34 @@ fn choose_input(f: &Fingerprint) -> (Input, String) {
         let size = MAX_WHOLE_SLICE.min(native).max(MIN_WHOLE_SLICE);
         return (Input::WholeSlice { size }, "no foreground to keep: whole slices".into());
     }
-    let needed = multiple_of_16_up((MIN_STRUCTURE_PIXELS / typical).sqrt());
-    let at = |side: usize| typical * (side * side) as f64;
+    let small_images = f.small_image_foreground();
+    let (decisive, what) = if small_images < typical {
+        let what = format!(
+            "{:.0} % of the images with foreground{every} hold at least {:.2} % of a slice of it (mean Dice counts \
+             each image alike)",
+            IMAGES_COVERED * 100.0,
+            small_images * 100.0
+        );
+        (small_images, what)
+    } else {
+        (
+            typical,
+            format!("90 % of the foreground{every} lies in structures of at least {:.2} % of a slice", typical * 100.0),
+        )
+    };
+    let needed = multiple_of_16_up((MIN_STRUCTURE_PIXELS / decisive).sqrt());
+    let at = |side: usize| decisive * (side * side) as f64;
     if needed <= MAX_WHOLE_SLICE.min(native) {
         let size = needed.max(MIN_WHOLE_SLICE);
-        let reason = format!(
-            "90 % of the foreground{every} lies in structures of at least {:.2} % of a slice: at {size}×{size} that is \
-             {:.0} px (≥ {MIN_STRUCTURE_PIXELS} px)",
-            typical * 100.0,
-            at(size)
-        );
+        let reason = format!("{what}: at {size}×{size} that is {:.0} px (≥ {MIN_STRUCTURE_PIXELS} px)", at(size));
         return (Input::WholeSlice { size }, reason);
     }
     let patch = MAX_PATCH.min(multiple_of_16_up(f64::from(w.min(h))));
     let largest = MAX_WHOLE_SLICE.min(native);
-    let native_pixels = typical * f64::from(w) * f64::from(h);
+    let native_pixels = decisive * f64::from(w) * f64::from(h);
     let reason = format!(
-        "90 % of the foreground{every} lies in structures of at least {:.2} % of a slice: {:.0} px at {largest}×{largest} \
-         (< {MIN_STRUCTURE_PIXELS}), {native_pixels:.0} px at the native {w}×{h}; a third of the patches centred on \
-         foreground",
-        typical * 100.0,
+        "{what}: {:.0} px at {largest}×{largest} (< {MIN_STRUCTURE_PIXELS}), {native_pixels:.0} px at the native \
+         {w}×{h}; a third of the patches centred on foreground",
         at(largest)
     );
     (Input::Patches { patch }, reason)

@@ -75,7 +75,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "input:     128×128 patches at native resolution",
         "loss:      bce+dice",
         "normalise: zscore",
-        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore (or: --plan)"),
+        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet (or: --plan)"),
         "side 128, filters 4, 20 epochs: predicted",
     ] {
         assert!(out.contains(line), "{out}\nlacks: {line}");
@@ -96,12 +96,22 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     // The plan, its prediction and the time taken, in the console and the report.
     assert!(out.contains("side 128, filters 4, 1 epochs: predicted") && out.contains("% of the prediction)"), "{out}");
     let report = std::fs::read_to_string(dir.0.join("planned/report.md")).unwrap();
-    for line in ["## Plan", "| input | 128×128 patches at native resolution |", "| loss | bce+dice |", "the run took"]
-    {
+    for line in [
+        "## Plan",
+        "| input | 128×128 patches at native resolution |",
+        "| loss | bce+dice |",
+        "| intensity | nnunet |",
+        "the run took",
+    ] {
         assert!(report.contains(line), "{report}\nlacks: {line}");
     }
     assert_eq!((planned["patch"].as_u64(), planned["model"]["size"].as_u64()), (Some(128), Some(128)), "{planned}");
     assert!(planned["model"]["normalise"].to_string().to_lowercase().contains("zscore"), "{planned}");
+    // The training options (the header of train-state.safetensors) carry the planned intensity
+    // augmentation.
+    let state =
+        String::from_utf8_lossy(&std::fs::read(dir.0.join("planned/train-state.safetensors")).unwrap()).into_owned();
+    assert!(state.contains(r#"\"intensity\":\"nnunet\""#), "train-state header lacks the planned intensity");
     let (out, sized) = record("sized", &["--size", "64", "--loss", "bce"]);
     let report = std::fs::read_to_string(dir.0.join("sized/report.md")).unwrap();
     assert!(report.contains("on the command line (--size, --loss, --filters, --epochs):"), "{report}");
@@ -119,6 +129,30 @@ fn large_structures_train_on_whole_slices_with_bce() {
     let plan = Plan::choose(&f);
     assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
     assert_eq!(plan.loss, Loss::Bce, "{}", plan.reasons[1]);
+}
+
+/// Brain masks are large, but the slices at a volume's ends hold little of it, and mean Dice
+/// counts them as much as the rest: the plan keeps them at 64 px too.
+#[test]
+fn small_foreground_on_a_few_slices_raises_the_whole_slice_side() {
+    let dir = TempDir::new("ends");
+    // 20 slices with a disc of radius 80 (30 % of a 256² slice), then slices 00 and 01 (10 % of
+    // the images) rewritten with one of radius 10 (317 px, 0.48 %): 64 px at 128², 20 at 64².
+    write_discs(&dir.0, 20, 256, 80.0, &[(0.5, 0.5)]);
+    write_discs(&dir.0, 2, 256, 10.0, &[(0.5, 0.5)]);
+    let f = Fingerprint::read(&dir.0, 1).unwrap();
+    let small = f.small_image_foreground();
+    assert!((small - 317.0 / 65536.0).abs() < 2e-4, "small images' foreground {small}");
+    assert!(f.typical_structure() > 0.25, "typical structure {}", f.typical_structure());
+    let plan = Plan::choose(&f);
+    assert_eq!(plan.input, Input::WholeSlice { size: 128 }, "{}", plan.reasons[0]);
+    assert!(plan.reasons[0].contains("95 % of the images with foreground"), "{}", plan.reasons[0]);
+
+    // With one such slice in 20 (5 %), the 95 % that count are the large ones: 64² suffices.
+    write_discs(&dir.0, 20, 256, 80.0, &[(0.5, 0.5)]);
+    write_discs(&dir.0, 1, 256, 10.0, &[(0.5, 0.5)]);
+    let plan = Plan::choose(&Fingerprint::read(&dir.0, 1).unwrap());
+    assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
 }
 
 #[test]

@@ -29,6 +29,15 @@ pub enum IntensityPreset {
 }
 
 impl IntensityPreset {
+    /// As `--intensity` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntensityPreset::None => "none",
+            IntensityPreset::Nnunet => "nnunet",
+            IntensityPreset::Scanner => "scanner",
+        }
+    }
+
     /// The changes to draw, or None when training sees the intensities unchanged.
     pub fn config(self) -> Option<IntensityAugment> {
         match self {

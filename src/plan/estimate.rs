@@ -251,8 +251,12 @@ impl Estimate {
             Input::WholeSlice { size } => format!("whole slices at {size}×{size}"),
             Input::Patches { patch } => format!("{patch}×{patch} patches at native resolution"),
         };
-        let rows =
-            [("input", input), ("loss", plan.loss.name().to_string()), ("normalise", plan.normalise.name().into())];
+        let rows = [
+            ("input", input),
+            ("loss", plan.loss.name().to_string()),
+            ("normalise", plan.normalise.name().into()),
+            ("intensity", plan.intensity.name().into()),
+        ];
         for ((choice, value), why) in rows.iter().zip(&plan.reasons) {
             let _ = writeln!(md, "| {choice} | {value} | {} |", why.replace('|', "/"));
         }
