@@ -33,7 +33,7 @@ pub fn split(pairs: &[Pair], train: f64, seed: u64, max_images: Option<usize>) -
     pairs.shuffle(&mut rand_pcg::Pcg64::seed_from_u64(seed));
 
     let n = pairs.len();
-    let n_train = ((n as f64 * train).round() as usize).min(n);
+    let n_train = train_count(n, train);
     if n_train == 0 {
         bail!("a train fraction of {train} of {n} pair{} leaves no training pairs", if n == 1 { "" } else { "s" });
     }
@@ -44,6 +44,11 @@ pub fn split(pairs: &[Pair], train: f64, seed: u64, max_images: Option<usize>) -
     }
     let test = pairs.split_off(n_train);
     Ok((pairs, test))
+}
+
+/// How many of `n` pairs [`split`] puts in the train set: `round(n · train)`, at most `n`.
+pub fn train_count(n: usize, train: f64) -> usize {
+    ((n as f64 * train).round() as usize).min(n)
 }
 
 /// Writes one pair a line, "image<TAB>mask" with absolute paths, through a temporary file that

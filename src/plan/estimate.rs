@@ -57,7 +57,7 @@ pub struct Estimate {
 /// The workload of the run `request` describes on the dataset `f`.
 pub fn workload(f: &Fingerprint, request: &RunRequest) -> Workload {
     let n = f.images.len().min(request.max_images.unwrap_or(usize::MAX));
-    let trained = ((n as f64 * request.train_fraction).round() as usize).clamp(1, n);
+    let trained = crate::data::split::train_count(n, request.train_fraction).max(1);
     let test = n - trained;
     let (train, watch, runs) = match request.folds {
         Some(k) if k >= 2 => (trained - trained.div_ceil(k), trained.div_ceil(k), k),
