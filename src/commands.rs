@@ -322,7 +322,7 @@ pub(crate) fn train_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `--dropout`: a probability in [0, 1).
+/// `--min-component`: a percentage of the image in [0, 100).
 pub(crate) fn percentage(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..100.0).contains(&p) => Ok(p),
@@ -330,6 +330,7 @@ pub(crate) fn percentage(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--dropout`: a probability in [0, 1).
 pub(crate) fn dropout_probability(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.0..1.0).contains(&v) => Ok(v),
