@@ -23,7 +23,8 @@ use wgunet::train::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOp
 use wgunet::{device, Gpu};
 
 /// The flags `--plan` chooses the values of: one given on the command line wins.
-const PLANNED_FLAGS: [&str; 7] = ["--size", "--patch", "--loss", "--normalise", "--intensity", "--filters", "--epochs"];
+const PLANNED_FLAGS: [&str; 8] =
+    ["--size", "--patch", "--loss", "--normalise", "--intensity", "--early-stopping-patience", "--filters", "--epochs"];
 
 /// `wgunet plan`: the dataset's fingerprint and plan, and the planned run timed on its device
 /// (with `--time-budget`: the largest setting that fits). `flags` were given on the command line.
@@ -122,6 +123,9 @@ pub(crate) fn apply_plan(
     }
     if !given("--intensity") {
         options.intensity = plan.intensity;
+    }
+    if !given("--early-stopping-patience") {
+        options.schedule.early_stopping_patience = plan.early_stopping_patience;
     }
     let request = RunRequest {
         model: ModelConfig {

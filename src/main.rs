@@ -393,12 +393,17 @@ struct TrainArgs {
     #[arg(long, value_name = "P", conflicts_with = "size")]
     patch: Option<usize>,
     /// Fit the recipe to the data first (what `wgunet plan` prints): whole slices or patches
-    /// and their size, the loss and the normalisation, each unless given on the command line.
-    #[arg(long, requires = "data")]
+    /// and their size, the loss, the normalisation and the intensity augmentation, each unless
+    /// given on the command line. The default with --data (with --init only when asked for).
+    #[arg(long, requires = "data", conflicts_with = "no_plan")]
     plan: bool,
-    /// With --plan: the largest input side, filters and epochs whose predicted time fits, each
-    /// unless given, e.g. 90s, 20m, 1h30m or 2h.
-    #[arg(long, value_name = "DURATION", requires = "plan", value_parser = parse_duration)]
+    /// Train the seed notebook's recipe instead of the plan: whole slices resized to --size,
+    /// [0, 1] intensities, BCE, no intensity augmentation (each still set by its option).
+    #[arg(long)]
+    no_plan: bool,
+    /// Plan the run (as --plan) to the largest input side, filters and epochs whose predicted
+    /// time fits, each unless given, e.g. 90s, 20m, 1h30m or 2h.
+    #[arg(long, value_name = "DURATION", requires = "data", conflicts_with = "no_plan", value_parser = parse_duration)]
     time_budget: Option<Duration>,
     /// K-fold cross-validation: the training part of the split cut into K folds, one run per
     /// fold (OUT/fold-i, trained on the others), each and their ensemble scored on the test
@@ -412,8 +417,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = train::PLATEAU_PATIENCE, value_parser = at_least_one)]
     plateau_patience: usize,
     /// Epochs without a lower training loss before training stops (EarlyStopping; the best
-    /// epoch's weights are kept).
-    #[arg(long, default_value_t = train::EARLY_STOPPING_PATIENCE, value_parser = at_least_one)]
+    /// epoch's weights are kept); 0 never stops (the plan's choice).
+    #[arg(long, default_value_t = train::EARLY_STOPPING_PATIENCE)]
     early_stopping_patience: usize,
     #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     batch: usize,
@@ -493,6 +498,14 @@ fn stop_on_interrupt() -> Result<()> {
 }
 
 /// The options typed on the command line of `subcommand` (e.g. `--size`), not left at their defaults.
+/// The dataset folder `train` plans for: `--data`, unless `--no-plan`, and with `--init` only
+/// when `--plan` or `--time-budget` asks (fine-tuning keeps the recipe of the run it starts
+/// from).
+fn planned_data(a: &TrainArgs) -> Option<PathBuf> {
+    let wanted = !a.no_plan && (a.init.is_none() || a.plan || a.time_budget.is_some());
+    a.data.clone().filter(|_| wanted)
+}
+
 fn flags_given(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
     let Some(m) = matches.subcommand_matches(subcommand) else { return Vec::new() };
     m.ids()
@@ -549,7 +562,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         Command::Plan(args) => plan_command(args, &flags_given(matches, "plan"))?,
         Command::Train { args, resume } => {
             stop_on_interrupt()?;
-            let (plan, folds, budget) = (args.plan.then(|| args.data.clone()).flatten(), args.folds, args.time_budget);
+            let (plan, folds, budget) = (planned_data(&args), args.folds, args.time_budget);
             let mut options = train_options(args)?;
             let planned = match (plan, &resume) {
                 (Some(data), None) => {
@@ -573,7 +586,14 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
         }
         Command::Compare { archs, train } => {
             stop_on_interrupt()?;
-            wgunet::compare::compare(&train_options(train)?, &archs)?;
+            let data = planned_data(&train);
+            let budget = train.time_budget;
+            let mut options = train_options(train)?;
+            if let Some(data) = data {
+                // Every architecture trains the recipe planned (and timed) for the first.
+                apply_plan(&mut options, &data, &flags_given(matches, "compare"), budget, None)?;
+            }
+            wgunet::compare::compare(&options, &archs)?;
         }
         Command::Eval { model, data, list, device, infer, panels, out, json } => {
             let data = match (data, list) {

@@ -110,7 +110,7 @@ fn three_classes_train_eval_predict() {
     let run = root.join("run");
     #[rustfmt::skip]
     let out = wgunet(&[
-        "train", "--data", &s(&data), "--classes", "3", "--device", "cpu", "--size", "32", "--filters", "8",
+        "train", "--data", &s(&data), "--no-plan", "--classes", "3", "--device", "cpu", "--size", "32", "--filters", "8",
         "--epochs", "8", "--batch", "6", "--lr", "6e-3", "--out", &s(&run),
     ]);
     assert!(out.contains("3 classes (softmax), loss ce") && out.contains("per class, dataset level"), "{out}");
@@ -418,6 +418,7 @@ fn patch_training_scores_and_predicts_whole_images_in_tiles() {
         "train",
         "--data",
         &s(&data),
+        "--no-plan",
         "--device",
         "cpu",
         "--filters",
@@ -480,7 +481,7 @@ fn folds_train_each_fold_and_score_the_ensemble_on_the_test_split() {
     let out = root.join("cv");
     #[rustfmt::skip]
     let stdout = wgunet(&[
-        "train", "--data", &s(&data), "--folds", "3", "--device", "cpu", "--size", "32", "--filters", "4",
+        "train", "--data", &s(&data), "--no-plan", "--folds", "3", "--device", "cpu", "--size", "32", "--filters", "4",
         "--epochs", "3", "--batch", "6", "--lr", "3e-3", "--out", &s(&out),
     ]);
     assert!(stdout.contains("the 3 folds as one ensemble") && stdout.contains("ensemble of 3 models"), "{stdout}");
@@ -559,7 +560,8 @@ fn intensity_augmentation_changes_training_and_is_recorded() {
     write_disc_dataset(&data, 16);
     let loss = |name: &str, extra: &[&str]| {
         let run = root.join(name);
-        let mut args = vec!["train".to_string(), "--data".into(), s(&data), "--out".into(), s(&run)];
+        let mut args =
+            vec!["train".to_string(), "--data".into(), s(&data), "--no-plan".into(), "--out".into(), s(&run)];
         for a in ["--device", "cpu", "--size", "32", "--filters", "4", "--batch", "4", "--seed", "5"] {
             args.push(a.into());
         }

@@ -188,7 +188,7 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     #[rustfmt::skip]
     let args = [
-        "train", "--data", &s(&data), "--epochs", "1", "--size", "32", "--filters", "4", "--batch", "2",
+        "train", "--data", &s(&data), "--no-plan", "--epochs", "1", "--size", "32", "--filters", "4", "--batch", "2",
         "--device", "cpu", "--out", &s(&run),
     ];
     let stdout = wgunet_ok(&args);
@@ -327,7 +327,7 @@ fn a_clean_folder_skips_nothing() {
     let run = root.join("run");
     #[rustfmt::skip]
     let stdout = wgunet_ok(&[
-        "train", "--data", data.to_str().unwrap(), "--epochs", "1", "--size", "32", "--filters", "4",
+        "train", "--data", data.to_str().unwrap(), "--no-plan", "--epochs", "1", "--size", "32", "--filters", "4",
         "--device", "cpu", "--out", run.to_str().unwrap(), "--strict",
     ]);
     assert!(!stdout.contains("skipped") && !stdout.contains("resized"), "{stdout}");
@@ -351,10 +351,19 @@ fn a_folder_of_only_bad_files_is_a_clear_error() {
         mask.save(masks.join(format!("{name}.png"))).unwrap();
     }
     std::fs::write(images.join(".DS_Store"), b"junk").unwrap();
+    // The plan reads the data first and names what it left out.
+    let (code, stdout, stderr) = wgunet(&["plan", "--data", data.to_str().unwrap(), "--device", "cpu"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("no usable image/mask pair")
+            && stderr.contains("saw 3 pairs and left out 3 files")
+            && stderr.contains("empty.png is empty"),
+        "{stderr}"
+    );
     let run = root.join("run");
     #[rustfmt::skip]
     let (code, stdout, stderr) = wgunet(&[
-        "train", "--data", data.to_str().unwrap(), "--epochs", "1", "--size", "32", "--filters", "4",
+        "train", "--data", data.to_str().unwrap(), "--no-plan", "--epochs", "1", "--size", "32", "--filters", "4",
         "--device", "cpu", "--out", run.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");

@@ -75,16 +75,17 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "input:     128×128 patches at native resolution",
         "loss:      bce+dice",
         "normalise: zscore",
-        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet (or: --plan)"),
+        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet --early-stopping-patience 0 (or: --plan)"),
         "side 128, filters 4, 20 epochs: predicted",
     ] {
         assert!(out.contains(line), "{out}\nlacks: {line}");
     }
 
-    // `train --plan` applies the choices, but for those given on the command line.
+    // `train --data` applies the plan (as `--plan` does), but for the choices given on the
+    // command line.
     let record = |run: &str, extra: &[&str]| {
         let out_dir = dir.0.join(run);
-        let mut args = vec!["train", "--data", data, "--plan", "--epochs", "1", "--filters", "4", "--device", "cpu"];
+        let mut args = vec!["train", "--data", data, "--epochs", "1", "--filters", "4", "--device", "cpu"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--out", out_dir.to_str().unwrap()]);
         let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args);
@@ -101,6 +102,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "| input | 128×128 patches at native resolution |",
         "| loss | bce+dice |",
         "| intensity | nnunet |",
+        "| early stopping | never |",
         "the run took",
     ] {
         assert!(report.contains(line), "{report}\nlacks: {line}");
@@ -117,6 +119,14 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert!(report.contains("on the command line (--size, --loss, --filters, --epochs):"), "{report}");
     assert!(!out.contains("patches at the images' own size") && out.contains("loss bce:"), "{out}");
     assert_eq!((sized["patch"].as_u64(), sized["model"]["size"].as_u64()), (None, Some(64)), "{sized}");
+
+    // `--no-plan` trains the seed's recipe: whole slices at --size, [0, 1], BCE, and no plan in
+    // the report.
+    let (out, seed) = record("seed", &["--no-plan", "--size", "32"]);
+    assert!(!out.contains("plan:") && out.contains("loss bce:"), "{out}");
+    assert!(!std::fs::read_to_string(dir.0.join("seed/report.md")).unwrap().contains("## Plan"));
+    assert_eq!((seed["patch"].as_u64(), seed["model"]["size"].as_u64()), (None, Some(32)), "{seed}");
+    assert!(seed["model"]["normalise"].to_string().to_lowercase().contains("unit"), "{seed}");
 }
 
 #[test]
@@ -147,12 +157,16 @@ fn small_foreground_on_a_few_slices_raises_the_whole_slice_side() {
     let plan = Plan::choose(&f);
     assert_eq!(plan.input, Input::WholeSlice { size: 128 }, "{}", plan.reasons[0]);
     assert!(plan.reasons[0].contains("95 % of the images with foreground"), "{}", plan.reasons[0]);
+    // Mean Dice counts those slices as much as the rest: the per-image Dice term too.
+    assert_eq!(plan.loss, Loss::BceDice, "{}", plan.reasons[1]);
+    assert!(plan.reasons[1].contains("under 0.48 % of a slice"), "{}", plan.reasons[1]);
 
     // With one such slice in 20 (5 %), the 95 % that count are the large ones: 64² suffices.
     write_discs(&dir.0, 20, 256, 80.0, &[(0.5, 0.5)]);
     write_discs(&dir.0, 1, 256, 10.0, &[(0.5, 0.5)]);
     let plan = Plan::choose(&Fingerprint::read(&dir.0, 1).unwrap());
     assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
+    assert_eq!(plan.loss, Loss::Bce, "{}", plan.reasons[1]);
 }
 
 #[test]

@@ -256,6 +256,7 @@ impl Estimate {
             ("loss", plan.loss.name().to_string()),
             ("normalise", plan.normalise.name().into()),
             ("intensity", plan.intensity.name().into()),
+            ("early stopping", plan.early_stopping()),
         ];
         for ((choice, value), why) in rows.iter().zip(&plan.reasons) {
             let _ = writeln!(md, "| {choice} | {value} | {} |", why.replace('|', "/"));

@@ -50,7 +50,8 @@ impl Callbacks {
         if reduce_lr {
             self.since_lr_change = 0;
         }
-        Decision { improved, reduce_lr, stop: self.since_best >= schedule.early_stopping_patience }
+        let patience = schedule.early_stopping_patience;
+        Decision { improved, reduce_lr, stop: patience > 0 && self.since_best >= patience }
     }
 }
 
@@ -72,5 +73,19 @@ mod tests {
         let (t, f) = (true, false);
         assert_eq!(decisions, [(t, f, f), (t, f, f), (f, f, f), (f, t, f), (t, f, f), (f, f, f), (f, t, f), (f, f, t)]);
         assert_eq!(callbacks.best_epoch, 5);
+    }
+
+    /// Patience 0 never stops, however long the loss stalls; the learning rate still halves.
+    #[test]
+    fn early_stopping_patience_zero_trains_every_epoch() {
+        let schedule = Schedule { epochs: 10, plateau_patience: 2, early_stopping_patience: 0 };
+        let mut callbacks = Callbacks::default();
+        let decisions: Vec<Decision> = [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &loss)| callbacks.observe(i + 1, loss, &schedule))
+            .collect();
+        assert!(decisions.iter().all(|d| !d.stop), "{decisions:?}");
+        assert_eq!(decisions.iter().filter(|d| d.reduce_lr).count(), 3, "{decisions:?}");
     }
 }

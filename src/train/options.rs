@@ -68,7 +68,7 @@ pub struct Schedule {
     /// Epochs without a lower training loss after which the learning rate is halved.
     #[serde(default = "plateau_patience")]
     pub plateau_patience: usize,
-    /// Epochs without a lower training loss after which training stops.
+    /// Epochs without a lower training loss after which training stops; 0: never.
     #[serde(default = "early_stopping_patience")]
     pub early_stopping_patience: usize,
 }
