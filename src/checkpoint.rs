@@ -45,6 +45,10 @@ pub struct RunRecord {
     /// eval and predict segment such a model's inputs in tiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<usize>,
+    /// eval and predict average the four mirrorings unless told `--no-tta` (`train --tta`, the
+    /// plan's choice); absent: they do not unless told `--tta`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tta: bool,
 }
 
 fn full_augmentation() -> AugmentPreset {

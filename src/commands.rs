@@ -61,7 +61,7 @@ pub(crate) fn plan_command(a: PlanArgs, flags: &[String]) -> Result<()> {
     if let Some(budget) = request.budget.filter(|_| estimate.impossible.is_none()) {
         let (input, extra) = estimate.options(patches);
         println!(
-            "train within the budget: {} (or: --plan --time-budget {})",
+            "train within the budget: {} (or: wgunet train --data … --time-budget {})",
             plan.train_command(&a.data, input, &extra),
             written_duration(budget)
         );
@@ -127,6 +127,7 @@ pub(crate) fn apply_plan(
     if !given("--early-stopping-patience") {
         options.schedule.early_stopping_patience = plan.early_stopping_patience;
     }
+    options.tta |= plan.tta;
     let request = RunRequest {
         model: ModelConfig {
             channels: options.data.channels.unwrap_or(data_channels(&fingerprint)),
@@ -175,15 +176,35 @@ impl PlannedRun {
     }
 }
 
-/// A run trained on patches (`--patch`) was scored on one patch per test image each epoch:
-/// score its whole test images too, in tiles at their own size, as `wgunet eval` does.
-pub(crate) fn score_patch_run(run: &Path, device: &wgunet::DeviceChoice) -> Result<()> {
-    if wgunet::checkpoint::load_record(run)?.patch.is_none() {
+/// Training scores the test split each epoch as it trains: on the model's inputs, without flips
+/// (and for `--patch`, on one patch per image). A run whose inference differs (patches: whole
+/// images in tiles; `--tta`: flips averaged) is then scored once more as `wgunet eval` scores it,
+/// and the result is added to its report.
+pub(crate) fn score_run_as_eval(run: &Path, device: &wgunet::DeviceChoice) -> Result<()> {
+    let record = wgunet::checkpoint::load_record(run)?;
+    if record.patch.is_none() && !record.tta {
         return Ok(());
     }
-    println!("whole test images, in tiles at their own size (`wgunet eval {}`):", run.display());
-    // Segmenter tiles a patch-trained run by itself.
-    infer::eval(run, &EvalOptions::defaults(EvalData::RunTestSplit, device.clone())).map(drop)
+    let how = match (record.patch.is_some(), record.tta) {
+        (true, true) => "whole test images, in tiles at their own size, with flip TTA",
+        (true, false) => "whole test images, in tiles at their own size",
+        _ => "test images with flip TTA",
+    };
+    println!("{how} (`wgunet eval {}`):", run.display());
+    // The segmenter tiles a patch-trained run and flips a TTA run by itself.
+    let scored = infer::eval(run, &EvalOptions::defaults(EvalData::RunTestSplit, device.clone()))?;
+    let report = run.join("report.md");
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let section = format!(
+        "\n## Test split as `wgunet eval` scores it\n\n{how}: mean Dice {:.4} (micro {:.4}) at the model's {} px, \
+         {:.4} (micro {:.4}) at each image's own size; per image in `eval/per_image.csv`.\n",
+        scored.model.mean_dice,
+        scored.model.micro_dice,
+        record.model.size,
+        scored.native.mean_dice,
+        scored.native.micro_dice
+    );
+    wgunet::checkpoint::write_atomic(&report, format!("{text}{section}").as_bytes())
 }
 
 /// `wgunet split`: the train and test lists of a dataset folder, written into `out`.
@@ -267,6 +288,7 @@ pub(crate) fn train_options(a: TrainArgs) -> Result<TrainOptions> {
         loss: Loss::for_classes(a.loss, a.model.classes)?,
         augment: if a.no_augment { AugmentPreset::None } else { a.augment },
         intensity: a.intensity,
+        tta: a.tta,
         seed: a.seed,
         device: a.device.device,
         out: a.out,

@@ -23,7 +23,7 @@ mod commands;
 
 use commands::{
     apply_plan, at_least_one, clock_seed, dropout_probability, export, learning_rate, percentage, plan_command,
-    print_info, score_patch_run, train_fraction, train_options, write_shift, write_split,
+    print_info, score_run_as_eval, train_fraction, train_options, write_shift, write_split,
 };
 
 /// The seed notebook's image side, batch size and seed: the defaults of every command.
@@ -296,9 +296,13 @@ struct InferArgs {
     /// Weighting of overlapping tiles (with --tile).
     #[arg(long, value_enum, default_value = "gaussian", requires = "tile")]
     blend: Blend,
-    /// Average the probabilities over horizontal, vertical and both flips.
-    #[arg(long)]
+    /// Average the probabilities over horizontal, vertical and both flips (the default for a
+    /// run trained with the plan or --tta: its model.json says `"tta": true`).
+    #[arg(long, conflicts_with = "no_tta")]
     tta: bool,
+    /// Do not average over flips, though the run's model.json asks for it.
+    #[arg(long)]
+    no_tta: bool,
     /// Keep only the largest 8-connected component of each mask.
     #[arg(long)]
     keep_largest: bool,
@@ -323,7 +327,11 @@ impl InferArgs {
             tile: self.tile,
             overlap: self.overlap,
             blend: self.blend,
-            tta: self.tta,
+            tta: match (self.tta, self.no_tta) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
             keep_largest: self.keep_largest,
             min_component: self.min_component,
             strict: self.strict,
@@ -445,6 +453,10 @@ struct TrainArgs {
     /// Same as --augment none.
     #[arg(long)]
     no_augment: bool,
+    /// Segment with flip TTA by default (recorded in model.json): eval, predict and the final
+    /// scoring of the test split average the four mirrorings (the plan's choice).
+    #[arg(long)]
+    tta: bool,
     #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
     /// Run folder for the model, metrics and lists.
@@ -579,7 +591,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
                 Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train")).map(|_| dir)?,
                 None => train::train(&options).map(|_| options.out.clone())?,
             };
-            score_patch_run(&run, &options.device)?;
+            score_run_as_eval(&run, &options.device)?;
             if let Some(planned) = planned {
                 planned.finish(&run, false)?;
             }

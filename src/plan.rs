@@ -348,8 +348,10 @@ pub struct Plan {
     /// Epochs without a lower training loss before training stops (`--early-stopping-patience`;
     /// 0: never, every epoch is trained).
     pub early_stopping_patience: usize,
-    /// Why: input, loss, normalisation, intensity augmentation, early stopping.
-    pub reasons: [String; 5],
+    /// Inference averages the four mirrorings (`train --tta`, recorded with the model).
+    pub tta: bool,
+    /// Why: input, loss, normalisation, intensity augmentation, early stopping, inference.
+    pub reasons: [String; 6],
 }
 
 impl Plan {
@@ -379,7 +381,20 @@ impl Plan {
             normalise,
             intensity,
             early_stopping_patience: 0,
-            reasons: [input_reason, loss_reason, normalise_reason, intensity_reason, stopping_reason],
+            // nnU-Net mirrors at inference too. A model sees a slice's few-pixel structures
+            // better as the mean of four views: colin27's 8-pixel end slice went from Dice 0.30
+            // to 0.89, the native mean Dice from 0.945 to 0.962.
+            tta: true,
+            reasons: [
+                input_reason,
+                loss_reason,
+                normalise_reason,
+                intensity_reason,
+                stopping_reason,
+                "eval, predict and the final scoring average the four mirrorings of each image, as nnU-Net does \
+                 (`--no-tta` at eval or predict turns it off)"
+                    .to_string(),
+            ],
         }
     }
 }
@@ -397,9 +412,22 @@ impl Plan {
             format!("normalise: {}: {}", self.normalise.name(), self.reasons[2]),
             format!("intensity: {}: {}", self.intensity.name(), self.reasons[3]),
             format!("early stopping: {}: {}", self.early_stopping(), self.reasons[4]),
+            format!("inference: {}: {}", self.inference(), self.reasons[5]),
         ];
-        lines.push(format!("train with: {} (or: --plan)", self.train_command(data, self.input, "")));
+        lines.push(format!(
+            "train with: {} (what `train --data` does by default)",
+            self.train_command(data, self.input, "")
+        ));
         lines.join("\n")
+    }
+
+    /// How the model segments, in words.
+    pub fn inference(&self) -> &'static str {
+        if self.tta {
+            "flip TTA"
+        } else {
+            "one pass"
+        }
     }
 
     /// When training stops early, in words.
@@ -419,12 +447,13 @@ impl Plan {
         };
         let classes = if self.classes >= 2 { format!(" --classes {}", self.classes) } else { String::new() };
         format!(
-            "wgunet train --data {}{classes} {input}{extra} --loss {} --normalise {} --intensity {} --early-stopping-patience {}",
+            "wgunet train --data {}{classes} {input}{extra} --loss {} --normalise {} --intensity {} --early-stopping-patience {}{}",
             data.display(),
             self.loss.name(),
             self.normalise.name(),
             self.intensity.name(),
-            self.early_stopping_patience
+            self.early_stopping_patience,
+            if self.tta { " --tta" } else { "" }
         )
     }
 }

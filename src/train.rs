@@ -200,6 +200,7 @@ impl Trainer {
             wgunet_version: env!("CARGO_PKG_VERSION").to_string(),
             init: self.o.init.clone(),
             patch: self.o.data.patch,
+            tta: self.o.tta,
         }
     }
 

@@ -140,7 +140,7 @@ fn an_image_smaller_than_a_tile_is_padded_by_reflection() {
 #[test]
 fn tta_is_flip_equivariant() {
     let model = model();
-    let tta = Segmenter::new(&model, InferOptions { tta: true, ..InferOptions::default() }).unwrap();
+    let tta = Segmenter::new(&model, InferOptions { tta: Some(true), ..InferOptions::default() }).unwrap();
     let plain = Segmenter::new(&model, InferOptions::default()).unwrap();
     let x = slice(2);
     let flipped: Vec<Vec<f32>> = Flip::ALL.iter().map(|f| f.apply(&x, SIZE, SIZE)).collect();
@@ -173,7 +173,7 @@ fn tta_of_a_symmetric_image_is_the_symmetrised_plain_output() {
     }
     let plain =
         Segmenter::new(&model, InferOptions::default()).unwrap().probabilities(&[&symmetric]).unwrap().remove(0);
-    let tta = Segmenter::new(&model, InferOptions { tta: true, ..InferOptions::default() })
+    let tta = Segmenter::new(&model, InferOptions { tta: Some(true), ..InferOptions::default() })
         .unwrap()
         .probabilities(&[&symmetric])
         .unwrap()

@@ -75,7 +75,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "input:     128×128 patches at native resolution",
         "loss:      bce+dice",
         "normalise: zscore",
-        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet --early-stopping-patience 0 (or: --plan)"),
+        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet --early-stopping-patience 0 --tta (what `train --data` does by default)"),
         "side 128, filters 4, 20 epochs: predicted",
     ] {
         assert!(out.contains(line), "{out}\nlacks: {line}");
@@ -103,12 +103,26 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "| loss | bce+dice |",
         "| intensity | nnunet |",
         "| early stopping | never |",
+        "| inference | flip TTA |",
+        "## Test split as `wgunet eval` scores it",
         "the run took",
     ] {
         assert!(report.contains(line), "{report}\nlacks: {line}");
     }
     assert_eq!((planned["patch"].as_u64(), planned["model"]["size"].as_u64()), (Some(128), Some(128)), "{planned}");
     assert!(planned["model"]["normalise"].to_string().to_lowercase().contains("zscore"), "{planned}");
+    // The plan's inference: flips averaged at the end of training and by eval, unless --no-tta.
+    assert_eq!(planned["tta"], serde_json::Value::Bool(true), "{planned}");
+    assert!(out.contains("whole test images, in tiles at their own size, with flip TTA"), "{out}");
+    let planned_run = dir.0.join("planned");
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--model", planned_run.to_str().unwrap(), "--device", "cpu"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--panels", "0"]);
+        common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args)
+    };
+    assert!(eval(&[]).contains("; flip TTA)"), "eval of a planned run does not flip");
+    assert!(!eval(&["--no-tta"]).contains("flip TTA"), "eval --no-tta still flips");
     // The training options (the header of train-state.safetensors) carry the planned intensity
     // augmentation.
     let state =
@@ -127,6 +141,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert!(!std::fs::read_to_string(dir.0.join("seed/report.md")).unwrap().contains("## Plan"));
     assert_eq!((seed["patch"].as_u64(), seed["model"]["size"].as_u64()), (None, Some(32)), "{seed}");
     assert!(seed["model"]["normalise"].to_string().to_lowercase().contains("unit"), "{seed}");
+    assert!(seed.get("tta").is_none(), "{seed}");
 }
 
 #[test]

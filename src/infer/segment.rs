@@ -26,8 +26,9 @@ pub struct InferOptions {
     /// Fraction of a tile shared with its neighbour, in [0, 1).
     pub overlap: f64,
     pub blend: Blend,
-    /// Average the probabilities over the four mirrorings.
-    pub tta: bool,
+    /// Average the probabilities over the four mirrorings: `None` as the run recorded
+    /// (`model.json`'s `tta`, the plan's choice); the segmenter resolves it.
+    pub tta: Option<bool>,
     /// Keep only the largest 8-connected component of each thresholded mask.
     pub keep_largest: bool,
     /// Drop 8-connected components smaller than this percentage of the image's area (0: keep
@@ -44,7 +45,7 @@ impl Default for InferOptions {
             tile: false,
             overlap: 0.25,
             blend: Blend::Gaussian,
-            tta: false,
+            tta: None,
             keep_largest: false,
             min_component: 0.0,
             strict: false,
@@ -53,6 +54,11 @@ impl Default for InferOptions {
 }
 
 impl InferOptions {
+    /// Whether the four mirrorings are averaged (once resolved: `tta` given, or the run's).
+    pub fn flips(&self) -> bool {
+        self.tta == Some(true)
+    }
+
     /// "tiles of 32 px, overlap 0.25, gaussian blend; flip TTA; largest component", or "resized to 32 px".
     pub fn describe(&self, size: usize) -> String {
         let mut parts = vec![if self.tile {
@@ -60,7 +66,7 @@ impl InferOptions {
         } else {
             format!("resized to {size}×{size}")
         }];
-        if self.tta {
+        if self.flips() {
             parts.push("flip TTA".into());
         }
         if self.keep_largest {
@@ -127,6 +133,7 @@ impl<'m> Segmenter<'m> {
             );
         }
         options.tile |= model.record.patch.is_some();
+        options.tta = Some(options.tta.unwrap_or(model.record.tta));
         ensure!(options.batch > 0, "--batch must be at least 1");
         ensure!(
             (0.0..1.0).contains(&options.overlap),
@@ -188,7 +195,7 @@ impl<'m> Segmenter<'m> {
         images: &[&[f32]],
     ) -> Result<Vec<Vec<f32>>> {
         let gpu = &member.gpu;
-        if !self.options.tta {
+        if !self.options.flips() {
             return evaluator.probability_maps(gpu, images);
         }
         let s = self.size();

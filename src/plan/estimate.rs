@@ -257,6 +257,7 @@ impl Estimate {
             ("normalise", plan.normalise.name().into()),
             ("intensity", plan.intensity.name().into()),
             ("early stopping", plan.early_stopping()),
+            ("inference", plan.inference().into()),
         ];
         for ((choice, value), why) in rows.iter().zip(&plan.reasons) {
             let _ = writeln!(md, "| {choice} | {value} | {} |", why.replace('|', "/"));

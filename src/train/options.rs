@@ -97,6 +97,10 @@ pub struct TrainOptions {
     /// runs that recorded it as a switch (`true`) with `nnunet`.
     #[serde(default)]
     pub intensity: IntensityPreset,
+    /// The model's inference averages the four mirrorings (recorded in `model.json`): eval,
+    /// predict and the final scoring of the test split use it unless told `--no-tta`.
+    #[serde(default)]
+    pub tta: bool,
     /// Drives the split, the synthetic slices, the initial weights, shuffles, augmentation and
     /// dropout.
     pub seed: u64,
@@ -204,6 +208,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--loss" => a.loss != b.loss,
         "--augment" | "--no-augment" => a.augment != b.augment,
         "--intensity" => a.intensity != b.intensity,
+        "--tta" => a.tta != b.tta,
         "--seed" => a.seed != b.seed,
         "--init" | "--init-skip-head" => a.init != b.init,
         _ => model_option_differs(flag, &a.model, &b.model),

@@ -189,6 +189,7 @@ mod tests {
             loss: crate::graph::Loss::Bce,
             augment: crate::ops::augment::AugmentPreset::Full,
             intensity: crate::data::intensity::IntensityPreset::Scanner,
+            tta: true,
             seed: 42,
             device: crate::DeviceChoice::Cpu,
             out: dir.clone(),
