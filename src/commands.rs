@@ -48,6 +48,7 @@ pub(crate) fn plan_command(a: PlanArgs, flags: &[String]) -> Result<()> {
             normalise: Default::default(),
         },
         patches,
+        tta: plan.tta,
         batch: a.batch,
         epochs: a.epochs,
         train_fraction: DEFAULT_TRAIN_FRACTION,
@@ -134,6 +135,7 @@ pub(crate) fn apply_plan(
             ..options.model.clone()
         },
         patches: options.data.patch.is_some(),
+        tta: options.tta,
         batch: options.batch,
         epochs: options.schedule.epochs,
         train_fraction: options.data.train_fraction,

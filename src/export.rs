@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use prost::Message;
 
-use crate::checkpoint::{self, write_atomic};
+use crate::checkpoint::{self, write_atomic, RunRecord};
 use crate::graph::{Graph, Op, ParamId, ParamInfo, TensorId};
 use crate::model::ModelConfig;
 use proto::{
@@ -58,7 +58,7 @@ pub fn export_run(run: &Path, out: &Path) -> Result<Exported> {
         .with_context(|| format!("could not read {}", model_json_path.display()))?;
     let graph = record.model.build(1);
     let weights = checkpoint::load_weights(&checkpoint::weights_path(run)?, &graph.params)?;
-    let model = onnx_model(&record.model, &graph, &weights, &model_json);
+    let model = onnx_model(&record, &graph, &weights, &model_json);
     let bytes = model.encode_to_vec();
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure!(parent.is_dir(), "cannot write {}: folder {} does not exist", out.display(), parent.display());
@@ -73,7 +73,8 @@ pub fn export_run(run: &Path, out: &Path) -> Result<Exported> {
 
 /// The ONNX model of `graph` (built from `cfg`; any batch size) with `weights` (in
 /// `graph.params` order) as initializers; `model_json` is recorded in the metadata.
-pub fn onnx_model(cfg: &ModelConfig, graph: &Graph, weights: &[Vec<f32>], model_json: &str) -> ModelProto {
+pub fn onnx_model(record: &RunRecord, graph: &Graph, weights: &[Vec<f32>], model_json: &str) -> ModelProto {
+    let cfg = &record.model;
     let mut nodes = Vec::new();
     // Constant inputs the ops add (Resize's scales), stored after the parameters.
     let mut constants = Vec::new();
@@ -117,7 +118,7 @@ pub fn onnx_model(cfg: &ModelConfig, graph: &Graph, weights: &[Vec<f32>], model_
             input: vec![value_info(INPUT, [channels, size, size])],
             output: vec![value_info(OUTPUT, [cfg.classes as i64, size, size])],
         }),
-        metadata_props: metadata(cfg, model_json),
+        metadata_props: metadata(cfg, record.tta, model_json),
     }
 }
 
@@ -142,8 +143,14 @@ pub fn preprocessing(cfg: &ModelConfig) -> String {
 }
 
 /// What the output means and how `wgunet predict` turns it into a mask.
-fn postprocessing(cfg: &ModelConfig) -> String {
-    if cfg.multiclass() {
+fn postprocessing(cfg: &ModelConfig, tta: bool) -> String {
+    let flips = if tta {
+        " wgunet first averages the outputs of the image and its three mirrorings (flipped left-right, top-bottom \
+         and both; each output flipped back): flip TTA, the run's default."
+    } else {
+        ""
+    };
+    let meaning = if cfg.multiclass() {
         format!(
             "'{OUTPUT}' is [batch, {k}, size, size]: a softmax over the {k} classes at each pixel. wgunet resizes the \
              maps bilinearly to the image's own size and takes the most probable class (argmax over axis 1).",
@@ -154,13 +161,14 @@ fn postprocessing(cfg: &ModelConfig) -> String {
             "'{OUTPUT}' is [batch, 1, size, size]: the sigmoid of the logit, the foreground probability. wgunet \
              resizes it bilinearly to the image's own size and marks foreground where it is above 0.5."
         )
-    }
+    };
+    format!("{meaning}{flips}")
 }
 
-fn metadata(cfg: &ModelConfig, model_json: &str) -> Vec<StringStringEntryProto> {
+fn metadata(cfg: &ModelConfig, tta: bool, model_json: &str) -> Vec<StringStringEntryProto> {
     [
         ("preprocessing", preprocessing(cfg)),
-        ("postprocessing", postprocessing(cfg)),
+        ("postprocessing", postprocessing(cfg, tta)),
         ("input_size", cfg.size.to_string()),
         ("input_channels", cfg.channels.to_string()),
         ("input_scale", "1/255 (8-bit images)".into()),

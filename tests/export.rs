@@ -87,6 +87,7 @@ fn write_run(dir: &Path, cfg: &ModelConfig, weights: &[Vec<f32>]) {
         wgunet_version: env!("CARGO_PKG_VERSION").into(),
         init: None,
         patch: None,
+        tta: false,
     };
     checkpoint::save_record(dir, &record).unwrap();
     checkpoint::save_weights(&dir.join("best.safetensors"), &cfg.build(1).params, weights).unwrap();

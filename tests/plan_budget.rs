@@ -94,6 +94,7 @@ fn a_few_timed_settings_predict_the_others_and_the_choice_fits() {
         batch: 8,
         data_read_s: rng.random_range(0.1..5.0),
         patch_scoring: None,
+        tta: false,
     };
     let mut formula =
         Formula { fixed_s: rng.random_range(0.0..0.5), per_gflop_s: rng.random_range(0.01..0.3), timed: vec![] };
@@ -152,6 +153,7 @@ fn request(budget: &str, given: Given) -> RunRequest {
     RunRequest {
         model: ModelConfig { filters: 32, ..model() },
         patches: false,
+        tta: false,
         batch: 8,
         epochs: 20,
         train_fraction: 0.7,

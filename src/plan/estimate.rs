@@ -28,6 +28,8 @@ pub struct RunRequest {
     pub model: ModelConfig,
     /// Trains on patches of `model.size`.
     pub patches: bool,
+    /// Segments with flip TTA (the final scoring passes each test image four times).
+    pub tta: bool,
     pub batch: usize,
     pub epochs: usize,
     pub train_fraction: f64,
@@ -71,6 +73,7 @@ pub fn workload(f: &Fingerprint, request: &RunRequest) -> Workload {
         batch: request.batch.min(train).max(1),
         data_read_s: request.data_read_s,
         patch_scoring: request.patches.then(|| f.median_size()),
+        tta: request.tta,
     }
 }
 
@@ -243,7 +246,7 @@ impl Estimate {
     /// A `## Plan` section for a run's report: the plan's choices with their reasons, the
     /// prediction, the budget's candidates, and the time the run took (`took_s`, `epochs_run`).
     pub fn markdown(&self, plan: &Plan, given: &[String], took_s: f64, epochs_run: Option<usize>) -> String {
-        let mut md = String::from("\n## Plan\n\n`--plan` chose, each unless given on the command line");
+        let mut md = String::from("\n## Plan\n\nThe plan chose, each unless given on the command line");
         let _ =
             writeln!(md, "{}:\n", if given.is_empty() { String::new() } else { format!(" ({})", given.join(", ")) });
         let _ = writeln!(md, "| choice | value | why |\n| --- | --- | --- |");

@@ -15,6 +15,7 @@ use anyhow::Result;
 use crate::bench;
 use crate::device::Gpu;
 use crate::infer::tiling::tile_starts;
+use crate::infer::tta::Flip;
 use crate::model::ModelConfig;
 
 /// Warm-up and timed steps per setting: the first step compiles pipelines; two timed steps
@@ -177,6 +178,9 @@ pub struct Workload {
     /// With `--patch`: the test images' median native size, scored in tiles of the patch at the
     /// end.
     pub patch_scoring: Option<(u32, u32)>,
+    /// Flip TTA: the test images are scored once more as `eval` scores them, four mirrorings
+    /// each (in tiles with `--patch`).
+    pub tta: bool,
 }
 
 /// A run's predicted time.
@@ -199,11 +203,16 @@ impl Workload {
         let epoch_s = steps_per_epoch as f64 * step.train_s + eval_batches as f64 * step.infer_s;
         // The final metrics and the report's panels: two passes over the test split.
         let mut end_s = 2.0 * self.test_images.div_ceil(self.batch) as f64 * step.infer_s;
-        if let Some((width, height)) = self.patch_scoring {
-            let tiles = tile_starts(width as usize, side, SCORING_OVERLAP).len()
-                * tile_starts(height as usize, side, SCORING_OVERLAP).len();
-            end_s += (self.test_images * tiles).div_ceil(self.batch) as f64 * step.infer_s;
-        }
+        // Then as `eval` scores them, if that differs: in tiles for patches, mirrored for TTA.
+        let passes = match self.patch_scoring {
+            Some((width, height)) => {
+                tile_starts(width as usize, side, SCORING_OVERLAP).len()
+                    * tile_starts(height as usize, side, SCORING_OVERLAP).len()
+            }
+            None => usize::from(self.tta),
+        };
+        let flips = if self.tta { Flip::ALL.len() } else { 1 };
+        end_s += (self.test_images * passes * flips).div_ceil(self.batch) as f64 * step.infer_s;
         let overhead_s = self.data_read_s + step.setup_s + end_s;
         let total_s = self.runs as f64 * (overhead_s + epochs as f64 * epoch_s);
         Prediction { step, steps_per_epoch, eval_batches, epoch_s, overhead_s, epochs, total_s }
@@ -236,6 +245,7 @@ mod tests {
             batch: 8,
             data_read_s: 2.0,
             patch_scoring: None,
+            tta: false,
         };
         let step = StepTime { train_s: 0.5, infer_s: 0.1, setup_s: 3.0 };
         let p = w.predict(step, 64, 10);
@@ -245,5 +255,10 @@ mod tests {
         // Patches of 128 over 181×217 test images: 2 × 2 tiles each, 184 tiles, 23 batches more.
         let patches = Workload { patch_scoring: Some((181, 217)), runs: 2, ..w }.predict(step, 128, 10);
         assert!((patches.total_s - 2.0 * (82.2 + 2.3)).abs() < 1e-9, "{patches:?}");
+        // Flip TTA: the 46 test images four times, 23 batches more; with patches, 92 more.
+        let tta = Workload { tta: true, ..w }.predict(step, 64, 10);
+        assert!((tta.total_s - (82.2 + 2.3)).abs() < 1e-9, "{tta:?}");
+        let both = Workload { tta: true, patch_scoring: Some((181, 217)), ..w }.predict(step, 128, 10);
+        assert!((both.total_s - (82.2 + 9.2)).abs() < 1e-9, "{both:?}");
     }
 }
