@@ -227,6 +227,15 @@ fn the_file_declares_its_interface_and_preprocessing() {
     assert!(meta("preprocessing").contains("resize to 16x16") && meta("preprocessing").contains("/ 255"));
     assert_eq!(meta("input_size"), "16");
     assert_eq!(meta("model.json"), std::fs::read_to_string(run.join("model.json")).unwrap());
+    assert!(meta("postprocessing").contains("above 0.5") && !meta("postprocessing").contains("mirrorings"));
+
+    // A run that segments with flip TTA (the plan's) says how wgunet averages its outputs.
+    let json = std::fs::read_to_string(run.join("model.json")).unwrap().replacen('{', "{\n  \"tta\": true,", 1);
+    std::fs::write(run.join("model.json"), json).unwrap();
+    export::export_run(&run, &onnx).unwrap();
+    let model = proto::ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
+    let post = model.metadata_props.iter().find(|p| p.key == "postprocessing").unwrap();
+    assert!(post.value.contains("three mirrorings"), "{}", post.value);
 }
 
 #[test]
