@@ -22,7 +22,7 @@ use wgunet::plan::{Fingerprint, Input, Plan};
 use wgunet::train::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
 use wgunet::{device, Gpu};
 
-/// The flags `--plan` chooses the values of: one given on the command line wins.
+/// The flags the plan chooses the values of: one given on the command line wins.
 const PLANNED_FLAGS: [&str; 8] =
     ["--size", "--patch", "--loss", "--normalise", "--intensity", "--early-stopping-patience", "--filters", "--epochs"];
 

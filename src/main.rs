@@ -401,12 +401,14 @@ struct TrainArgs {
     #[arg(long, value_name = "P", conflicts_with = "size")]
     patch: Option<usize>,
     /// Fit the recipe to the data first (what `wgunet plan` prints): whole slices or patches
-    /// and their size, the loss, the normalisation and the intensity augmentation, each unless
-    /// given on the command line. The default with --data (with --init only when asked for).
+    /// and their size, the loss, the normalisation, the intensity augmentation, early stopping
+    /// and flip TTA, each unless given on the command line. The default with --data (with
+    /// --init only when asked for).
     #[arg(long, requires = "data", conflicts_with = "no_plan")]
     plan: bool,
     /// Train the seed notebook's recipe instead of the plan: whole slices resized to --size,
-    /// [0, 1] intensities, BCE, no intensity augmentation (each still set by its option).
+    /// [0, 1] intensities, BCE, no intensity augmentation, EarlyStopping, one pass at inference
+    /// (each still set by its option).
     #[arg(long)]
     no_plan: bool,
     /// Plan the run (as --plan) to the largest input side, filters and epochs whose predicted
@@ -509,7 +511,6 @@ fn stop_on_interrupt() -> Result<()> {
     Ok(())
 }
 
-/// The options typed on the command line of `subcommand` (e.g. `--size`), not left at their defaults.
 /// The dataset folder `train` plans for: `--data`, unless `--no-plan`, and with `--init` only
 /// when `--plan` or `--time-budget` asks (fine-tuning keeps the recipe of the run it starts
 /// from).
@@ -518,6 +519,7 @@ fn planned_data(a: &TrainArgs) -> Option<PathBuf> {
     a.data.clone().filter(|_| wanted)
 }
 
+/// The options typed on the command line of `subcommand` (e.g. `--size`), not left at their defaults.
 fn flags_given(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
     let Some(m) = matches.subcommand_matches(subcommand) else { return Vec::new() };
     m.ids()
