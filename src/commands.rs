@@ -171,11 +171,16 @@ impl PlannedRun {
         let section = self.estimate.markdown(&self.plan, &self.given, took_s, epochs_run);
         println!("time: {}; {}", self.estimate.summary(), self.estimate.comparison(took_s, epochs_run));
         let report = run.join(if folds { "folds.md" } else { "report.md" });
-        let text = std::fs::read_to_string(&report).unwrap_or_default();
-        wgunet::checkpoint::write_atomic(&report, format!("{text}{section}").as_bytes())?;
+        append_section(&report, &section)?;
         println!("added the plan to {}", report.display());
         Ok(())
     }
+}
+
+/// Adds a markdown `section` at the end of `report` (written whole again, atomically).
+fn append_section(report: &Path, section: &str) -> Result<()> {
+    let text = std::fs::read_to_string(report).unwrap_or_default();
+    wgunet::checkpoint::write_atomic(report, format!("{text}{section}").as_bytes())
 }
 
 /// Training scores the test split each epoch as it trains: on the model's inputs, without flips
@@ -195,8 +200,6 @@ pub(crate) fn score_run_as_eval(run: &Path, device: &wgunet::DeviceChoice) -> Re
     println!("{how} (`wgunet eval {}`):", run.display());
     // The segmenter tiles a patch-trained run and flips a TTA run by itself.
     let scored = infer::eval(run, &EvalOptions::defaults(EvalData::RunTestSplit, device.clone()))?;
-    let report = run.join("report.md");
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
     let section = format!(
         "\n## Test split as `wgunet eval` scores it\n\n{how}: mean Dice {:.4} (micro {:.4}) at the model's {} px, \
          {:.4} (micro {:.4}) at each image's own size; per image in `eval/per_image.csv`.\n",
@@ -206,7 +209,7 @@ pub(crate) fn score_run_as_eval(run: &Path, device: &wgunet::DeviceChoice) -> Re
         scored.native.mean_dice,
         scored.native.micro_dice
     );
-    wgunet::checkpoint::write_atomic(&report, format!("{text}{section}").as_bytes())
+    append_section(&run.join("report.md"), &section)
 }
 
 /// `wgunet split`: the train and test lists of a dataset folder, written into `out`.

@@ -16,14 +16,14 @@ use wgunet::infer::{self, EvalData, EvalOptions, InferOptions};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::augment::AugmentPreset;
 use wgunet::plan::duration::parse_duration;
-use wgunet::train;
+use wgunet::train::{self, TrainOptions};
 use wgunet::{bench, device, selftest, DeviceChoice, Gpu, KernelVariant};
 
 mod commands;
 
 use commands::{
     apply_plan, at_least_one, clock_seed, dropout_probability, export, learning_rate, percentage, plan_command,
-    print_info, score_run_as_eval, train_fraction, train_options, write_shift, write_split,
+    print_info, score_run_as_eval, train_fraction, train_options, write_shift, write_split, PlannedRun,
 };
 
 /// The seed notebook's image side, batch size and seed: the defaults of every command.
@@ -511,6 +511,40 @@ fn stop_on_interrupt() -> Result<()> {
     Ok(())
 }
 
+/// `wgunet train`: planned unless resumed (see [`planned_data`]), one run or `--folds` runs,
+/// then scored as `eval` scores it and the plan added to its report. `flags` were given on the
+/// command line.
+fn train_command(args: TrainArgs, resume: Option<PathBuf>, flags: &[String]) -> Result<()> {
+    stop_on_interrupt()?;
+    let folds = args.folds;
+    let (options, planned) =
+        if resume.is_some() { (train_options(args)?, None) } else { planned_options(args, flags, folds)? };
+    if let Some(k) = folds {
+        anyhow::ensure!(resume.is_none(), "--folds with --resume: resume one fold's run (OUT/fold-i) instead");
+        wgunet::folds::train_folds(&options, k)?;
+        return planned.map_or(Ok(()), |p| p.finish(&options.out, true));
+    }
+    let run = match resume {
+        Some(dir) => train::resume(&dir, &options, flags).map(|_| dir)?,
+        None => train::train(&options).map(|_| options.out.clone())?,
+    };
+    score_run_as_eval(&run, &options.device)?;
+    planned.map_or(Ok(()), |p| p.finish(&run, false))
+}
+
+/// The training options `args` ask for, with the plan applied when they plan (see
+/// [`planned_data`]; `folds` for its time estimate).
+fn planned_options(
+    args: TrainArgs,
+    flags: &[String],
+    folds: Option<usize>,
+) -> Result<(TrainOptions, Option<PlannedRun>)> {
+    let (data, budget) = (planned_data(&args), args.time_budget);
+    let mut options = train_options(args)?;
+    let planned = data.map(|data| apply_plan(&mut options, &data, flags, budget, folds)).transpose()?;
+    Ok((options, planned))
+}
+
 /// The dataset folder `train` plans for: `--data`, unless `--no-plan`, and with `--init` only
 /// when `--plan` or `--time-budget` asks (fine-tuning keeps the recipe of the run it starts
 /// from).
@@ -574,39 +608,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<ExitCode> {
             write_shift(data.as_deref(), list.as_deref(), shift, &out)?
         }
         Command::Plan(args) => plan_command(args, &flags_given(matches, "plan"))?,
-        Command::Train { args, resume } => {
-            stop_on_interrupt()?;
-            let (plan, folds, budget) = (planned_data(&args), args.folds, args.time_budget);
-            let mut options = train_options(args)?;
-            let planned = match (plan, &resume) {
-                (Some(data), None) => {
-                    Some(apply_plan(&mut options, &data, &flags_given(matches, "train"), budget, folds)?)
-                }
-                _ => None,
-            };
-            if let Some(k) = folds {
-                anyhow::ensure!(resume.is_none(), "--folds with --resume: resume one fold's run (OUT/fold-i) instead");
-                wgunet::folds::train_folds(&options, k)?;
-                return planned.map_or(Ok(()), |p| p.finish(&options.out, true)).map(|_| ExitCode::SUCCESS);
-            }
-            let run = match resume {
-                Some(dir) => train::resume(&dir, &options, &flags_given(matches, "train")).map(|_| dir)?,
-                None => train::train(&options).map(|_| options.out.clone())?,
-            };
-            score_run_as_eval(&run, &options.device)?;
-            if let Some(planned) = planned {
-                planned.finish(&run, false)?;
-            }
-        }
+        Command::Train { args, resume } => train_command(args, resume, &flags_given(matches, "train"))?,
         Command::Compare { archs, train } => {
             stop_on_interrupt()?;
-            let data = planned_data(&train);
-            let budget = train.time_budget;
-            let mut options = train_options(train)?;
-            if let Some(data) = data {
-                // Every architecture trains the recipe planned (and timed) for the first.
-                apply_plan(&mut options, &data, &flags_given(matches, "compare"), budget, None)?;
-            }
+            // Every architecture trains the recipe planned (and timed) for the first.
+            let (options, _) = planned_options(train, &flags_given(matches, "compare"), None)?;
             wgunet::compare::compare(&options, &archs)?;
         }
         Command::Eval { model, data, list, device, infer, panels, out, json } => {
