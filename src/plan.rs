@@ -400,20 +400,27 @@ impl Plan {
 }
 
 impl Plan {
-    /// The choices with their reasons, and the `train` options that apply them.
-    pub fn describe(&self, data: &Path) -> String {
+    /// Each choice's name and value, in the order of [`Plan::reasons`].
+    pub fn choices(&self) -> [(&'static str, String); 6] {
         let input = match self.input {
             Input::WholeSlice { size } => format!("whole slices at {size}×{size}"),
             Input::Patches { patch } => format!("{patch}×{patch} patches at native resolution"),
         };
-        let mut lines = vec![
-            format!("input:     {input}: {}", self.reasons[0]),
-            format!("loss:      {}: {}", self.loss.name(), self.reasons[1]),
-            format!("normalise: {}: {}", self.normalise.name(), self.reasons[2]),
-            format!("intensity: {}: {}", self.intensity.name(), self.reasons[3]),
-            format!("early stopping: {}: {}", self.early_stopping(), self.reasons[4]),
-            format!("inference: {}: {}", self.inference(), self.reasons[5]),
-        ];
+        [
+            ("input", input),
+            ("loss", self.loss.name().into()),
+            ("normalise", self.normalise.name().into()),
+            ("intensity", self.intensity.name().into()),
+            ("early stopping", self.early_stopping()),
+            ("inference", self.inference().into()),
+        ]
+    }
+
+    /// The choices with their reasons, and the `train` options that apply them.
+    pub fn describe(&self, data: &Path) -> String {
+        let mut lines: Vec<String> = (self.choices().iter().zip(&self.reasons))
+            .map(|((choice, value), why)| format!("{:<10} {value}: {why}", format!("{choice}:")))
+            .collect();
         lines.push(format!(
             "train with: {} (what `train --data` does by default)",
             self.train_command(data, self.input, "")

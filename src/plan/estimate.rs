@@ -250,19 +250,7 @@ impl Estimate {
         let _ =
             writeln!(md, "{}:\n", if given.is_empty() { String::new() } else { format!(" ({})", given.join(", ")) });
         let _ = writeln!(md, "| choice | value | why |\n| --- | --- | --- |");
-        let input = match plan.input {
-            Input::WholeSlice { size } => format!("whole slices at {size}×{size}"),
-            Input::Patches { patch } => format!("{patch}×{patch} patches at native resolution"),
-        };
-        let rows = [
-            ("input", input),
-            ("loss", plan.loss.name().to_string()),
-            ("normalise", plan.normalise.name().into()),
-            ("intensity", plan.intensity.name().into()),
-            ("early stopping", plan.early_stopping()),
-            ("inference", plan.inference().into()),
-        ];
-        for ((choice, value), why) in rows.iter().zip(&plan.reasons) {
+        for ((choice, value), why) in plan.choices().iter().zip(&plan.reasons) {
             let _ = writeln!(md, "| {choice} | {value} | {} |", why.replace('|', "/"));
         }
         if let Some(choice) = &self.budget {
