@@ -17,6 +17,8 @@ use wgunet::ops::batchnorm::{BatchNormInfer, BatchNormLayer, BatchNormTrain};
 use wgunet::ops::conv::ConvLayer;
 use wgunet::ops::conv2d::Conv2d;
 use wgunet::ops::dropout::DropoutForward;
+use wgunet::ops::elementwise::{LeakyRelu, Relu};
+use wgunet::ops::pool::MaxPoolForward;
 use wgunet::{Gpu, KernelVariant};
 
 fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
@@ -37,6 +39,41 @@ fn config(arch: Arch, size: usize, channels: usize, filters: usize, classes: usi
         activation: Activation::Relu,
         normalise: Normalisation::Unit,
     }
+}
+
+/// f32 rounding moves a value by about 1e-6 of its tensor's scale after a few layers: a value
+/// closer than this (relative to its tensor's RMS) to a kink may fall on the other side of it on
+/// the GPU than in f64, where the gradient takes another, equally right, branch.
+const KINK_MARGIN: f64 = 1e-6;
+
+/// How close the reference's forward pass comes to a kink of the network: the smallest distance
+/// of a ReLU's input from 0, or of a max-pool window's runner-up from its maximum, relative to
+/// that tensor's RMS. Exact ties (all-zero windows after a ReLU) are exact in f32 too.
+fn kink_margin(p: &Program, buffers: &[Vec<f64>]) -> f64 {
+    let rms = |v: &[f64]| (v.iter().map(|x| x * x).sum::<f64>() / v.len().max(1) as f64).sqrt().max(1e-30);
+    let mut margin = f64::INFINITY;
+    for step in &p.forward {
+        let relu_input = step.get::<Relu>().map(|r| r.x).or(step.get::<LeakyRelu>().map(|r| r.x));
+        if let Some(x) = relu_input {
+            let (x, scale) = (&buffers[x], rms(&buffers[x]));
+            margin = x.iter().filter(|v| **v != 0.0).fold(margin, |m, v| m.min(v.abs() / scale));
+        }
+        if let Some(pool) = step.get::<MaxPoolForward>() {
+            let (x, s) = (&buffers[pool.x], pool.s);
+            let scale = rms(x);
+            for plane in x.chunks(s.h * s.w) {
+                for (oy, ox) in (0..s.h / 2).flat_map(|oy| (0..s.w / 2).map(move |ox| (oy, ox))) {
+                    let mut window =
+                        [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| plane[(2 * oy + dy) * s.w + 2 * ox + dx]);
+                    window.sort_by(|a, b| b.total_cmp(a));
+                    if window[0] > window[1] {
+                        margin = margin.min((window[0] - window[1]) / scale);
+                    }
+                }
+            }
+        }
+    }
+    margin
 }
 
 fn norm(v: &[f64]) -> f64 {
@@ -137,26 +174,30 @@ fn gradients_match_with(gpu: &Gpu, seed: u64, model: (Arch, Activation), size: u
     let program = compile(&net.graph, Mode::Train(loss));
     let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
     assert_eq!(exec.logits().elems(), classes * exec.target().elems(), "one logit per class and pixel");
-    let input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
-    let target: Vec<f32> =
-        (0..exec.target().elems())
-            .map(|_| {
-                if classes > 1 {
-                    rng.random_range(0..classes) as f32
-                } else {
-                    f32::from(u8::from(rng.random_bool(0.3)))
-                }
-            })
-            .collect();
-    let (mask_seed, step) = (rng.random::<u64>(), rng.random_range(1..1000));
+    let cpu_params: Vec<Vec<f64>> = net.values.iter().map(|v| to64(v)).collect();
+    // Batches are drawn until the reference passes no kink within f32 rounding of it (about
+    // one draw in ten at these sizes has one; WGUNET_SEED=4157100830592366360 came within
+    // 1.6e-8 of a tie and moved one weight gradient by 5e-4).
+    let (input, target, mask_seed, step, cpu) = (0..16)
+        .map(|_| {
+            let input: Vec<f32> = (0..exec.input().elems()).map(|_| rng.random::<f32>()).collect();
+            let target: Vec<f32> = (0..exec.target().elems())
+                .map(|_| match classes {
+                    1 => f32::from(u8::from(rng.random_bool(0.3))),
+                    _ => rng.random_range(0..classes) as f32,
+                })
+                .collect();
+            let (mask_seed, step) = (rng.random::<u64>(), rng.random_range(1..1000));
+            let cpu = reference::run(&program, &cpu_params, &to64(&input), &to64(&target), mask_seed, step);
+            (input, target, mask_seed, step, cpu)
+        })
+        .find(|(.., cpu)| kink_margin(&program, &cpu.buffers) > KINK_MARGIN)
+        .unwrap_or_else(|| panic!("WGUNET_SEED={seed}: 16 batches each passed within {KINK_MARGIN} of a kink"));
     run_gpu(gpu, &exec, &input, &target, mask_seed, step);
     let gpu_grads = net.params.read(gpu, &net.params.grads).unwrap();
     let gpu_values = net.params.read(gpu, &net.params.values).unwrap();
     let gpu_logits: Vec<f32> = gpu.read(exec.logits()).unwrap();
     let gpu_loss = gpu.read::<f32>(exec.loss_sum()).unwrap()[0] as f64;
-
-    let cpu_params: Vec<Vec<f64>> = net.values.iter().map(|v| to64(v)).collect();
-    let cpu = reference::run(&program, &cpu_params, &to64(&input), &to64(&target), mask_seed, step);
 
     let what = format!(
         "{arch:?} {activation:?} channels {channels} loss {loss:?}, {} kernels (WGUNET_SEED={seed})",
