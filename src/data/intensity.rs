@@ -116,8 +116,8 @@ pub struct IntensityAugment {
     /// at black and white.
     pub saturate: bool,
     /// The changes stand for a scanner's, which come before the normalisation: a per-image one
-    /// (z-score) is applied again after them, as it is to a test image from another scanner.
-    /// Without, a z-scored model trains on contrasts and brightnesses its inputs never have.
+    /// (z-score, rank) is applied again after them, as it is to a test image from another
+    /// scanner. Without, a z-scored model trains on contrasts and brightnesses its inputs never have.
     pub renormalise: bool,
 }
 
@@ -210,7 +210,7 @@ impl IntensityAugment {
                 plane.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
             }
         }
-        if self.renormalise && *normalisation == Normalisation::Zscore {
+        if self.renormalise && normalisation.per_image() {
             normalisation.apply(image, channels);
         }
     }

@@ -26,6 +26,10 @@ pub enum NormaliseKind {
     /// Clip to the training set's 0.5 and 99.5 percentiles, then subtract the training set's
     /// mean and divide by its standard deviation (CT-like).
     Percentile,
+    /// Per image and channel: each value becomes its rank among the image's values, mapped to
+    /// a distribution of mean 0 and standard deviation 1: the same input whatever increasing
+    /// curve (gamma, contrast, window) a scanner or its export applied.
+    Rank,
 }
 
 impl NormaliseKind {
@@ -35,6 +39,7 @@ impl NormaliseKind {
             NormaliseKind::Unit => "unit",
             NormaliseKind::Zscore => "zscore",
             NormaliseKind::Percentile => "percentile",
+            NormaliseKind::Rank => "rank",
         }
     }
 }
@@ -66,6 +71,7 @@ pub enum Normalisation {
         mean: f32,
         std: f32,
     },
+    Rank,
 }
 
 impl Normalisation {
@@ -76,6 +82,7 @@ impl Normalisation {
             NormaliseKind::Unit => Normalisation::Unit,
             NormaliseKind::Zscore => Normalisation::Zscore,
             NormaliseKind::Percentile => percentile_fit(&Histogram::of(images)),
+            NormaliseKind::Rank => Normalisation::Rank,
         }
     }
 
@@ -85,7 +92,13 @@ impl Normalisation {
             Normalisation::Unit => NormaliseKind::Unit,
             Normalisation::Zscore => NormaliseKind::Zscore,
             Normalisation::Percentile { .. } => NormaliseKind::Percentile,
+            Normalisation::Rank => NormaliseKind::Rank,
         }
+    }
+
+    /// Whether it looks at each image alone (so it is applied again after intensity changes).
+    pub fn per_image(&self) -> bool {
+        matches!(self, Normalisation::Zscore | Normalisation::Rank)
     }
 
     /// Normalises `image`, `[channels, h, w]` in [0, 1], in place.
@@ -102,6 +115,11 @@ impl Normalisation {
             Normalisation::Percentile { low, high, mean, std } => {
                 let scale = 1.0 / std.max(FLAT as f32);
                 image.iter_mut().for_each(|v| *v = (v.clamp(low, high) - mean) * scale);
+            }
+            Normalisation::Rank => {
+                for plane in image.chunks_mut((image.len() / channels.max(1)).max(1)) {
+                    rank(plane);
+                }
             }
         }
     }
@@ -125,6 +143,12 @@ impl Normalisation {
                  by {std} (the clipped training images' mean and standard deviation)",
                 CLIP_PERCENTILES.0, CLIP_PERCENTILES.1
             ),
+            Normalisation::Rank => {
+                "per image and channel, replace each value by its quantile q = (rank + 1/2) / n (equal values share \
+                 their mean rank), then by sqrt(3)/pi * ln(q / (1 - q)) (a logistic distribution of mean 0 and \
+                 standard deviation 1)"
+                    .into()
+            }
         }
     }
 }
@@ -150,6 +174,30 @@ pub(crate) fn mean_std<T: Copy + Into<f64>>(values: &[T]) -> (f64, f64) {
     let mean = values.iter().map(|&v| v.into()).sum::<f64>() / n;
     let var = values.iter().map(|&v| (v.into() - mean).powi(2)).sum::<f64>() / n;
     (mean, var.sqrt())
+}
+
+/// `plane`'s values replaced by their quantiles q = (rank + ½) / n (equal values by their mean
+/// rank), each mapped to the logistic distribution's √3/π · ln(q / (1 − q)): mean 0, standard
+/// deviation 1 (less where values tie), and tails that keep the brightest few pixels — a small
+/// lesion — as far from the tissue around them as a z-score would, where an even spread of
+/// the ranks would squeeze the top percent into 0.06. A flat plane becomes 0, as under `zscore`.
+fn rank(plane: &mut [f32]) {
+    let n = plane.len();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by(|&a, &b| plane[a as usize].total_cmp(&plane[b as usize]));
+    let unit_spread = 3f64.sqrt() / std::f64::consts::PI;
+    let mut ranked = vec![0.0f32; n];
+    let mut start = 0;
+    while start < n {
+        let value = plane[order[start] as usize];
+        let end = start + order[start..].iter().take_while(|&&i| plane[i as usize] == value).count();
+        // The mean rank of start..end, plus ½, over n.
+        let q = (start + end) as f64 / (2 * n) as f64;
+        let z = unit_spread * (q / (1.0 - q)).ln();
+        order[start..end].iter().for_each(|&i| ranked[i as usize] = z as f32);
+        start = end;
+    }
+    plane.copy_from_slice(&ranked);
 }
 
 /// Counts of values in [0, 1] per 16-bit level.
@@ -266,6 +314,34 @@ mod tests {
         for (a, b) in image.iter().zip(expected) {
             assert!((a - b).abs() < 1e-5, "{image:?}");
         }
+    }
+
+    #[test]
+    fn rank_ignores_any_increasing_curve_and_shares_ties() {
+        let image = [0.3f32, 0.0, 0.9, 0.3, 0.5, 0.0, 0.7, 1.0];
+        let mut ranked = image;
+        Normalisation::Rank.apply(&mut ranked, 1);
+        // Sorted: 0 0 | 0.3 0.3 | 0.5 | 0.7 | 0.9 | 1.0 → rank + ½ 1, 3, 4.5, 5.5, 6.5, 7.5 of 8.
+        let z = |r: f64| (3f64.sqrt() / std::f64::consts::PI * (r / (8.0 - r)).ln()) as f32;
+        let expected = [z(3.0), z(1.0), z(6.5), z(3.0), z(4.5), z(1.0), z(5.5), z(7.5)];
+        for (a, b) in ranked.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{ranked:?} vs {expected:?}");
+        }
+        let mut distinct: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        Normalisation::Rank.apply(&mut distinct, 1);
+        let (mean, spread) = mean_std(&distinct);
+        assert!(mean.abs() < 1e-6 && (spread - 1.0).abs() < 0.02, "mean {mean}, standard deviation {spread}");
+        let mut curved = image.map(|v| v.powf(0.6) * 2.0 - 0.1);
+        Normalisation::Rank.apply(&mut curved, 1);
+        assert_eq!(curved, ranked);
+        let mut flat_and_two_channels = [0.4f32, 0.4, 0.4, 0.1, 0.2, 0.3];
+        Normalisation::Rank.apply(&mut flat_and_two_channels, 2);
+        let sixth = (3f64.sqrt() / std::f64::consts::PI * 5f64.ln()) as f32; // q = 1/6 and 5/6
+        let expected = [0.0, 0.0, 0.0, -sixth, 0.0, sixth];
+        assert!(
+            flat_and_two_channels.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{flat_and_two_channels:?}"
+        );
     }
 
     #[test]
