@@ -394,7 +394,7 @@ pub fn print_devices() {
         );
         println!(
             "    max storage-buffer binding {}, max buffer {}, workgroup storage {} KiB, invocations per workgroup {}",
-            mib(l.max_storage_buffer_binding_size as u64),
+            mib(l.max_storage_buffer_binding_size),
             mib(l.max_buffer_size),
             l.max_compute_workgroup_storage_size / 1024,
             l.max_compute_invocations_per_workgroup

@@ -474,7 +474,7 @@ impl Dispatch {
         tensors: &[(u32, &BufferView)],
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
-        let max_binding = gpu.limits.max_storage_buffer_binding_size as u64;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
         for (_, t) in tensors {
             if t.bytes > max_binding {
                 bail!(

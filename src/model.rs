@@ -94,7 +94,7 @@ impl ModelConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         let step = 1 << DEPTH;
         anyhow::ensure!(
-            self.size >= step && self.size % step == 0,
+            self.size >= step && self.size.is_multiple_of(step),
             "--size {} is not a multiple of {step}: a depth-{DEPTH} U-Net halves the image {DEPTH} times (try {})",
             self.size,
             (self.size / step).max(1) * step

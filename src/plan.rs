@@ -216,7 +216,7 @@ impl Fingerprint {
                 None => sizes.push(((s.width, s.height), 1)),
             }
         }
-        sizes.sort_by(|a, b| b.1.cmp(&a.1));
+        sizes.sort_by_key(|&(_, count)| std::cmp::Reverse(count));
         let mut size_list: Vec<String> = sizes.iter().take(3).map(|((w, h), c)| format!("{w}×{h} ({c})")).collect();
         if sizes.len() > 3 {
             size_list.push(format!("{} other sizes", sizes.len() - 3));

@@ -25,7 +25,7 @@ pub fn run_variants(mut gpu: Gpu, seed: u64) -> Result<usize> {
 /// Prints the table for the device's kernel variant; returns the number of failed comparisons.
 pub fn run(gpu: &Gpu, seed: u64) -> Result<usize> {
     println!("selftest on {} (seed {seed})", gpu.describe());
-    println!("{:<34} {:<30} {}", "kernel", "shape", "max relative error");
+    println!("{:<34} {:<30} max relative error", "kernel", "shape");
     let mut failed = 0;
     let mut total = 0;
     for family in FAMILIES {

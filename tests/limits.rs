@@ -8,7 +8,7 @@ use wgunet::ops::elementwise;
 #[test]
 fn tensor_over_the_binding_limit_is_refused_with_the_limit_named() {
     let gpu = common::gpu();
-    let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+    let limit = gpu.limits.max_storage_buffer_binding_size;
     let elems = (limit / 4 + 1024) as usize;
     if (elems * 4) as u64 > gpu.limits.max_buffer_size {
         // Then `Gpu::buffer` itself refuses, naming the max buffer size.
@@ -30,6 +30,6 @@ fn workgroup_over_the_adapter_limit_is_refused() {
     let gpu = common::gpu();
     let too_many = gpu.limits.max_compute_invocations_per_workgroup * 2;
     let spec = wgunet::kernel::KernelSpec::new("elementwise", "relu", [too_many, 1, 1]);
-    let err = gpu.pipeline(&spec).err().expect("oversized workgroup must be refused").to_string();
+    let err = gpu.pipeline(&spec).expect_err("oversized workgroup must be refused").to_string();
     assert!(err.contains("workgroup"), "{err}");
 }

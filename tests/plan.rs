@@ -257,15 +257,16 @@ fn seconds(printed: &str) -> f64 {
 fn a_time_budget_chooses_a_setting_that_fits_it() {
     let dir = TempDir::new("budget");
     // 80² slices with a large disc: whole slices at 64 or 80; 7 training images, a step an epoch.
-    // The filters given keep the timing to two small settings.
+    // The filters given keep the timing to two small settings; the budget leaves room for a
+    // machine twice as slow as an idle 2-core one (a loaded one took 1.6 s a step).
     write_discs(&dir.0, 10, 80, 20.0, &[(0.45, 0.5)]);
     let data = dir.0.to_str().unwrap();
-    let args = ["plan", "--data", data, "--device", "cpu", "--filters", "8", "--time-budget", "40s"];
+    let args = ["plan", "--data", data, "--device", "cpu", "--filters", "8", "--time-budget", "90s"];
     let out = common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), &args);
     let chosen =
         out.lines().find(|l| l.trim_start().starts_with("side ") && l.contains(" epochs: predicted ")).unwrap();
     let predicted = chosen.split("predicted ").nth(1).unwrap().split(':').next().unwrap();
-    assert!(seconds(predicted) <= 40.0, "{out}");
+    assert!(seconds(predicted) <= 90.0, "{out}");
     let numbers: Vec<usize> = chosen.split([' ', ',']).filter_map(|w| w.parse().ok()).take(3).collect();
     let [side, filters, epochs] = numbers[..] else { panic!("{chosen}") };
     assert!([64, 80].contains(&side) && filters == 8 && epochs >= 20, "{out}");

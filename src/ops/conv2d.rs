@@ -153,7 +153,7 @@ pub(crate) fn channel_sum(
     let bindings = [("dz", dz, n * channels * plane), ("db", db, channels)];
     // A 1 × plane image: backward_bias only reads the pixel count h·w.
     let params = ConvParams { n: n as u32, cin: 0, cout: channels as u32, h: 1, w: plane as u32 };
-    if plane % 4 == 0 && gpu.lane_kernels() {
+    if plane.is_multiple_of(4) && gpu.lane_kernels() {
         // One 8-lane subgroup a channel, reading vec4s.
         let spec = KernelSpec::new("conv2d_lanes", "backward_bias", [LANES, 1, 1]);
         return launch(gpu, &spec, &params, &bindings, [channels as u32, 1, 1]);
@@ -197,14 +197,14 @@ impl Conv2d {
     /// The run of pixels an invocation of the CPU-lane kernels computes (their `PX`: whole vec4s,
     /// so rows of a multiple of 8 or 4 pixels), if they apply on `gpu`.
     fn lane_run(&self, gpu: &Gpu) -> Option<usize> {
-        let px = [8, 4].into_iter().find(|px| self.w % px == 0)?;
+        let px = [8, 4].into_iter().find(|px| self.w.is_multiple_of(*px))?;
         (gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT).then_some(px)
     }
 
     /// The `CROSSING` override of the CPU-lane kernels: 1 when a row of `px`-pixel runs can span
     /// two subgroups (its run count does not divide the 8 lanes).
     fn rows_cross_subgroups(&self, px: usize) -> f64 {
-        if LANES as usize % (self.w / px) == 0 {
+        if (LANES as usize).is_multiple_of(self.w / px) {
             0.0
         } else {
             1.0
@@ -228,7 +228,7 @@ impl Conv2d {
             // copies of the last item (the 4×4 bridge at batch 8: 32 items); 64 elsewhere, as
             // more, smaller workgroups measured slower on large maps.
             let items = self.n * self.h * self.w / px;
-            let wg = if items % WG_PIXELS as usize == 0 { WG_PIXELS } else { LANES };
+            let wg = if items.is_multiple_of(WG_PIXELS as usize) { WG_PIXELS } else { LANES };
             let spec = KernelSpec::new("conv2d_lanes", "forward", [wg, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)

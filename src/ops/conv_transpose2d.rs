@@ -64,7 +64,7 @@ impl ConvTranspose2d {
     /// arithmetic (`divmod`) is exact below DIVMOD_LIMIT input pixels, and its gradients take
     /// input pixels in pairs, so they need an even width.
     fn lane_kernels(&self, gpu: &Gpu, pairs: bool) -> bool {
-        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT && (!pairs || self.w % 2 == 0)
+        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT && (!pairs || self.w.is_multiple_of(2))
     }
 
     /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch; the lane
