@@ -307,7 +307,7 @@ pub(crate) fn print_info(cfg: &ModelConfig, batch: usize) {
     println!("{:<18} {:<16} {:>18} {:>10}", "layer", "op", "output (NCHW)", "params");
     for node in &graph.nodes {
         let params: usize =
-            graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.len()).sum();
+            graph.params.iter().filter(|p| p.name.starts_with(&format!("{}.", node.name))).map(|p| p.elems()).sum();
         let op = node.op.name();
         let [n, c, h, w] = node.shape;
         println!("{:<18} {:<16} {:>18} {:>10}", node.name, op, format!("{n}x{c}x{h}x{w}"), params);

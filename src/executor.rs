@@ -39,8 +39,8 @@ impl ParamArena {
         let mut end = [0, 0];
         for p in infos {
             let at = &mut end[p.trained as usize];
-            layout.push((*at, p.len()));
-            *at = (*at + p.len()).div_ceil(align) * align;
+            layout.push((*at, p.elems()));
+            *at = (*at + p.elems()).div_ceil(align) * align;
         }
         let [state, trained] = end;
         Ok(ParamArena {
@@ -100,10 +100,12 @@ impl ParamArena {
         self.infos
             .iter()
             .map(|p| match p.init {
-                Init::Zeros => vec![0.0; p.len()],
-                Init::Ones => vec![1.0; p.len()],
-                Init::GlorotUniform { fan_in, fan_out } => uniform(&mut rng, p.len(), 6.0 / (fan_in + fan_out) as f64),
-                Init::HeUniform { fan_in } => uniform(&mut rng, p.len(), 6.0 / fan_in as f64),
+                Init::Zeros => vec![0.0; p.elems()],
+                Init::Ones => vec![1.0; p.elems()],
+                Init::GlorotUniform { fan_in, fan_out } => {
+                    uniform(&mut rng, p.elems(), 6.0 / (fan_in + fan_out) as f64)
+                }
+                Init::HeUniform { fan_in } => uniform(&mut rng, p.elems(), 6.0 / fan_in as f64),
             })
             .collect()
     }

@@ -29,7 +29,7 @@ pub struct ParamInfo {
 }
 
 impl ParamInfo {
-    pub fn len(&self) -> usize {
+    pub fn elems(&self) -> usize {
         self.shape.iter().product()
     }
 }
@@ -103,12 +103,12 @@ impl Graph {
 
     /// Trained parameters (what the optimizer updates).
     pub fn param_count(&self) -> usize {
-        self.params.iter().filter(|p| p.trained).map(|p| p.len()).sum()
+        self.params.iter().filter(|p| p.trained).map(|p| p.elems()).sum()
     }
 
     /// Untrained state saved with the parameters (batch norm's running statistics).
     pub fn state_count(&self) -> usize {
-        self.params.iter().filter(|p| !p.trained).map(|p| p.len()).sum()
+        self.params.iter().filter(|p| !p.trained).map(|p| p.elems()).sum()
     }
 
     /// Forward multiply-adds × 2 for the whole batch.
