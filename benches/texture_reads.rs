@@ -4,8 +4,8 @@
 //! each lane's value reaches the vector through the stack (a store-forwarding stall a lane), and
 //! `load_paths` measures a storage load at about 10 texel fetches there. This runs
 //! `conv2d_lanes.wgsl`'s `forward` at U-Net layer shapes three ways, from the same WGSL text:
-//! as it is; with `x` read from an rgba32float texture (a texel is 4 pixels, 1024 texels a row);
-//! and with the weights from an r32float texture too (each `x[i]` / `wt[i]` rewritten to a
+//! as it is; with the weights read from an r32float texture; with `x` read from an rgba32float
+//! texture (a texel is 4 pixels, 1024 texels a row); and with both (each `x[i]` / `wt[i]` rewritten to a
 //! `textureLoad`, nothing else changed). It prints each time (the texture runs include copying
 //! `x` into its texture, as a pass would) and checks the outputs equal the storage version's.
 //! Environment: `WGUNET_BENCH_DEVICE=gpu|cpu|…` (default auto).
@@ -70,8 +70,14 @@ fn main() {
     let x_texture = read_through_texture(lanes, "x", "@group(0) @binding(1)", "load_x", "");
     let both = read_through_texture(&x_texture, "wt", "@group(0) @binding(2)", "load_wt", ".x");
     assert!(!x_texture.contains(" x[") && !both.contains("wt["), "a read was left on the storage path");
-    let variants =
-        [("storage", lanes.to_string()), ("x from a texture", x_texture), ("x and weights from textures", both)];
+    let weights_texture = read_through_texture(lanes, "wt", "@group(0) @binding(2)", "load_wt", ".x");
+    let variants = [
+        ("storage", lanes.to_string()),
+        ("weights from a texture", weights_texture),
+        ("x from a texture", x_texture),
+        ("x and weights from textures", both),
+    ];
+    let (x_textured, wt_textured) = ([false, false, true, true], [false, true, false, true]);
     // (n, cin, cout, h, w): the 128² F32 U-Net's first level, a middle one, the bottleneck; a 64² F8 layer.
     for (n, cin, cout, h, w) in
         [(8u32, 32u32, 32u32, 128u32, 128u32), (8, 64, 64, 64, 64), (8, 256, 256, 16, 16), (8, 8, 8, 64, 64)]
@@ -168,9 +174,12 @@ fn main() {
                 },
                 cache: None,
             });
-            let x_resource =
-                if variant >= 1 { wgpu::BindingResource::TextureView(&x_view) } else { x_buf.as_entire_binding() };
-            let wt_resource = if variant == 2 {
+            let x_resource = if x_textured[variant] {
+                wgpu::BindingResource::TextureView(&x_view)
+            } else {
+                x_buf.as_entire_binding()
+            };
+            let wt_resource = if wt_textured[variant] {
                 wgpu::BindingResource::TextureView(&wt_view)
             } else {
                 wt_storage.as_entire_binding()
@@ -189,10 +198,10 @@ fn main() {
             let run = || {
                 let t0 = Instant::now();
                 let mut enc = d.create_command_encoder(&Default::default());
-                if variant >= 1 {
+                if x_textured[variant] {
                     copy(&mut enc, &x_tex, &x_buf, x_rows, 16);
                 }
-                if variant == 2 {
+                if wt_textured[variant] {
                     copy(&mut enc, &wt_tex, &wt_buf, wt_rows, 4);
                 }
                 {
