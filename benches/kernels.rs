@@ -20,7 +20,7 @@ use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::conv::ConvLayer;
 use wgunet::ops::conv2d::Conv2d;
 use wgunet::ops::conv_transpose2d::ConvTranspose2d;
-use wgunet::{DeviceChoice, Gpu, KernelVariant};
+use wgunet::{Gpu, KernelVariant};
 
 fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
     let run = |n: usize| {
@@ -136,7 +136,6 @@ fn layers(gpu: &Gpu, graph: &Graph) -> Vec<Layer> {
 }
 
 fn main() {
-    let choice: DeviceChoice = env_or("WGUNET_BENCH_DEVICE", "auto".to_string()).parse().unwrap();
     let reps: usize = env_or("WGUNET_BENCH_REPS", 2);
     let batch: usize = env_or("WGUNET_BENCH_BATCH", 8);
     let models: String = env_or("WGUNET_BENCH_MODELS", "128:32,64:8".to_string());
@@ -144,8 +143,7 @@ fn main() {
         Some(v) => vec![v],
         None => KernelVariant::ALL.to_vec(),
     };
-    let mut gpu = Gpu::open(&choice).expect("an adapter");
-    println!("{}", gpu.describe());
+    let mut gpu = Gpu::open_for_bench().expect("an adapter");
     println!("GFLOP/s: 2 FLOPs per multiply-add of the forward convolution, the same count for each pass.");
     for model in models.split(',') {
         let (size, filters) = model.split_once(':').expect("WGUNET_BENCH_MODELS: size:filters,…");

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use wgpu::util::DeviceExt;
-use wgunet::{DeviceChoice, Gpu};
+use wgunet::Gpu;
 
 const SOURCE: &str = r#"
 @group(0) @binding(0) var<uniform> u: array<vec4<f32>, 4096>;
@@ -57,10 +57,7 @@ const INVOCATIONS: u32 = 64 * 512;
 const LOADS_PER_INVOCATION: f64 = 1024.0;
 
 fn main() {
-    let choice: DeviceChoice =
-        std::env::var("WGUNET_BENCH_DEVICE").unwrap_or_else(|_| "auto".into()).parse().expect("WGUNET_BENCH_DEVICE");
-    let gpu = Gpu::open(&choice).expect("adapter");
-    println!("adapter: {}", gpu.describe());
+    let gpu = Gpu::open_for_bench().expect("adapter");
     let d = &gpu.device;
     let data: Vec<f32> = (0..16384).map(|i| (i % 7) as f32 * 0.01).collect();
     let init = |usage| {

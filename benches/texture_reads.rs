@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use wgpu::util::DeviceExt;
-use wgunet::{DeviceChoice, Gpu};
+use wgunet::Gpu;
 
 /// Texels per texture row: 16 KiB rows for rgba32float, a multiple of the 256-byte copy pitch.
 const ROW: u32 = 1024;
@@ -61,10 +61,7 @@ fn read_through_texture(source: &str, name: &str, binding: &str, loader: &str, c
 }
 
 fn main() {
-    let choice: DeviceChoice =
-        std::env::var("WGUNET_BENCH_DEVICE").unwrap_or_else(|_| "auto".into()).parse().expect("WGUNET_BENCH_DEVICE");
-    let gpu = Gpu::open(&choice).expect("adapter");
-    println!("adapter: {}", gpu.describe());
+    let gpu = Gpu::open_for_bench().expect("adapter");
     let d = &gpu.device;
     let lanes = include_str!("../shaders/conv2d_lanes.wgsl");
     let x_texture = read_through_texture(lanes, "x", "@group(0) @binding(1)", "load_x", "");

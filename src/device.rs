@@ -249,6 +249,15 @@ pub struct Gpu {
 }
 
 impl Gpu {
+    /// The adapter a benchmark runs on: `WGUNET_BENCH_DEVICE` names it as `--device` does
+    /// (default auto). Prints which it is.
+    pub fn open_for_bench() -> Result<Gpu> {
+        let choice: DeviceChoice = std::env::var("WGUNET_BENCH_DEVICE").as_deref().unwrap_or("auto").parse()?;
+        let gpu = Gpu::open(&choice)?;
+        println!("adapter: {}", gpu.describe());
+        Ok(gpu)
+    }
+
     /// Opens the adapter chosen by `choice`.
     pub fn open(choice: &DeviceChoice) -> Result<Gpu> {
         let adapter = select(choice)?;
