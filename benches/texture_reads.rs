@@ -18,14 +18,15 @@ use wgunet::Gpu;
 /// Texels per texture row: 16 KiB rows for rgba32float, a multiple of the 256-byte copy pitch.
 const ROW: u32 = 1024;
 
-/// `source` with every `name[index]` read replaced by `loader(index)`, and the binding of `name`
-/// by a texture plus that loader.
-fn read_through_texture(source: &str, name: &str, binding: &str, loader: &str, component: &str) -> String {
-    let declaration = format!("var<storage, read> {name}: array<{}>;", if name == "x" { "vec4<f32>" } else { "f32" });
+/// `source` with the storage binding `name` (an array of `element`: `vec4<f32>` or `f32`)
+/// replaced by a texture of the same values, and every `name[index]` read by `load_name(index)`.
+fn read_through_texture(source: &str, name: &str, binding: &str, element: &str) -> String {
+    let loader = format!("load_{name}");
+    let component = if element == "f32" { ".x" } else { "" };
+    let declaration = format!("var<storage, read> {name}: array<{element}>;");
     let texture = format!(
         "var {name}_texture: texture_2d<f32>;\n\
-         fn {loader}(i: u32) -> {} {{ return textureLoad({name}_texture, vec2<u32>(i % {ROW}u, i / {ROW}u), 0){component}; }}",
-        if component.is_empty() { "vec4<f32>" } else { "f32" }
+         fn {loader}(i: u32) -> {element} {{ return textureLoad({name}_texture, vec2<u32>(i % {ROW}u, i / {ROW}u), 0){component}; }}"
     );
     let source = source.replace(&format!("{binding} {declaration}"), &format!("{binding} {texture}"));
     let mut out = String::new();
@@ -64,17 +65,25 @@ fn main() {
     let gpu = Gpu::open_for_bench().expect("adapter");
     let d = &gpu.device;
     let lanes = include_str!("../shaders/conv2d_lanes.wgsl");
-    let x_texture = read_through_texture(lanes, "x", "@group(0) @binding(1)", "load_x", "");
-    let both = read_through_texture(&x_texture, "wt", "@group(0) @binding(2)", "load_wt", ".x");
-    assert!(!x_texture.contains(" x[") && !both.contains("wt["), "a read was left on the storage path");
-    let weights_texture = read_through_texture(lanes, "wt", "@group(0) @binding(2)", "load_wt", ".x");
+    // (name, x from a texture, weights from a texture)
     let variants = [
-        ("storage", lanes.to_string()),
-        ("weights from a texture", weights_texture),
-        ("x from a texture", x_texture),
-        ("x and weights from textures", both),
+        ("storage", false, false),
+        ("weights from a texture", false, true),
+        ("x from a texture", true, false),
+        ("x and weights from textures", true, true),
     ];
-    let (x_textured, wt_textured) = ([false, false, true, true], [false, true, false, true]);
+    let sources = variants.map(|(_, x_textured, wt_textured)| {
+        let mut source = lanes.to_string();
+        if x_textured {
+            source = read_through_texture(&source, "x", "@group(0) @binding(1)", "vec4<f32>");
+            assert!(!source.contains(" x["), "an x read left on the storage path");
+        }
+        if wt_textured {
+            source = read_through_texture(&source, "wt", "@group(0) @binding(2)", "f32");
+            assert!(!source.contains("wt["), "a weight read left on the storage path");
+        }
+        source
+    });
     // (n, cin, cout, h, w): the 128² F32 U-Net's first level, a middle one, the bottleneck; a 64² F8 layer.
     for (n, cin, cout, h, w) in
         [(8u32, 32u32, 32u32, 128u32, 128u32), (8, 64, 64, 64, 64), (8, 256, 256, 16, 16), (8, 8, 8, 64, 64)]
@@ -151,15 +160,8 @@ fn main() {
         ];
         let flops = 2.0 * (n * cout * h * w * cin * 9) as f64;
         let mut reference: Option<Vec<f32>> = None;
-        for (variant, (name, source)) in variants.iter().enumerate() {
-            let desc = wgpu::ShaderModuleDescriptor {
-                label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(format!("{}\n{source}", wgunet::kernel::COMMON).into()),
-            };
-            // As the project's kernels are built (src/kernel.rs): without forced loop bounding.
-            let checks =
-                wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
-            let module = unsafe { d.create_shader_module_trusted(desc, checks) };
+        for ((name, x_textured, wt_textured), source) in variants.iter().zip(&sources) {
+            let module = wgunet::kernel::compile_module(d, name, &format!("{}\n{source}", wgunet::kernel::COMMON));
             let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(name),
                 layout: None,
@@ -171,12 +173,9 @@ fn main() {
                 },
                 cache: None,
             });
-            let x_resource = if x_textured[variant] {
-                wgpu::BindingResource::TextureView(&x_view)
-            } else {
-                x_buf.as_entire_binding()
-            };
-            let wt_resource = if wt_textured[variant] {
+            let x_resource =
+                if *x_textured { wgpu::BindingResource::TextureView(&x_view) } else { x_buf.as_entire_binding() };
+            let wt_resource = if *wt_textured {
                 wgpu::BindingResource::TextureView(&wt_view)
             } else {
                 wt_storage.as_entire_binding()
@@ -195,10 +194,10 @@ fn main() {
             let run = || {
                 let t0 = Instant::now();
                 let mut enc = d.create_command_encoder(&Default::default());
-                if x_textured[variant] {
+                if *x_textured {
                     copy(&mut enc, &x_tex, &x_buf, x_rows, 16);
                 }
-                if wt_textured[variant] {
+                if *wt_textured {
                     copy(&mut enc, &wt_tex, &wt_buf, wt_rows, 4);
                 }
                 {

@@ -78,6 +78,18 @@ pub fn full_source(s: &Shader) -> String {
     format!("{COMMON}\n{}", s.source)
 }
 
+/// `source` (whole WGSL, as [`full_source`] gives it) compiled as every kernel is: bounds checks
+/// kept, forced loop bounding off — it wraps each loop in an extra counter that keeps llvmpipe
+/// from unrolling the constant-trip loops the lane kernels rely on (a probe of the lane forward
+/// with it on ran at a fifth of the speed).
+pub fn compile_module(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) };
+    let checks = wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+    // SAFETY: every kernel's loops have bounds from its uniforms or override constants, so
+    // none runs unbounded; the array and buffer bounds checks stay on.
+    unsafe { device.create_shader_module_trusted(desc, checks) }
+}
+
 /// What [`launch`] reads of a shader's WGSL: its group-0 bindings and its structs.
 struct Layout {
     /// (number, variable, type) of each `@group(0) @binding(N) var<…> variable: type;`.
@@ -308,17 +320,7 @@ impl Gpu {
             let mut modules = self.modules.lock().unwrap();
             modules
                 .entry(shader.name)
-                .or_insert_with(|| {
-                    let desc = wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.name),
-                        source: wgpu::ShaderSource::Wgsl(full_source(shader).into()),
-                    };
-                    let checks = wgpu::ShaderRuntimeChecks {
-                        force_loop_bounding: false,
-                        ..wgpu::ShaderRuntimeChecks::checked()
-                    };
-                    unsafe { self.device.create_shader_module_trusted(desc, checks) }
-                })
+                .or_insert_with(|| compile_module(&self.device, shader.name, &full_source(shader)))
                 .clone()
         };
         let mut constants: Vec<(&str, f64)> = vec![("WG_X", x as f64), ("WG_Y", y as f64), ("WG_Z", z as f64)];
