@@ -103,10 +103,11 @@ impl Normalisation {
 
     /// Normalises `image`, `[channels, h, w]` in [0, 1], in place.
     pub fn apply(&self, image: &mut [f32], channels: usize) {
+        let plane = (image.len() / channels.max(1)).max(1);
         match *self {
             Normalisation::Unit => {}
             Normalisation::Zscore => {
-                for plane in image.chunks_mut((image.len() / channels.max(1)).max(1)) {
+                for plane in image.chunks_mut(plane) {
                     let (mean, std) = mean_std(plane);
                     let scale = if std < FLAT { 0.0 } else { 1.0 / std };
                     plane.iter_mut().for_each(|v| *v = ((f64::from(*v) - mean) * scale) as f32);
@@ -117,9 +118,7 @@ impl Normalisation {
                 image.iter_mut().for_each(|v| *v = (v.clamp(low, high) - mean) * scale);
             }
             Normalisation::Rank => {
-                for plane in image.chunks_mut((image.len() / channels.max(1)).max(1)) {
-                    rank(plane);
-                }
+                image.chunks_mut(plane).for_each(rank);
             }
         }
     }
