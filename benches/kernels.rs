@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use wgunet::data::Normalisation;
 use wgunet::graph::{Graph, Op};
-use wgunet::kernel::{BufferView, Dispatch};
+use wgunet::kernel::{BufferView, Dispatch, Recorder};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::conv::ConvLayer;
 use wgunet::ops::conv2d::Conv2d;
@@ -24,14 +24,11 @@ use wgunet::{Gpu, KernelVariant};
 
 fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
     let run = |n: usize| {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for _ in 0..n {
-                d.record(&mut pass);
-            }
+        let mut recorder = Recorder::new(gpu);
+        for _ in 0..n {
+            recorder.dispatch(d);
         }
-        gpu.queue.submit([enc.finish()]);
+        recorder.submit(gpu);
         gpu.wait().unwrap();
     };
     run(1);

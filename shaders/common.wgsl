@@ -40,3 +40,14 @@ struct ConvParams {
     _pad1: u32,
     _pad2: u32,
 }
+
+// Texel i (four consecutive f32 of a tensor) of a tensor that `kernel::launch` copied into an
+// rgba32float texture array for a binding declared `texture_2d_array<f32>`: rows of
+// TEXTURE_ROW texels, layers of TEXTURE_LAYER_ROWS rows (kernel.rs has the same constants).
+// The CPU-lane kernels read the operands every lane loads its own values of this way.
+const TEXTURE_ROW: u32 = 1024u;
+const TEXTURE_LAYER_ROWS: u32 = 2048u;
+fn texel(t: texture_2d_array<f32>, i: u32) -> vec4<f32> {
+    let row = i / TEXTURE_ROW;
+    return textureLoad(t, vec2<u32>(i % TEXTURE_ROW, row % TEXTURE_LAYER_ROWS), row / TEXTURE_LAYER_ROWS, 0);
+}

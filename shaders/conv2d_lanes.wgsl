@@ -7,6 +7,9 @@
 // lanes. So this kernel
 // - reads x as vec4 (rows of a multiple of 8 pixels: the driver checks), two loads per window
 //   row, and takes the window's two edge pixels from the neighbouring lanes by shuffles;
+// - reads x and dz (the operands each lane loads its own values of) as texels of a texture, not
+//   from storage: on a host without AVX-512 a storage load reaches each lane through the stack,
+//   a store-forwarding stall a lane, and costs about ten texel fetches (`load_paths` bench);
 // - loads the TILE·K·K weights of one input channel once per subgroup, 8 to a load, and hands
 //   them to every lane by broadcasts (they are the same for every lane);
 // - keeps PX = 8 pixels × TILE output channels of sums in registers and uses fma().
@@ -34,7 +37,7 @@ const MAX_TILE: u32 = 4u;
 const MAX_WEIGHT_LOADS: u32 = (MAX_TILE * 9u + LANES - 1u) / LANES;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var x: texture_2d_array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
@@ -143,7 +146,7 @@ fn forward(
     }
 }
 
-@group(0) @binding(5) var<storage, read> dz: array<vec4<f32>>;
+@group(0) @binding(5) var dz: texture_2d_array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
 
@@ -155,10 +158,10 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     let iy = i32(oy) + i32(ky) - pad;
     let inside = iy >= 0 && iy < i32(p.h);
     let base = xplane + u32(clamp(iy, 0, i32(p.h) - 1)) * (p.w / 4u) + run * (PX / 4u);
-    let lo = select(vec4<f32>(), x[base], inside);
+    let lo = select(vec4<f32>(), texel(x, base), inside);
     var hi = vec4<f32>();
     if (PX == 8u) {
-        hi = select(vec4<f32>(), x[base + 1u], inside);
+        hi = select(vec4<f32>(), texel(x, base + 1u), inside);
     }
     let has_left = run > 0u && inside;
     let has_right = run + 1u < runs && inside;
@@ -168,7 +171,7 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     // value): where a row goes on in the previous / next subgroup they read that pixel, in one
     // load for both.
     if (CROSSING && ((lane == 0u && has_left) || (lane == LANES - 1u && has_right))) {
-        let edge = x[select(base + PX / 4u, base - 1u, lane == 0u)];
+        let edge = texel(x, select(base + PX / 4u, base - 1u, lane == 0u));
         left = select(left, edge.w, lane == 0u);
         right = select(right, edge.x, lane != 0u);
     }
@@ -241,7 +244,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 let zrow = n * p.cout * plane4 + min(oy, p.h - 1u) * (p.w / 4u) + run * (PX / 4u);
                 var dz_lanes: array<vec4<f32>, LANES>;
                 if (ONE_RUN) {
-                    dz_lanes = broadcast_lanes(dz[zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)]);
+                    dz_lanes = broadcast_lanes(texel(dz, zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)));
                 }
                 for (var t = 0u; t < TILE; t++) {
                     var lo: vec4<f32>;
@@ -253,9 +256,9 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                         }
                     } else {
                         let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
-                        lo = dz[zi];
+                        lo = texel(dz, zi);
                         if (PX == 8u) {
-                            hi = dz[zi + 1u];
+                            hi = texel(dz, zi + 1u);
                         }
                     }
                     lo = select(vec4<f32>(), lo, valid);
@@ -304,7 +307,7 @@ fn backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     for (var n = 0u; n < p.n; n++) {
         let zplane = (n * p.cout + c) * plane4;
         for (var i = lane; i < plane4; i += LANES) {
-            acc += dz[zplane + i];
+            acc += texel(dz, zplane + i);
         }
     }
     let total = subgroupAdd((acc.x + acc.y) + (acc.z + acc.w));

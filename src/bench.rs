@@ -10,6 +10,7 @@ use crate::device::Gpu;
 use crate::executor::{Executor, OptimizerConfig, ParamArena};
 use crate::graph::{compile, Loss, Mode};
 use crate::model::ModelConfig;
+use crate::kernel::Recorder;
 use crate::ops::adam::AdamHyper;
 
 /// When `main` started: the origin of "first step finished after" figures.
@@ -81,17 +82,14 @@ fn time_steps(
     gpu: &Gpu,
     warmup: usize,
     steps: usize,
-    record: impl Fn(&mut wgpu::ComputePass<'_>),
+    record: impl Fn(&mut Recorder),
 ) -> Result<(f64, Duration)> {
     let steps = steps.max(1);
     let run = |n: usize| -> Result<()> {
         for _ in 0..n {
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                record(&mut pass);
-            }
-            gpu.queue.submit([enc.finish()]);
+            let mut recorder = Recorder::new(gpu);
+            record(&mut recorder);
+            recorder.submit(gpu);
         }
         gpu.wait()
     };
@@ -113,7 +111,7 @@ fn time_steps(
 fn profile(gpu: &Gpu, exec: &Executor) -> Result<Vec<(String, f64)>> {
     let mut by_kernel: std::collections::BTreeMap<String, f64> = Default::default();
     for d in exec.train_dispatches() {
-        let (seconds, _) = time_steps(gpu, 1, 2, |pass| d.record(pass))?;
+        let (seconds, _) = time_steps(gpu, 1, 2, |recorder| recorder.dispatch(d))?;
         *by_kernel.entry(format!("{} {:?}", d.label, d.workgroups)).or_default() += seconds * 1e3;
     }
     let mut out: Vec<(String, f64)> = by_kernel.into_iter().collect();

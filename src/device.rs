@@ -246,6 +246,9 @@ pub struct Gpu {
     error: Arc<Mutex<Option<String>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// The textures tensors are copied into for kernels that read them as textures, by (binding
+    /// number, rows, layers): see `kernel::TextureUpload`.
+    pub(crate) textures: Mutex<HashMap<(u32, u32, u32), Arc<wgpu::Texture>>>,
 }
 
 impl Gpu {
@@ -308,6 +311,7 @@ impl Gpu {
             error,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            textures: Mutex::new(HashMap::new()),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::data::load::Sample;
 use crate::device::Gpu;
 use crate::executor::{Executor, ParamArena};
 use crate::graph::{compile, Loss, Mode};
-use crate::kernel::{BufferView, Dispatch};
+use crate::kernel::{BufferView, Dispatch, Recorder};
 use crate::model::ModelConfig;
 use crate::ops::elementwise;
 use crate::ops::loss::SoftmaxCe;
@@ -203,14 +203,11 @@ impl Evaluator {
         let batches = samples.len().div_ceil(self.batch);
         for b in 0..batches {
             self.upload_batch(gpu, samples, b * self.batch);
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                self.exec.record_forward(&mut pass);
-                self.exec.record_loss(&mut pass);
-                self.count_dispatches[b].record(&mut pass);
-            }
-            gpu.queue.submit([enc.finish()]);
+            let mut recorder = Recorder::new(gpu);
+            self.exec.record_forward(&mut recorder);
+            self.exec.record_loss(&mut recorder);
+            recorder.dispatch(&self.count_dispatches[b]);
+            recorder.submit(gpu);
             gpu.wait()?;
         }
         let raw: Vec<u32> = gpu.read(&self.counts)?;
@@ -252,13 +249,10 @@ impl Evaluator {
             }
             input[chunk.len() * img_len..].fill(0.0);
             gpu.write(self.exec.input(), &input);
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                self.exec.record_forward(&mut pass);
-                self.to_probabilities.record(&mut pass);
-            }
-            gpu.queue.submit([enc.finish()]);
+            let mut recorder = Recorder::new(gpu);
+            self.exec.record_forward(&mut recorder);
+            recorder.dispatch(&self.to_probabilities);
+            recorder.submit(gpu);
             let probs: Vec<f32> = gpu.read(&self.probabilities)?;
             out.extend((0..chunk.len()).map(|i| probs[i * per..(i + 1) * per].to_vec()));
         }

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::device::{mib, Gpu};
 use crate::graph::{GpuBuffers, Init, ParamInfo, Program, Step};
-use crate::kernel::{BufferView, Dispatch};
+use crate::kernel::{BufferView, Dispatch, Recorder};
 use crate::ops::adam::{Adam, AdamHyper};
 use crate::ops::dropout;
 
@@ -361,22 +361,22 @@ impl Executor {
         }
     }
 
-    pub fn record_forward(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.forward.iter().for_each(|d| d.record(pass));
+    pub fn record_forward(&self, recorder: &mut Recorder) {
+        self.forward.iter().for_each(|d| recorder.dispatch(d));
     }
 
     /// Forward, loss (accumulated into `loss_sum`), backward and the optimizer step.
-    pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.record_forward(pass);
-        self.record_loss(pass);
-        self.backward.iter().for_each(|d| d.record(pass));
+    pub fn record_train_step(&self, recorder: &mut Recorder) {
+        self.record_forward(recorder);
+        self.record_loss(recorder);
+        self.backward.iter().for_each(|d| recorder.dispatch(d));
         if let Some((d, _)) = &self.optimizer {
-            d.record(pass);
+            recorder.dispatch(d);
         }
     }
 
-    pub fn record_loss(&self, pass: &mut wgpu::ComputePass<'_>) {
-        self.loss.iter().for_each(|d| d.record(pass));
+    pub fn record_loss(&self, recorder: &mut Recorder) {
+        self.loss.iter().for_each(|d| recorder.dispatch(d));
     }
 
     /// Every dispatch of a training step, in order (for per-kernel profiling).

@@ -114,14 +114,14 @@ impl Layout {
                 }
             } else if let Some(name) = line.strip_prefix("struct ").and_then(|l| l.strip_suffix('{')) {
                 open = Some((name.trim().to_string(), Vec::new()));
-            } else if let Some(binding) = Self::binding(line) {
+            } else if let Some(binding) = Self::parse_binding(line) {
                 layout.bindings.push(binding);
             }
         }
         layout
     }
 
-    fn binding(line: &str) -> Option<(u32, String, String)> {
+    fn parse_binding(line: &str) -> Option<(u32, String, String)> {
         let (number, rest) = line.strip_prefix("@group(0) @binding(")?.split_once(')')?;
         let rest = rest.trim().strip_prefix("var")?;
         // Skip the address space, `<uniform>` or `<storage, read>`.
@@ -137,8 +137,9 @@ impl Layout {
         &layouts[SHADERS.iter().position(|s| s.name == shader.name).expect("shaders come from SHADERS")]
     }
 
-    fn binding_number(&self, variable: &str) -> Option<u32> {
-        self.bindings.iter().find(|(_, v, _)| v == variable).map(|&(number, _, _)| number)
+    /// The number and WGSL type of the binding of `variable`.
+    fn binding(&self, variable: &str) -> Option<(u32, &str)> {
+        self.bindings.iter().find(|(_, v, _)| v == variable).map(|(number, _, ty)| (*number, ty.as_str()))
     }
 
     /// The members of binding 0's struct.
@@ -202,9 +203,9 @@ pub fn launch<P: Uniform>(
             layout.params()
         );
     }
-    let mut tensors = Vec::with_capacity(bindings.len());
+    let (mut tensors, mut textures) = (Vec::new(), Vec::new());
     for &(variable, view, elems) in bindings {
-        let Some(number) = layout.binding_number(variable) else {
+        let Some((number, ty)) = layout.binding(variable) else {
             bail!("kernel {}::{} binds '{variable}', which its WGSL does not declare", spec.shader, spec.entry);
         };
         if view.elems() < elems {
@@ -216,9 +217,113 @@ pub fn launch<P: Uniform>(
                 view.elems()
             );
         }
-        tensors.push((number, view));
+        if ty.starts_with("texture_2d_array") {
+            textures.push((number, TextureUpload::new(gpu, number, view, elems)?));
+        } else {
+            tensors.push((number, view));
+        }
     }
-    Dispatch::new(gpu, spec, params, &tensors, groups)
+    Dispatch::new(gpu, spec, params, &tensors, textures, groups)
+}
+
+/// Texels a row of the textures tensors are copied into, and rows a layer (`TEXTURE_ROW`,
+/// `TEXTURE_LAYER_ROWS` in common.wgsl): 16 KiB rows (a multiple of the 256-byte copy pitch).
+const TEXTURE_ROW: u32 = 1024;
+const TEXTURE_LAYER_ROWS: u32 = 2048;
+/// Bytes of an rgba32float texel.
+const TEXEL_BYTES: u64 = 16;
+
+/// A tensor copied into an rgba32float texture array before the dispatch that reads it, for a
+/// binding its WGSL declares `texture_2d_array<f32>` (read with `texel()` from common.wgsl).
+/// Textures are pooled by binding number and size: every dispatch refills its own just before it
+/// runs, so dispatches may share one, but the two textures one dispatch reads never alias.
+pub(crate) struct TextureUpload {
+    source: BufferView,
+    texture: Arc<wgpu::Texture>,
+    texels: u32,
+}
+
+impl TextureUpload {
+    fn new(gpu: &Gpu, number: u32, source: &BufferView, elems: usize) -> Result<TextureUpload> {
+        let texels = elems.div_ceil(4) as u64;
+        if source.offset % TEXEL_BYTES != 0 || source.bytes < texels * TEXEL_BYTES || texels > u32::MAX as u64 {
+            bail!("tensor '{}' cannot be copied into a texture of {texels} texels (a bug in wgunet)", source.name);
+        }
+        let rows = (texels as u32).div_ceil(TEXTURE_ROW).max(1);
+        let size = wgpu::Extent3d {
+            width: TEXTURE_ROW,
+            height: rows.min(TEXTURE_LAYER_ROWS),
+            depth_or_array_layers: rows.div_ceil(TEXTURE_LAYER_ROWS),
+        };
+        if size.depth_or_array_layers > gpu.limits.max_texture_array_layers {
+            bail!(
+                "tensor '{}' needs {} texture layers, more than '{}' allows: use a smaller --batch or --size",
+                source.name,
+                size.depth_or_array_layers,
+                gpu.info.name
+            );
+        }
+        let key = (number, size.height, size.depth_or_array_layers);
+        let texture = gpu
+            .textures
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(gpu.device.create_texture(&wgpu::TextureDescriptor {
+                    label: Some("tensor texture"),
+                    size,
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: wgpu::TextureFormat::Rgba32Float,
+                    usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                    view_formats: &[],
+                }))
+            })
+            .clone();
+        Ok(TextureUpload { source: source.clone(), texture, texels: texels as u32 })
+    }
+
+    fn view(&self) -> wgpu::TextureView {
+        self.texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        })
+    }
+
+    /// The copies filling the texture: whole layers, the whole rows left, the last partial row.
+    fn record(&self, encoder: &mut wgpu::CommandEncoder) {
+        let full_rows = self.texels / TEXTURE_ROW;
+        let layers = full_rows / TEXTURE_LAYER_ROWS;
+        let rows_left = full_rows % TEXTURE_LAYER_ROWS;
+        let copies = [
+            (0, TEXTURE_ROW, TEXTURE_LAYER_ROWS, layers),
+            (layers * TEXTURE_LAYER_ROWS, TEXTURE_ROW, rows_left, 1),
+            (full_rows, self.texels % TEXTURE_ROW, 1, 1),
+        ];
+        for (first_row, width, height, depth) in copies {
+            if width * height * depth == 0 {
+                continue;
+            }
+            let layout = wgpu::TexelCopyBufferLayout {
+                offset: self.source.offset + first_row as u64 * TEXTURE_ROW as u64 * TEXEL_BYTES,
+                bytes_per_row: Some(TEXTURE_ROW * TEXEL_BYTES as u32),
+                rows_per_image: Some(TEXTURE_LAYER_ROWS),
+            };
+            let origin = wgpu::Origin3d { x: 0, y: first_row % TEXTURE_LAYER_ROWS, z: first_row / TEXTURE_LAYER_ROWS };
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo { buffer: &self.source.buffer, layout },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &self.texture,
+                    mip_level: 0,
+                    origin,
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d { width, height, depth_or_array_layers: depth },
+            );
+        }
+    }
 }
 
 /// A region of a device buffer that holds one tensor (f32 or u32 elements).
@@ -431,16 +536,11 @@ impl Gpu {
         Ok(out)
     }
 
-    /// Records `dispatches` into one compute pass, submits, and waits.
+    /// Records `dispatches`, submits, and waits.
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
-        self.queue.submit([enc.finish()]);
+        let mut recorder = Recorder::new(self);
+        dispatches.iter().for_each(|d| recorder.dispatch(d));
+        recorder.submit(self);
         self.wait()
     }
 }
@@ -462,7 +562,44 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// Tensors copied into textures before it runs.
+    uploads: Vec<TextureUpload>,
     _params: wgpu::Buffer,
+}
+
+/// Records dispatches into one command encoder, in order. Consecutive dispatches share a compute
+/// pass; it ends before a dispatch whose tensors must first be copied into textures, as copies
+/// cannot be recorded inside a pass.
+pub struct Recorder {
+    encoder: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+impl Recorder {
+    pub fn new(gpu: &Gpu) -> Recorder {
+        Recorder { encoder: gpu.device.create_command_encoder(&Default::default()), pass: None }
+    }
+
+    pub fn dispatch(&mut self, d: &Dispatch) {
+        if !d.uploads.is_empty() {
+            self.pass = None;
+            d.uploads.iter().for_each(|u| u.record(&mut self.encoder));
+        }
+        let pass =
+            self.pass.get_or_insert_with(|| self.encoder.begin_compute_pass(&Default::default()).forget_lifetime());
+        d.record(pass);
+    }
+
+    /// The encoder, for copies after the dispatches recorded so far.
+    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        &mut self.encoder
+    }
+
+    pub fn submit(mut self, gpu: &Gpu) {
+        self.pass = None;
+        gpu.queue.submit([self.encoder.finish()]);
+    }
 }
 
 impl Dispatch {
@@ -474,6 +611,7 @@ impl Dispatch {
         spec: &KernelSpec,
         params: &P,
         tensors: &[(u32, &BufferView)],
+        textures: Vec<(u32, TextureUpload)>,
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
@@ -508,6 +646,10 @@ impl Dispatch {
         gpu.queue.write_buffer(&params_buf, 0, bytemuck::bytes_of(params));
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: params_buf.as_entire_binding() }];
         entries.extend(tensors.iter().map(|(b, t)| wgpu::BindGroupEntry { binding: *b, resource: t.binding() }));
+        let views: Vec<(u32, wgpu::TextureView)> = textures.iter().map(|(b, t)| (*b, t.view())).collect();
+        entries.extend(
+            views.iter().map(|(b, v)| wgpu::BindGroupEntry { binding: *b, resource: wgpu::BindingResource::TextureView(v) }),
+        );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.entry),
@@ -522,11 +664,12 @@ impl Dispatch {
             pipeline,
             bind_group,
             workgroups,
+            uploads: textures.into_iter().map(|(_, t)| t).collect(),
             _params: params_buf,
         })
     }
 
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
@@ -576,8 +719,9 @@ mod tests {
         assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "f32")]));
         assert!(!layout.params_are(&[("n", "u32"), ("c", "u32")]));
         assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "u32"), ("extra", "u32"), ("more", "u32")]));
-        assert_eq!(layout.binding_number("out"), Some(4));
-        assert_eq!(layout.binding_number("p"), Some(0));
-        assert_eq!(layout.binding_number("nothing"), None);
+        assert_eq!(layout.binding("out"), Some((4, "array<f32>")));
+        assert_eq!(layout.binding("p"), Some((0, "Params")));
+        assert_eq!(layout.binding("nothing"), None);
+        assert_eq!(Layout::of(shader("conv2d_lanes")).binding("x"), Some((1, "texture_2d_array<f32>")));
     }
 }

@@ -33,3 +33,32 @@ fn workgroup_over_the_adapter_limit_is_refused() {
     let err = gpu.pipeline(&spec).expect_err("oversized workgroup must be refused").to_string();
     assert!(err.contains("workgroup"), "{err}");
 }
+
+/// The CPU-lane convolution reads x through a texture array of 2048-row layers: a tensor of
+/// 2.25 M texels fills one whole layer, 149 rows of the next and 272 texels of a last row (the
+/// three copies `TextureUpload` records). A 1×1 convolution maps each pixel alone, so a texel
+/// copied to the wrong place shows in its output pixel.
+#[test]
+fn a_tensor_spanning_texture_layers_reads_back_in_place() {
+    use rand::{Rng, SeedableRng};
+    use wgunet::check;
+    use wgunet::ops::conv2d::Conv2d;
+    use wgunet::KernelVariant;
+
+    let gpu = common::gpu_for(KernelVariant::Cpu);
+    let seed = common::seed();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let s = Conv2d { n: 1, cin: 1, cout: 1, h: 3, w: 3_000_000, k: 1, relu: false };
+    assert_eq!(s.input_len() / 4, 2048 * 1024 + 149 * 1024 + 272);
+    let x: Vec<f32> = (0..s.input_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let (weight, bias) = (rng.random_range(0.5f32..2.0), rng.random_range(-1.0f32..1.0));
+    let (gx, gw, gb) =
+        (gpu.upload("x", &x).unwrap(), gpu.upload("w", &[weight]).unwrap(), gpu.upload("b", &[bias]).unwrap());
+    let gy = check::poisoned(gpu, "y", s.output_len()).unwrap();
+    gpu.run(&[&s.forward(gpu, &gx, &gw, &gb, &gy).unwrap()]).unwrap();
+    let y = gpu.read::<f32>(&gy).unwrap();
+    for (i, (&x, &y)) in x.iter().zip(&y).enumerate() {
+        let want = x as f64 * weight as f64 + bias as f64;
+        assert!((y as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "pixel {i}: {y}, want {want} (WGUNET_SEED={seed})");
+    }
+}

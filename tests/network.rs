@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use wgunet::data::Normalisation;
 use wgunet::executor::{Executor, MemoryPlan, ParamArena};
+use wgunet::kernel::Recorder;
 use wgunet::graph::{compile, reference, Graph, Loss, Mode, Program, Step};
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::ops::batchnorm::{BatchNormInfer, BatchNormLayer, BatchNormTrain};
@@ -129,13 +130,10 @@ fn run_gpu(gpu: &Gpu, exec: &Executor, input: &[f32], target: &[f32], mask_seed:
     gpu.write(exec.target(), target);
     gpu.write(exec.loss_sum(), &[0.0f32]);
     exec.set_step(gpu, mask_seed, step);
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        // Forward, loss and (for a training program) backward: these executors have no optimizer.
-        exec.record_train_step(&mut pass);
-    }
-    gpu.queue.submit([enc.finish()]);
+    let mut recorder = Recorder::new(gpu);
+    // Forward, loss and (for a training program) backward: these executors have no optimizer.
+    exec.record_train_step(&mut recorder);
+    recorder.submit(gpu);
 }
 
 /// Biases of convolutions followed by batch norm: the normalisation subtracts any per-channel

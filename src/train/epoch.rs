@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use super::state::Progress;
 use super::stop::{Diverged, Interrupted, DIVERGENCE_FACTOR, STOP_REQUESTED};
 use super::Trainer;
+use crate::kernel::Recorder;
 use crate::ops::adam::AdamHyper;
 
 /// Steps between two read-backs of the running loss. Each read waits for the GPU to finish the
@@ -117,15 +118,12 @@ impl Trainer {
                 gpu.write(exec.target(), mask);
             }
         }
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            if let Some(augmentation) = &self.augmentation {
-                augmentation.dispatch.record(&mut pass);
-            }
-            exec.record_train_step(&mut pass);
+        let mut recorder = Recorder::new(gpu);
+        if let Some(augmentation) = &self.augmentation {
+            recorder.dispatch(&augmentation.dispatch);
         }
-        gpu.queue.submit([enc.finish()]);
+        exec.record_train_step(&mut recorder);
+        recorder.submit(gpu);
     }
 }
 
