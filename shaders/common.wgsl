@@ -51,3 +51,8 @@ fn texel(t: texture_2d_array<f32>, i: u32) -> vec4<f32> {
     let row = i / TEXTURE_ROW;
     return textureLoad(t, vec2<u32>(i % TEXTURE_ROW, row % TEXTURE_LAYER_ROWS), row / TEXTURE_LAYER_ROWS, 0);
 }
+
+// Element i (one f32) of such a tensor.
+fn texel_f32(t: texture_2d_array<f32>, i: u32) -> f32 {
+    return texel(t, i / 4u)[i % 4u];
+}

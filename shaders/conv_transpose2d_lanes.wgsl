@@ -2,7 +2,8 @@
 // lavapipe): the entry points of conv_transpose2d.wgsl, with the same results (the gradients
 // read dy and write dx over pixel pairs, bindings 9 and 10, so they need an even width),
 // built on what conv2d_lanes.wgsl explains: storage loads are dear (a branchy loop over the 8
-// lanes each), subgroup broadcasts cheap. An operand that is the same for every lane is loaded
+// lanes each), texel fetches and subgroup broadcasts cheap, so x, the weights and dy are read as
+// texels of textures. An operand that is the same for every lane is loaded
 // 8 values to a load, one per lane, and handed out by broadcasts. Needs 8-lane subgroups.
 
 // Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
@@ -16,14 +17,14 @@ const LANES: u32 = 8u;
 const MAX_PAIRS: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+@group(0) @binding(1) var x: texture_2d_array<f32>;
+@group(0) @binding(2) var wt: texture_2d_array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 // y: the rows of a 2×2 block are vec2s (even offsets: the output width 2w is even).
 @group(0) @binding(4) var<storage, read_write> y: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> dw: array<vec4<f32>>;
 // dy and dx over pixel pairs (even widths): a block row of two pixels is one vec4.
-@group(0) @binding(9) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(9) var dy4: texture_2d_array<f32>;
 @group(0) @binding(10) var<storage, read_write> dx2: array<vec2<f32>>;
 
 // Lane t's value, for t < count, as seen by every lane (zeros from count on).
@@ -83,8 +84,8 @@ fn forward(
         acc[t] = vec4(bias[min(co0 + t, last)]);
     }
     for (var ci = 0u; ci < p.cin; ci++) {
-        let v = x[(at.x * p.cin + ci) * plane + pix];
-        let ws = broadcast_first(wt[ci * p.cout + wcol], TILE);
+        let v = texel_f32(x, (at.x * p.cin + ci) * plane + pix);
+        let ws = broadcast_first(texel(wt, ci * p.cout + wcol), TILE);
         for (var t = 0u; t < TILE; t++) {
             acc[t] = fma(vec4(v), ws[t], acc[t]);
         }
@@ -129,19 +130,19 @@ fn backward_input(
         // g[k]: the 2×2 block of dy under pixel k, as (top left, top right, bottom left, bottom right).
         var g: array<vec4<f32>, 2 * MAX_PAIRS>;
         for (var k = 0u; k < PAIRS; k++) {
-            let upper = dy4[top + k];
-            let lower = dy4[top + p.w / 2u + k];
+            let upper = texel(dy4, top + k);
+            let lower = texel(dy4, top + p.w / 2u + k);
             g[2u * k] = vec4<f32>(upper.xy, lower.xy);
             g[2u * k + 1u] = vec4<f32>(upper.zw, lower.zw);
         }
-        let ws = broadcast_first(wt[wrow_lo + co], TILE);
+        let ws = broadcast_first(texel(wt, wrow_lo + co), TILE);
         for (var t = 0u; t < min(TILE, LANES); t++) {
             for (var k = 0u; k < 2u * PAIRS; k++) {
                 sums[t][k] += dot(g[k], ws[t]);
             }
         }
         if (high > 0u) {
-            let ws_hi = broadcast_first(wt[wrow_hi + co], high);
+            let ws_hi = broadcast_first(texel(wt, wrow_hi + co), high);
             for (var t = 0u; t < high; t++) {
                 for (var k = 0u; k < 2u * PAIRS; k++) {
                     sums[LANES + t][k] += dot(g[k], ws_hi[t]);
@@ -180,7 +181,7 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             // xs[t][q]: x of input channel ci0 + t at pixel first + q (zero past the plane).
             var xs: array<array<f32, LANES>, LANES>;
             for (var t = 0u; t < LANES; t++) {
-                let v = select(0.0, x[(n * p.cin + min(ci0 + t, p.cin - 1u)) * plane + mine], first + lane < plane);
+                let v = select(0.0, texel_f32(x, (n * p.cin + min(ci0 + t, p.cin - 1u)) * plane + mine), first + lane < plane);
                 xs[t] = array<f32, LANES>(
                     subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
                     subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
@@ -190,8 +191,8 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 // Pixels first + q and + q + 1 (pairs past the plane meet zero x values).
                 let row_col = divmod(min(first + q, plane - 2u), p.w);
                 let top = block_top(n, co, row_col.x, row_col.y) / 2u;
-                let upper = dy4[top];
-                let lower = dy4[top + p.w / 2u];
+                let upper = texel(dy4, top);
+                let lower = texel(dy4, top + p.w / 2u);
                 let g0 = vec4<f32>(upper.xy, lower.xy);
                 let g1 = vec4<f32>(upper.zw, lower.zw);
                 for (var t = 0u; t < LANES; t++) {

@@ -34,7 +34,8 @@ pub struct ParamArena {
 
 impl ParamArena {
     pub fn new(gpu: &Gpu, infos: &[ParamInfo]) -> Result<ParamArena> {
-        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        // At least a 16-byte texel: any parameter can be copied into a texture (kernel::TextureUpload).
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(4);
         let mut layout = Vec::new();
         let mut end = [0, 0];
         for p in infos {

@@ -245,8 +245,11 @@ pub(crate) struct TextureUpload {
 
 impl TextureUpload {
     fn new(gpu: &Gpu, number: u32, source: &BufferView, elems: usize) -> Result<TextureUpload> {
+        // The last texel may reach past the tensor into its buffer's padding ([`Gpu::buffer`],
+        // the parameter arena's alignment): those floats are copied, never read.
         let texels = elems.div_ceil(4) as u64;
-        if source.offset % TEXEL_BYTES != 0 || source.bytes < texels * TEXEL_BYTES || texels > u32::MAX as u64 {
+        let end = source.offset + texels * TEXEL_BYTES;
+        if source.offset % TEXEL_BYTES != 0 || end > source.buffer.size() || texels > u32::MAX as u64 {
             bail!("tensor '{}' cannot be copied into a texture of {texels} texels (a bug in wgunet)", source.name);
         }
         let rows = (texels as u32).div_ceil(TEXTURE_ROW).max(1);
@@ -452,10 +455,12 @@ impl Gpu {
         Ok(pipeline)
     }
 
-    /// A zero-filled device buffer for `elems` 4-byte elements.
+    /// A zero-filled device buffer for `elems` 4-byte elements, allocated in whole 16-byte
+    /// texels so that any tensor can be copied into a texture.
     pub fn buffer(&self, name: &str, elems: usize) -> Result<BufferView> {
         let bytes = (elems.max(1) * 4) as u64;
-        if bytes > self.limits.max_buffer_size {
+        let allocated = bytes.next_multiple_of(TEXEL_BYTES);
+        if allocated > self.limits.max_buffer_size {
             bail!(
                 "tensor '{name}' needs {}, more than this adapter's max buffer size ({}): use a smaller --batch or --size",
                 mib(bytes),
@@ -465,7 +470,7 @@ impl Gpu {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
-            size: bytes,
+            size: allocated,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
