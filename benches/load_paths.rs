@@ -70,16 +70,7 @@ fn main() {
     let (uniform, storage) = (init(wgpu::BufferUsages::UNIFORM), init(wgpu::BufferUsages::STORAGE));
     // The same 4096 vec4s as a 64×64 rgba32float texture, read with textureLoad (no sampler).
     let extent = wgpu::Extent3d { width: 64, height: 64, depth_or_array_layers: 1 };
-    let texture = d.create_texture(&wgpu::TextureDescriptor {
-        label: None,
-        size: extent,
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+    let texture = wgunet::kernel::input_texture(d, extent);
     gpu.queue.write_texture(
         texture.as_image_copy(),
         bytemuck::cast_slice(&data),

@@ -233,6 +233,20 @@ const TEXTURE_LAYER_ROWS: u32 = 2048;
 /// Bytes of an rgba32float texel.
 const TEXEL_BYTES: u64 = 16;
 
+/// An rgba32float texture (array, with layers) that kernels read texels of and copies fill.
+pub fn input_texture(device: &wgpu::Device, size: wgpu::Extent3d) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("tensor texture"),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    })
+}
+
 /// A tensor copied into an rgba32float texture array before the dispatch that reads it, for a
 /// binding its WGSL declares `texture_2d_array<f32>` (read with `texel()` from common.wgsl).
 /// Textures are pooled by binding number and size: every dispatch refills its own just before it
@@ -249,7 +263,7 @@ impl TextureUpload {
         // the parameter arena's alignment): those floats are copied, never read.
         let texels = elems.div_ceil(4) as u64;
         let end = source.offset + texels * TEXEL_BYTES;
-        if source.offset % TEXEL_BYTES != 0 || end > source.buffer.size() || texels > u32::MAX as u64 {
+        if !source.offset.is_multiple_of(TEXEL_BYTES) || end > source.buffer.size() || texels > u32::MAX as u64 {
             bail!("tensor '{}' cannot be copied into a texture of {texels} texels (a bug in wgunet)", source.name);
         }
         let rows = (texels as u32).div_ceil(TEXTURE_ROW).max(1);
@@ -272,18 +286,7 @@ impl TextureUpload {
             .lock()
             .unwrap()
             .entry(key)
-            .or_insert_with(|| {
-                Arc::new(gpu.device.create_texture(&wgpu::TextureDescriptor {
-                    label: Some("tensor texture"),
-                    size,
-                    mip_level_count: 1,
-                    sample_count: 1,
-                    dimension: wgpu::TextureDimension::D2,
-                    format: wgpu::TextureFormat::Rgba32Float,
-                    usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                    view_formats: &[],
-                }))
-            })
+            .or_insert_with(|| Arc::new(input_texture(&gpu.device, size)))
             .clone();
         Ok(TextureUpload { source: source.clone(), texture, texels: texels as u32 })
     }
