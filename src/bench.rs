@@ -9,8 +9,8 @@ use rand::{Rng, SeedableRng};
 use crate::device::Gpu;
 use crate::executor::{Executor, OptimizerConfig, ParamArena};
 use crate::graph::{compile, Loss, Mode};
-use crate::model::ModelConfig;
 use crate::kernel::Recorder;
+use crate::model::ModelConfig;
 use crate::ops::adam::AdamHyper;
 
 /// When `main` started: the origin of "first step finished after" figures.
@@ -78,12 +78,7 @@ impl BenchResult {
 
 /// Seconds per step after `warmup` steps, and when the first step finished (from process start).
 /// With no warm-up the first step is one of the timed ones.
-fn time_steps(
-    gpu: &Gpu,
-    warmup: usize,
-    steps: usize,
-    record: impl Fn(&mut Recorder),
-) -> Result<(f64, Duration)> {
+fn time_steps(gpu: &Gpu, warmup: usize, steps: usize, record: impl Fn(&mut Recorder)) -> Result<(f64, Duration)> {
     let steps = steps.max(1);
     let run = |n: usize| -> Result<()> {
         for _ in 0..n {

@@ -315,6 +315,16 @@ impl Gpu {
         })
     }
 
+    /// How this device's kernels read the tensors they only read: through textures where the
+    /// lane kernels run (see [`crate::kernel::Reads`]).
+    pub fn reads(&self) -> crate::kernel::Reads {
+        if self.lane_kernels() {
+            crate::kernel::Reads::Textures
+        } else {
+            crate::kernel::Reads::Storage
+        }
+    }
+
     /// Whether the op drivers build the `*_lanes.wgsl` kernels: the cpu variant, on a device with
     /// subgroups of exactly 8 lanes (lavapipe's), which those kernels are written for. Elsewhere
     /// the cpu variant falls back to the portable kernels.
@@ -349,10 +359,12 @@ impl Gpu {
     }
 
     /// The same device building `variant` kernels instead (for checking every variant on one
-    /// adapter). Pipelines already compiled stay cached: their keys hold the constants that
-    /// distinguish the variants.
+    /// adapter).
     pub fn with_kernels(mut self, variant: KernelVariant) -> Gpu {
         self.kernels = variant;
+        // Compiled for the previous variant, which may read tensors another way (`reads`).
+        self.modules.get_mut().unwrap().clear();
+        self.pipelines.get_mut().unwrap().clear();
         self
     }
 

@@ -73,9 +73,93 @@ pub fn shader(name: &str) -> &'static Shader {
     SHADERS.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no shader named {name}"))
 }
 
-/// Full WGSL text of a shader as the device sees it.
+/// Full WGSL text of a shader as written, [`COMMON`] prepended.
 pub fn full_source(s: &Shader) -> String {
     format!("{COMMON}\n{}", s.source)
+}
+
+/// How kernels reach the tensors they only read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// From storage buffers, as the WGSL is written.
+    Storage,
+    /// Through textures: on the lane-kernel devices (lavapipe), where a storage load is a loop
+    /// over the 8 lanes and, on hosts without AVX-512, costs about ten texel fetches, every
+    /// read-only `array<f32>` / `array<vec4<f32>>` binding of the portable shaders is rewritten
+    /// to a `texture_2d_array<f32>` ([`read_through_textures`]) that [`launch`] fills. The
+    /// `*_lanes` kernels are written that way already.
+    Textures,
+}
+
+/// WGSL text of a shader as a device with `reads` compiles it.
+pub fn source(s: &Shader, reads: Reads) -> String {
+    match reads {
+        Reads::Storage => full_source(s),
+        Reads::Textures => read_through_textures(&full_source(s)),
+    }
+}
+
+/// `source` with each read-only storage binding of f32 or vec4<f32> elements declared as a
+/// texture of the same values, and each `name[index]` read as `texel_f32(name, index)` /
+/// `texel(name, index)` (common.wgsl). Relies on the shaders' conventions: one declaration a
+/// line, and no use of such a binding other than indexing it.
+pub fn read_through_textures(source: &str) -> String {
+    let mut readers: Vec<(String, &str)> = Vec::new();
+    let declared: Vec<String> = source
+        .lines()
+        .map(|line| {
+            let rest = line.split_once("var<storage, read> ").map(|(head, rest)| (head, rest));
+            let Some((head, rest)) = rest else { return line.to_string() };
+            let Some((name, ty)) = rest.trim_end_matches(';').split_once(": ") else { return line.to_string() };
+            let reader = match ty {
+                "array<f32>" => "texel_f32",
+                "array<vec4<f32>>" => "texel",
+                _ => return line.to_string(),
+            };
+            readers.push((name.to_string(), reader));
+            format!("{head}var {name}: texture_2d_array<f32>;")
+        })
+        .collect();
+    let mut out = declared.join("\n");
+    for (name, reader) in &readers {
+        out = rewrite_indexing(&out, name, reader);
+    }
+    out
+}
+
+/// `source` with every `name[index]` (name not part of a longer identifier) replaced by
+/// `reader(name, index)`.
+fn rewrite_indexing(source: &str, name: &str, reader: &str) -> String {
+    let pattern = format!("{name}[");
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find(&pattern) {
+        let part_of_longer = rest[..at].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        out.push_str(&rest[..at]);
+        if part_of_longer {
+            out.push_str(&pattern);
+            rest = &rest[at + pattern.len()..];
+            continue;
+        }
+        let inner = &rest[at + pattern.len()..];
+        let mut depth = 1;
+        let close = inner
+            .char_indices()
+            .find(|&(_, c)| {
+                depth += match c {
+                    '[' => 1,
+                    ']' => -1,
+                    _ => 0,
+                };
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("unbalanced brackets after '{pattern}' in a shader"));
+        out.push_str(&format!("{reader}({name}, {})", &inner[..close]));
+        rest = &inner[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `source` (whole WGSL, as [`full_source`] gives it) compiled as every kernel is: bounds checks
@@ -130,10 +214,11 @@ impl Layout {
         Some((number.parse().ok()?, variable.trim().to_string(), ty.trim().trim_end_matches(';').to_string()))
     }
 
-    /// The layout of `shader`, parsed once.
-    fn of(shader: &Shader) -> &'static Layout {
-        static LAYOUTS: OnceLock<Vec<Layout>> = OnceLock::new();
-        let layouts = LAYOUTS.get_or_init(|| SHADERS.iter().map(|s| Layout::parse(&full_source(s))).collect());
+    /// The layout of `shader` as a device with `reads` compiles it, parsed once.
+    fn of(shader: &Shader, reads: Reads) -> &'static Layout {
+        static LAYOUTS: [OnceLock<Vec<Layout>>; 2] = [OnceLock::new(), OnceLock::new()];
+        let layouts =
+            LAYOUTS[reads as usize].get_or_init(|| SHADERS.iter().map(|s| Layout::parse(&source(s, reads))).collect());
         &layouts[SHADERS.iter().position(|s| s.name == shader.name).expect("shaders come from SHADERS")]
     }
 
@@ -193,7 +278,7 @@ pub fn launch<P: Uniform>(
     bindings: &[(&str, &BufferView, usize)],
     groups: [u32; 3],
 ) -> Result<Dispatch> {
-    let layout = Layout::of(shader(spec.shader));
+    let layout = Layout::of(shader(spec.shader), gpu.reads());
     if !layout.params_are(P::FIELDS) {
         bail!(
             "kernel {}::{}: the Rust params {:?} are not the WGSL struct's {:?} (a bug in wgunet)",
@@ -431,7 +516,7 @@ impl Gpu {
             let mut modules = self.modules.lock().unwrap();
             modules
                 .entry(shader.name)
-                .or_insert_with(|| compile_module(&self.device, shader.name, &full_source(shader)))
+                .or_insert_with(|| compile_module(&self.device, shader.name, &source(shader, self.reads())))
                 .clone()
         };
         let mut constants: Vec<(&str, f64)> = vec![("WG_X", x as f64), ("WG_Y", y as f64), ("WG_Z", z as f64)];
@@ -656,7 +741,9 @@ impl Dispatch {
         entries.extend(tensors.iter().map(|(b, t)| wgpu::BindGroupEntry { binding: *b, resource: t.binding() }));
         let views: Vec<(u32, wgpu::TextureView)> = textures.iter().map(|(b, t)| (*b, t.view())).collect();
         entries.extend(
-            views.iter().map(|(b, v)| wgpu::BindGroupEntry { binding: *b, resource: wgpu::BindingResource::TextureView(v) }),
+            views
+                .iter()
+                .map(|(b, v)| wgpu::BindGroupEntry { binding: *b, resource: wgpu::BindingResource::TextureView(v) }),
         );
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -694,34 +781,54 @@ mod tests {
     #[test]
     fn layouts_agree_with_naga() {
         for s in SHADERS {
-            let layout = Layout::of(s);
-            let module = naga::front::wgsl::parse_str(&full_source(s)).expect("the naga test validates every shader");
-            let mut bindings: Vec<(u32, String)> = module
-                .global_variables
-                .iter()
-                .filter_map(|(_, v)| Some((v.binding.as_ref()?.binding, v.name.clone()?)))
-                .collect();
-            bindings.sort();
-            let mut parsed: Vec<(u32, String)> = layout.bindings.iter().map(|(n, v, _)| (*n, v.clone())).collect();
-            parsed.sort();
-            assert_eq!(parsed, bindings, "{}.wgsl", s.name);
-            for (_, ty) in module.types.iter() {
-                // Names starting with "__" are naga's own (e.g. atomic results), not declared.
-                if let (Some(name), naga::TypeInner::Struct { members, .. }) = (&ty.name, &ty.inner) {
-                    if name.starts_with("__") {
-                        continue;
+            for reads in [Reads::Storage, Reads::Textures] {
+                let layout = Layout::of(s, reads);
+                let module =
+                    naga::front::wgsl::parse_str(&source(s, reads)).expect("the naga test validates every shader");
+                let mut bindings: Vec<(u32, String)> = module
+                    .global_variables
+                    .iter()
+                    .filter_map(|(_, v)| Some((v.binding.as_ref()?.binding, v.name.clone()?)))
+                    .collect();
+                bindings.sort();
+                let mut parsed: Vec<(u32, String)> = layout.bindings.iter().map(|(n, v, _)| (*n, v.clone())).collect();
+                parsed.sort();
+                assert_eq!(parsed, bindings, "{}.wgsl", s.name);
+                for (_, ty) in module.types.iter() {
+                    // Names starting with "__" are naga's own (e.g. atomic results), not declared.
+                    if let (Some(name), naga::TypeInner::Struct { members, .. }) = (&ty.name, &ty.inner) {
+                        if name.starts_with("__") {
+                            continue;
+                        }
+                        let names: Vec<_> = members.iter().map(|m| m.name.clone().unwrap_or_default()).collect();
+                        let parsed: Vec<_> = layout.structs[name].iter().map(|(m, _)| m.clone()).collect();
+                        assert_eq!(parsed, names, "{}.wgsl: struct {name}", s.name);
                     }
-                    let names: Vec<_> = members.iter().map(|m| m.name.clone().unwrap_or_default()).collect();
-                    let parsed: Vec<_> = layout.structs[name].iter().map(|(m, _)| m.clone()).collect();
-                    assert_eq!(parsed, names, "{}.wgsl: struct {name}", s.name);
                 }
             }
         }
     }
 
+    /// Read-only f32 and vec4 bindings become textures, read with texel_f32 / texel wherever
+    /// they are indexed (nested indices included); other bindings and longer names are kept.
+    #[test]
+    fn read_only_bindings_are_read_through_textures() {
+        let source = "@group(0) @binding(1) var<storage, read> a: array<f32>;\n\
+                      @group(0) @binding(2) var<storage, read> a4: array<vec4<f32>>;\n\
+                      @group(0) @binding(3) var<storage, read> idx: array<u32>;\n\
+                      @group(0) @binding(4) var<storage, read_write> out: array<f32>;\n\
+                      fn f(i: u32) { out[i] = a[idx[i] + 1u] + a4[a4_index[i]].x + data[i] + out[a[i]]; }";
+        let want = "@group(0) @binding(1) var a: texture_2d_array<f32>;\n\
+                    @group(0) @binding(2) var a4: texture_2d_array<f32>;\n\
+                    @group(0) @binding(3) var<storage, read> idx: array<u32>;\n\
+                    @group(0) @binding(4) var<storage, read_write> out: array<f32>;\n\
+                    fn f(i: u32) { out[i] = texel_f32(a, idx[i] + 1u) + texel(a4, a4_index[i]).x + data[i] + out[texel_f32(a, i)]; }";
+        assert_eq!(read_through_textures(source), want);
+    }
+
     #[test]
     fn params_match_up_to_trailing_padding() {
-        let layout = Layout::of(shader("gate"));
+        let layout = Layout::of(shader("gate"), Reads::Storage);
         assert!(layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "u32")]));
         assert!(!layout.params_are(&[("n", "u32"), ("hw", "u32"), ("c", "u32")]));
         assert!(!layout.params_are(&[("n", "u32"), ("c", "u32"), ("hw", "f32")]));
@@ -730,6 +837,8 @@ mod tests {
         assert_eq!(layout.binding("out"), Some((4, "array<f32>")));
         assert_eq!(layout.binding("p"), Some((0, "Params")));
         assert_eq!(layout.binding("nothing"), None);
-        assert_eq!(Layout::of(shader("conv2d_lanes")).binding("x"), Some((1, "texture_2d_array<f32>")));
+        assert_eq!(Layout::of(shader("conv2d_lanes"), Reads::Storage).binding("x"), Some((1, "texture_2d_array<f32>")));
+        assert_eq!(Layout::of(shader("gate"), Reads::Textures).binding("x"), Some((1, "texture_2d_array<f32>")));
+        assert_eq!(Layout::of(shader("gate"), Reads::Textures).binding("out"), Some((4, "array<f32>")));
     }
 }

@@ -2,11 +2,13 @@
 
 #[test]
 fn every_shader_validates() {
+    use wgunet::kernel::Reads;
     assert!(wgunet::kernel::SHADERS.len() >= 8);
-    for s in wgunet::kernel::SHADERS {
-        let src = wgunet::kernel::full_source(s);
+    // Both forms: as written, and with read-only tensors read through textures (CPU adapters).
+    for (s, reads) in wgunet::kernel::SHADERS.iter().flat_map(|s| [(s, Reads::Storage), (s, Reads::Textures)]) {
+        let src = wgunet::kernel::source(s, reads);
         let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}.wgsl does not parse:\n{}", s.name, e.emit_to_string(&src)));
+            .unwrap_or_else(|e| panic!("{}.wgsl ({reads:?}) does not parse:\n{}", s.name, e.emit_to_string(&src)));
         // The CPU-lane kernels (`*_lanes.wgsl`) need subgroups; every other shader must run on
         // adapters without them.
         let (capabilities, subgroup_stages) = if s.name.ends_with("_lanes") {
@@ -18,7 +20,7 @@ fn every_shader_validates() {
             .subgroup_stages(subgroup_stages)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}.wgsl does not validate: {e:?}", s.name));
+            .unwrap_or_else(|e| panic!("{}.wgsl ({reads:?}) does not validate: {e:?}", s.name));
     }
 }
 
