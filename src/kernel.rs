@@ -85,9 +85,9 @@ pub enum Reads {
     Storage,
     /// Through textures: on the lane-kernel devices (lavapipe), where a storage load is a loop
     /// over the 8 lanes and, on hosts without AVX-512, costs about ten texel fetches, every
-    /// read-only `array<f32>` / `array<vec4<f32>>` binding of the portable shaders is rewritten
-    /// to a `texture_2d_array<f32>` ([`read_through_textures`]) that [`launch`] fills. The
-    /// `*_lanes` kernels are written that way already.
+    /// read-only `array<f32>` / `array<vec4<f32>>` binding is rewritten to a
+    /// `texture_2d_array<f32>` ([`read_through_textures`]) that [`launch`] fills. The `*_lanes`
+    /// kernels declare their per-lane inputs as textures already.
     Textures,
 }
 
@@ -108,8 +108,7 @@ pub fn read_through_textures(source: &str) -> String {
     let declared: Vec<String> = source
         .lines()
         .map(|line| {
-            let rest = line.split_once("var<storage, read> ").map(|(head, rest)| (head, rest));
-            let Some((head, rest)) = rest else { return line.to_string() };
+            let Some((head, rest)) = line.split_once("var<storage, read> ") else { return line.to_string() };
             let Some((name, ty)) = rest.trim_end_matches(';').split_once(": ") else { return line.to_string() };
             let reader = match ty {
                 "array<f32>" => "texel_f32",
