@@ -246,9 +246,9 @@ pub struct Gpu {
     error: Arc<Mutex<Option<String>>>,
     pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pub(crate) pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
-    /// The textures tensors are copied into for kernels that read them as textures, by (binding
-    /// number, rows, layers): see `kernel::TextureUpload`.
-    pub(crate) textures: Mutex<HashMap<(u32, u32, u32), Arc<wgpu::Texture>>>,
+    /// The textures tensors are copied into for kernels that read them as textures, by (which
+    /// textured input of a dispatch, rows, layers): see `kernel::TextureUpload`.
+    pub(crate) textures: Mutex<HashMap<(usize, u32, u32), Arc<wgpu::Texture>>>,
 }
 
 impl Gpu {
@@ -323,6 +323,12 @@ impl Gpu {
         } else {
             crate::kernel::Reads::Storage
         }
+    }
+
+    /// Bytes of the textures kernels read tensors through (`kernel::TextureUpload`), so far.
+    pub fn texture_pool_bytes(&self) -> u64 {
+        let textures = self.textures.lock().unwrap();
+        textures.values().map(|t| t.width() as u64 * t.height() as u64 * t.depth_or_array_layers() as u64 * 16).sum()
     }
 
     /// Whether the op drivers build the `*_lanes.wgsl` kernels: the cpu variant, on a device with

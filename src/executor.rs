@@ -278,6 +278,9 @@ pub struct Executor {
     optimizer: Option<(Dispatch, BufferView)>,
     /// The (seed, step) every dropout layer's mask derives from ([`Executor::set_step`]).
     dropout_rng: BufferView,
+    /// The device's texture pool once this program's dispatches were built (0 where kernels
+    /// read storage buffers).
+    texture_bytes: u64,
 }
 
 impl Executor {
@@ -332,7 +335,8 @@ impl Executor {
             }
             None => None,
         };
-        Ok(Executor { program, plan, views, params, forward, loss, backward, optimizer, dropout_rng })
+        let texture_bytes = gpu.texture_pool_bytes();
+        Ok(Executor { program, plan, views, params, forward, loss, backward, optimizer, dropout_rng, texture_bytes })
     }
 
     /// Sets the (seed, step) that the dropout masks of the next recorded steps derive from: call
@@ -393,8 +397,13 @@ impl Executor {
     pub fn memory_summary(&self) -> String {
         let trained = self.params.total_elems() as u64 * 4 * if self.optimizer.is_some() { 4 } else { 1 };
         let params = trained + self.params.state_elems() as u64 * 4;
+        let textures = if self.texture_bytes > 0 {
+            format!(", textures the kernels read through {}", mib(self.texture_bytes))
+        } else {
+            String::new()
+        };
         format!(
-            "activations and gradients {} (planned; {} without sharing), parameters and optimizer state {}",
+            "activations and gradients {} (planned; {} without sharing), parameters and optimizer state {}{textures}",
             mib(self.plan.planned_bytes()),
             mib(self.plan.unplanned_elems as u64 * 4),
             mib(params)

@@ -302,7 +302,8 @@ pub fn launch<P: Uniform>(
             );
         }
         if ty.starts_with("texture_2d_array") {
-            textures.push((number, TextureUpload::new(gpu, number, view, elems)?));
+            let ordinal = textures.len();
+            textures.push((number, TextureUpload::new(gpu, ordinal, view, elems)?));
         } else {
             tensors.push((number, view));
         }
@@ -333,8 +334,9 @@ pub fn input_texture(device: &wgpu::Device, size: wgpu::Extent3d) -> wgpu::Textu
 
 /// A tensor copied into an rgba32float texture array before the dispatch that reads it, for a
 /// binding its WGSL declares `texture_2d_array<f32>` (read with `texel()` from common.wgsl).
-/// Textures are pooled by binding number and size: every dispatch refills its own just before it
-/// runs, so dispatches may share one, but the two textures one dispatch reads never alias.
+/// Textures are pooled by size and by which of its textured inputs a dispatch takes them for
+/// (first, second, …): every dispatch refills its own just before it runs, so dispatches may
+/// share one, but the textures one dispatch reads never alias.
 pub(crate) struct TextureUpload {
     source: BufferView,
     texture: Arc<wgpu::Texture>,
@@ -342,7 +344,7 @@ pub(crate) struct TextureUpload {
 }
 
 impl TextureUpload {
-    fn new(gpu: &Gpu, number: u32, source: &BufferView, elems: usize) -> Result<TextureUpload> {
+    fn new(gpu: &Gpu, ordinal: usize, source: &BufferView, elems: usize) -> Result<TextureUpload> {
         // The last texel may reach past the tensor into its buffer's padding ([`Gpu::buffer`],
         // the parameter arena's alignment): those floats are copied, never read.
         let texels = elems.div_ceil(4) as u64;
@@ -364,7 +366,7 @@ impl TextureUpload {
                 gpu.info.name
             );
         }
-        let key = (number, size.height, size.depth_or_array_layers);
+        let key = (ordinal, size.height, size.depth_or_array_layers);
         let texture = gpu
             .textures
             .lock()
