@@ -37,6 +37,9 @@ fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
     t0.elapsed().as_secs_f64() / reps as f64
 }
 
+/// (op, pass): what the `all layers` rows sum over.
+type OpPass = (&'static str, &'static str);
+
 /// One pass of one layer, built on the device it is given (for the variant it builds).
 type Pass = (&'static str, Box<dyn Fn(&Gpu) -> Dispatch>);
 
@@ -177,7 +180,7 @@ fn main() {
         for &variant in &variants {
             gpu = gpu.with_kernels(variant);
             // (op, pass) → (layers, seconds, FLOPs) over the whole network, in first-seen order.
-            let mut totals: Vec<((&str, &str), (usize, f64, f64))> = Vec::new();
+            let mut totals: Vec<(OpPass, (usize, f64, f64))> = Vec::new();
             for l in &layers {
                 for (pass, build) in &l.passes {
                     let t = time(&gpu, &build(&gpu), reps);

@@ -684,12 +684,6 @@ impl Recorder {
         d.record(pass);
     }
 
-    /// The encoder, for copies after the dispatches recorded so far.
-    pub fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
-        self.pass = None;
-        &mut self.encoder
-    }
-
     pub fn submit(mut self, gpu: &Gpu) {
         self.pass = None;
         gpu.queue.submit([self.encoder.finish()]);

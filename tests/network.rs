@@ -102,11 +102,10 @@ fn net(
     classes: usize,
     batch: usize,
     rng: &mut rand_pcg::Pcg64,
-    seed: u64,
 ) -> Net {
     let graph = ModelConfig { activation, ..config(arch, size, channels, 3, classes) }.build(batch);
     let params = Arc::new(ParamArena::new(gpu, &graph.params).unwrap());
-    let mut values = params.initial_values(seed);
+    let mut values = params.initial_values(rng.random());
     for (v, info) in values.iter_mut().zip(&graph.params) {
         let range = if info.name.ends_with(".bias") {
             0.05..0.2
@@ -168,7 +167,7 @@ fn gradients_match_with(gpu: &Gpu, seed: u64, model: (Arch, Activation), size: u
     let batch = 2;
     // Softmax cross-entropy trains a 3-class head on class ids; the other losses one channel on 0/1.
     let classes = if loss == Loss::Ce { 3 } else { 1 };
-    let net = net(gpu, model, size, channels, classes, batch, &mut rng, seed);
+    let net = net(gpu, model, size, channels, classes, batch, &mut rng);
     let program = compile(&net.graph, Mode::Train(loss));
     let exec = Executor::new(gpu, program.clone(), net.params.clone(), None).unwrap();
     assert_eq!(exec.logits().elems(), classes * exec.target().elems(), "one logit per class and pixel");
@@ -307,7 +306,7 @@ fn resunet_evaluation_uses_running_statistics_and_no_dropout() {
     let gpu = common::gpu();
     let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
     let batch = 2;
-    let net = net(gpu, (Arch::Resunet, Activation::Relu), 16, 1, 1, batch, &mut rng, seed);
+    let net = net(gpu, (Arch::Resunet, Activation::Relu), 16, 1, 1, batch, &mut rng);
     let program = compile(&net.graph, Mode::Evaluate(Loss::Bce));
     assert!(!has(&program, |s| s.get::<DropoutForward>().is_some() || s.get::<BatchNormTrain>().is_some()));
     assert!(has(&program, |s| s.get::<BatchNormInfer>().is_some()));
