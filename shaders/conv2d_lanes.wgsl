@@ -8,8 +8,9 @@
 // - reads x as vec4 (rows of a multiple of 8 pixels: the driver checks), two loads per window
 //   row, and takes the window's two edge pixels from the neighbouring lanes by shuffles;
 // - reads its inputs (x, the weights, dz: each lane loads its own values of them) as texels of
-//   textures, not from storage: on a host without AVX-512 a storage load reaches each lane through the stack,
-//   a store-forwarding stall a lane, and costs about ten texel fetches (`load_paths` bench);
+//   textures, not from storage: on a host without AVX-512 a storage load reaches each lane
+//   through the stack, a store-forwarding stall a lane, and costs about ten texel fetches
+//   (`load_paths` bench);
 // - loads the TILE·K·K weights of one input channel once per subgroup, 8 to a load, and hands
 //   them to every lane by broadcasts (they are the same for every lane);
 // - keeps PX = 8 pixels × TILE output channels of sums in registers and uses fma().
@@ -164,9 +165,8 @@ fn window_row(xplane: u32, oy: u32, ky: u32, run: u32, runs: u32, lane: u32) -> 
     var right = subgroupShuffleDown(lo.x, 1u);
     // Lanes 0 and 7 have no neighbour lane on that side (their shuffles return another lane's
     // value): where a row can go on in the previous / next subgroup they read that pixel, in one
-    // texel for both. Every lane fetches it, outside any branch: a fetch costs less than the
-    // divergent branch did (2.5x slower on 128-pixel rows); where no neighbour exists, has_left /
-    // has_right zero it below.
+    // texel for both. Every lane fetches it, outside any branch (a texel fetch is cheap, and the
+    // branch measured no faster); where no neighbour exists, has_left / has_right zero it below.
     if (CROSSING) {
         let edge = texel(x, select(base + PX / 4u, max(base, 1u) - 1u, lane == 0u));
         left = select(left, edge.w, lane == 0u);
