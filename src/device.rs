@@ -325,12 +325,6 @@ impl Gpu {
         }
     }
 
-    /// Bytes of the textures kernels read tensors through (`kernel::TextureUpload`), so far.
-    pub fn texture_pool_bytes(&self) -> u64 {
-        let textures = self.textures.lock().unwrap();
-        textures.values().map(|t| t.width() as u64 * t.height() as u64 * t.depth_or_array_layers() as u64 * 16).sum()
-    }
-
     /// Whether the op drivers build the `*_lanes.wgsl` kernels: the cpu variant, on a device with
     /// subgroups of exactly 8 lanes (lavapipe's), which those kernels are written for. Elsewhere
     /// the cpu variant falls back to the portable kernels.

@@ -523,8 +523,8 @@ impl Gpu {
         let mut constants: Vec<(&str, f64)> = vec![("WG_X", x as f64), ("WG_Y", y as f64), ("WG_Z", z as f64)];
         constants.extend(spec.constants.iter().cloned());
         // Only pass the constants the entry point's module declares; naga rejects unknown ones.
-        let source = full_source(shader);
-        constants.retain(|(name, _)| source.contains(&format!("override {name}")));
+        let text = full_source(shader);
+        constants.retain(|(name, _)| text.contains(&format!("override {name}")));
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,
@@ -542,6 +542,13 @@ impl Gpu {
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Bytes of the textures kernels read tensors through ([`TextureUpload`]), so far.
+    pub fn texture_pool_bytes(&self) -> u64 {
+        let textures = self.textures.lock().unwrap();
+        let texels = |t: &wgpu::Texture| t.width() as u64 * t.height() as u64 * t.depth_or_array_layers() as u64;
+        textures.values().map(|t| texels(t) * TEXEL_BYTES).sum()
     }
 
     /// A zero-filled device buffer for `elems` 4-byte elements, allocated in whole 16-byte
