@@ -211,6 +211,15 @@ impl Conv2d {
         }
     }
 
+    /// Output rows one invocation of the CPU-lane forward computes (its `ROWS` override): 4, else
+    /// 2, where they share window rows (3×3 kernels) and divide the height; else 1.
+    fn rows_per_invocation(&self) -> usize {
+        match self.k {
+            3 => [4, 2].into_iter().find(|rows| self.h.is_multiple_of(*rows)).unwrap_or(1),
+            _ => 1,
+        }
+    }
+
     /// Pixels of a row one invocation handles at a time (the `PX` override): up to MAX_PX, fewer
     /// on narrow planes so no lane only computes padding.
     fn run_length(&self) -> usize {
@@ -225,14 +234,16 @@ impl Conv2d {
         let tile = channel_tile(channels, MAX_TILE);
         if let Some(px) = self.lane_run(gpu) {
             // Workgroups of one subgroup where 64-invocation ones would leave lanes on clamped
-            // copies of the last item (the 4×4 bridge at batch 8: 32 items); 64 elsewhere, as
+            // copies of the last item (the 4×4 bridge at batch 8: 8 items); 64 elsewhere, as
             // more, smaller workgroups measured slower on large maps.
-            let items = self.n * self.h * self.w / px;
+            let rows = self.rows_per_invocation();
+            let items = self.n * self.h / rows * self.w / px;
             let wg = if items.is_multiple_of(WG_PIXELS as usize) { WG_PIXELS } else { LANES };
             let spec = KernelSpec::new("conv2d_lanes", "forward", [wg, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
+                .constant("ROWS", rows as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
             // Channel tiles along x: lavapipe runs them back to back on one block of rows.
@@ -475,9 +486,14 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 1, cin: 1, cout: 3, h: 17, w: 23, k: 3, relu: true },
     Conv2d { n: 2, cin: 3, cout: 2, h: 61, w: 67, k: 3, relu: false },
     // Rows of whole 8-pixel runs (the CPU-lane kernel): rows that span two subgroups, rows of 3
-    // runs that start mid-subgroup, one run a row.
+    // runs that start mid-subgroup (each at heights where an invocation computes 1, 2 and 4
+    // output rows), one run a row.
     Conv2d { n: 1, cin: 3, cout: 5, h: 5, w: 136, k: 3, relu: true },
+    Conv2d { n: 1, cin: 3, cout: 5, h: 6, w: 136, k: 3, relu: false },
+    Conv2d { n: 1, cin: 4, cout: 3, h: 8, w: 136, k: 3, relu: true },
     Conv2d { n: 2, cin: 5, cout: 6, h: 9, w: 24, k: 3, relu: false },
+    Conv2d { n: 2, cin: 5, cout: 6, h: 10, w: 24, k: 3, relu: true },
+    Conv2d { n: 1, cin: 4, cout: 6, h: 12, w: 24, k: 3, relu: false },
     Conv2d { n: 3, cin: 7, cout: 9, h: 7, w: 8, k: 3, relu: true },
     Conv2d { n: 2, cin: 6, cout: 3, h: 5, w: 16, k: 1, relu: false },
     Conv2d { n: 3, cin: 9, cout: 7, h: 4, w: 4, k: 3, relu: true },
@@ -492,8 +508,9 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 3, cin: 6, cout: 4, h: 1, w: 1, k: 3, relu: true },
     Conv2d { n: 1, cin: 7, cout: 5, h: 2, w: 2, k: 3, relu: false },
     Conv2d { n: 3, cin: 4, cout: 6, h: 3, w: 5, k: 3, relu: false },
-    // 64 runs of 8 pixels: the lane forward's 64-invocation workgroups (the others use 8).
-    Conv2d { n: 2, cin: 3, cout: 5, h: 8, w: 32, k: 3, relu: true },
+    // 64 items of four rows' runs of 8 pixels: the lane forward's 64-invocation workgroups (the
+    // others use 8).
+    Conv2d { n: 2, cin: 3, cout: 5, h: 32, w: 32, k: 3, relu: true },
     // The gpu variant's GEMM with partial tiles in every dimension: forward 16 × 32 tiles (3 row
     // tiles, the last of 5 channels; 10 column tiles, the last of 9 pixels; 4 K slices, the
     // last of 15), its input gradient 8-channel tiles of 2 a block holding 7 channels and 21 K
