@@ -302,17 +302,19 @@ impl Conv2d {
         let bindings = [("x", x, self.input_len()), ("dz", dz, self.output_len()), ("dw", dw, self.weight_len())];
         let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         if let Some(px) = self.lane_run(gpu) {
-            // One 8-lane subgroup per (input channel, output channel tile), no reduction tree; on
-            // rows of one run, per (8 input channels, output channel tile), a lane a channel.
+            // One 8-lane subgroup per (2 input channels, output channel tile), no reduction tree;
+            // on rows of one run, per (8 input channels, output channel tile), a lane a channel.
             let runs = self.w / px;
-            let channels = if runs == 1 { LANES as usize } else { 1 };
+            // Input channels a lane reduces for (PAIR), and a workgroup.
+            let (pair, channels) = if runs == 1 { (1, LANES as usize) } else { (2, 2) };
             let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
                 // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
                 .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
-                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 });
+                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 })
+                .constant("PAIR", pair as f64);
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return launch(gpu, &spec, &params, &bindings, grid);
         }
