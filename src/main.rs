@@ -480,7 +480,7 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     bench::mark_process_start();
-    give_driver_a_runtime_dir();
+    let _runtime_dir = give_driver_a_runtime_dir();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match run(cli, &matches) {
@@ -564,11 +564,12 @@ fn flags_given(matches: &ArgMatches, subcommand: &str) -> Vec<String> {
 
 /// Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` (several times)
 /// when the variable is unset or names no folder, as on servers and in containers. Before any
-/// thread starts or the instance opens, point it at a private (0700) folder of our own.
-fn give_driver_a_runtime_dir() {
+/// thread starts or the instance opens, point it at a private (0700) folder of our own, which
+/// goes when the returned guard does (at the end of `main`).
+fn give_driver_a_runtime_dir() -> Option<RuntimeDir> {
     let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
     if valid {
-        return;
+        return None;
     }
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
@@ -577,6 +578,18 @@ fn give_driver_a_runtime_dir() {
     let dir = std::env::temp_dir().join(format!("wgunet-runtime-{}", std::process::id()));
     if builder.create(&dir).is_ok() || dir.is_dir() {
         std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        return Some(RuntimeDir(dir));
+    }
+    None
+}
+
+/// The folder [`give_driver_a_runtime_dir`] made; removed on drop, so that runs leave nothing in
+/// the temporary directory.
+struct RuntimeDir(std::path::PathBuf);
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -18,11 +18,32 @@ const TINY: [&str; 14] = [
     "--augment", "full",
 ];
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgunet-resume-{name}-{}", std::process::id()));
+/// An empty folder of this test process under Cargo's scratch space for tests (target/tmp).
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("resume-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A test's own folder, removed when the test ends, passed or failed.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
+    TempDir(fresh_dir(name))
 }
 
 fn s(p: &Path) -> &str {
@@ -83,7 +104,8 @@ fn wait_for_checkpoint(child: &mut Child, run: &Path, epoch: u64) {
 fn reference_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let run = temp_dir("reference").join("run");
+        // Shared by the tests of this process, so kept (in target/tmp) when they end.
+        let run = fresh_dir("reference").join("run");
         let mut args = vec!["train"];
         args.extend(TINY);
         args.extend(["--out", s(&run)]);
@@ -112,7 +134,8 @@ fn assert_same_results(resumed: &Path, reference: &Path) {
 
 #[test]
 fn killed_run_resumes_to_the_same_results() {
-    let run = temp_dir("killed").join("run");
+    let dir = temp_dir("killed");
+    let run = dir.join("run");
     let mut child = spawn_train(&run);
     wait_for_checkpoint(&mut child, &run, 1);
     child.kill().unwrap(); // SIGKILL, in epoch 2
@@ -128,7 +151,8 @@ fn killed_run_resumes_to_the_same_results() {
 /// must drop the row and redo the epoch.
 #[test]
 fn run_killed_while_ending_an_epoch_resumes_to_the_same_results() {
-    let run = temp_dir("killed-at-epoch-end").join("run");
+    let dir = temp_dir("killed-at-epoch-end");
+    let run = dir.join("run");
     let mut child = spawn_train(&run);
     let start = Instant::now();
     let csv_rows = || std::fs::read_to_string(run.join("metrics.csv")).map_or(0, |t| t.lines().count());
@@ -146,7 +170,8 @@ fn run_killed_while_ending_an_epoch_resumes_to_the_same_results() {
 
 #[test]
 fn interrupted_run_says_how_to_resume_and_resumes_to_the_same_results() {
-    let run = temp_dir("sigint").join("run");
+    let dir = temp_dir("sigint");
+    let run = dir.join("run");
     let mut child = spawn_train(&run);
     wait_for_checkpoint(&mut child, &run, 1);
     let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -166,7 +191,8 @@ fn interrupted_run_says_how_to_resume_and_resumes_to_the_same_results() {
 #[test]
 fn diverging_loss_stops_in_the_first_epoch_without_usable_weights() {
     for (lr, tenth) in [("1e6", "100000"), ("1e30", "1e29")] {
-        let run = temp_dir(&format!("diverge-{lr}")).join("run");
+        let dir = temp_dir(&format!("diverge-{lr}"));
+        let run = dir.join("run");
         let (code, out) = wgunet_exit(&[
             "train",
             "--device",
