@@ -481,8 +481,16 @@ struct TrainArgs {
 fn main() -> ExitCode {
     bench::mark_process_start();
     let _runtime_dir = give_driver_a_runtime_dir();
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Help, version and usage errors return from main rather than exit() inside clap, so that
+    // the runtime folder's guard still removes it.
+    let parsed = Cli::command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
     match run(cli, &matches) {
         Ok(code) => code,
         Err(e) => match e.downcast_ref::<train::Interrupted>() {
