@@ -388,20 +388,30 @@ fn out_of_range_numbers_are_refused_at_parse_time() {
 }
 
 /// Without XDG_RUNTIME_DIR (servers, containers) the driver says nothing about it: the binary
-/// gives it a private folder before opening the adapter.
+/// gives it a private folder before opening the adapter, and removes it when it ends (also after
+/// clap's help and usage errors).
 #[test]
 fn no_driver_noise_without_xdg_runtime_dir() {
-    for value in [None, Some("/nonexistent/wgunet-runtime")] {
+    for (value, args) in [
+        (None, &["devices"][..]),
+        (Some("/nonexistent/wgunet-runtime"), &["devices"][..]),
+        (None, &["--help"][..]),
+        (None, &["train", "--no-such-option"][..]),
+    ] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wgunet"));
-        command.args(["devices"]);
+        command.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         match value {
             None => command.env_remove("XDG_RUNTIME_DIR"),
             Some(v) => command.env("XDG_RUNTIME_DIR", v),
         };
-        let out = command.output().expect("wgunet runs");
+        let child = command.spawn().expect("wgunet runs");
+        let folder = std::env::temp_dir().join(format!("wgunet-runtime-{}", child.id()));
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "wgunet devices failed:\n{err}");
+        let usage_error = args.contains(&"--no-such-option");
+        assert_eq!(out.status.code(), Some(if usage_error { 2 } else { 0 }), "wgunet {args:?}:\n{err}");
         assert!(!err.contains("XDG_RUNTIME_DIR"), "driver noise with XDG_RUNTIME_DIR={value:?}:\n{err}");
+        assert!(!folder.exists(), "wgunet {args:?} left {}", folder.display());
     }
 }
 
