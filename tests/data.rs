@@ -1,39 +1,15 @@
 //! The CPU data layer: splits, pair lists, decoding and resizing, the synthetic dataset.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use std::path::Path;
+
+use common::TempDir;
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 use wgunet::data::{
     detect_channels, find_pairs, load_all, load_image, load_sample, read_list, split, synth, write_list, Normalisation,
     Pair, Preprocess,
 };
-
-/// A fresh folder under the system temp folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wgunet-data-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn fake_pairs(n: usize) -> Vec<Pair> {
     (0..n)

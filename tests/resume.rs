@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::TempDir;
+
 /// Three epochs of 21 steps on 60 tiny synthetic slices (42 for training), with augmentation
 /// (its random state must survive a resume): about a second an epoch on lavapipe.
 #[rustfmt::skip]
@@ -17,34 +19,6 @@ const TINY: [&str; 14] = [
     "--device", "cpu", "--size", "32", "--filters", "4", "--batch", "2", "--synth-count", "60", "--epochs", "3",
     "--augment", "full",
 ];
-
-/// An empty folder of this test process under Cargo's scratch space for tests (target/tmp).
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("resume-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A test's own folder, removed when the test ends, passed or failed.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    TempDir(fresh_dir(name))
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -104,8 +78,10 @@ fn wait_for_checkpoint(child: &mut Child, run: &Path, epoch: u64) {
 fn reference_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        // Shared by the tests of this process, so kept (in target/tmp) when they end.
-        let run = fresh_dir("reference").join("run");
+        // Shared by the tests of this process, so kept when they end: under Cargo's scratch
+        // space for tests (target/tmp), not the system's.
+        let run = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("resume-reference-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
         let mut args = vec!["train"];
         args.extend(TINY);
         args.extend(["--out", s(&run)]);
@@ -134,7 +110,7 @@ fn assert_same_results(resumed: &Path, reference: &Path) {
 
 #[test]
 fn killed_run_resumes_to_the_same_results() {
-    let dir = temp_dir("killed");
+    let dir = TempDir::new("killed");
     let run = dir.join("run");
     let mut child = spawn_train(&run);
     wait_for_checkpoint(&mut child, &run, 1);
@@ -151,7 +127,7 @@ fn killed_run_resumes_to_the_same_results() {
 /// must drop the row and redo the epoch.
 #[test]
 fn run_killed_while_ending_an_epoch_resumes_to_the_same_results() {
-    let dir = temp_dir("killed-at-epoch-end");
+    let dir = TempDir::new("killed-at-epoch-end");
     let run = dir.join("run");
     let mut child = spawn_train(&run);
     let start = Instant::now();
@@ -170,7 +146,7 @@ fn run_killed_while_ending_an_epoch_resumes_to_the_same_results() {
 
 #[test]
 fn interrupted_run_says_how_to_resume_and_resumes_to_the_same_results() {
-    let dir = temp_dir("sigint");
+    let dir = TempDir::new("sigint");
     let run = dir.join("run");
     let mut child = spawn_train(&run);
     wait_for_checkpoint(&mut child, &run, 1);
@@ -191,7 +167,7 @@ fn interrupted_run_says_how_to_resume_and_resumes_to_the_same_results() {
 #[test]
 fn diverging_loss_stops_in_the_first_epoch_without_usable_weights() {
     for (lr, tenth) in [("1e6", "100000"), ("1e30", "1e29")] {
-        let dir = temp_dir(&format!("diverge-{lr}"));
+        let dir = TempDir::new(&format!("diverge-{lr}"));
         let run = dir.join("run");
         let (code, out) = wgunet_exit(&[
             "train",
@@ -227,7 +203,7 @@ fn diverging_loss_stops_in_the_first_epoch_without_usable_weights() {
 /// A finished run resumed with a larger --epochs trains on as if it had been started with it.
 #[test]
 fn finished_run_trains_longer_with_a_larger_epochs() {
-    let root = temp_dir("longer");
+    let root = TempDir::new("longer");
     let (longer, four) = (root.join("longer"), root.join("four"));
     let copied = Command::new("cp").args(["-r", s(reference_run()), s(&longer)]).status().unwrap();
     assert!(copied.success());
@@ -268,12 +244,12 @@ fn resume_refuses_what_it_cannot_continue() {
         "{out}"
     );
 
-    let empty = temp_dir("not-a-run");
+    let empty = TempDir::new("not-a-run");
     let (code, out) = wgunet_exit(&["train", "--resume", s(&empty)]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains(&format!("{} is not a run folder written by `wgunet train`", empty.display())), "{out}");
 
-    let damaged = temp_dir("damaged");
+    let damaged = TempDir::new("damaged");
     std::fs::write(damaged.join("train-state.safetensors"), b"not a checkpoint").unwrap();
     let (code, out) = wgunet_exit(&["train", "--resume", s(&damaged)]);
     assert_eq!(code, Some(1), "{out}");
