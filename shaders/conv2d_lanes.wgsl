@@ -280,7 +280,6 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let co0 = wid.y * TILE;
     let runs = p.w / PX;
     let plane4 = p.h * p.w / 4u;
-    let kk = K * K;
     let per_stream = min(runs, LANES);
     let streams = select(LANES / per_stream, 1u, ONE_RUN);
     let stream = select(lane / per_stream, 0u, ONE_RUN);
@@ -350,7 +349,9 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 }
                 for (var ky = 0u; ky + 1u < K; ky++) {
                     rows[ky] = rows[ky + 1u];
-                    rows_next[ky] = rows_next[ky + 1u];
+                    if (PAIR == 2u) {
+                        rows_next[ky] = rows_next[ky + 1u];
+                    }
                 }
             }
         }
