@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
 use rand::{Rng, SeedableRng};
@@ -21,17 +21,12 @@ use wgunet::ops::augment::AugmentPreset;
 use wgunet::ops::elementwise::LEAKY_RELU_SLOPE;
 use wgunet::DeviceChoice;
 
+use common::TempDir;
+
 /// The largest difference allowed between the two runtimes' probabilities.
 const TOLERANCE: f32 = 1e-4;
 /// Images per batch in the comparison: more than one, to exercise the dynamic batch axis.
 const BATCH: usize = 2;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-{}", std::process::id())).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn device() -> DeviceChoice {
     std::env::var("WGUNET_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()).parse().unwrap()
@@ -117,15 +112,16 @@ fn wgunet_probabilities(run: &Path, cfg: &ModelConfig, images: &[f32]) -> Vec<f3
 }
 
 /// Exports a random `arch` model with `activation`, binary and 3-class, and compares tract's
-/// probabilities with wgunet's. Returns the binary model's ONNX file.
-fn exports_like_wgunet_infers(arch: Arch, activation: Activation) -> PathBuf {
+/// probabilities with wgunet's. Returns the binary model's ONNX file's bytes (its folder goes when
+/// the comparison ends).
+fn exports_like_wgunet_infers(arch: Arch, activation: Activation) -> Vec<u8> {
     let mut binary = None;
     for classes in [1, 3] {
         let seed = common::seed();
         let cfg = ModelConfig { activation, ..tiny(arch, classes) };
         let what = format!("{} ({activation:?})", arch.name());
         let label = format!("{what} with {classes} class(es), seed {seed} (rerun with WGUNET_SEED={seed})");
-        let run = scratch(&format!("{}-{activation:?}-{classes}", arch.name()));
+        let run = TempDir::new(&format!("export-{}-{activation:?}-{classes}", arch.name()));
         write_run(&run, &cfg, &random_weights(&cfg, seed));
         let onnx = run.join("model.onnx");
         export::export_run(&run, &onnx).unwrap_or_else(|e| panic!("{label}: export failed: {e:#}"));
@@ -149,7 +145,9 @@ fn exports_like_wgunet_infers(arch: Arch, activation: Activation) -> PathBuf {
                 }
             }
         }
-        binary.get_or_insert(onnx);
+        if binary.is_none() {
+            binary = Some(std::fs::read(&onnx).unwrap());
+        }
     }
     binary.unwrap()
 }
@@ -180,7 +178,7 @@ fn attention_unet_exports() {
 fn leaky_relu_exports() {
     for (arch, leaky_relus) in [(Arch::Unet, 18), (Arch::Resunet, 27)] {
         let onnx = exports_like_wgunet_infers(arch, Activation::LeakyRelu);
-        let model = proto::ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
+        let model = proto::ModelProto::decode(onnx.as_slice()).unwrap();
         let graph = model.graph.unwrap();
         let leaky: Vec<&proto::NodeProto> = graph.node.iter().filter(|n| n.op_type == "LeakyRelu").collect();
         assert_eq!(leaky.len(), leaky_relus, "{}", arch.name());
@@ -197,7 +195,7 @@ fn leaky_relu_exports() {
 #[test]
 fn the_file_declares_its_interface_and_preprocessing() {
     let cfg = ModelConfig { dropout: 0.2, ..tiny(Arch::Resunet, 1) };
-    let run = scratch("declared");
+    let run = TempDir::new("export-declared");
     write_run(&run, &cfg, &random_weights(&cfg, 3));
     let onnx = run.join("resunet.onnx");
     export::export_run(&run, &onnx).unwrap();
@@ -240,7 +238,7 @@ fn the_file_declares_its_interface_and_preprocessing() {
 
 #[test]
 fn export_errors_name_the_file_and_what_to_do() {
-    let root = scratch("errors");
+    let root = TempDir::new("export-errors");
     let err = export::export_run(&root.join("no-such-run"), &root.join("m.onnx")).unwrap_err().to_string();
     assert!(err.contains("no-such-run") && err.contains("wgunet train"), "{err}");
     assert!(!root.join("m.onnx").exists());
@@ -283,7 +281,7 @@ fn largest_change(a: &[f32], b: &[f32]) -> f32 {
 /// classes, and refuses a model of other shape, naming the difference.
 #[test]
 fn train_init_starts_from_the_run_and_records_it() {
-    let root = scratch("init");
+    let root = TempDir::new("export-init");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let (a, b, c, bad) = (root.join("a"), root.join("b"), root.join("c"), root.join("bad"));
     let train = |out: &Path, extra: &[&str]| -> Vec<String> {

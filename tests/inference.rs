@@ -14,6 +14,8 @@ use wgunet::infer::tta::Flip;
 use wgunet::infer::{self, EvalData, EvalOptions, InferOptions, LoadedModel, Segmenter};
 use wgunet::DeviceChoice;
 
+use common::TempDir;
+
 const SIZE: usize = 32;
 
 /// Below cargo's scratch folder for integration tests; each test removes its own folder.
@@ -21,16 +23,6 @@ fn wgunet(args: &[&str]) -> String {
     common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), args)
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("inference-{}", std::process::id()))
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = root().join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -44,7 +36,10 @@ fn device() -> DeviceChoice {
 fn trained_run() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = fresh_dir("run");
+        // Shared by the tests of this process, so kept when they end: under Cargo's scratch
+        // space for tests (target/tmp).
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("inference-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         wgunet(&[
             "train",
             "--device",
@@ -190,13 +185,13 @@ fn tta_of_a_symmetric_image_is_the_symmetrised_plain_output() {
 #[test]
 fn eval_scores_match_the_gpu_evaluator() {
     let run = trained_run();
-    let out = fresh_dir("eval-split");
+    let out = TempDir::new("inference-eval-split");
     let options = EvalOptions {
         data: EvalData::RunTestSplit,
         device: device(),
         infer: InferOptions::default(),
         panels: 0,
-        out: Some(out.clone()),
+        out: Some(out.to_path_buf()),
         json: Some(out.join("eval.json")),
         ensemble: Vec::new(),
     };
@@ -219,7 +214,6 @@ fn eval_scores_match_the_gpu_evaluator() {
     assert_eq!(report.native.mean_dice, report.model.mean_dice);
     assert!(!out.join("panels").exists(), "--panels 0 drew panels");
     assert_eq!(std::fs::read_to_string(out.join("per_image.csv")).unwrap().lines().count(), 19);
-    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// A skin-like photo: an orange ellipse on a noisy green-blue background, and its mask.
@@ -300,7 +294,7 @@ fn dice(pred: &image::GrayImage, truth: &image::GrayImage) -> f64 {
 #[test]
 fn pratheepan_layout_end_to_end() {
     let run = trained_run();
-    let scratch = fresh_dir("pratheepan");
+    let scratch = TempDir::new("inference-pratheepan");
     let data = scratch.join("data");
     pratheepan_tree(&data);
     let out = scratch.join("eval");
@@ -400,7 +394,6 @@ fn pratheepan_layout_end_to_end() {
     assert!(text.contains("tiles of 32 px") && text.contains("native mean Dice"), "{text}");
     assert_eq!(csv_rows(&tiled_out.join("per_image.csv")).len(), 6);
     assert!(tiled_out.join("panels/best-1.png").is_file() && tiled_out.join("panels/worst-1.png").is_file());
-    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 fn components(mask: &image::GrayImage) -> Vec<bool> {
@@ -410,7 +403,7 @@ fn components(mask: &image::GrayImage) -> Vec<bool> {
 #[test]
 fn predict_tiled_with_largest_component_writes_native_size_masks() {
     let run = trained_run();
-    let scratch = fresh_dir("predict");
+    let scratch = TempDir::new("inference-predict");
     let data = scratch.join("data");
     synth::write_dataset(&data, 3, 5, 48).unwrap();
     let small = image::GrayImage::from_fn(21, 17, |x, y| image::Luma([((x * 7 + y * 3) % 256) as u8]));
@@ -442,12 +435,11 @@ fn predict_tiled_with_largest_component_writes_native_size_masks() {
             "{name} has several components"
         );
     }
-    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 #[test]
 fn gray_images_for_a_colour_model_are_announced() {
-    let scratch = fresh_dir("rgb");
+    let scratch = TempDir::new("inference-rgb");
     let dir = scratch.join("run");
     wgunet(&[
         "train",
@@ -473,14 +465,13 @@ fn gray_images_for_a_colour_model_are_announced() {
     let text = wgunet(&["eval", "--model", &s(&dir), "--data", &s(&data), "--device", "cpu", "--panels", "0"]);
     assert!(text.contains("note: the images are grayscale but the model takes RGB"), "{text}");
     assert!(text.contains("native mean Dice"), "{text}");
-    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 /// An ensemble's probabilities are the mean of its members' (here two runs of other seeds);
 /// a member that reads images otherwise is refused; `eval --ensemble` scores the mean.
 #[test]
 fn an_ensemble_averages_its_members_probabilities() {
-    let other = fresh_dir("second-run");
+    let other = TempDir::new("inference-second-run");
     #[rustfmt::skip]
     wgunet(&[
         "train", "--device", "cpu", "--synth-count", "60", "--size", "32", "--filters", "4", "--epochs", "3",
@@ -501,7 +492,7 @@ fn an_ensemble_averages_its_members_probabilities() {
     }
 
     // The same weights read at 48 px: not the same input.
-    let wider = fresh_dir("wider-run");
+    let wider = TempDir::new("inference-wider-run");
     for entry in std::fs::read_dir(&other).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
@@ -514,7 +505,7 @@ fn an_ensemble_averages_its_members_probabilities() {
     let err = Segmenter::ensemble(&first, &members, options).err().expect("a 48 px member was accepted").to_string();
     assert!(err.contains("must read images alike") && err.contains("32 px") && err.contains("48 px"), "{err}");
 
-    let out = fresh_dir("ensemble-eval");
+    let out = TempDir::new("inference-ensemble-eval");
     let stdout = wgunet(&[
         "eval",
         "--model",
@@ -530,6 +521,4 @@ fn an_ensemble_averages_its_members_probabilities() {
     ]);
     assert!(stdout.contains("ensemble of 2 models"), "{stdout}");
     assert!(out.join("eval.json").is_file());
-    let _ = std::fs::remove_dir_all(&other);
-    let _ = std::fs::remove_dir_all(&wider);
 }
