@@ -12,22 +12,7 @@ use wgunet::infer::native;
 use wgunet::model::{Activation, Arch, ModelConfig};
 use wgunet::train::{load_dataset, DataOptions, DataSource};
 
-/// A fresh folder under the system temp folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("wgunet-normalise-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::TempDir;
 
 const SIZE: u32 = 32;
 

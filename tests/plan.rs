@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::{GrayImage, ImageBuffer, Luma};
 use wgunet::config::Loss;
@@ -11,23 +11,14 @@ use wgunet::data::synth::{self, Lesions};
 use wgunet::data::NormaliseKind;
 use wgunet::plan::{Fingerprint, Input, Plan};
 
-/// A fresh folder under the system temp folder, removed when dropped.
-struct TempDir(PathBuf);
+use common::TempDir;
 
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("wgunet-plan-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("images")).unwrap();
-        std::fs::create_dir_all(dir.join("masks")).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh dataset folder (empty images/ and masks/), removed when dropped.
+fn dataset_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(&format!("plan-{name}"));
+    std::fs::create_dir_all(dir.path("images")).unwrap();
+    std::fs::create_dir_all(dir.path("masks")).unwrap();
+    dir
 }
 
 /// `count` `side`² slices with a textured background and discs of `radius` at `centres`
@@ -51,7 +42,7 @@ fn write_discs(dir: &Path, count: usize, side: u32, radius: f32, centres: &[(f32
 
 #[test]
 fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
-    let dir = TempDir::new("tiny");
+    let dir = dataset_dir("tiny");
     // Two discs of radius 3 (29 px, 0.04 % of a 256² slice) per slice.
     write_discs(&dir.0, 6, 256, 3.0, &[(0.25, 0.375), (0.75, 0.625)]);
     let f = Fingerprint::read(&dir.0, 1).unwrap();
@@ -146,7 +137,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
 
 #[test]
 fn large_structures_train_on_whole_slices_with_bce() {
-    let dir = TempDir::new("large");
+    let dir = dataset_dir("large");
     // One disc of radius 20 in a 64² slice: 1257 px, 31 % of it.
     write_discs(&dir.0, 5, 64, 20.0, &[(0.45, 0.5)]);
     let f = Fingerprint::read(&dir.0, 1).unwrap();
@@ -160,7 +151,7 @@ fn large_structures_train_on_whole_slices_with_bce() {
 /// counts them as much as the rest: the plan keeps them at 64 px too.
 #[test]
 fn small_foreground_on_a_few_slices_raises_the_whole_slice_side() {
-    let dir = TempDir::new("ends");
+    let dir = dataset_dir("ends");
     // 20 slices with a disc of radius 80 (30 % of a 256² slice), then slices 00 and 01 (10 % of
     // the images) rewritten with one of radius 10 (317 px, 0.48 %): 64 px at 128², 20 at 64².
     write_discs(&dir.0, 20, 256, 80.0, &[(0.5, 0.5)]);
@@ -186,7 +177,7 @@ fn small_foreground_on_a_few_slices_raises_the_whole_slice_side() {
 
 #[test]
 fn synthetic_small_lesions_call_for_patches() {
-    let dir = TempDir::new("synth");
+    let dir = dataset_dir("synth");
     synth::write_dataset_with(&dir.0, 12, 5, 256, 1, Lesions::Area { min: 0.1, max: 1.0 }).unwrap();
     let f = Fingerprint::read(&dir.0, 1).unwrap();
     let typical = f.typical_structure();
@@ -198,7 +189,7 @@ fn synthetic_small_lesions_call_for_patches() {
 
 #[test]
 fn calibrated_sixteen_bit_images_keep_their_scale() {
-    let dir = TempDir::new("ct");
+    let dir = dataset_dir("ct");
     for i in 0..4u32 {
         // The same intensities in every image (a fixed scale), shifted in space only.
         let image: ImageBuffer<Luma<u16>, Vec<u16>> =
@@ -216,7 +207,7 @@ fn calibrated_sixteen_bit_images_keep_their_scale() {
 
 #[test]
 fn the_class_with_the_smallest_structures_decides() {
-    let dir = TempDir::new("classes");
+    let dir = dataset_dir("classes");
     let disc = |x: u32, y: u32, (cx, cy): (u32, u32), r: u32| (x.abs_diff(cx).pow(2) + y.abs_diff(cy).pow(2)) <= r * r;
     for i in 0..3 {
         // Class 1 a large disc (11 % of the slice), class 2 two discs of 29 px.
@@ -255,7 +246,7 @@ fn seconds(printed: &str) -> f64 {
 
 #[test]
 fn a_time_budget_chooses_a_setting_that_fits_it() {
-    let dir = TempDir::new("budget");
+    let dir = dataset_dir("budget");
     // 80² slices with a large disc: whole slices at 64 or 80; 7 training images, a step an epoch.
     // The filters given keep the timing to two small settings; the budget leaves room for a
     // machine twice as slow as an idle 2-core one (a loaded one took 1.6 s a step).
