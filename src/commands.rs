@@ -153,11 +153,10 @@ pub(crate) fn apply_plan(
     if let Some(why) = &estimate.impossible {
         bail!("--time-budget: {why}");
     }
-    if budget.is_some() {
-        let side = estimate.shape.side;
-        (options.model.size, options.data.patch) = (side, options.data.patch.map(|_| side));
-        (options.model.filters, options.schedule.epochs) = (estimate.shape.filters, estimate.epochs);
-    }
+    // The budget's choice, or the filters that fit without one (the rest as requested).
+    let side = estimate.shape.side;
+    (options.model.size, options.data.patch) = (side, options.data.patch.map(|_| side));
+    (options.model.filters, options.schedule.epochs) = (estimate.shape.filters, estimate.epochs);
     let given = PLANNED_FLAGS.iter().filter(|f| given(f)).map(|f| f.to_string()).collect();
     Ok(PlannedRun { plan, estimate, given, started: Instant::now() })
 }
@@ -243,7 +242,14 @@ pub(crate) fn write_shift(
         (None, None) => bail!("give --data DIR or --list FILE"),
     };
     let n = wgunet::data::shift::write_shifted(&pairs, shift, out)?;
-    println!("wrote {n} pairs to {} (images shifted: {shift:?}; masks unchanged)", out.display());
+    println!(
+        "wrote {n} pairs to {} (images shifted: gamma {}, contrast ×{} about mid-gray, bias field ±{}; masks \
+         unchanged)",
+        out.display(),
+        shift.gamma,
+        shift.contrast,
+        shift.bias
+    );
     Ok(())
 }
 

@@ -23,7 +23,6 @@ fn wgunet(args: &[&str]) -> String {
     common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), args)
 }
 
-
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }

@@ -194,3 +194,69 @@ fn a_budget_that_cannot_be_met_says_what_to_change() {
         "{why}"
     );
 }
+
+/// `n` slices like [`large_structures`]'s.
+fn slices(n: usize) -> Fingerprint {
+    let f = large_structures();
+    Fingerprint { images: vec![f.images[0].clone(); n], ..f }
+}
+
+#[test]
+fn without_a_budget_the_filters_are_the_most_whose_run_fits_an_hour() {
+    let seed = common::seed();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    // 400 slices: 35 steps an epoch, 100 epochs, about 4000 steps' time; a step of 8 filters is
+    // 0.76 forward GFLOP, of 16 3.0, of 32 12. So in these ranges of seconds per GFLOP the run
+    // fits an hour with 32 filters, with 16, with 8, with none.
+    let f = slices(400);
+    let plan = Plan::choose(&f);
+    let unbudgeted = |given: Given| RunRequest { budget: None, epochs: 100, ..request("1m", given) };
+    let limit_s = wgunet::plan::estimate::UNBUDGETED_RUN.as_secs_f64();
+    let mut chosen_seen = Vec::new();
+    let ranges = [(0.01, 0.06), (0.09, 0.25), (0.4, 1.0), (1.5, 4.0)];
+    for per_gflop_s in ranges.map(|(low, high): (f64, f64)| rng.random_range(low.ln()..high.ln()).exp()) {
+        let mut formula = Formula { fixed_s: rng.random_range(0.0..0.02), per_gflop_s, timed: vec![] };
+        let exact_s = |f: &Formula, e: &wgunet::plan::estimate::Estimate, filters: usize| {
+            let m = ModelConfig { filters, ..model() };
+            let train_s = f.fixed_s + f.per_gflop_s * m.build(8).flops() as f64 / 1e9;
+            e.workload.predict(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }, 64, 100).total_s
+        };
+        let e = estimate(&f, &plan, &unbudgeted(Given::default()), &mut formula).unwrap();
+        let context = format!("seed {seed}, {per_gflop_s} s/GFLOP:\n{}", e.describe());
+        let expected = [32, 16, 8].into_iter().find(|&filters| exact_s(&formula, &e, filters) <= limit_s).unwrap_or(8);
+        assert_eq!((e.shape.filters, e.prediction.steps_per_epoch), (expected, 35), "{context}");
+        assert!(e.budget.is_none() && e.impossible.is_none(), "{context}");
+        let relative = (e.prediction.total_s - exact_s(&formula, &e, expected)).abs() / e.prediction.total_s;
+        assert!(relative < 1e-9, "{context}");
+        match &e.fewer_filters {
+            None => assert_eq!(expected, 32, "{context}"),
+            Some(why) => {
+                assert!(why.starts_with(&format!("filters {expected}: 32 are predicted to take ")), "{context}");
+                assert!(why.ends_with("--filters 32 trains them anyway"), "{context}");
+                let over = exact_s(&formula, &e, 8) > limit_s;
+                assert_eq!(why.contains("(even the fewest are: --time-budget fits side and epochs too)"), over);
+            }
+        }
+        // The fewest filters first, the next rung when its steps are short, the choice last.
+        let (fewest, next) = (Shape { side: 64, filters: 8 }, Shape { side: 64, filters: 16 });
+        let mut wanted = vec![fewest];
+        let gflop = |filters| ModelConfig { filters, ..model() }.build(8).flops() as f64 / 1e9;
+        // Predicted from the fewest alone: their time scaled with the work.
+        let next_s = (formula.fixed_s + per_gflop_s * gflop(8)) * gflop(16) / gflop(8);
+        if next_s <= budget::MAX_TIMED_STEP_S {
+            wanted.push(next);
+        }
+        if !wanted.contains(&e.shape) {
+            wanted.push(e.shape);
+        }
+        assert_eq!(formula.timed, wanted, "{context}");
+        chosen_seen.push(e.shape.filters);
+        // Filters given are kept, and nothing else is timed.
+        formula.timed.clear();
+        let given =
+            estimate(&f, &plan, &unbudgeted(Given { filters: true, ..Given::default() }), &mut formula).unwrap();
+        assert_eq!((given.shape.filters, given.fewer_filters.is_none()), (32, true), "{context}");
+        assert_eq!(formula.timed, [Shape { side: 64, filters: 32 }], "{context}");
+    }
+    assert_eq!(chosen_seen, [32, 16, 8, 8], "seed {seed}: each rung chosen once, and the fewest when none fits");
+}

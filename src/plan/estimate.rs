@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::budget::{self, BudgetChoice, Ladders, EPOCH_LADDER, FILTER_LADDER};
+use super::budget::{self, BudgetChoice, Ladders, EPOCH_LADDER, FILTER_LADDER, MAX_TIMED_STEP_S};
 use super::duration::format_duration;
 use super::timing::{Costs, Prediction, Shape, StepTimer, Workload};
 use super::{multiple_of_16_up, Fingerprint, Input, Plan};
@@ -42,6 +42,12 @@ pub struct RunRequest {
     pub data_read_s: f64,
 }
 
+/// Without `--time-budget` or `--filters`, a run's filters are the most of [`FILTER_LADDER`] (up
+/// to the requested) whose run is predicted to end within this: on a GPU that is the default 32,
+/// while on a software adapter 32 filters can turn a run of minutes into one of hours or days
+/// (colin27's 60 epochs: 2 hours on two cores, against 8 minutes with 8 filters and the same Dice).
+pub const UNBUDGETED_RUN: Duration = Duration::from_secs(3600);
+
 /// The prediction, and what the budget chose.
 #[derive(Clone, Debug)]
 pub struct Estimate {
@@ -52,6 +58,8 @@ pub struct Estimate {
     pub epochs: usize,
     pub prediction: Prediction,
     pub budget: Option<BudgetChoice>,
+    /// Without a budget, when the filters are fewer than requested ([`UNBUDGETED_RUN`]): why.
+    pub fewer_filters: Option<String>,
     /// When nothing fits the budget: why, and what to change.
     pub impossible: Option<String>,
 }
@@ -96,7 +104,12 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
     let mut costs = Costs::new(request.model.clone(), workload.batch, timer);
     let adapter = costs.adapter();
     let Some(budget) = request.budget else {
-        let shape = Shape { side: request.model.size, filters: request.model.filters };
+        let requested = Shape { side: request.model.size, filters: request.model.filters };
+        let (shape, fewer_filters) = if request.given.filters {
+            (requested, None)
+        } else {
+            unbudgeted_filters(requested, request.epochs, &mut costs, &workload)?
+        };
         let prediction = workload.predict(costs.time(shape)?, shape.side, request.epochs);
         return Ok(Estimate {
             adapter,
@@ -105,6 +118,7 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
             epochs: request.epochs,
             prediction,
             budget: None,
+            fewer_filters,
             impossible: None,
         });
     };
@@ -152,8 +166,52 @@ pub fn estimate(f: &Fingerprint, plan: &Plan, request: &RunRequest, timer: &mut 
         epochs: choice.chosen.epochs,
         prediction: choice.prediction,
         budget: Some(choice),
+        fewer_filters: None,
         impossible,
     })
+}
+
+/// The most filters of the ladder, up to `requested`'s, whose run of `epochs` is predicted within
+/// [`UNBUDGETED_RUN`] (the fewest when none is), and why when they are fewer than requested. As
+/// the budget does, it times the fewest (quick to time) and the next rung when its steps are short
+/// enough ([`MAX_TIMED_STEP_S`]), and predicts the rest from those.
+fn unbudgeted_filters(
+    requested: Shape,
+    epochs: usize,
+    costs: &mut Costs<'_>,
+    workload: &Workload,
+) -> Result<(Shape, Option<String>)> {
+    let ladder: Vec<Shape> = FILTER_LADDER
+        .iter()
+        .filter(|&&filters| filters < requested.filters)
+        .map(|&filters| Shape { filters, ..requested })
+        .chain([requested])
+        .collect();
+    let Some(&fewest) = ladder.first().filter(|_| ladder.len() > 1) else { return Ok((requested, None)) };
+    costs.time(fewest)?;
+    if costs.cost(ladder[1]).train_s <= MAX_TIMED_STEP_S {
+        costs.time(ladder[1])?;
+    }
+    let limit_s = UNBUDGETED_RUN.as_secs_f64();
+    let total_s = |costs: &Costs<'_>, shape: Shape| workload.predict(costs.cost(shape), shape.side, epochs).total_s;
+    let chosen = ladder.iter().rev().copied().find(|&s| total_s(costs, s) <= limit_s).unwrap_or(fewest);
+    let why = (chosen != requested).then(|| {
+        format!(
+            "filters {}: {} are predicted to take {} on this adapter, more than the {} a run is given without \
+             --time-budget{}; --filters {} trains them anyway",
+            chosen.filters,
+            requested.filters,
+            format_duration(total_s(costs, requested)),
+            format_duration(limit_s),
+            if total_s(costs, chosen) > limit_s {
+                " (even the fewest are: --time-budget fits side and epochs too)"
+            } else {
+                ""
+            },
+            requested.filters,
+        )
+    });
+    Ok((chosen, why))
 }
 
 impl Estimate {
@@ -194,6 +252,7 @@ impl Estimate {
                     .into(),
             );
         }
+        lines.extend(self.fewer_filters.clone());
         lines.push(format!("{}: {}", self.setting(), self.summary()));
         lines.extend(self.impossible.clone());
         lines.join("\n")
@@ -263,6 +322,9 @@ impl Estimate {
                 format_duration(choice.budget.as_secs_f64()),
                 choice.priority.rule()
             );
+        }
+        if let Some(why) = &self.fewer_filters {
+            let _ = writeln!(md, "| filters | {} | {} |", self.shape.filters, why.replace('|', "/"));
         }
         let _ = writeln!(md, "\nOn {}: {}, {}; the run {}.", self.adapter, self.setting(), self.summary(), {
             self.comparison(took_s, epochs_run)
