@@ -237,14 +237,23 @@ fn without_a_budget_the_filters_are_the_most_whose_run_fits_an_hour() {
                 assert_eq!(why.contains("(even the fewest are: --time-budget fits side and epochs too)"), over);
             }
         }
-        // The fewest filters first, the next rung when its steps are short, the choice last.
-        let (fewest, next) = (Shape { side: 64, filters: 8 }, Shape { side: 64, filters: 16 });
-        let mut wanted = vec![fewest];
+        // The fewest filters first, the next rung when its steps are short, the rung above the
+        // choice when it is predicted within two hours, the choice last.
+        let shape = |filters| Shape { side: 64, filters };
         let gflop = |filters| ModelConfig { filters, ..model() }.build(8).flops() as f64 / 1e9;
+        let mut wanted = vec![shape(8)];
         // Predicted from the fewest alone: their time scaled with the work.
-        let next_s = (formula.fixed_s + per_gflop_s * gflop(8)) * gflop(16) / gflop(8);
-        if next_s <= budget::MAX_TIMED_STEP_S {
-            wanted.push(next);
+        let scaled = |filters| (formula.fixed_s + per_gflop_s * gflop(8)) * gflop(filters) / gflop(8);
+        let two_timed = scaled(16) <= budget::MAX_TIMED_STEP_S;
+        if two_timed {
+            wanted.push(shape(16));
+        }
+        if let Some(above) = [16, 32].into_iter().find(|&f| f > expected).filter(|&f| !wanted.contains(&shape(f))) {
+            let step_s = if two_timed { formula.fixed_s + per_gflop_s * gflop(above) } else { scaled(above) };
+            let predicted = StepTime { train_s: step_s, infer_s: step_s / 3.0, setup_s: 2.0 };
+            if e.workload.predict(predicted, 64, 100).total_s <= 2.0 * limit_s {
+                wanted.push(shape(above));
+            }
         }
         if !wanted.contains(&e.shape) {
             wanted.push(e.shape);
