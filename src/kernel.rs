@@ -523,8 +523,7 @@ impl Gpu {
         let mut constants: Vec<(&str, f64)> = vec![("WG_X", x as f64), ("WG_Y", y as f64), ("WG_Z", z as f64)];
         constants.extend(spec.constants.iter().cloned());
         // Only pass the constants the entry point's module declares; naga rejects unknown ones.
-        let text = full_source(shader);
-        constants.retain(|(name, _)| text.contains(&format!("override {name}")));
+        constants.retain(|(name, _)| [COMMON, shader.source].iter().any(|t| t.contains(&format!("override {name}"))));
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None,

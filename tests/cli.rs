@@ -10,13 +10,6 @@ fn wgunet(args: &[&str]) -> String {
     common::run_wgunet(env!("CARGO_BIN_EXE_wgunet"), args)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgunet-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn csv_column(path: &Path, column: &str) -> Vec<f64> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
@@ -102,7 +95,7 @@ fn wgunet_fails(args: &[&str]) -> String {
 /// `--classes 3` end to end: train on class-id masks, eval, predict class-id PNGs at native size.
 #[test]
 fn three_classes_train_eval_predict() {
-    let root = temp_dir("classes");
+    let root = common::TempDir::new("classes");
     let data = root.join("data");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     write_class_dataset(&data, 60);
@@ -179,7 +172,7 @@ fn three_classes_train_eval_predict() {
 /// Binary losses with --classes, ce without, and more classes than allowed say what to use.
 #[test]
 fn class_options_that_do_not_fit_are_clear_errors() {
-    let root = temp_dir("class-errors");
+    let root = common::TempDir::new("class-errors");
     let out = root.join("run");
     let out = out.to_str().unwrap();
     let err = wgunet_fails(&["train", "--classes", "3", "--loss", "bce+dice", "--out", out]);
@@ -199,7 +192,7 @@ fn class_options_that_do_not_fit_are_clear_errors() {
 /// eval rebuilds their test split.
 #[test]
 fn synthetic_classes_train_and_eval() {
-    let root = temp_dir("synth-classes");
+    let root = common::TempDir::new("synth-classes");
     let data = root.join("data");
     wgunet(&["synth", "--out", data.to_str().unwrap(), "--count", "8", "--size", "32", "--classes", "3"]);
     let mut seen = [0usize; 256];
@@ -226,7 +219,7 @@ fn synthetic_classes_train_and_eval() {
 
 #[test]
 fn synth_writes_pairs() {
-    let root = temp_dir("synth");
+    let root = common::TempDir::new("synth");
     let s = root.to_str().unwrap();
     let out = wgunet(&["synth", "--out", s, "--count", "5", "--size", "32"]);
     assert!(out.contains("wrote 5"), "{out}");
@@ -237,7 +230,7 @@ fn synth_writes_pairs() {
 
 #[test]
 fn split_train_eval_predict() {
-    let root = temp_dir("e2e");
+    let root = common::TempDir::new("e2e");
     let data = root.join("data");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     write_disc_dataset(&data, 60);
@@ -325,7 +318,7 @@ fn bad_size_is_a_clear_error() {
 
 #[test]
 fn compare_tabulates_each_architecture() {
-    let root = temp_dir("compare");
+    let root = common::TempDir::new("compare");
     let data = root.join("data");
     write_disc_dataset(&data, 24);
     let s = |p: &Path| p.to_str().unwrap().to_string();
@@ -419,7 +412,7 @@ fn no_driver_noise_without_xdg_runtime_dir() {
 /// whole test images in tiles at their own size; eval and predict tile the model by default.
 #[test]
 fn patch_training_scores_and_predicts_whole_images_in_tiles() {
-    let root = temp_dir("patch");
+    let root = common::TempDir::new("patch");
     let data = root.join("data");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     write_disc_dataset(&data, 40);
@@ -484,7 +477,7 @@ fn patch_training_scores_and_predicts_whole_images_in_tiles() {
 /// ensemble scored on the same held-out test split, tabulated in folds.csv.
 #[test]
 fn folds_train_each_fold_and_score_the_ensemble_on_the_test_split() {
-    let root = temp_dir("folds");
+    let root = common::TempDir::new("folds");
     let data = root.join("data");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     write_disc_dataset(&data, 30);
@@ -533,7 +526,7 @@ fn folds_train_each_fold_and_score_the_ensemble_on_the_test_split() {
 /// `wgunet shift`: each image through the shift (8-bit rounding aside), each mask byte for byte.
 #[test]
 fn shift_writes_shifted_images_and_the_same_masks() {
-    let root = temp_dir("shift");
+    let root = common::TempDir::new("shift");
     let (data, out) = (root.join("data"), root.join("shifted"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
     write_disc_dataset(&data, 3);
@@ -564,7 +557,7 @@ fn shift_writes_shifted_images_and_the_same_masks() {
 /// with its preset, exactly as an uninterrupted one.
 #[test]
 fn intensity_augmentation_changes_training_and_is_recorded() {
-    let root = temp_dir("intensity");
+    let root = common::TempDir::new("intensity");
     let data = root.join("data");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     write_disc_dataset(&data, 16);

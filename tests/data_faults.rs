@@ -10,13 +10,6 @@ use std::process::Command;
 
 use image::{DynamicImage, GrayImage, ImageBuffer, Luma, Rgba, RgbaImage};
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgunet-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Runs wgunet: its exit code, stdout and stderr.
 fn wgunet(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
@@ -181,7 +174,7 @@ fn assert_skipped(list: &Path, expected: &BTreeMap<PathBuf, &str>) {
 
 #[test]
 fn train_skips_what_it_cannot_use_and_strict_refuses() {
-    let root = temp_dir("train");
+    let root = common::TempDir::new("train");
     let data = root.join("data");
     let expected = write_faulty_dataset(&data);
     let run = root.join("run");
@@ -314,7 +307,7 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
 
 #[test]
 fn a_clean_folder_skips_nothing() {
-    let root = temp_dir("clean");
+    let root = common::TempDir::new("clean");
     let data = root.join("data");
     for dir in ["images", "masks"] {
         std::fs::create_dir_all(data.join(dir)).unwrap();
@@ -340,7 +333,7 @@ fn a_clean_folder_skips_nothing() {
 
 #[test]
 fn a_folder_of_only_bad_files_is_a_clear_error() {
-    let root = temp_dir("only-bad");
+    let root = common::TempDir::new("only-bad");
     let data = root.join("data");
     let (images, masks) = (data.join("images"), data.join("masks"));
     std::fs::create_dir_all(&images).unwrap();

@@ -1,29 +1,23 @@
 //! `data::find_pairs` on every accepted layout, built as small temporary folder trees.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use image::{GrayImage, Luma, RgbImage};
 use wgunet::data::{describe, find_pairs, Pairing};
 
-/// A fresh folder under the system temp folder, removed when dropped.
-struct TempTree(PathBuf);
+/// A fresh folder tree of small images (common::TempDir: removed when dropped).
+struct TempTree(common::TempDir);
 
 impl TempTree {
     fn new(name: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wgunet-pairing-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        Self(common::TempDir::new(&format!("pairing-{name}")))
     }
 
     /// Writes a small image at `relative`; the extension picks the format (JPEGs in colour).
     fn image(&self, relative: &str) -> PathBuf {
-        let path = self.0.join(relative);
+        let path = self.0.path(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let ext = path.extension().unwrap().to_string_lossy().to_lowercase();
         if ext == "jpg" || ext == "jpeg" {
@@ -41,19 +35,13 @@ impl TempTree {
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.0.join(relative)
-    }
-}
-
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path(relative)
     }
 }
 
 /// (image, mask) paths relative to the tree, as strings with '/'.
 fn relative_pairs(tree: &TempTree, pairing: &Pairing) -> Vec<(String, String)> {
-    let rel = |p: &Path| p.strip_prefix(&tree.0).unwrap().to_string_lossy().replace('\\', "/");
+    let rel = |p: &Path| p.strip_prefix(&*tree.0).unwrap().to_string_lossy().replace('\\', "/");
     pairing.pairs.iter().map(|p| (rel(&p.image), rel(&p.mask))).collect()
 }
 

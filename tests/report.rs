@@ -1,17 +1,12 @@
 //! Report pictures and report.md: geometry, the overlay's colours pixel by pixel, ordering by
 //! Dice, curves from hand-written metrics.csv files, and the links in report.md.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use image::{Rgb, RgbImage};
 use wgunet::report::{self, Case, PanelLayout, ReportInfo};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgunet-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 const HEADER: &str =
     "epoch,lr,train_loss,test_loss,mean_pixel_accuracy,mean_iou,mean_dice,micro_iou,micro_dice,train_images_per_s";
@@ -151,7 +146,7 @@ fn check_curves(dir: &Path, name: &str, csv_text: &str) -> RgbImage {
 
 #[test]
 fn curves_draw_one_epoch_and_many() {
-    let dir = temp_dir("curves");
+    let dir = common::TempDir::new("curves");
     let one = check_curves(&dir, "one", &metrics_csv(1));
     let many = check_curves(&dir, "many", &metrics_csv(20));
     // A diverged run: every value NaN, so only the legend shows the series colours.
@@ -170,7 +165,7 @@ fn curves_draw_one_epoch_and_many() {
 
 #[test]
 fn curves_reject_files_that_are_not_metrics() {
-    let dir = temp_dir("bad-curves");
+    let dir = common::TempDir::new("bad-curves");
     let png = dir.join("curves.png");
     let header_only = dir.join("header.csv");
     std::fs::write(&header_only, format!("{HEADER}\n")).unwrap();
@@ -186,7 +181,7 @@ fn curves_reject_files_that_are_not_metrics() {
 
 #[test]
 fn report_has_the_configuration_metrics_curves_and_panels() {
-    let dir = temp_dir("run");
+    let dir = common::TempDir::new("run");
     let model = r#"{
   "model": { "arch": "unet", "size": 16, "channels": 1, "filters": 4 },
   "loss": "bce",
