@@ -166,7 +166,6 @@ fn three_classes_train_eval_predict() {
         "train", "--data", &s(&bad), "--classes", "3", "--device", "cpu", "--out", &s(&root.join("x")), "--strict",
     ]);
     assert!(err.contains("4.png") && err.contains("class id 3") && err.contains("--classes 4"), "{err}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Binary losses with --classes, ce without, and more classes than allowed say what to use.
@@ -185,7 +184,6 @@ fn class_options_that_do_not_fit_are_clear_errors() {
     assert!(err.contains("synthetic slices have 1") && err.contains("not 6"), "{err}");
     let err = wgunet_fails(&["synth", "--classes", "5", "--out", out]);
     assert!(err.contains("not 5"), "{err}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `synth --classes 3` writes class-id masks; train without --data uses the same slices, and
@@ -214,7 +212,6 @@ fn synthetic_classes_train_and_eval() {
     assert!(out.contains("(synthetic)") && out.contains("native   class"), "{out}");
     let eval = Path::new(run).join("eval.json");
     assert_eq!(json_number(&eval, "images"), 3.0);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -225,7 +222,6 @@ fn synth_writes_pairs() {
     assert!(out.contains("wrote 5"), "{out}");
     assert_eq!(std::fs::read_dir(root.join("images")).unwrap().count(), 5);
     assert_eq!(std::fs::read_dir(root.join("masks")).unwrap().count(), 5);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -305,7 +301,6 @@ fn split_train_eval_predict() {
     assert_eq!(predicted.dimensions(), (original.width(), original.height()));
     assert!(predicted.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255), "predicted mask is not 0/255");
     assert_eq!(std::fs::read_dir(&masks).unwrap().count(), 60);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -351,7 +346,6 @@ fn compare_tabulates_each_architecture() {
     let list = |arch: &str| std::fs::read_to_string(out.join(arch).join("test.txt")).unwrap();
     assert_eq!(list("unet"), list("resunet"));
     assert!(out.join("comparison.md").is_file());
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Numbers outside their range are refused while parsing (exit code 2, clap's usage error), with
@@ -470,7 +464,6 @@ fn patch_training_scores_and_predicts_whole_images_in_tiles() {
     assert!(err.contains("--patch trains on images at their own size: give --data"), "{err}");
     let err = wgunet_fails(&["train", "--data", &s(&data), "--patch", "16", "--size", "32"]);
     assert!(err.contains("--size") && err.contains("--patch"), "{err}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `train --folds 3`: three runs on disjoint watched folds of the training part, each and their
@@ -520,7 +513,6 @@ fn folds_train_each_fold_and_score_the_ensemble_on_the_test_split() {
     assert!(std::fs::read_to_string(out.join("folds.md")).unwrap().contains("Folds' mean Dice"));
     let err = wgunet_fails(&["train", "--folds", "3", "--device", "cpu", "--out", &s(&root.join("x"))]);
     assert!(err.contains("--data"), "{err}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `wgunet shift`: each image through the shift (8-bit rounding aside), each mask byte for byte.
@@ -549,7 +541,6 @@ fn shift_writes_shifted_images_and_the_same_masks() {
         let mask = |d: &Path| std::fs::read(d.join("masks").join(&name)).unwrap();
         assert_eq!(mask(&data), mask(&out), "mask {name} changed");
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// `--intensity` (`nnunet`) and `--intensity scanner` each change what training sees (same
@@ -582,5 +573,4 @@ fn intensity_augmentation_changes_training_and_is_recorded() {
     assert_ne!(nnunet, changed, "--intensity scanner trained as --intensity nnunet");
     wgunet(&["train", "--resume", &s(&root.join("changed")), "--epochs", "3", "--device", "cpu"]);
     assert_eq!(csv_column(&root.join("changed").join("metrics.csv"), "train_loss"), longer);
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -302,7 +302,6 @@ fn train_skips_what_it_cannot_use_and_strict_refuses() {
     ]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(unreadable.keys().any(|f| stderr.contains(&f.display().to_string())), "{stderr}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -328,7 +327,6 @@ fn a_clean_folder_skips_nothing() {
     let (train, test) = wgunet::data::split(&wgunet::data::find_pairs(&data).unwrap().pairs, 0.7, 42, None).unwrap();
     assert_eq!(wgunet::data::read_list(&run.join("train.txt")).unwrap(), train);
     assert_eq!(wgunet::data::read_list(&run.join("test.txt")).unwrap(), test);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -369,5 +367,4 @@ fn a_folder_of_only_bad_files_is_a_clear_error() {
         "{stderr}"
     );
     assert_eq!(skipped_list(&run.join("skipped.txt")).len(), 3);
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -160,7 +160,6 @@ fn curves_draw_one_epoch_and_many() {
         assert!(marker > legend, "one epoch draws no marker in {colour:?}");
         assert!(curve > marker + 100, "twenty epochs draw no line in {colour:?}: {curve} pixels");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -176,7 +175,6 @@ fn curves_reject_files_that_are_not_metrics() {
     let err = format!("{:#}", report::curves(&missing, &png).unwrap_err());
     assert!(err.contains("test_loss"), "{err}");
     assert!(!png.exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -241,5 +239,4 @@ fn report_has_the_configuration_metrics_curves_and_panels() {
         assert!(dir.join(target).is_file(), "report.md links {target}, which is not there");
     }
     assert!(dir.join("panels/contact_sheet.png").is_file());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
