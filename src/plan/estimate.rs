@@ -58,7 +58,8 @@ pub struct Estimate {
     pub epochs: usize,
     pub prediction: Prediction,
     pub budget: Option<BudgetChoice>,
-    /// Without a budget, when the filters are fewer than requested ([`UNBUDGETED_RUN`]): why.
+    /// Without a budget, when the filters are fewer than requested ([`UNBUDGETED_RUN`]): why
+    /// (`32 are predicted to take …`).
     pub fewer_filters: Option<String>,
     /// When nothing fits the budget: why, and what to change.
     pub impossible: Option<String>,
@@ -207,9 +208,8 @@ fn unbudgeted_filters(
     }
     let why = (chosen != requested).then(|| {
         format!(
-            "filters {}: {} are predicted to take {} on this adapter, more than the {} a run is given without \
-             --time-budget{}; --filters {} trains them anyway",
-            chosen.filters,
+            "{} are predicted to take {} on this adapter, more than the {} a run is given without --time-budget{}; \
+             --filters {} trains them anyway",
             requested.filters,
             format_duration(total_s(costs, requested)),
             format_duration(limit_s),
@@ -262,7 +262,7 @@ impl Estimate {
                     .into(),
             );
         }
-        lines.extend(self.fewer_filters.clone());
+        lines.extend(self.fewer_filters.as_ref().map(|why| format!("filters {}: {why}", self.shape.filters)));
         lines.push(format!("{}: {}", self.setting(), self.summary()));
         lines.extend(self.impossible.clone());
         lines.join("\n")
