@@ -1,6 +1,8 @@
-// Adam / AdamW, one invocation per parameter, updating param, m and v in place.
+// Adam / AdamW, one invocation per 4 parameters (a vec4, as elementwise.wgsl), updating param, m
+// and v in place.
 
 struct Params {
+    // vec4s: the parameters / 4, rounded up.
     n: u32,
     _pad0: u32,
     _pad1: u32,
@@ -27,10 +29,10 @@ override DECOUPLED: bool = true;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> h: Hyper;
-@group(0) @binding(2) var<storage, read_write> param: array<f32>;
-@group(0) @binding(3) var<storage, read> grad: array<f32>;
-@group(0) @binding(4) var<storage, read_write> m: array<f32>;
-@group(0) @binding(5) var<storage, read_write> v: array<f32>;
+@group(0) @binding(2) var<storage, read_write> param: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> grad: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> m: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> v: array<vec4<f32>>;
 
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn adam_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
+use crate::kernel::{grid_1d, launch, uniform, whole_vec4s, BufferView, Dispatch, KernelSpec, WG};
 
 /// Host-written hyper-parameters (the `Hyper` uniform of adam.wgsl, same field order), rewritten
 /// with `gpu.write` each step.
@@ -51,7 +51,7 @@ uniform! {
     }
 }
 
-/// One Adam update over `n` parameters.
+/// One Adam update over `n` parameters, a vec4 of them an invocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Adam {
     pub n: usize,
@@ -76,7 +76,8 @@ impl Adam {
         let n = self.n;
         let hyper_words = std::mem::size_of::<AdamHyper>() / 4;
         let bindings = [("h", hyper, hyper_words), ("param", param, n), ("grad", grad, n), ("m", m, n), ("v", v, n)];
-        launch(gpu, &spec, &Params { n: n as u32 }, &bindings, grid_1d(n, WG))
+        let vec4s = whole_vec4s(n, &[param, grad, m, v], "adam")?;
+        launch(gpu, &spec, &Params { n: vec4s as u32 }, &bindings, grid_1d(vec4s, WG))
     }
 }
 

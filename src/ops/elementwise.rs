@@ -9,7 +9,7 @@ use crate::device::Gpu;
 use crate::export::{float, OnnxNode};
 use crate::graph::rule::op_kernel;
 use crate::graph::{Backward, Forward, Graph, Layer, TensorId};
-use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
+use crate::kernel::{grid_1d, launch, uniform, whole_vec4s, BufferView, Dispatch, KernelSpec, WG};
 
 uniform! {
     struct Params {
@@ -21,9 +21,11 @@ uniform! {
 /// al.'s, and keeps the net close to a ReLU one).
 pub const LEAKY_RELU_SLOPE: f64 = 0.01;
 
-/// `entry` over the elements of `out`, reading as many of `a` (and `b`, if any).
+/// `entry` over the elements of `out`, reading as many of `a` (and `b`, if any), a vec4 an
+/// invocation.
 fn apply(gpu: &Gpu, entry: &'static str, a: &BufferView, b: Option<&BufferView>, out: &BufferView) -> Result<Dispatch> {
     let n = out.elems();
+    let vec4s = whole_vec4s(n, &[a, out].into_iter().chain(b).collect::<Vec<_>>(), entry)?;
     let mut spec = KernelSpec::per_element("elementwise", entry);
     if entry.starts_with("leaky_relu") {
         spec = spec.constant("LEAKY_SLOPE", LEAKY_RELU_SLOPE);
@@ -32,7 +34,7 @@ fn apply(gpu: &Gpu, entry: &'static str, a: &BufferView, b: Option<&BufferView>,
     if let Some(b) = b {
         bindings.push(("b", b, n));
     }
-    launch(gpu, &spec, &Params { n: n as u32 }, &bindings, grid_1d(n, WG))
+    launch(gpu, &spec, &Params { n: vec4s as u32 }, &bindings, grid_1d(vec4s, WG))
 }
 
 /// `y = max(x, 0)`.
