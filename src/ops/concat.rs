@@ -1,7 +1,8 @@
 //! Concatenation along channels (`shaders/concat.wgsl`) as channel-slice copies. The U-Net's skip
 //! connections concatenate an encoder feature map with the up-sampled decoder map: the forward
 //! inserts each input into its channel slice of the joined tensor, the backward extracts each
-//! input's gradient from the same slice. One kernel serves both, specialised by direction.
+//! input's gradient from the same slice. One kernel serves both, specialised by direction, a vec4 an
+//! invocation.
 
 use anyhow::{ensure, Result};
 
@@ -10,7 +11,7 @@ use crate::device::Gpu;
 use crate::export::{int, OnnxNode};
 use crate::graph::rule::op_kernel;
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
+use crate::kernel::{grid_1d, launch, uniform, whole_vec4s, BufferView, Dispatch, KernelSpec, WG};
 
 uniform! {
     struct Params {
@@ -59,7 +60,9 @@ impl ChannelSlice {
             self.offset + self.c_part,
             self.c_total
         );
-        let spec = KernelSpec::per_element("concat", "copy_slice").constant("INSERT", insert as u8 as f64);
+        let spec = KernelSpec::per_element("concat", "copy_slice")
+            .constant("INSERT", insert as u8 as f64)
+            .constant("ALIGNED", self.hw.is_multiple_of(4) as u8 as f64);
         let params = Params {
             n: self.n as u32,
             c_part: self.c_part as u32,
@@ -69,7 +72,9 @@ impl ChannelSlice {
         };
         let (part, whole) = ((part, self.part_len()), (whole, self.whole_len()));
         let ((src, src_len), (dst, dst_len)) = if insert { (part, whole) } else { (whole, part) };
-        launch(gpu, &spec, &params, &[("src", src, src_len), ("dst", dst, dst_len)], grid_1d(self.part_len(), WG))
+        let vec4s = whole_vec4s(self.part_len(), &[part.0], "concat")?;
+        whole_vec4s(self.whole_len(), &[whole.0], "concat")?;
+        launch(gpu, &spec, &params, &[("src", src, src_len), ("dst", dst, dst_len)], grid_1d(vec4s, WG))
     }
 }
 
@@ -230,6 +235,13 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, &(n, hw, channels): &(usize, usize, 
 }
 
 /// Concat of 2 and 3 parts with 1, 3, 5, 33 channels, batch 1 and 2, odd and 1×1 planes:
-/// (n, hw, channels of each part).
-pub const CHECK_CASES: &[(usize, usize, &[usize])] =
-    &[(1, 17 * 23, &[1, 3]), (2, 9 * 7, &[5, 33, 1]), (2, 17 * 23, &[33, 3]), (1, 1, &[3, 1, 5])];
+/// (n, hw, channels of each part): planes of odd sizes (elements copied one by one) and of whole
+/// vec4s (4×6, 8×4: a vec4 at a time), parts of odd channel counts, 1×1 planes.
+pub const CHECK_CASES: &[(usize, usize, &[usize])] = &[
+    (1, 17 * 23, &[1, 3]),
+    (2, 9 * 7, &[5, 33, 1]),
+    (2, 17 * 23, &[33, 3]),
+    (1, 1, &[3, 1, 5]),
+    (3, 4 * 6, &[5, 3, 1]),
+    (2, 8 * 4, &[1, 7]),
+];
