@@ -1,7 +1,7 @@
 // 2×2 max pooling (stride 2, floor) and nearest 2× up-sampling over NCHW planes, forward and
-// backward. Every kernel gathers: one invocation per element it writes, so no two invocations
-// write the same element and no atomics are needed.
-
+// backward. No two invocations write the same element, so no atomics are needed: the forward
+// kernels gather one output element an invocation, the max-pool gradient writes one window's
+// four input elements an invocation (windows do not overlap).
 struct Params {
     n: u32,
     c: u32,
@@ -18,13 +18,17 @@ struct Params {
 // Input index of the maximum of pooling window (oy, ox) of input plane `plane`. Only a strictly
 // greater value replaces the best so far, so ties go to the first maximum in row-major window
 // order (top-left, top-right, bottom-left, bottom-right), the same rule as the CPU reference.
+// Each element is read once (on lavapipe every read is a texel fetch, a call).
 fn window_argmax(plane: u32, oy: u32, ox: u32) -> u32 {
     let top_left = (plane * p.h + 2u * oy) * p.w + 2u * ox;
     var best = top_left;
+    var best_value = x[top_left];
     for (var k = 1u; k < 4u; k++) {
         let i = top_left + (k / 2u) * p.w + k % 2u;
-        if (x[i] > x[best]) {
+        let v = x[i];
+        if (v > best_value) {
             best = i;
+            best_value = v;
         }
     }
     return best;
@@ -42,25 +46,39 @@ fn max_pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     out[i] = x[window_argmax(i / (oh * ow), (i / ow) % oh, i % ow)];
 }
 
-// One invocation per input element: it takes its window's dy if it is that window's arg-max
-// (recomputed from x, so the forward pass keeps no index buffer), else 0.
+// One invocation per window of a grid that also covers a trailing odd row or column: it writes
+// the window's four input elements, its dy at the arg-max (recomputed from x, so the forward
+// pass keeps no index buffer) and 0 elsewhere. Elements of a trailing odd row or column belong
+// to no window and get 0.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) {
+    let rows = (p.h + 1u) / 2u;
+    let cols = (p.w + 1u) / 2u;
+    if (i >= p.n * p.c * rows * cols) {
         return;
     }
-    let plane = i / (p.h * p.w);
-    let oy = ((i / p.w) % p.h) / 2u;
-    let ox = (i % p.w) / 2u;
+    let plane = i / (rows * cols);
+    let oy = (i / cols) % rows;
+    let ox = i % cols;
     let oh = p.h / 2u;
     let ow = p.w / 2u;
+    let top_left = (plane * p.h + 2u * oy) * p.w + 2u * ox;
+    let whole = oy < oh && ox < ow;
+    var best = 0u;
     var g = 0.0;
-    // A trailing odd row or column belongs to no window and gets zero gradient.
-    if (oy < oh && ox < ow && window_argmax(plane, oy, ox) == i) {
+    if (whole) {
+        best = window_argmax(plane, oy, ox);
         g = dy[(plane * oh + oy) * ow + ox];
     }
-    out[i] = g;
+    for (var k = 0u; k < 4u; k++) {
+        let ky = k / 2u;
+        let kx = k % 2u;
+        if (2u * oy + ky < p.h && 2u * ox + kx < p.w) {
+            let j = top_left + ky * p.w + kx;
+            out[j] = select(0.0, g, whole && j == best);
+        }
+    }
 }
 
 // One invocation per output element of the 2h × 2w result.

@@ -50,11 +50,13 @@ impl MaxPool2d {
 
     /// dx: gradient to the arg-max of each window; ties go to the FIRST maximum in row-major
     /// window order (top-left, top-right, bottom-left, bottom-right). Recomputes the arg-max from
-    /// x (no index buffer). Writes every dx element.
+    /// x (no index buffer). Writes every dx element, a window's four an invocation.
     pub fn backward(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         let bindings = [("x", x, self.input_len()), ("dy", dy, self.output_len()), ("out", dx, self.input_len())];
         let spec = KernelSpec::per_element("pool", "max_pool_backward");
-        launch(gpu, &spec, &self.params(), &bindings, grid_1d(self.input_len(), WG))
+        // Windows, and the trailing odd row and column that belong to none.
+        let windows = self.n * self.c * self.h.div_ceil(2) * self.w.div_ceil(2);
+        launch(gpu, &spec, &self.params(), &bindings, grid_1d(windows, WG))
     }
 }
 
