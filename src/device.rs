@@ -214,7 +214,14 @@ pub fn select(choice: &DeviceChoice) -> Result<wgpu::Adapter> {
                 return Ok(a);
             }
             if let Some(a) = best_cpu() {
-                eprintln!("wgunet: no GPU found, running on the software adapter '{}' (slow; use --device to choose)", a.get_info().name);
+                // Once a process: train opens the device to plan, to train and to score.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!(
+                        "wgunet: no GPU found, running on the software adapter '{}' (slow; use --device to choose)",
+                        a.get_info().name
+                    )
+                });
                 return Ok(a);
             }
             bail!("no adapter found: no GPU driver and no software driver. To fix: {INSTALL_HINT}.")
