@@ -2,6 +2,7 @@
 // backward. No two invocations write the same element, so no atomics are needed: the forward
 // kernels gather one output element an invocation, the max-pool gradient writes one window's
 // four input elements an invocation (windows do not overlap).
+
 struct Params {
     n: u32,
     c: u32,

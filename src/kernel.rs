@@ -301,6 +301,15 @@ pub fn launch<P: Uniform>(
                 view.elems()
             );
         }
+        // A vec4 binding's last vec4 may reach past the tensor into its buffer's padding.
+        if ty == "array<vec4<f32>>" && view.texel_bytes() < elems.div_ceil(4) as u64 * TEXEL_BYTES {
+            bail!(
+                "kernel {}::{}: tensor '{}' does not end on a whole vec4 for its {variable} (a bug in wgunet)",
+                spec.shader,
+                spec.entry,
+                view.name
+            );
+        }
         if ty.starts_with("texture_2d_array") {
             let ordinal = textures.len();
             textures.push((number, TextureUpload::new(gpu, ordinal, view, elems)?));
@@ -432,8 +441,8 @@ impl BufferView {
         (self.bytes / 4) as usize
     }
     /// Bytes from `offset` to the end of its last 16-byte texel, within the buffer: what it is
-    /// bound as, so that kernels reading or writing vec4s (elementwise.wgsl, adam.wgsl) reach
-    /// its last elements. Buffers are allocated in whole texels ([`Gpu::buffer`]) and views start
+    /// bound as, so that kernels reading or writing vec4s (elementwise.wgsl, adam.wgsl,
+    /// concat.wgsl: [`launch`] checks) reach its last elements. Buffers are allocated in whole texels ([`Gpu::buffer`]) and views start
     /// on texel boundaries (slots at 0, parameters at the arena's alignment), so that padding
     /// belongs to no other tensor.
     pub fn texel_bytes(&self) -> u64 {
@@ -656,16 +665,6 @@ impl Gpu {
 /// Number of workgroups along x and y covering `threads` invocations of `per_group` each.
 /// Dispatches are limited to 65535 groups a dimension, so large 1-D launches wrap into y;
 /// shaders recover the linear index with `linear_id()` from `common.wgsl`.
-/// The vec4s that hold `n` elements, for a kernel that reads and writes each of `views` a vec4 an
-/// invocation (its last vec4 reaching into the views' padding, [`BufferView::texel_bytes`]).
-pub fn whole_vec4s(n: usize, views: &[&BufferView], kernel: &str) -> Result<usize> {
-    let vec4s = n.div_ceil(4);
-    if let Some(view) = views.iter().find(|v| v.texel_bytes() < vec4s as u64 * TEXEL_BYTES) {
-        bail!("tensor '{}' does not end on a whole vec4 for {kernel} (a bug in wgunet)", view.name);
-    }
-    Ok(vec4s)
-}
-
 pub fn grid_1d(threads: usize, per_group: u32) -> [u32; 3] {
     let groups = threads.div_ceil(per_group as usize).max(1) as u64;
     let x = groups.min(65535);

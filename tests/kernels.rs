@@ -87,3 +87,31 @@ fn dropout() {
 fn gate() {
     check_family("gate");
 }
+
+/// A vec4 kernel's last vec4 reaches into its tensor's padding: `launch` refuses a tensor whose
+/// buffer ends before its last whole texel (every variant), and takes one that does not.
+#[test]
+fn vec4_kernels_refuse_a_tensor_without_its_last_texel() {
+    use std::sync::Arc;
+    use wgunet::kernel::BufferView;
+    for variant in KernelVariant::ALL {
+        let gpu = common::gpu_for(variant);
+        // 5 elements: the second vec4 needs bytes 16..32 of a 20-byte buffer.
+        let short = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("short"),
+            size: 20,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let y = BufferView { buffer: Arc::new(short), offset: 0, bytes: 20, name: "y".into() };
+        let x = gpu.upload("x", &[1.0f32, -2.0, 3.0, -4.0, 5.0]).unwrap();
+        let err = ops::elementwise::relu(gpu, &x, &y).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("elementwise::relu: tensor 'y' does not end on a whole vec4 for its out"),
+            "{variant}: {err:?}"
+        );
+        let whole = gpu.buffer("y", 5).unwrap();
+        gpu.run(&[&ops::elementwise::relu(gpu, &x, &whole).unwrap()]).unwrap();
+        assert_eq!(gpu.read::<f32>(&whole).unwrap(), [1.0, 0.0, 3.0, 0.0, 5.0], "{variant}");
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
-use crate::kernel::{grid_1d, launch, uniform, whole_vec4s, BufferView, Dispatch, KernelSpec, WG};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 /// Host-written hyper-parameters (the `Hyper` uniform of adam.wgsl, same field order), rewritten
 /// with `gpu.write` each step.
@@ -76,7 +76,7 @@ impl Adam {
         let n = self.n;
         let hyper_words = std::mem::size_of::<AdamHyper>() / 4;
         let bindings = [("h", hyper, hyper_words), ("param", param, n), ("grad", grad, n), ("m", m, n), ("v", v, n)];
-        let vec4s = whole_vec4s(n, &[param, grad, m, v], "adam")?;
+        let vec4s = n.div_ceil(4);
         launch(gpu, &spec, &Params { n: vec4s as u32 }, &bindings, grid_1d(vec4s, WG))
     }
 }

@@ -11,7 +11,7 @@ use crate::device::Gpu;
 use crate::export::{int, OnnxNode};
 use crate::graph::rule::op_kernel;
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Graph, Kernel, Layer, TensorId};
-use crate::kernel::{grid_1d, launch, uniform, whole_vec4s, BufferView, Dispatch, KernelSpec, WG};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 uniform! {
     struct Params {
@@ -72,8 +72,7 @@ impl ChannelSlice {
         };
         let (part, whole) = ((part, self.part_len()), (whole, self.whole_len()));
         let ((src, src_len), (dst, dst_len)) = if insert { (part, whole) } else { (whole, part) };
-        let vec4s = whole_vec4s(self.part_len(), &[part.0], "concat")?;
-        whole_vec4s(self.whole_len(), &[whole.0], "concat")?;
+        let vec4s = self.part_len().div_ceil(4);
         launch(gpu, &spec, &params, &[("src", src, src_len), ("dst", dst, dst_len)], grid_1d(vec4s, WG))
     }
 }

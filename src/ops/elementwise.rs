@@ -9,7 +9,7 @@ use crate::device::Gpu;
 use crate::export::{float, OnnxNode};
 use crate::graph::rule::op_kernel;
 use crate::graph::{Backward, Forward, Graph, Layer, TensorId};
-use crate::kernel::{grid_1d, launch, uniform, whole_vec4s, BufferView, Dispatch, KernelSpec, WG};
+use crate::kernel::{grid_1d, launch, uniform, BufferView, Dispatch, KernelSpec, WG};
 
 uniform! {
     struct Params {
@@ -25,7 +25,7 @@ pub const LEAKY_RELU_SLOPE: f64 = 0.01;
 /// invocation.
 fn apply(gpu: &Gpu, entry: &'static str, a: &BufferView, b: Option<&BufferView>, out: &BufferView) -> Result<Dispatch> {
     let n = out.elems();
-    let vec4s = whole_vec4s(n, &[a, out].into_iter().chain(b).collect::<Vec<_>>(), entry)?;
+    let vec4s = n.div_ceil(4);
     let mut spec = KernelSpec::per_element("elementwise", entry);
     if entry.starts_with("leaky_relu") {
         spec = spec.constant("LEAKY_SLOPE", LEAKY_RELU_SLOPE);
