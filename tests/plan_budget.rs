@@ -57,6 +57,14 @@ struct Formula {
     timed: Vec<Shape>,
 }
 
+impl Formula {
+    /// The step of `model` at `batch`, exactly.
+    fn step(&self, model: &ModelConfig, batch: usize) -> StepTime {
+        let train_s = self.fixed_s + self.per_gflop_s * model.build(batch).flops() as f64 / 1e9;
+        StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }
+    }
+}
+
 impl StepTimer for Formula {
     fn adapter(&self) -> String {
         "formula".into()
@@ -64,8 +72,7 @@ impl StepTimer for Formula {
 
     fn time(&mut self, model: &ModelConfig, batch: usize) -> anyhow::Result<StepTime> {
         self.timed.push(Shape { side: model.size, filters: model.filters });
-        let train_s = self.fixed_s + self.per_gflop_s * model.build(batch).flops() as f64 / 1e9;
-        Ok(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 })
+        Ok(self.step(model, batch))
     }
 }
 
@@ -100,8 +107,7 @@ fn a_few_timed_settings_predict_the_others_and_the_choice_fits() {
         Formula { fixed_s: rng.random_range(0.0..0.5), per_gflop_s: rng.random_range(0.01..0.3), timed: vec![] };
     let exact = |f: &Formula, s: Setting| {
         let m = ModelConfig { size: s.shape.side, filters: s.shape.filters, ..model() };
-        let train_s = f.fixed_s + f.per_gflop_s * m.build(8).flops() as f64 / 1e9;
-        workload.predict(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }, s.shape.side, s.epochs).total_s
+        workload.predict(f.step(&m, 8), s.shape.side, s.epochs).total_s
     };
     let ladders =
         Ladders { sides: side_ladder(64, false, 160), filters: vec![8, 16, 32], epochs: EPOCH_LADDER.to_vec() };
@@ -217,9 +223,7 @@ fn without_a_budget_the_filters_are_the_most_whose_run_fits_an_hour() {
     for per_gflop_s in ranges.map(|(low, high): (f64, f64)| rng.random_range(low.ln()..high.ln()).exp()) {
         let mut formula = Formula { fixed_s: rng.random_range(0.0..0.02), per_gflop_s, timed: vec![] };
         let exact_s = |f: &Formula, e: &wgunet::plan::estimate::Estimate, filters: usize| {
-            let m = ModelConfig { filters, ..model() };
-            let train_s = f.fixed_s + f.per_gflop_s * m.build(8).flops() as f64 / 1e9;
-            e.workload.predict(StepTime { train_s, infer_s: train_s / 3.0, setup_s: 2.0 }, 64, 100).total_s
+            e.workload.predict(f.step(&ModelConfig { filters, ..model() }, 8), 64, 100).total_s
         };
         let e = estimate(&f, &plan, &unbudgeted(Given::default()), &mut formula).unwrap();
         let context = format!("seed {seed}, {per_gflop_s} s/GFLOP:\n{}", e.describe());
@@ -244,13 +248,14 @@ fn without_a_budget_the_filters_are_the_most_whose_run_fits_an_hour() {
         let gflop = |filters| ModelConfig { filters, ..model() }.build(8).flops() as f64 / 1e9;
         let mut wanted = vec![shape(8)];
         // Predicted from the fewest alone: their time scaled with the work.
-        let scaled = |filters| (formula.fixed_s + per_gflop_s * gflop(8)) * gflop(filters) / gflop(8);
+        let step = |filters| formula.step(&ModelConfig { filters, ..model() }, 8);
+        let scaled = |filters| step(8).train_s * gflop(filters) / gflop(8);
         let two_timed = scaled(16) <= budget::MAX_TIMED_STEP_S;
         if two_timed {
             wanted.push(shape(16));
         }
         if let Some(above) = [16, 32].into_iter().find(|&f| f > expected).filter(|&f| !wanted.contains(&shape(f))) {
-            let step_s = if two_timed { formula.fixed_s + per_gflop_s * gflop(above) } else { scaled(above) };
+            let step_s = if two_timed { step(above).train_s } else { scaled(above) };
             let predicted = StepTime { train_s: step_s, infer_s: step_s / 3.0, setup_s: 2.0 };
             if e.workload.predict(predicted, 64, 100).total_s <= 2.0 * limit_s {
                 wanted.push(shape(above));
