@@ -240,6 +240,34 @@ pub fn select(choice: &DeviceChoice) -> Result<wgpu::Adapter> {
     }
 }
 
+/// A cache whose values are computed once a key, also when threads ask for one key at once (the
+/// executor builds its dispatches in parallel): the later callers wait for the first one's value
+/// instead of computing it again. A failed computation stores nothing.
+pub(crate) struct ComputedOnce<K, V> {
+    entries: Mutex<HashMap<K, Arc<Mutex<Option<V>>>>>,
+}
+
+impl<K, V> Default for ComputedOnce<K, V> {
+    fn default() -> Self {
+        ComputedOnce { entries: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> ComputedOnce<K, V> {
+    /// `key`'s value, computed by `compute` if no caller has yet. Only callers of the same key wait
+    /// on each other.
+    pub(crate) fn get_or_try_insert(&self, key: K, compute: impl FnOnce() -> Result<V>) -> Result<V> {
+        let entry = self.entries.lock().unwrap().entry(key).or_default().clone();
+        let mut value = entry.lock().unwrap();
+        if let Some(v) = value.as_ref() {
+            return Ok(v.clone());
+        }
+        let v = compute()?;
+        *value = Some(v.clone());
+        Ok(v)
+    }
+}
+
 /// An open device and everything a kernel launch needs from it.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -251,8 +279,8 @@ pub struct Gpu {
     kernels: KernelVariant,
     /// First error reported by wgpu outside an error scope (validation, out of memory, device lost).
     error: Arc<Mutex<Option<String>>>,
-    pub(crate) modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    pub(crate) pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) modules: ComputedOnce<&'static str, wgpu::ShaderModule>,
+    pub(crate) pipelines: ComputedOnce<String, Arc<wgpu::ComputePipeline>>,
     /// The textures tensors are copied into for kernels that read them as textures, by (which
     /// textured input of a dispatch, rows, layers): see `kernel::TextureUpload`.
     pub(crate) textures: Mutex<HashMap<(usize, u32, u32), Arc<wgpu::Texture>>>,
@@ -316,8 +344,8 @@ impl Gpu {
             features,
             kernels,
             error,
-            modules: Mutex::new(HashMap::new()),
-            pipelines: Mutex::new(HashMap::new()),
+            modules: ComputedOnce::default(),
+            pipelines: ComputedOnce::default(),
             textures: Mutex::new(HashMap::new()),
         })
     }
@@ -370,8 +398,8 @@ impl Gpu {
     pub fn with_kernels(mut self, variant: KernelVariant) -> Gpu {
         self.kernels = variant;
         // Compiled for the previous variant, which may read tensors another way (`reads`).
-        self.modules.get_mut().unwrap().clear();
-        self.pipelines.get_mut().unwrap().clear();
+        self.modules = ComputedOnce::default();
+        self.pipelines = ComputedOnce::default();
         self
     }
 
@@ -445,6 +473,35 @@ pub fn print_devices() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Threads asking for one key at once compute its value once and all get it; a failed
+    /// computation leaves the key to the next caller.
+    #[test]
+    fn computed_once_computes_a_key_once_across_threads() {
+        let cache: ComputedOnce<u32, u64> = ComputedOnce::default();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let values: Vec<u64> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        cache
+                            .get_or_try_insert(7, || {
+                                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                                Ok(49)
+                            })
+                            .unwrap()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert_eq!(values, vec![49; 8]);
+        assert_eq!(calls.into_inner(), 1, "one computation for eight callers of one key");
+        assert!(cache.get_or_try_insert(8, || Err(anyhow!("no value"))).is_err());
+        assert_eq!(cache.get_or_try_insert(8, || Ok(64)).unwrap(), 64, "a failure is not cached");
+        assert_eq!(cache.get_or_try_insert(8, || Ok(0)).unwrap(), 64, "a value is");
+    }
 
     /// An error wgpu raises outside any error scope in the middle of work (here a buffer over
     /// the adapter's limit, which is as close to running out of memory as a test can get on a

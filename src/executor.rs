@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use crate::device::{mib, Gpu};
 use crate::graph::{GpuBuffers, Init, ParamInfo, Program, Step};
@@ -316,12 +317,12 @@ impl Executor {
         let grads: Vec<Option<BufferView>> =
             params.infos.iter().enumerate().map(|(id, p)| p.trained.then(|| params.view(&params.grads, id))).collect();
         let on_gpu = GpuBuffers { gpu, buffers: &views, params: &values, grads: &grads, dropout_rng: &dropout_rng };
+        // In parallel: building a dispatch compiles its pipeline on first use (naga, then the
+        // driver), most of a process's start-up. The order of the steps is kept.
         let build = |steps: &[Step]| -> Result<Vec<Dispatch>> {
-            let mut out = Vec::new();
-            for s in steps {
-                out.extend(s.kernel().dispatch(&on_gpu)?);
-            }
-            Ok(out)
+            let per_step: Vec<Vec<Dispatch>> =
+                steps.par_iter().map(|s| s.kernel().dispatch(&on_gpu)).collect::<Result<_>>()?;
+            Ok(per_step.into_iter().flatten().collect())
         };
         let forward = build(&program.forward)?;
         let loss = build(&program.loss)?;

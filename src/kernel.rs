@@ -492,13 +492,14 @@ impl KernelSpec {
 }
 
 impl Gpu {
-    /// A compiled pipeline, cached by spec. wgpu 30 does not check workgroup limits at
-    /// pipeline creation on every backend, so we do.
+    /// A compiled pipeline, cached by spec.
     pub fn pipeline(&self, spec: &KernelSpec) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = spec.key();
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
-            return Ok(p.clone());
-        }
+        self.pipelines.get_or_try_insert(spec.key(), || self.compile_pipeline(spec))
+    }
+
+    /// wgpu 30 does not check workgroup limits at pipeline creation on every backend, so this
+    /// does.
+    fn compile_pipeline(&self, spec: &KernelSpec) -> Result<Arc<wgpu::ComputePipeline>> {
         let l = &self.limits;
         let [x, y, z] = spec.workgroup;
         let invocations = x * y * z;
@@ -530,19 +531,15 @@ impl Gpu {
         }
         let shader = shader(spec.shader);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = {
-            let mut modules = self.modules.lock().unwrap();
-            modules
-                .entry(shader.name)
-                .or_insert_with(|| compile_module(&self.device, shader.name, &source(shader, self.reads())))
-                .clone()
-        };
+        let module = self.modules.get_or_try_insert(shader.name, || {
+            Ok(compile_module(&self.device, shader.name, &source(shader, self.reads())))
+        })?;
         let mut constants: Vec<(&str, f64)> = vec![("WG_X", x as f64), ("WG_Y", y as f64), ("WG_Z", z as f64)];
         constants.extend(spec.constants.iter().cloned());
         // Only pass the constants the entry point's module declares; naga rejects unknown ones.
         constants.retain(|(name, _)| [COMMON, shader.source].iter().any(|t| t.contains(&format!("override {name}"))));
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&key),
+            label: Some(&spec.key()),
             layout: None,
             module: &module,
             entry_point: Some(spec.entry),
@@ -555,9 +552,7 @@ impl Gpu {
         if let Some(e) = pollster::block_on(scope.pop()) {
             bail!("could not compile kernel {}::{} on '{}': {e}", spec.shader, spec.entry, self.info.name);
         }
-        let pipeline = Arc::new(pipeline);
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
-        Ok(pipeline)
+        Ok(Arc::new(pipeline))
     }
 
     /// Bytes of the textures kernels read tensors through ([`TextureUpload`]), so far.
