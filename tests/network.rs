@@ -23,9 +23,30 @@ use wgunet::ops::pool::MaxPoolForward;
 use wgunet::{Gpu, KernelVariant};
 
 fn rel_err(gpu: &[f32], cpu: &[f64]) -> f64 {
-    let diff: f64 = gpu.iter().zip(cpu).map(|(g, c)| (*g as f64 - c).powi(2)).sum();
-    let norm: f64 = cpu.iter().map(|c| c * c).sum();
-    (diff / norm.max(1e-30)).sqrt()
+    diff_norm(gpu, cpu) / norm(cpu).max(1e-15)
+}
+
+fn diff_norm(gpu: &[f32], cpu: &[f64]) -> f64 {
+    gpu.iter().zip(cpu).map(|(g, c)| (*g as f64 - c).powi(2)).sum::<f64>().sqrt()
+}
+
+/// For a parameter `NODE.bias`: per output channel, the sum of the magnitudes of the terms its
+/// gradient adds up, |d NODE| over the batch and pixels, from the reference's buffers (the
+/// node's summed gradient where several consumers contribute; an upper bound behind a fused
+/// ReLU, which zeroes some terms). None for other parameters.
+fn bias_term_magnitudes(graph: &Graph, program: &Program, buffers: &[Vec<f64>], param: &str) -> Option<Vec<f64>> {
+    let node = graph.nodes.iter().find(|n| Some(n.name.as_str()) == param.strip_suffix(".bias"))?;
+    let [_, channels, h, w] = node.shape;
+    let gradient_names = [format!("d {} (sum)", node.name), format!("d {}", node.name)];
+    let dy = gradient_names
+        .iter()
+        .find_map(|name| program.buffers.iter().rposition(|b| &b.name == name))
+        .map(|b| &buffers[b])?;
+    let mut magnitudes = vec![0.0; channels];
+    for (plane, values) in dy.chunks(h * w).enumerate() {
+        magnitudes[plane % channels] += values.iter().map(|v| v.abs()).sum::<f64>();
+    }
+    Some(magnitudes)
 }
 
 fn config(arch: Arch, size: usize, channels: usize, filters: usize, classes: usize) -> ModelConfig {
@@ -233,8 +254,14 @@ fn gradients_match_with(gpu: &Gpu, seed: u64, model: (Arch, Activation), size: u
                 "{what}: reference gradient of {} is zero; the check would prove nothing",
                 info.name
             );
-            let e = rel_err(g, c);
-            assert!(e < 1e-4, "{what}: gradient of {} differs, rel err {e:.2e}", info.name);
+            // A bias's gradient sums its output's gradient over the batch and pixels: where the
+            // terms cancel, f32 rounding of them is large against the sum, so the error is
+            // measured against the sum of their magnitudes (WGUNET_SEED=13564498269050785462:
+            // a 1-channel attention gate's bias, 1.4e-4 of its gradient).
+            let scale = bias_term_magnitudes(&net.graph, &program, &cpu.buffers, &info.name)
+                .map_or(norm(c), |magnitudes| norm(&magnitudes));
+            let e = diff_norm(g, c) / scale;
+            assert!(e < 1e-4, "{what}: gradient of {} differs, error {e:.2e} of its scale {scale:.3e}", info.name);
         }
     }
 }
