@@ -157,13 +157,16 @@ pub fn load_tensor_group(
         .collect()
 }
 
-/// `best.safetensors` if present, else `last.safetensors`.
+/// `best.safetensors` if present, else `last.safetensors` (and says so on stderr: the two score
+/// differently, and a user who moved or deleted the best weights should know which were used).
 pub fn weights_path(dir: &Path) -> Result<PathBuf> {
-    for name in ["best.safetensors", "last.safetensors"] {
-        let p = dir.join(name);
-        if p.exists() {
-            return Ok(p);
-        }
+    let (best, last) = (dir.join("best.safetensors"), dir.join("last.safetensors"));
+    if best.exists() {
+        return Ok(best);
+    }
+    if last.exists() {
+        eprintln!("{} has no best.safetensors: using last.safetensors, the last epoch's weights", dir.display());
+        return Ok(last);
     }
     bail!("{} holds no weights (best.safetensors or last.safetensors): was training interrupted before the first epoch ended?", dir.display())
 }

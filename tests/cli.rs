@@ -283,6 +283,16 @@ fn split_train_eval_predict() {
     assert!(iou > background_iou + 0.1, "mean IoU {iou} does not beat all-background {background_iou}");
     assert_eq!(json_number(&run.join("eval.json"), "images") as usize, 18);
 
+    // Without best.safetensors a run is scored with its last epoch's weights, and says so.
+    let best = run.join("best.safetensors");
+    std::fs::rename(&best, root.join("best.safetensors")).unwrap();
+    let out = wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--json", &s(&root.join("last.json"))]);
+    assert!(out.contains("has no best.safetensors: using last.safetensors"), "{out}");
+    assert_eq!(json_number(&root.join("last.json"), "images") as usize, 18);
+    std::fs::rename(root.join("best.safetensors"), &best).unwrap();
+    let out = wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--json", &s(&root.join("best.json"))]);
+    assert!(!out.contains("no best.safetensors"), "{out}");
+
     let masks = root.join("masks");
     wgunet(&[
         "predict",
