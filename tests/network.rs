@@ -30,12 +30,15 @@ fn diff_norm(gpu: &[f32], cpu: &[f64]) -> f64 {
     gpu.iter().zip(cpu).map(|(g, c)| (*g as f64 - c).powi(2)).sum::<f64>().sqrt()
 }
 
-/// For a parameter `NODE.bias`: per output channel, the sum of the magnitudes of the terms its
-/// gradient adds up, |d NODE| over the batch and pixels, from the reference's buffers (the
-/// node's summed gradient where several consumers contribute; an upper bound behind a fused
-/// ReLU, which zeroes some terms). None for other parameters.
+/// For a parameter `NODE.bias` (a convolution's) or `NODE.beta` (a batch norm's): per channel,
+/// the sum of the magnitudes of the terms its gradient adds up, |d NODE| over the batch and
+/// pixels, from the reference's buffers (the node's summed gradient where several consumers
+/// contribute; an upper bound behind a fused ReLU, which zeroes some terms). None for other
+/// parameters, and where the node's gradient has no buffer of its own (an addition hands its
+/// output's gradient on unchanged): those keep the relative error.
 fn bias_term_magnitudes(graph: &Graph, program: &Program, buffers: &[Vec<f64>], param: &str) -> Option<Vec<f64>> {
-    let node = graph.nodes.iter().find(|n| Some(n.name.as_str()) == param.strip_suffix(".bias"))?;
+    let owner = param.strip_suffix(".bias").or_else(|| param.strip_suffix(".beta"))?;
+    let node = graph.nodes.iter().find(|n| n.name == owner)?;
     let [_, channels, h, w] = node.shape;
     let gradient_names = [format!("d {} (sum)", node.name), format!("d {}", node.name)];
     let dy = gradient_names
