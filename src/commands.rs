@@ -129,6 +129,16 @@ pub(crate) fn apply_plan(
         options.schedule.early_stopping_patience = plan.early_stopping_patience;
     }
     options.tta |= plan.tta;
+    let kept: Vec<String> = PLANNED_FLAGS
+        .iter()
+        .filter(|f| given(f) && !matches!(**f, "--filters" | "--epochs"))
+        .map(|&flag| format!("{flag} {}", given_value(options, flag)))
+        .collect();
+    if !kept.is_empty() {
+        // The plan above is printed as chosen: say which of its choices the run does not take
+        // (filters and epochs are the estimate's, printed below as the run takes them).
+        println!("the command line replaces the plan's: {}", kept.join(", "));
+    }
     let request = RunRequest {
         model: ModelConfig {
             channels: options.data.channels.unwrap_or(data_channels(&fingerprint)),
@@ -159,6 +169,19 @@ pub(crate) fn apply_plan(
     (options.model.filters, options.schedule.epochs) = (estimate.shape.filters, estimate.epochs);
     let given = PLANNED_FLAGS.iter().filter(|f| given(f)).map(|f| f.to_string()).collect();
     Ok(PlannedRun { plan, estimate, given, started: Instant::now() })
+}
+
+/// The value `options` hold for a planned `flag` given on the command line, as it is spelled.
+fn given_value(options: &TrainOptions, flag: &str) -> String {
+    match flag {
+        "--size" => options.model.size.to_string(),
+        "--patch" => options.data.patch.map_or_else(String::new, |p| p.to_string()),
+        "--loss" => options.loss.name().into(),
+        "--normalise" => options.data.normalise.name().into(),
+        "--intensity" => options.intensity.name().into(),
+        "--early-stopping-patience" => options.schedule.early_stopping_patience.to_string(),
+        _ => unreachable!("{flag} is not a planned flag with a value to print"),
+    }
 }
 
 impl PlannedRun {

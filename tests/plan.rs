@@ -85,6 +85,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     };
     let (out, planned) = record("planned", &[]);
     assert!(out.contains("training on 128x128 patches") && out.contains("loss bce+dice"), "{out}");
+    assert!(!out.contains("the command line replaces"), "{out}");
     // The plan, its prediction and the time taken, in the console and the report.
     assert!(out.contains("side 128, filters 4, 1 epochs: predicted") && out.contains("% of the prediction)"), "{out}");
     let report = std::fs::read_to_string(dir.0.join("planned/report.md")).unwrap();
@@ -123,6 +124,8 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     let report = std::fs::read_to_string(dir.0.join("sized/report.md")).unwrap();
     assert!(report.contains("on the command line (--size, --loss, --filters, --epochs):"), "{report}");
     assert!(!out.contains("patches at the images' own size") && out.contains("loss bce:"), "{out}");
+    // The console shows the plan as chosen, then which of its choices the command line replaced.
+    assert!(out.contains("the command line replaces the plan's: --size 64, --loss bce\n"), "{out}");
     assert_eq!((sized["patch"].as_u64(), sized["model"]["size"].as_u64()), (None, Some(64)), "{sized}");
 
     // `--no-plan` trains the seed's recipe: whole slices at --size, [0, 1], BCE, and no plan in
