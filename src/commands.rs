@@ -59,6 +59,10 @@ pub(crate) fn plan_command(a: PlanArgs, flags: &[String]) -> Result<()> {
         data_read_s: started.elapsed().as_secs_f64(),
     };
     let estimate = estimate_on(&fingerprint, &plan, &request, &a.device.device)?;
+    let mut plan = plan;
+    if let Some(line) = plan.fit_intensity_to(estimate.shape.filters) {
+        println!("{line}");
+    }
     if let Some(budget) = request.budget.filter(|_| estimate.impossible.is_none()) {
         let (input, extra) = estimate.options(patches);
         println!(
@@ -122,9 +126,6 @@ pub(crate) fn apply_plan(
     if !given("--normalise") {
         options.data.normalise = plan.normalise;
     }
-    if !given("--intensity") {
-        options.intensity = plan.intensity;
-    }
     if !given("--early-stopping-patience") {
         options.schedule.early_stopping_patience = plan.early_stopping_patience;
     }
@@ -167,6 +168,15 @@ pub(crate) fn apply_plan(
     let side = estimate.shape.side;
     (options.model.size, options.data.patch) = (side, options.data.patch.map(|_| side));
     (options.model.filters, options.schedule.epochs) = (estimate.shape.filters, estimate.epochs);
+    // The intensity set follows the filters the run trains.
+    let mut plan = plan;
+    let intensity_line = plan.fit_intensity_to(options.model.filters);
+    if !given("--intensity") {
+        options.intensity = plan.intensity;
+        if let Some(line) = intensity_line {
+            println!("{line}");
+        }
+    }
     let given = PLANNED_FLAGS.iter().filter(|f| given(f)).map(|f| f.to_string()).collect();
     Ok(PlannedRun { plan, estimate, given, started: Instant::now() })
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use image::{GrayImage, ImageBuffer, Luma};
 use wgunet::config::Loss;
+use wgunet::data::intensity::IntensityPreset;
 use wgunet::data::synth::{self, Lesions};
 use wgunet::data::NormaliseKind;
 use wgunet::plan::{Fingerprint, Input, Plan};
@@ -136,6 +137,35 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert_eq!((seed["patch"].as_u64(), seed["model"]["size"].as_u64()), (None, Some(32)), "{seed}");
     assert!(seed["model"]["normalise"].to_string().to_lowercase().contains("unit"), "{seed}");
     assert!(seed.get("tta").is_none(), "{seed}");
+}
+
+/// The intensity set follows the filters the time estimate (or `--filters`) gives the run:
+/// nnU-Net's below 16, the scanner set from 16; `plan` says so once the filters are known.
+#[test]
+fn wide_models_train_with_the_scanner_intensity_set() {
+    let dir = dataset_dir("wide");
+    write_discs(&dir.0, 4, 64, 12.0, &[(0.5, 0.5)]);
+    let mut plan = Plan::choose(&Fingerprint::read(&dir.0, 1).unwrap());
+    assert_eq!(plan.intensity, IntensityPreset::Nnunet, "{}", plan.reasons[3]);
+    assert_eq!(plan.fit_intensity_to(8), None, "8 filters keep nnU-Net's set");
+    for filters in [16, 32] {
+        let line = plan.fit_intensity_to(filters);
+        assert_eq!(plan.intensity, IntensityPreset::Scanner, "{filters} filters: {}", plan.reasons[3]);
+        if filters == 16 {
+            assert!(line.is_some_and(|l| l.starts_with("intensity: scanner: 16 filters")), "{}", plan.reasons[3]);
+        } else {
+            assert_eq!(line, None, "already the scanner set");
+        }
+    }
+    assert!(plan.fit_intensity_to(4).is_some_and(|l| l.starts_with("intensity: nnunet")));
+    assert!(plan.train_command(&dir.0, plan.input, "").contains("--intensity nnunet"));
+
+    let data = dir.0.to_str().unwrap();
+    let out = common::run_wgunet(
+        env!("CARGO_BIN_EXE_wgunet"),
+        &["plan", "--data", data, "--filters", "16", "--epochs", "2", "--device", "cpu"],
+    );
+    assert!(out.contains("\nintensity: scanner: 16 filters: another scanner's"), "{out}");
 }
 
 #[test]
