@@ -139,13 +139,15 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert!(seed.get("tta").is_none(), "{seed}");
 }
 
-/// The intensity set follows the filters the time estimate (or `--filters`) gives the run:
-/// nnU-Net's below 16, the scanner set from 16; `plan` says so once the filters are known.
+/// The intensity set follows the filters the time estimate (or `--filters`) gives a whole-slice
+/// run: nnU-Net's below 16, the scanner set from 16; `plan` says so once the filters are known.
+/// Patch runs keep nnU-Net's at every width.
 #[test]
-fn wide_models_train_with_the_scanner_intensity_set() {
+fn wide_whole_slice_models_train_with_the_scanner_intensity_set() {
     let dir = dataset_dir("wide");
     write_discs(&dir.0, 4, 64, 12.0, &[(0.5, 0.5)]);
     let mut plan = Plan::choose(&Fingerprint::read(&dir.0, 1).unwrap());
+    assert!(matches!(plan.input, Input::WholeSlice { .. }), "{}", plan.reasons[0]);
     assert_eq!(plan.intensity, IntensityPreset::Nnunet, "{}", plan.reasons[3]);
     assert_eq!(plan.fit_intensity_to(8), None, "8 filters keep nnU-Net's set");
     for filters in [16, 32] {
@@ -159,6 +161,13 @@ fn wide_models_train_with_the_scanner_intensity_set() {
     }
     assert!(plan.fit_intensity_to(4).is_some_and(|l| l.starts_with("intensity: nnunet")));
     assert!(plan.train_command(&dir.0, plan.input, "").contains("--intensity nnunet"));
+
+    // The same plan on patches: the scanner set cost small structures at every width.
+    let mut patches = Plan { input: Input::Patches { patch: 64 }, ..plan.clone() };
+    for filters in [8, 16, 32] {
+        assert_eq!(patches.fit_intensity_to(filters), None, "{filters} filters on patches");
+        assert_eq!(patches.intensity, IntensityPreset::Nnunet, "{filters} filters: {}", patches.reasons[3]);
+    }
 
     let data = dir.0.to_str().unwrap();
     let out = common::run_wgunet(
