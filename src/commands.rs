@@ -327,6 +327,7 @@ pub(crate) fn train_options(a: TrainArgs) -> Result<TrainOptions> {
             epochs: a.epochs,
             plateau_patience: a.plateau_patience,
             early_stopping_patience: a.early_stopping_patience,
+            lr_schedule: a.lr_schedule,
         },
         batch: a.batch,
         loss: Loss::for_classes(a.loss, a.model.classes)?,

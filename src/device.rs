@@ -181,6 +181,49 @@ fn found_list(list: &[wgpu::Adapter]) -> String {
 
 const INSTALL_HINT: &str = "install Mesa's software Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`; Fedora: `dnf install mesa-vulkan-drivers`)";
 
+/// NVIDIA's Vulkan driver lives in both its GLX and its EGL library. The ICD file its driver
+/// installs names `libGLX_nvidia.so.0`, which returns no `vkCreateInstance` on a machine without
+/// a display (servers, containers: the H200 of 2026-12-04); through `libEGL_nvidia.so.0` the same
+/// driver starts. When an NVIDIA device node exists and no GPU adapter did: the two commands
+/// that load it that way, with the library's full path where one of `lib_dirs` holds it.
+pub fn nvidia_headless_hint(device_node: &std::path::Path, lib_dirs: &[std::path::PathBuf]) -> Option<String> {
+    if !device_node.exists() {
+        return None;
+    }
+    let egl = "libEGL_nvidia.so.0";
+    let library =
+        lib_dirs.iter().map(|d| d.join(egl)).find(|p| p.exists()).map_or(egl.to_string(), |p| p.display().to_string());
+    Some(format!(
+        "This machine has an NVIDIA GPU ({}) whose Vulkan driver did not start. Without a display (a server, a container) \
+         NVIDIA's ICD file names libGLX_nvidia.so.0, which cannot start there; load the same driver through EGL:\n  \
+         echo '{{\"file_format_version\":\"1.0.0\",\"ICD\":{{\"library_path\":\"{library}\",\"api_version\":\"1.3\"}}}}' > /tmp/nvidia_egl_icd.json\n  \
+         export VK_ICD_FILENAMES=/tmp/nvidia_egl_icd.json\n\
+         (`VK_LOADER_DEBUG=error wgunet devices` shows why a driver fails.)",
+        device_node.display()
+    ))
+}
+
+/// [`nvidia_headless_hint`] for this machine: `/dev/nvidia0`, the library in the loader's
+/// usual folders.
+fn nvidia_hint() -> Option<String> {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(Into::into)
+        .collect();
+    dirs.extend(["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/nvidia/lib64"].map(Into::into));
+    nvidia_headless_hint(std::path::Path::new("/dev/nvidia0"), &dirs)
+}
+
+/// `text`, and the NVIDIA hint after it where one applies.
+fn with_nvidia_hint(text: String) -> String {
+    match nvidia_hint() {
+        Some(hint) => format!("{text}\n{hint}"),
+        None => text,
+    }
+}
+
 /// Picks an adapter. `Err` says what was found and what to try instead.
 pub fn select(choice: &DeviceChoice) -> Result<wgpu::Adapter> {
     let list = adapters();
@@ -201,10 +244,10 @@ pub fn select(choice: &DeviceChoice) -> Result<wgpu::Adapter> {
     };
     match choice {
         DeviceChoice::Gpu => best_gpu().ok_or_else(|| {
-            anyhow!(
+            anyhow!(with_nvidia_hint(format!(
                 "--device gpu: no hardware GPU adapter found. Adapters found:\n{}\nUse `--device cpu` to run the same shaders on the software driver, or install your GPU's Vulkan driver.",
                 found_list(&list)
-            )
+            )))
         }),
         DeviceChoice::Cpu => best_cpu().ok_or_else(|| {
             anyhow!("--device cpu: no software adapter (lavapipe or llvmpipe) found. Adapters found:\n{}\nTo fix: {INSTALL_HINT}.", found_list(&list))
@@ -218,13 +261,16 @@ pub fn select(choice: &DeviceChoice) -> Result<wgpu::Adapter> {
                 static SAID: std::sync::Once = std::sync::Once::new();
                 SAID.call_once(|| {
                     eprintln!(
-                        "wgunet: no GPU found, running on the software adapter '{}' (slow; use --device to choose)",
-                        a.get_info().name
+                        "{}",
+                        with_nvidia_hint(format!(
+                            "wgunet: no GPU found, running on the software adapter '{}' (slow; use --device to choose)",
+                            a.get_info().name
+                        ))
                     )
                 });
                 return Ok(a);
             }
-            bail!("no adapter found: no GPU driver and no software driver. To fix: {INSTALL_HINT}.")
+            bail!(with_nvidia_hint(format!("no adapter found: no GPU driver and no software driver. To fix: {INSTALL_HINT}.")))
         }
         DeviceChoice::Index(i) => list.get(*i).cloned().ok_or_else(|| {
             anyhow!("--device {i}: there is no adapter with that index. Adapters found:\n{}", found_list(&list))
@@ -435,7 +481,7 @@ pub fn mib(bytes: u64) -> String {
 pub fn print_devices() {
     let list = adapters();
     if list.is_empty() {
-        println!("No adapter found. To run on the CPU, {INSTALL_HINT}.");
+        println!("{}", with_nvidia_hint(format!("No adapter found. To run on the CPU, {INSTALL_HINT}.")));
         return;
     }
     for (i, a) in list.iter().enumerate() {
@@ -467,7 +513,11 @@ pub fn print_devices() {
         );
     }
     let pick = |c: DeviceChoice| select(&c).map(|a| a.get_info().name).unwrap_or_else(|_| "none".into());
-    println!("--device gpu -> {}; --device cpu -> {}", pick(DeviceChoice::Gpu), pick(DeviceChoice::Cpu));
+    let gpu = pick(DeviceChoice::Gpu);
+    println!("--device gpu -> {gpu}; --device cpu -> {}", pick(DeviceChoice::Cpu));
+    if let (true, Some(hint)) = (gpu == "none", nvidia_hint()) {
+        println!("{hint}");
+    }
 }
 
 #[cfg(test)]
@@ -501,6 +551,29 @@ mod tests {
         assert!(cache.get_or_try_insert(8, || Err(anyhow!("no value"))).is_err());
         assert_eq!(cache.get_or_try_insert(8, || Ok(64)).unwrap(), 64, "a failure is not cached");
         assert_eq!(cache.get_or_try_insert(8, || Ok(0)).unwrap(), 64, "a value is");
+    }
+
+    /// Where an NVIDIA device node exists, the hint names the EGL library by its full path when a
+    /// searched folder holds it (by its name otherwise), in an ICD file the loader can read.
+    #[test]
+    fn nvidia_hint_loads_the_driver_through_egl() {
+        let dir = std::env::temp_dir().join(format!("wgunet-nvidia-hint-{}", std::process::id()));
+        let (node, libs) = (dir.join("nvidia0"), dir.join("lib64"));
+        std::fs::create_dir_all(&libs).unwrap();
+        let searched = [dir.join("elsewhere"), libs.clone()];
+        assert_eq!(nvidia_headless_hint(&node, &searched), None, "no device node, no hint");
+        std::fs::write(&node, b"").unwrap();
+        let icd = |hint: String| -> serde_json::Value {
+            let line = hint.lines().find(|l| l.trim_start().starts_with("echo '")).expect("an echo line").to_string();
+            serde_json::from_str(line.split('\'').nth(1).unwrap()).expect("the ICD file is JSON")
+        };
+        let by_name = nvidia_headless_hint(&node, &searched).expect("a device node, a hint");
+        assert!(by_name.contains(&node.display().to_string()) && by_name.contains("VK_ICD_FILENAMES"), "{by_name}");
+        assert_eq!(icd(by_name)["ICD"]["library_path"], "libEGL_nvidia.so.0");
+        std::fs::write(libs.join("libEGL_nvidia.so.0"), b"").unwrap();
+        let by_path = nvidia_headless_hint(&node, &searched).unwrap();
+        assert_eq!(icd(by_path)["ICD"]["library_path"], libs.join("libEGL_nvidia.so.0").display().to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// An error wgpu raises outside any error scope in the middle of work (here a buffer over

@@ -231,7 +231,7 @@ enum Command {
         /// Folder for per_image.csv and panels/ (default: MODEL/eval).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Where to write the metrics as JSON (default: MODEL/eval.json).
+        /// Where to write the metrics as JSON (default: OUT/eval.json with --out, else MODEL/eval.json).
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -430,6 +430,10 @@ struct TrainArgs {
     /// epoch's weights are kept); 0 never stops (the plan's choice).
     #[arg(long, default_value_t = train::EARLY_STOPPING_PATIENCE)]
     early_stopping_patience: usize,
+    /// How the learning rate changes: plateau (the seed's halvings on a plateau of the training
+    /// loss) or poly (nnU-Net's decay to near 0 at the last epoch).
+    #[arg(long, value_enum, default_value = "plateau")]
+    lr_schedule: train::LrSchedule,
     #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = at_least_one)]
     batch: usize,
     /// Adam learning rate (Keras' default).

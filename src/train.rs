@@ -28,7 +28,7 @@ use crate::evaluate::{Evaluator, Metrics};
 use crate::executor::{Executor, ParamArena};
 use crate::finetune;
 use crate::model::ModelConfig;
-pub use callbacks::{Callbacks, EARLY_STOPPING_PATIENCE, PLATEAU_PATIENCE};
+pub use callbacks::{Callbacks, LrSchedule, EARLY_STOPPING_PATIENCE, PLATEAU_PATIENCE};
 use callbacks::{Decision, PLATEAU_FACTOR};
 pub use dataset::{load_dataset, synthetic_split, Dataset, SyntheticSplit};
 use epoch::EpochLoss;
@@ -116,6 +116,8 @@ impl Trainer {
         let mut last_metrics = None;
         while !progress.stopped_early && progress.epoch < self.o.schedule.epochs {
             let epoch = progress.epoch + 1;
+            let schedule = &self.o.schedule;
+            progress.lr = schedule.lr_schedule.lr(self.o.optimizer.lr, progress.lr, epoch, schedule.epochs);
             let metrics = self
                 .run_epoch(&mut progress, epoch)
                 .and_then(|loss| self.end_epoch(&mut progress, epoch, loss))

@@ -282,6 +282,13 @@ fn split_train_eval_predict() {
     let iou = json_number(&run.join("eval.json"), "mean_iou");
     assert!(iou > background_iou + 0.1, "mean IoU {iou} does not beat all-background {background_iou}");
     assert_eq!(json_number(&run.join("eval.json"), "images") as usize, 18);
+    // With --out the metrics go there, and the run's eval.json stays as it was.
+    let kept = std::fs::read(run.join("eval.json")).unwrap();
+    let elsewhere = root.join("elsewhere");
+    wgunet(&["eval", "--model", &s(&run), "--device", "cpu", "--panels", "0", "--out", &s(&elsewhere)]);
+    assert_eq!(json_number(&elsewhere.join("eval.json"), "images") as usize, 18);
+    assert!(elsewhere.join("per_image.csv").is_file());
+    assert_eq!(std::fs::read(run.join("eval.json")).unwrap(), kept, "eval --out rewrote the run's eval.json");
 
     // Without best.safetensors a run is scored with its last epoch's weights, and says so.
     let best = run.join("best.safetensors");

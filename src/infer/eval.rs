@@ -40,7 +40,7 @@ pub struct EvalOptions {
     pub panels: usize,
     /// Folder for `per_image.csv` and `panels/` (default: RUN/eval).
     pub out: Option<PathBuf>,
-    /// Where to write the metrics as JSON (default: RUN/eval.json).
+    /// Where to write the metrics as JSON (default: OUT/eval.json with `out`, else RUN/eval.json).
     pub json: Option<PathBuf>,
     /// More runs whose probabilities are averaged with the run's (an ensemble).
     pub ensemble: Vec<PathBuf>,
@@ -248,7 +248,9 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
         write_eval_panels(&out_dir, &result.per_image, &scored.cases, pre, model.classes(), o.panels)?;
         println!("wrote panels of the best and worst images to {}", out_dir.join("panels").display());
     }
-    let json = o.json.clone().unwrap_or_else(|| run.join("eval.json"));
+    // With --out, the metrics go with the folder's other outputs: scoring a run on other data
+    // then leaves the run's own eval.json (its final scoring from train) as it was.
+    let json = o.json.clone().unwrap_or_else(|| o.out.as_ref().unwrap_or(run).join("eval.json"));
     checkpoint::write_atomic(&json, serde_json::to_string_pretty(&result)?.as_bytes())?;
     println!("wrote {}", json.display());
     Ok(result)

@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use super::callbacks::{EARLY_STOPPING_PATIENCE, PLATEAU_PATIENCE};
+use super::callbacks::{LrSchedule, EARLY_STOPPING_PATIENCE, PLATEAU_PATIENCE};
 use crate::data::intensity::IntensityPreset;
 use crate::data::split::DEFAULT_TRAIN_FRACTION;
 use crate::data::NormaliseKind;
@@ -71,6 +71,10 @@ pub struct Schedule {
     /// Epochs without a lower training loss after which training stops; 0: never.
     #[serde(default = "early_stopping_patience")]
     pub early_stopping_patience: usize,
+    /// How the learning rate changes; runs recorded before the option resume with the plateau
+    /// halvings they had.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
 }
 
 fn plateau_patience() -> usize {
@@ -205,6 +209,7 @@ fn option_differs(flag: &str, a: &TrainOptions, b: &TrainOptions) -> bool {
         "--weight-decay" => a.optimizer.weight_decay != b.optimizer.weight_decay,
         "--plateau-patience" => a.schedule.plateau_patience != b.schedule.plateau_patience,
         "--early-stopping-patience" => a.schedule.early_stopping_patience != b.schedule.early_stopping_patience,
+        "--lr-schedule" => a.schedule.lr_schedule != b.schedule.lr_schedule,
         "--loss" => a.loss != b.loss,
         "--augment" | "--no-augment" => a.augment != b.augment,
         "--intensity" => a.intensity != b.intensity,
@@ -266,7 +271,8 @@ mod tests {
         };
         assert_eq!(o.data, data);
         assert_eq!(o.optimizer, OptimizerOptions { lr: 1.0 / 3.0, weight_decay: 0.0 });
-        let schedule = Schedule { epochs: 3, plateau_patience: 3, early_stopping_patience: 6 };
+        let schedule =
+            Schedule { epochs: 3, plateau_patience: 3, early_stopping_patience: 6, lr_schedule: LrSchedule::Plateau };
         assert_eq!(o.schedule, schedule);
         assert_eq!((o.batch, o.loss, o.seed, &o.init), (2, Loss::Ce, 42, &None));
         // Written back, the options are nested and read unchanged.

@@ -142,7 +142,7 @@ mod tests {
 
     use super::*;
     use crate::graph::Init;
-    use crate::train::{DataOptions, DataSource, OptimizerOptions, Schedule};
+    use crate::train::{DataOptions, DataSource, LrSchedule, OptimizerOptions, Schedule};
 
     fn param(name: &str, shape: Vec<usize>, trained: bool) -> ParamInfo {
         ParamInfo { name: name.into(), shape, init: Init::Zeros, trained }
@@ -184,7 +184,12 @@ mod tests {
                 patch: Some(32),
             },
             optimizer: OptimizerOptions { lr: 1.0 / 3.0, weight_decay: 0.0 },
-            schedule: Schedule { epochs: 3, plateau_patience: 2, early_stopping_patience: 5 },
+            schedule: Schedule {
+                epochs: 3,
+                plateau_patience: 2,
+                early_stopping_patience: 5,
+                lr_schedule: LrSchedule::Plateau,
+            },
             batch: 2,
             loss: crate::graph::Loss::Bce,
             augment: crate::ops::augment::AugmentPreset::Full,
