@@ -250,7 +250,7 @@ pub fn eval(run: &Path, o: &EvalOptions) -> Result<EvalReport> {
     }
     // With --out, the metrics go with the folder's other outputs: scoring a run on other data
     // then leaves the run's own eval.json (its final scoring from train) as it was.
-    let json = o.json.clone().unwrap_or_else(|| o.out.as_ref().unwrap_or(run).join("eval.json"));
+    let json = o.json.clone().unwrap_or_else(|| o.out.as_deref().unwrap_or(run).join("eval.json"));
     checkpoint::write_atomic(&json, serde_json::to_string_pretty(&result)?.as_bytes())?;
     println!("wrote {}", json.display());
     Ok(result)
