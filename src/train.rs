@@ -2,8 +2,8 @@
 //! memory ([`dataset`]); the model, its optimizer, the evaluator and the GPU augmentation are
 //! built once ([`setup`]). Then each epoch trains on every image once ([`epoch`]), evaluates
 //! the test split, writes a row of `metrics.csv` ([`outputs`]), lets the seed's callbacks
-//! decide ([`callbacks`]) and writes the weights and the checkpoint ([`state`]) that
-//! `--resume` continues from. The best epoch's weights are evaluated and reported at the end.
+//! decide ([`callbacks`]) and hands the weights and the checkpoint ([`state`]) that `--resume`
+//! continues from to the [`saver`], which writes them when due. The best epoch's weights are evaluated and reported at the end.
 
 mod callbacks;
 mod dataset;
@@ -11,6 +11,7 @@ mod epoch;
 mod options;
 mod outputs;
 mod patches;
+mod saver;
 mod setup;
 mod state;
 mod stop;
@@ -33,6 +34,7 @@ use callbacks::{Decision, PLATEAU_FACTOR};
 pub use dataset::{load_dataset, synthetic_split, Dataset, SyntheticSplit};
 use epoch::EpochLoss;
 pub use options::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOptions};
+use saver::Saver;
 use setup::BatchAugment;
 use state::{Progress, SavedState, Tensors};
 pub use stop::{Diverged, Interrupted, DIVERGENCE_FACTOR, STOP_REQUESTED};
@@ -114,16 +116,18 @@ impl Trainer {
     /// Epochs from the checkpoint `progress` on, then the final evaluation and report.
     fn run(&self, mut progress: Progress) -> Result<Metrics> {
         let mut last_metrics = None;
+        let mut saver = Saver::new(progress.epoch);
         while !progress.stopped_early && progress.epoch < self.o.schedule.epochs {
             let epoch = progress.epoch + 1;
             let schedule = &self.o.schedule;
             progress.lr = schedule.lr_schedule.lr(self.o.optimizer.lr, progress.lr, epoch, schedule.epochs);
             let metrics = self
                 .run_epoch(&mut progress, epoch)
-                .and_then(|loss| self.end_epoch(&mut progress, epoch, loss))
-                .map_err(|e| self.note_checkpoint(e, epoch))?;
+                .and_then(|loss| self.end_epoch(&mut progress, epoch, loss, &mut saver))
+                .map_err(|e| self.note_checkpoint(e, epoch, &mut saver))?;
             last_metrics = Some(metrics);
             if STOP_REQUESTED.load(Ordering::Relaxed) {
+                saver.write(self)?;
                 return Err(Interrupted { run: self.o.out.clone(), epochs_done: epoch }.into());
             }
         }
@@ -132,9 +136,9 @@ impl Trainer {
         Ok(metrics)
     }
 
-    /// Test metrics, metrics.csv and curves, the callbacks, the weights and the checkpoint.
-    /// The checkpoint is written last: whatever a kill interrupts before it, a resume redoes.
-    fn end_epoch(&self, progress: &mut Progress, epoch: usize, loss: EpochLoss) -> Result<Metrics> {
+    /// Test metrics, metrics.csv and curves, the callbacks, then the weights and the checkpoint
+    /// to the `saver`.
+    fn end_epoch(&self, progress: &mut Progress, epoch: usize, loss: EpochLoss, saver: &mut Saver) -> Result<Metrics> {
         let o = &self.o;
         let m = self.evaluator.evaluate(&self.gpu, &self.data.test)?;
         println!(
@@ -146,14 +150,10 @@ impl Trainer {
         crate::report::curves(&o.out.join("metrics.csv"), &o.out.join("curves.png"))?;
         let decision = progress.callbacks.observe(epoch, loss.train_loss, &o.schedule);
         let tensors = self.read_tensors()?;
-        checkpoint::save_weights(&o.out.join("last.safetensors"), &self.params.infos, &tensors.values)?;
-        if decision.improved {
-            checkpoint::save_weights(&o.out.join("best.safetensors"), &self.params.infos, &tensors.values)?;
-        }
-        checkpoint::save_record(&o.out, &self.record(epoch, progress.callbacks.best_epoch))?;
         progress.epoch = epoch;
         self.follow(decision, progress);
-        progress.save(&o.out, &self.params.infos, &tensors)?;
+        let last = progress.stopped_early || epoch >= o.schedule.epochs;
+        saver.keep(self, progress, tensors, decision.improved, last)?;
         Ok(m)
     }
 
@@ -173,15 +173,23 @@ impl Trainer {
         }
     }
 
-    /// A device fault (or any failure) in `epoch` leaves the checkpoint before it intact: say so.
-    fn note_checkpoint(&self, e: anyhow::Error, epoch: usize) -> anyhow::Error {
+    /// A failure (or an interruption) in `epoch`: the files of the last epoch completed are
+    /// written if they were pending, and for a failure the message says which checkpoint the
+    /// run keeps.
+    fn note_checkpoint(&self, e: anyhow::Error, epoch: usize, saver: &mut Saver) -> anyhow::Error {
+        let e = match saver.write(self) {
+            Ok(()) => e,
+            Err(write) => {
+                e.context(format!("the files of the last epoch completed could not be written either: {write:#}"))
+            }
+        };
         if e.is::<Interrupted>() || e.is::<Diverged>() {
             return e;
         }
         let run = self.o.out.display();
         e.context(format!(
             "epoch {epoch} failed; {run} keeps the checkpoint of epoch {} (`wgunet train --resume {run}` continues it with the same options)",
-            epoch - 1
+            saver.written_epoch
         ))
     }
 

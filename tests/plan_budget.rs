@@ -275,3 +275,71 @@ fn without_a_budget_the_filters_are_the_most_whose_run_fits_an_hour() {
     }
     assert_eq!(chosen_seen, [32, 16, 8, 8], "seed {seed}: each rung chosen once, and the fewest when none fits");
 }
+
+/// `n` slices of 256² with one lesion of 0.05 % of a slice: the plan trains on 128² patches.
+fn lesions(n: usize) -> Fingerprint {
+    let slice = ImageSummary {
+        width: 256,
+        height: 256,
+        gray: true,
+        sixteen_bit: false,
+        mean: 0.3,
+        std: 0.2,
+        structures: vec![vec![33]],
+    };
+    Fingerprint { classes: 1, images: vec![slice; n], skipped: vec![], intensity: [0.3, 0.2, 0.0, 1.0] }
+}
+
+/// A patch run given neither `--time-budget` nor `--epochs` is the run `--time-budget 1h` would
+/// choose at the plan's patch (epochs first, then filters), and says so; given `--epochs`, or
+/// where not even the floor fits the hour, the filters-only rule decides at the epochs requested.
+#[test]
+fn patch_runs_without_epochs_spend_the_hour_on_epochs_then_filters() {
+    let seed = common::seed();
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+    let f = lesions(200);
+    let plan = Plan::choose(&f);
+    assert_eq!(plan.input, wgunet::plan::Input::Patches { patch: 128 }, "{}", plan.reasons[0]);
+    let patches = |budget: Option<Duration>, given: Given| RunRequest {
+        model: ModelConfig { size: 128, filters: 32, ..model() },
+        patches: true,
+        budget,
+        given,
+        ..request("1m", Given::default())
+    };
+    let hour = wgunet::plan::estimate::UNBUDGETED_RUN;
+    let mut epochs_seen = Vec::new();
+    // From an adapter where 32 filters train 100 epochs within the hour to one where 8 filters
+    // do not train 20.
+    for per_gflop_s in [(0.0005, 0.002), (0.02, 0.05), (0.3, 0.6), (20.0, 40.0)]
+        .map(|(low, high): (f64, f64)| rng.random_range(low.ln()..high.ln()).exp())
+    {
+        let formula = || Formula { fixed_s: 0.01, per_gflop_s, timed: vec![] };
+        let implicit = estimate(&f, &plan, &patches(None, Given::default()), &mut formula()).unwrap();
+        let context = format!("seed {seed}, {per_gflop_s} s/GFLOP:\n{}", implicit.describe());
+        let side_given = Given { side: true, ..Given::default() };
+        let explicit = estimate(&f, &plan, &patches(Some(hour), side_given), &mut formula()).unwrap();
+        let given_epochs = Given { epochs: true, ..Given::default() };
+        let filters_only = estimate(&f, &plan, &patches(None, given_epochs), &mut formula()).unwrap();
+        assert!(filters_only.budget.is_none() && !filters_only.hour_for_patches, "{context}");
+        assert_eq!(filters_only.epochs, 20, "{context}");
+        let fits = explicit.impossible.is_none();
+        if fits {
+            assert!(implicit.hour_for_patches, "{context}");
+            assert_eq!((implicit.shape, implicit.epochs), (explicit.shape, explicit.epochs), "{context}");
+            assert!(implicit.prediction.total_s <= hour.as_secs_f64(), "{context}");
+            assert!(
+                context.contains("no --time-budget or --epochs: a patch run is given 1h 00m, the most epochs first")
+            );
+            // Epochs first: fewer than 100 only at the fewest filters.
+            assert!(implicit.epochs == 100 || implicit.shape.filters == 8, "{context}");
+        } else {
+            assert!(!implicit.hour_for_patches && implicit.budget.is_none(), "{context}");
+            assert_eq!((implicit.shape, implicit.epochs), (filters_only.shape, 20), "{context}");
+        }
+        assert_eq!(implicit.shape.side, 128, "{context}");
+        epochs_seen.push((implicit.shape.filters, implicit.epochs));
+    }
+    assert_eq!(epochs_seen[0], (32, 100), "seed {seed}: a fast adapter trains the widest for the most epochs");
+    assert_eq!(epochs_seen[3], (8, 20), "seed {seed}: a slow one the fewest filters for train's epochs");
+}
