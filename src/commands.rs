@@ -23,8 +23,17 @@ use wgunet::train::{DataOptions, DataSource, OptimizerOptions, Schedule, TrainOp
 use wgunet::{device, Gpu};
 
 /// The flags the plan chooses the values of: one given on the command line wins.
-const PLANNED_FLAGS: [&str; 8] =
-    ["--size", "--patch", "--loss", "--normalise", "--intensity", "--early-stopping-patience", "--filters", "--epochs"];
+const PLANNED_FLAGS: [&str; 9] = [
+    "--size",
+    "--patch",
+    "--loss",
+    "--normalise",
+    "--intensity",
+    "--early-stopping-patience",
+    "--lr-schedule",
+    "--filters",
+    "--epochs",
+];
 
 /// `wgunet plan`: the dataset's fingerprint and plan, and the planned run timed on its device
 /// (with `--time-budget`: the largest setting that fits). `flags` were given on the command line.
@@ -129,6 +138,9 @@ pub(crate) fn apply_plan(
     if !given("--early-stopping-patience") {
         options.schedule.early_stopping_patience = plan.early_stopping_patience;
     }
+    if !given("--lr-schedule") {
+        options.schedule.lr_schedule = plan.lr_schedule;
+    }
     options.tta |= plan.tta;
     let kept: Vec<String> = PLANNED_FLAGS
         .iter()
@@ -190,6 +202,7 @@ fn given_value(options: &TrainOptions, flag: &str) -> String {
         "--normalise" => options.data.normalise.name().into(),
         "--intensity" => options.intensity.name().into(),
         "--early-stopping-patience" => options.schedule.early_stopping_patience.to_string(),
+        "--lr-schedule" => options.schedule.lr_schedule.name().into(),
         _ => unreachable!("{flag} is not a planned flag with a value to print"),
     }
 }

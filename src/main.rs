@@ -401,8 +401,8 @@ struct TrainArgs {
     #[arg(long, value_name = "P", conflicts_with = "size")]
     patch: Option<usize>,
     /// Fit the recipe to the data first (what `wgunet plan` prints): whole slices or patches
-    /// and their size, the loss, the normalisation, the intensity augmentation, early stopping
-    /// and flip TTA, each unless given on the command line. The default with --data (with
+    /// and their size, the loss, the normalisation, the intensity augmentation, early stopping,
+    /// the learning-rate schedule and flip TTA, each unless given on the command line. The default with --data (with
     /// --init only when asked for).
     #[arg(long, requires = "data", conflicts_with = "no_plan")]
     plan: bool,

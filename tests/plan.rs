@@ -11,6 +11,7 @@ use wgunet::data::intensity::IntensityPreset;
 use wgunet::data::synth::{self, Lesions};
 use wgunet::data::NormaliseKind;
 use wgunet::plan::{Fingerprint, Input, Plan};
+use wgunet::train::LrSchedule;
 
 use common::TempDir;
 
@@ -54,6 +55,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     assert_eq!(plan.input, Input::Patches { patch: 128 }, "{}", plan.reasons[0]);
     assert_eq!(plan.loss, Loss::BceDice, "{}", plan.reasons[1]);
     assert_eq!(plan.normalise, NormaliseKind::Zscore, "{}", plan.reasons[2]);
+    assert_eq!(plan.lr_schedule, LrSchedule::Poly, "{}", plan.reasons[5]);
 
     let data = dir.0.to_str().unwrap();
     let out = common::run_wgunet(
@@ -67,7 +69,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "input:     128×128 patches at native resolution",
         "loss:      bce+dice",
         "normalise: zscore",
-        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet --early-stopping-patience 0 --tta (what `train --data` does by default)"),
+        &format!("train with: wgunet train --data {data} --patch 128 --loss bce+dice --normalise zscore --intensity nnunet --early-stopping-patience 0 --lr-schedule poly --tta (what `train --data` does by default)"),
         // Without --epochs a patch run spends the hour on epochs first: 100 here, in seconds.
         "no --time-budget or --epochs: a patch run is given 1h 00m, the most epochs first",
         "side 128, filters 4, 100 epochs: predicted",
@@ -98,6 +100,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
         "| loss | bce+dice |",
         "| intensity | nnunet |",
         "| early stopping | never |",
+        "| lr schedule | poly |",
         "| inference | flip TTA |",
         "## Test split as `wgunet eval` scores it",
         "the run took",
@@ -123,6 +126,7 @@ fn tiny_lesions_call_for_patches_and_a_dice_aware_loss() {
     let state =
         String::from_utf8_lossy(&std::fs::read(dir.0.join("planned/train-state.safetensors")).unwrap()).into_owned();
     assert!(state.contains(r#"\"intensity\":\"nnunet\""#), "train-state header lacks the planned intensity");
+    assert!(state.contains(r#"\"lr_schedule\":\"poly\""#), "train-state header lacks the planned schedule");
     let (out, sized) = record("sized", &["--size", "64", "--loss", "bce"]);
     let report = std::fs::read_to_string(dir.0.join("sized/report.md")).unwrap();
     assert!(report.contains("on the command line (--size, --loss, --filters, --epochs):"), "{report}");
@@ -189,6 +193,7 @@ fn large_structures_train_on_whole_slices_with_bce() {
     let plan = Plan::choose(&f);
     assert_eq!(plan.input, Input::WholeSlice { size: 64 }, "{}", plan.reasons[0]);
     assert_eq!(plan.loss, Loss::Bce, "{}", plan.reasons[1]);
+    assert_eq!(plan.lr_schedule, LrSchedule::Plateau, "{}", plan.reasons[5]);
 }
 
 /// Brain masks are large, but the slices at a volume's ends hold little of it, and mean Dice
