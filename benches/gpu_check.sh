@@ -9,8 +9,8 @@
 # Dry run here:     benches/gpu_check.sh --device cpu     # lavapipe, small settings, a few minutes
 #
 # Options: --device gpu|cpu (default gpu), --stage, --shared DIR (default ../shared),
-#          --dir DIR (the staged folder, default .gpu). Full outputs go to $OUT/gpu_check
-#          (the device tool brings $OUT back) or a temporary folder.
+#          --dir DIR (the staged folder, default .gpu). Full outputs go to $OUT/gpu_check.tar.gz
+#          (the device tool brings $OUT back, a few files at most) or a temporary folder.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 device=gpu stage=0 shared=../shared dir=.gpu
@@ -52,9 +52,11 @@ for l in sys.stdin:
 fi
 
 case "$device" in
-  gpu) configs="128:32:8 256:32:4" kernel_models="128:32" kernel_batch=8 warmup=3 steps=10 ;;
+  # On a GPU a kernel takes about as long as a submission's round trip: 20 launches a
+  # submission time the kernels, 2 (the H200's first run) mostly the round trip.
+  gpu) configs="128:32:8 256:32:4" kernel_models="128:32" kernel_batch=8 kernel_reps=20 warmup=3 steps=10 ;;
   # Lavapipe runs the same commands at sizes that finish in a few minutes.
-  cpu) configs="32:8:4 64:8:2" kernel_models="32:8" kernel_batch=2 warmup=1 steps=2 ;;
+  cpu) configs="32:8:4 64:8:2" kernel_models="32:8" kernel_batch=2 kernel_reps=2 warmup=1 steps=2 ;;
   *) echo "gpu_check.sh: --device gpu or cpu" >&2; exit 2 ;;
 esac
 wgunet=$dir/bin/wgunet kernels_bench=$dir/bin/kernels-bench peer=$dir/peers/torch_unet_bench.py
@@ -128,7 +130,7 @@ esac
 # 3. Convolutions alone at the U-Net's layer shapes: GFLOP/s of each pass over all layers.
 conv_rows=()
 if step kernels 150 env WGUNET_BENCH_DEVICE="$device" WGUNET_BENCH_MODELS="$kernel_models" \
-    WGUNET_BENCH_BATCH="$kernel_batch" "$kernels_bench"; then
+    WGUNET_BENCH_BATCH="$kernel_batch" WGUNET_BENCH_REPS="$kernel_reps" "$kernels_bench"; then
   # Rows "KERNELS  OP  PASS  all layers  LAYERS  MS  GFLOP/s", columns two or more spaces apart.
   while read -r line; do conv_rows+=("$line"); done < <(awk -v peak="$peak" '/ all layers / {
       n = split($0, w, /  +/)
@@ -177,4 +179,10 @@ if [ ${#conv_rows[@]} -gt 0 ]; then
   printf '%s\n' "${conv_rows[@]}"
 fi
 if [ ${#notes[@]} -gt 0 ]; then echo; printf -- '- %s\n' "${notes[@]}"; fi
-echo "(full outputs: $logs)"
+# The device tool brings back only a few files from $OUT: the outputs as one archive there.
+if [ -n "${OUT:-}" ] && tar -czf "$OUT/gpu_check.tar.gz" -C "$logs/.." gpu_check 2>/dev/null; then
+  rm -rf "$logs"
+  echo "(full outputs: \$OUT/gpu_check.tar.gz)"
+else
+  echo "(full outputs: $logs)"
+fi
