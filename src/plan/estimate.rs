@@ -46,6 +46,7 @@ pub struct RunRequest {
 /// to the requested) whose run is predicted to end within this: on a GPU that is the default 32,
 /// while on a software adapter 32 filters can turn a run of minutes into one of hours or days
 /// (colin27's 60 epochs: 2 hours on two cores, against 8 minutes with 8 filters and the same Dice).
+/// A patch run without `--epochs` spends it as a `--time-budget` would, epochs first ([`estimate`]).
 pub const UNBUDGETED_RUN: Duration = Duration::from_secs(3600);
 
 /// The prediction, and what the budget chose.
