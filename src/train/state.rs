@@ -148,22 +148,9 @@ mod tests {
         ParamInfo { name: name.into(), shape, init: Init::Zeros, trained }
     }
 
-    /// Every scalar and tensor comes back bit for bit (floats without a short decimal form, a
-    /// generator mid-stream, untrained state without moments), and marking the run finished
-    /// changes nothing else.
-    #[test]
-    fn checkpoint_round_trips_exactly() {
-        let dir = std::env::temp_dir().join(format!("wgunet-state-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let params = [param("conv.w", vec![2, 3], true), param("bn.mean", vec![3], false)];
-        let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
-        let mut random = |n: usize| (0..n).map(|_| rng.random::<f32>() / 3.0).collect::<Vec<f32>>();
-        let tensors = Tensors {
-            values: vec![random(6), random(3)],
-            adam_m: vec![random(6), vec![]],
-            adam_v: vec![random(6), vec![]],
-        };
-        let options = crate::train::TrainOptions {
+    /// Options away from their defaults wherever they can be, writing to `out`.
+    fn unusual_options(out: std::path::PathBuf) -> crate::train::TrainOptions {
+        crate::train::TrainOptions {
             model: crate::model::ModelConfig {
                 arch: crate::model::Arch::Unet,
                 size: 32,
@@ -188,7 +175,7 @@ mod tests {
                 epochs: 3,
                 plateau_patience: 2,
                 early_stopping_patience: 5,
-                lr_schedule: LrSchedule::Plateau,
+                lr_schedule: LrSchedule::Poly,
             },
             batch: 2,
             loss: crate::graph::Loss::Bce,
@@ -197,10 +184,28 @@ mod tests {
             tta: true,
             seed: 42,
             device: crate::DeviceChoice::Cpu,
-            out: dir.clone(),
+            out,
             command: "wgunet train".into(),
             init: Some(crate::finetune::InitRecord { run: "runs/A".into(), skip_head: true }),
+        }
+    }
+
+    /// Every scalar and tensor comes back bit for bit (floats without a short decimal form, a
+    /// generator mid-stream, untrained state without moments), and marking the run finished
+    /// changes nothing else.
+    #[test]
+    fn checkpoint_round_trips_exactly() {
+        let dir = std::env::temp_dir().join(format!("wgunet-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let params = [param("conv.w", vec![2, 3], true), param("bn.mean", vec![3], false)];
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+        let mut random = |n: usize| (0..n).map(|_| rng.random::<f32>() / 3.0).collect::<Vec<f32>>();
+        let tensors = Tensors {
+            values: vec![random(6), random(3)],
+            adam_m: vec![random(6), vec![]],
+            adam_v: vec![random(6), vec![]],
         };
+        let options = unusual_options(dir.clone());
         let mut generator = rand_pcg::Pcg64::seed_from_u64(3);
         generator.random::<u64>();
         let mut callbacks = Callbacks::default();
