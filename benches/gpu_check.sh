@@ -68,15 +68,14 @@ mkdir -p "$logs"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 # NVIDIA's ICD file names its GLX library, which returns no vkCreateInstance without a display
 # (the H200 of 2026-12-04, in a container): where wgunet sees no GPU but an NVIDIA device node
-# exists, load the same driver through its EGL library, as `wgunet devices` then advises.
-if [ "$device" = gpu ] && [ -e /dev/nvidia0 ] && "$wgunet" devices 2>/dev/null | grep -q -- '--device gpu -> none'; then
-  egl=$( (ldconfig -p 2>/dev/null | awk '/libEGL_nvidia.so.0 / { print $NF; exit }'); \
-    ls /usr/local/nvidia/lib64/libEGL_nvidia.so.0 /usr/lib/x86_64-linux-gnu/libEGL_nvidia.so.0 2>/dev/null)
-  egl=$(echo "$egl" | head -1)
-  echo "== no GPU adapter through ${VK_ICD_FILENAMES:-the default ICD files}: loading NVIDIA's driver through ${egl:-libEGL_nvidia.so.0}" >&2
-  icd=$(mktemp -d)/nvidia_egl_icd.json
-  printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3"}}\n' "${egl:-libEGL_nvidia.so.0}" > "$icd"
-  export VK_ICD_FILENAMES=$icd
+# exists, `wgunet devices` prints the two commands that load the same driver through its EGL
+# library. Run them.
+if [ "$device" = gpu ]; then
+  fix=$("$wgunet" devices 2>/dev/null | sed -n "s/^  \(echo '.*' > [^ ]*\|export VK_ICD_FILENAMES=[^ ]*\)$/\1/p")
+  if [ -n "$fix" ]; then
+    printf '== no GPU adapter through %s; wgunet advises:\n%s\n' "${VK_ICD_FILENAMES:-the default ICD files}" "$fix" >&2
+    eval "$fix"
+  fi
 fi
 start=$(date +%s) budget=450
 rows=() notes=()

@@ -512,10 +512,11 @@ pub fn print_devices() {
             yes(f.contains(wgpu::Features::TIMESTAMP_QUERY))
         );
     }
-    let pick = |c: DeviceChoice| select(&c).map(|a| a.get_info().name).unwrap_or_else(|_| "none".into());
+    let pick = |c: DeviceChoice| select(&c).ok().map(|a| a.get_info().name);
     let gpu = pick(DeviceChoice::Gpu);
-    println!("--device gpu -> {gpu}; --device cpu -> {}", pick(DeviceChoice::Cpu));
-    if let (true, Some(hint)) = (gpu == "none", nvidia_hint()) {
+    let name = |n: Option<String>| n.unwrap_or_else(|| "none".into());
+    println!("--device gpu -> {}; --device cpu -> {}", name(gpu.clone()), name(pick(DeviceChoice::Cpu)));
+    if let (None, Some(hint)) = (gpu, nvidia_hint()) {
         println!("{hint}");
     }
 }

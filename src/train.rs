@@ -3,7 +3,8 @@
 //! built once ([`setup`]). Then each epoch trains on every image once ([`epoch`]), evaluates
 //! the test split, writes a row of `metrics.csv` ([`outputs`]), lets the seed's callbacks
 //! decide ([`callbacks`]) and hands the weights and the checkpoint ([`state`]) that `--resume`
-//! continues from to the [`saver`], which writes them when due. The best epoch's weights are evaluated and reported at the end.
+//! continues from to the [`saver`], which writes them when due. The best epoch's weights are
+//! evaluated and reported at the end.
 
 mod callbacks;
 mod dataset;
