@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: on a lent GPU machine (no Rust, no registry; python3 with torch + CUDA), in one
 # call of under 8 minutes: `selftest` for every kernel variant, `wgunet bench` and the
-# convolution bench for each variant, then the PyTorch CUDA peer (TF32 off and on) on the same
-# card, ending with one Markdown table. See BENCHMARKS.md ("GPU check").
+# convolution bench for the gpu variant at both GEMM register blocks (WGUNET_GEMM_BLOCK=8, the
+# default, and 4; the dry run adds the cpu variant), then the PyTorch CUDA peer (TF32 off and on)
+# on the same card, ending with one Markdown table. See BENCHMARKS.md ("GPU check").
 #
 # Here, first:      benches/gpu_check.sh --stage          # release builds + Vulkan loader -> .gpu/
 # On the device:    bash .gpu/probe.sh bash benches/gpu_check.sh      (carry [".gpu"])
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --stage) stage=1; shift ;;
     --shared) shared=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,9 +55,13 @@ fi
 case "$device" in
   # On a GPU a kernel takes about as long as a submission's round trip: 20 launches a
   # submission time the kernels, 2 (the H200's first run) mostly the round trip.
-  gpu) configs="128:32:8 256:32:4" kernel_models="128:32" kernel_batch=8 kernel_reps=20 warmup=3 steps=10 ;;
+  # On a GPU the cpu variant runs the portable kernels, the gpu variant's with 4×4 blocks: not
+  # worth the time. Variants are KERNELS:BLOCK.
+  gpu) configs="128:32:8 256:32:4" kernel_models="128:32" kernel_batch=8 kernel_reps=20 warmup=3 steps=10
+       variants="gpu:8 gpu:4" ;;
   # Lavapipe runs the same commands at sizes that finish in a few minutes.
-  cpu) configs="32:8:4 64:8:2" kernel_models="32:8" kernel_batch=2 kernel_reps=2 warmup=1 steps=2 ;;
+  cpu) configs="32:8:4 64:8:2" kernel_models="32:8" kernel_batch=2 kernel_reps=2 warmup=1 steps=2
+       variants="cpu:8 gpu:8 gpu:4" ;;
   *) echo "gpu_check.sh: --device gpu or cpu" >&2; exit 2 ;;
 esac
 wgunet=$dir/bin/wgunet kernels_bench=$dir/bin/kernels-bench peer=$dir/peers/torch_unet_bench.py
@@ -98,21 +103,25 @@ step() {
 step selftest 120 "$wgunet" selftest --device "$device"
 selftest=$(awk '/^selftest on / { v = $0; sub(/ \(seed.*/, "", v); sub(/.*, /, "", v) }
   / passed, [0-9]+ failed$/ { printf "%s%s: %s", sep, v, $0; sep = "; " }' "$logs/selftest.txt")
-adapter=$(sed -n 's/^selftest on \(.*\), [a-z]* kernels (seed.*/\1/p' "$logs/selftest.txt" | head -1)
+adapter=$(sed -n 's/^selftest on \(.*\), [a-z]* kernels[^(]* (seed.*/\1/p' "$logs/selftest.txt" | head -1)
 
 # 2. wgunet bench per variant and configuration.
-for kernels in cpu gpu; do
+for variant in $variants; do
+  IFS=: read -r kernels block <<< "$variant"
+  # The block only matters to the gpu variant.
+  [ "$kernels" = gpu ] && label="gpu ${block}×$block" || label=$kernels
   for config in $configs; do
     IFS=: read -r size filters batch <<< "$config"
-    name="bench-$kernels-$size-F$filters-b$batch"
-    step "$name" 120 "$wgunet" bench --device "$device" --kernels "$kernels" --arch unet --channels 3 \
-      --size "$size" --filters "$filters" --batch "$batch" --warmup "$warmup" --steps "$steps" || continue
+    name="bench-$kernels$block-$size-F$filters-b$batch"
+    step "$name" 120 env WGUNET_GEMM_BLOCK="$block" "$wgunet" bench --device "$device" --kernels "$kernels" \
+      --arch unet --channels 3 --size "$size" --filters "$filters" --batch "$batch" --warmup "$warmup" \
+      --steps "$steps" || continue
     f=$logs/$name.txt
     # train:   IMG images/s, MS ms/step, MP ms/megapixel, GF GFLOP/s (analytic, 3x forward)
     read -r ips _ ms _ mp _ gflops _ <<< "$(awk '$1 == "train:" { $1 = ""; gsub(",", ""); print }' "$f")"
     infer=$(awk '$1 == "infer:" { print $2 }' "$f")
     first=$(awk '/^first step finished/ { print $4 }' "$f")
-    rows+=("| wgunet | $kernels | ${size}² F$filters b$batch | $ips | $ms | $mp | $gflops | $infer | $first |")
+    rows+=("| wgunet | $label | ${size}² F$filters b$batch | $ips | $ms | $mp | $gflops | $infer | $first |")
   done
 done
 
@@ -126,16 +135,23 @@ case "$card" in
   *) peak="" ;;
 esac
 
-# 3. Convolutions alone at the U-Net's layer shapes: GFLOP/s of each pass over all layers.
+# 3. Convolutions alone at the U-Net's layer shapes: GFLOP/s of each pass over all layers, per
+#    variant as above (the bench times the cpu variant's, on a GPU the portable, kernels too
+#    unless WGUNET_KERNELS says gpu).
 conv_rows=()
-if step kernels 150 env WGUNET_BENCH_DEVICE="$device" WGUNET_BENCH_MODELS="$kernel_models" \
-    WGUNET_BENCH_BATCH="$kernel_batch" WGUNET_BENCH_REPS="$kernel_reps" "$kernels_bench"; then
+for variant in $variants; do
+  IFS=: read -r kernels block <<< "$variant"
+  name="kernels-$kernels$block"
+  step "$name" 120 env WGUNET_KERNELS="$kernels" WGUNET_GEMM_BLOCK="$block" WGUNET_BENCH_DEVICE="$device" \
+    WGUNET_BENCH_MODELS="$kernel_models" WGUNET_BENCH_BATCH="$kernel_batch" WGUNET_BENCH_REPS="$kernel_reps" \
+    "$kernels_bench" || continue
   # Rows "KERNELS  OP  PASS  all layers  LAYERS  MS  GFLOP/s", columns two or more spaces apart.
-  while read -r line; do conv_rows+=("$line"); done < <(awk -v peak="$peak" '/ all layers / {
+  while read -r line; do conv_rows+=("$line"); done < <(awk -v peak="$peak" -v block="$block" '/ all layers / {
       n = split($0, w, /  +/)
       share = peak == "" ? "–" : sprintf("%.1f %%", w[n] / (peak * 1000) * 100)
-      printf "| %s | %s %s | %s | %s | %s |\n", w[1], w[2], w[3], w[n-1], w[n], share }' "$logs/kernels.txt")
-fi
+      label = w[1] == "gpu" ? w[1] " " block "×" block : w[1]
+      printf "| %s | %s %s | %s | %s | %s |\n", label, w[2], w[3], w[n-1], w[n], share }' "$logs/$name.txt")
+done
 
 # 4. PyTorch on the same card: fp32 (TF32 off), then TF32 on. Without CUDA (the dry run), the
 #    CPU with 2 threads from the local venv, if torch is there at all.

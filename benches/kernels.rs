@@ -17,16 +17,16 @@ use wgunet::data::Normalisation;
 use wgunet::graph::{Graph, Op};
 use wgunet::kernel::{BufferView, Dispatch, Recorder};
 use wgunet::model::{Activation, Arch, ModelConfig};
-use wgunet::ops::conv::ConvLayer;
+use wgunet::ops::conv::{ConvLayer, Convolution};
 use wgunet::ops::conv2d::Conv2d;
 use wgunet::ops::conv_transpose2d::ConvTranspose2d;
 use wgunet::{Gpu, KernelVariant};
 
-fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
+fn time(gpu: &Gpu, dispatches: &[Dispatch], reps: usize) -> f64 {
     let run = |n: usize| {
         let mut recorder = Recorder::new(gpu);
         for _ in 0..n {
-            recorder.dispatch(d);
+            dispatches.iter().for_each(|d| recorder.dispatch(d));
         }
         recorder.submit(gpu);
         gpu.wait().unwrap();
@@ -40,8 +40,9 @@ fn time(gpu: &Gpu, d: &Dispatch, reps: usize) -> f64 {
 /// (op, pass): what the `all layers` rows sum over.
 type OpPass = (&'static str, &'static str);
 
-/// One pass of one layer, built on the device it is given (for the variant it builds).
-type Pass = (&'static str, Box<dyn Fn(&Gpu) -> Dispatch>);
+/// One pass of one layer (its dispatches), built on the device it is given (for the variant it
+/// builds).
+type Pass = (&'static str, Box<dyn Fn(&Gpu) -> Vec<Dispatch>>);
 
 /// One distinct convolution of the network: its label, forward FLOPs, how many layers share
 /// it, and the passes a training step runs for it.
@@ -55,6 +56,7 @@ struct Layer {
 
 type Forward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Dispatch>;
 type Backward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Dispatch>;
+type BackwardWeight<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Vec<Dispatch>>;
 
 /// The passes of a convolution `s` (both kinds have the same driver signatures), on fresh
 /// buffers of `[input, weight, bias, output]` lengths. They hold zeros: throughput does not
@@ -66,15 +68,15 @@ fn passes<S: Copy + 'static>(
     input_gradient: bool,
     forward: Forward<S>,
     backward_input: Backward<S>,
-    backward_weight: Backward<S>,
+    backward_weight: BackwardWeight<S>,
 ) -> Vec<Pass> {
     let [x, w, b, y] = lens.map(|n| gpu.buffer("bench", n).unwrap());
     let mut out: Vec<Pass> = Vec::new();
     let (x1, w1, y1) = (x.clone(), w.clone(), y.clone());
-    out.push(("forward", Box::new(move |g| forward(&s, g, &x1, &w1, &b, &y1).unwrap())));
+    out.push(("forward", Box::new(move |g| vec![forward(&s, g, &x1, &w1, &b, &y1).unwrap()])));
     if input_gradient {
         let (x2, w2, y2) = (x.clone(), w.clone(), y.clone());
-        out.push(("input gradient", Box::new(move |g| backward_input(&s, g, &y2, &w2, &x2).unwrap())));
+        out.push(("input gradient", Box::new(move |g| vec![backward_input(&s, g, &y2, &w2, &x2).unwrap()])));
     }
     out.push(("weight gradient", Box::new(move |g| backward_weight(&s, g, &x, &y, &w).unwrap())));
     out
@@ -108,7 +110,7 @@ fn layers(gpu: &Gpu, graph: &Graph) -> Vec<Layer> {
                         input_gradient(*$x),
                         <$driver>::forward,
                         <$driver>::backward_input,
-                        <$driver>::backward_weight,
+                        <$driver as Convolution>::backward_weight,
                     ),
                 }
             };

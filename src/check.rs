@@ -94,29 +94,30 @@ pub fn shape4(n: usize, c: usize, h: usize, w: usize) -> String {
     format!("{n}x{c}x{h}x{w}")
 }
 
-/// Builds a kernel that writes one output into a fresh NaN-poisoned buffer of `want.len()`
-/// elements, runs it, and compares the output with `want`.
-pub fn run_case(
+/// Builds a kernel (its dispatch, or several run in order) that writes one output into a fresh
+/// NaN-poisoned buffer of `want.len()` elements, runs it, and compares the output with `want`.
+pub fn run_case<D: Into<Vec<Dispatch>>>(
     gpu: &Gpu,
     kernel: &str,
     shape: &str,
     want: &[f64],
-    build: impl FnOnce(&BufferView) -> Result<Dispatch>,
+    build: impl FnOnce(&BufferView) -> Result<D>,
 ) -> Result<CaseReport> {
     run_case_with(gpu, kernel, shape, want, TOLERANCE, build)
 }
 
 /// [`run_case`] with its own bound (see [`summation_tolerance`]).
-pub fn run_case_with(
+pub fn run_case_with<D: Into<Vec<Dispatch>>>(
     gpu: &Gpu,
     kernel: &str,
     shape: &str,
     want: &[f64],
     tolerance: f64,
-    build: impl FnOnce(&BufferView) -> Result<Dispatch>,
+    build: impl FnOnce(&BufferView) -> Result<D>,
 ) -> Result<CaseReport> {
     let out = poisoned(gpu, kernel, want.len())?;
-    gpu.run(&[&build(&out)?])?;
+    let dispatches: Vec<Dispatch> = build(&out)?.into();
+    gpu.run(&dispatches.iter().collect::<Vec<_>>())?;
     Ok(compare_with(kernel, shape, &gpu.read::<f32>(&out)?, want, tolerance))
 }
 

@@ -69,6 +69,26 @@ pub enum KernelVariant {
 /// Environment variable that forces a kernel variant (`cpu` or `gpu`); `--kernels` wins over it.
 pub const KERNELS_ENV: &str = "WGUNET_KERNELS";
 
+/// Environment variable that sets the register block of the gpu variant's convolution GEMM on
+/// layers of more than 32 channels: `8` (8 × 8 outputs an invocation, the default) or `4` (4 × 4,
+/// the block of the first GPU check). A tuning knob for comparing them on one card
+/// (`benches/gpu_check.sh` does); the cpu variant ignores it.
+pub const GEMM_BLOCK_ENV: &str = "WGUNET_GEMM_BLOCK";
+
+/// The GEMM register block `WGUNET_GEMM_BLOCK` sets (see [`GEMM_BLOCK_ENV`]).
+fn gemm_block_from_env() -> Result<u32> {
+    match std::env::var(GEMM_BLOCK_ENV) {
+        Err(_) => Ok(8),
+        Ok(s) => match s.trim() {
+            "" | "8" => Ok(8),
+            "4" => Ok(4),
+            _ => bail!(
+                "{GEMM_BLOCK_ENV}={s}: expected 4 or 8 (outputs a side of each invocation's block); unset it for 8"
+            ),
+        },
+    }
+}
+
 /// The `--kernels` choice of this process (set once by the CLI, before any device is opened).
 static KERNELS_OPTION: std::sync::OnceLock<KernelVariant> = std::sync::OnceLock::new();
 
@@ -323,6 +343,8 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// Kernel variant the op drivers build (see [`Gpu::kernels`]).
     kernels: KernelVariant,
+    /// The gpu variant's convolution GEMM register block on wide layers (see [`GEMM_BLOCK_ENV`]).
+    gemm_block: u32,
     /// First error reported by wgpu outside an error scope (validation, out of memory, device lost).
     error: Arc<Mutex<Option<String>>>,
     pub(crate) modules: ComputedOnce<&'static str, wgpu::ShaderModule>,
@@ -330,6 +352,8 @@ pub struct Gpu {
     /// The textures tensors are copied into for kernels that read them as textures, by (which
     /// textured input of a dispatch, rows, layers): see `kernel::TextureUpload`.
     pub(crate) textures: Mutex<HashMap<(usize, u32, u32), Arc<wgpu::Texture>>>,
+    /// Bytes of the buffers kernels keep for themselves (`Gpu::scratch`), so far.
+    pub(crate) scratch_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Gpu {
@@ -351,6 +375,7 @@ impl Gpu {
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
         let kernels = KernelVariant::resolve(info.device_type)?;
+        let gemm_block = gemm_block_from_env()?;
         // Everything the adapter offers: larger buffers on real GPUs, and timestamp queries
         // for `wgunet bench` where they exist.
         let limits = adapter.limits();
@@ -389,10 +414,12 @@ impl Gpu {
             limits,
             features,
             kernels,
+            gemm_block,
             error,
             modules: ComputedOnce::default(),
             pipelines: ComputedOnce::default(),
             textures: Mutex::new(HashMap::new()),
+            scratch_bytes: Default::default(),
         })
     }
 
@@ -439,6 +466,12 @@ impl Gpu {
         self.kernels
     }
 
+    /// The register block (edge) of the gpu variant's convolution GEMM on layers of more than 32
+    /// channels: 8 unless `WGUNET_GEMM_BLOCK` says 4.
+    pub fn gemm_block(&self) -> u32 {
+        self.gemm_block
+    }
+
     /// The same device building `variant` kernels instead (for checking every variant on one
     /// adapter).
     pub fn with_kernels(mut self, variant: KernelVariant) -> Gpu {
@@ -449,10 +482,14 @@ impl Gpu {
         self
     }
 
-    /// `name (backend, type), V kernels` for logs and tables.
+    /// `name (backend, type), V kernels` for logs and tables; the gpu variant's GEMM block too.
     pub fn describe(&self) -> String {
+        let block = match self.kernels {
+            KernelVariant::Gpu => format!(" with {0}×{0} blocks", self.gemm_block),
+            KernelVariant::Cpu => String::new(),
+        };
         format!(
-            "{} ({:?}, {}), {} kernels",
+            "{} ({:?}, {}), {} kernels{block}",
             self.info.name,
             self.info.backend,
             device_type_name(self.info.device_type),

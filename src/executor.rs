@@ -282,6 +282,9 @@ pub struct Executor {
     /// The device's texture pool once this program's dispatches were built (0 where kernels
     /// read storage buffers).
     texture_bytes: u64,
+    /// The device's kernel scratch ([`Gpu::scratch`]: split weight gradients' parts) once they
+    /// were built.
+    scratch_bytes: u64,
 }
 
 impl Executor {
@@ -336,8 +339,20 @@ impl Executor {
             }
             None => None,
         };
-        let texture_bytes = gpu.texture_pool_bytes();
-        Ok(Executor { program, plan, views, params, forward, loss, backward, optimizer, dropout_rng, texture_bytes })
+        let (texture_bytes, scratch_bytes) = (gpu.texture_pool_bytes(), gpu.scratch_bytes());
+        Ok(Executor {
+            program,
+            plan,
+            views,
+            params,
+            forward,
+            loss,
+            backward,
+            optimizer,
+            dropout_rng,
+            texture_bytes,
+            scratch_bytes,
+        })
     }
 
     /// Sets the (seed, step) that the dropout masks of the next recorded steps derive from: call
@@ -403,8 +418,13 @@ impl Executor {
         } else {
             String::new()
         };
+        let scratch = if self.scratch_bytes > 0 {
+            format!(", the kernels' own scratch {}", mib(self.scratch_bytes))
+        } else {
+            String::new()
+        };
         format!(
-            "activations and gradients {} (planned; {} without sharing), parameters and optimizer state {}{textures}",
+            "activations and gradients {} (planned; {} without sharing), parameters and optimizer state {}{textures}{scratch}",
             mib(self.plan.planned_bytes()),
             mib(self.plan.unplanned_elems as u64 * 4),
             mib(params)

@@ -587,6 +587,19 @@ impl Gpu {
         Ok(BufferView { buffer: Arc::new(buffer), offset: 0, bytes, name: name.to_string() })
     }
 
+    /// A zero-filled buffer that a kernel's dispatches keep for themselves (e.g. conv2d's
+    /// split-K partial sums), counted in [`Gpu::scratch_bytes`].
+    pub fn scratch(&self, name: &str, elems: usize) -> Result<BufferView> {
+        let view = self.buffer(name, elems)?;
+        self.scratch_bytes.fetch_add(view.buffer.size(), std::sync::atomic::Ordering::Relaxed);
+        Ok(view)
+    }
+
+    /// Bytes of the [`Gpu::scratch`] buffers, so far.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A small uniform buffer the host rewrites between steps (e.g. Adam's learning rate).
     pub fn uniform_buffer(&self, name: &str, bytes: u64) -> BufferView {
         let bytes = bytes.div_ceil(16) * 16;
@@ -677,6 +690,13 @@ pub struct Dispatch {
     /// Tensors copied into textures before it runs.
     uploads: Vec<TextureUpload>,
     _params: wgpu::Buffer,
+}
+
+/// A step of one dispatch, where steps of several are expected.
+impl From<Dispatch> for Vec<Dispatch> {
+    fn from(d: Dispatch) -> Vec<Dispatch> {
+        vec![d]
+    }
 }
 
 /// Records dispatches into one command encoder, in order. Consecutive dispatches share a compute

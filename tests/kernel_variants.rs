@@ -5,13 +5,21 @@ mod common;
 
 use std::process::Command;
 
-/// `wgunet ARGS` with `WGUNET_KERNELS` set to `env` (unset for `None`); must succeed.
+/// `wgunet ARGS` with `WGUNET_KERNELS` set to `env` (unset for `None`) and `WGUNET_GEMM_BLOCK`
+/// unset; must succeed.
 fn wgunet(env: Option<&str>, args: &[&str]) -> String {
+    wgunet_with_block(env, None, args)
+}
+
+/// `wgunet ARGS` with `WGUNET_KERNELS` and `WGUNET_GEMM_BLOCK` set (unset for `None`).
+fn wgunet_with_block(kernels: Option<&str>, block: Option<&str>, args: &[&str]) -> String {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wgunet"));
-    match env {
-        Some(v) => command.env("WGUNET_KERNELS", v),
-        None => command.env_remove("WGUNET_KERNELS"),
-    };
+    for (name, value) in [("WGUNET_KERNELS", kernels), ("WGUNET_GEMM_BLOCK", block)] {
+        match value {
+            Some(v) => command.env(name, v),
+            None => command.env_remove(name),
+        };
+    }
     common::run_wgunet_with(command, args)
 }
 
@@ -47,22 +55,26 @@ fn number_after(text: &str, key: &str) -> f64 {
 fn the_option_wins_over_the_environment_which_wins_over_the_adapter_type() {
     // lavapipe is a CPU adapter: cpu kernels unless forced.
     assert!(bench(None, &[]).contains("(Vulkan, cpu), cpu kernels"));
-    assert!(bench(Some("gpu"), &[]).contains("(Vulkan, cpu), gpu kernels"));
+    assert!(bench(Some("gpu"), &[]).contains("(Vulkan, cpu), gpu kernels with 8×8 blocks"));
     assert!(bench(Some("cpu"), &["--kernels", "gpu"]).contains("(Vulkan, cpu), gpu kernels"));
     assert!(bench(Some("gpu"), &["--kernels", "auto"]).contains("(Vulkan, cpu), gpu kernels"));
 }
 
 #[test]
 fn a_bad_environment_value_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
-        .args(["bench", "--device", "cpu", "--size", "16", "--filters", "2"])
-        .env("WGUNET_KERNELS", "fast")
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("WGUNET_KERNELS=fast") && err.contains("expected cpu, gpu or auto"), "{err}");
+    for (name, value, expected) in
+        [("WGUNET_KERNELS", "fast", "expected cpu, gpu or auto"), ("WGUNET_GEMM_BLOCK", "16", "expected 4 or 8")]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_wgunet"))
+            .args(["bench", "--device", "cpu", "--size", "16", "--filters", "2"])
+            .env(name, value)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{name}={value}")) && err.contains(expected), "{err}");
+    }
 }
 
 #[test]
@@ -85,6 +97,9 @@ fn selftest_checks_every_variant_unless_one_is_forced() {
     let all = wgunet(None, &["selftest", "--device", "cpu"]);
     assert!(all.contains("cpu kernels") && all.contains("gpu kernels"), "{all}");
     assert_eq!(all.matches(" passed, 0 failed").count(), 2, "{all}");
-    let one = wgunet(None, &["selftest", "--device", "cpu", "--kernels", "gpu"]);
-    assert!(one.contains("gpu kernels") && !one.contains("cpu kernels"), "{one}");
+    assert!(all.contains("gpu kernels with 8×8 blocks"), "{all}");
+    // The forced variant alone, here with the gpu variant's other GEMM block: every check again.
+    let one = wgunet_with_block(None, Some("4"), &["selftest", "--device", "cpu", "--kernels", "gpu"]);
+    assert!(one.contains("gpu kernels with 4×4 blocks") && !one.contains("cpu kernels"), "{one}");
+    assert_eq!(one.matches(" passed, 0 failed").count(), 1, "{one}");
 }

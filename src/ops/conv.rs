@@ -24,7 +24,8 @@ pub trait Convolution: Taps + Copy + std::fmt::Debug + Send + Sync + 'static {
     fn fused_relu(&self) -> bool;
     fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch>;
     fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch>;
-    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch>;
+    /// One dispatch, or more where it sums in parts (conv2d's split K).
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>>;
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch>;
     /// The f64 forward with its activation; the gradients' references are [`tap_reference`]'s,
     /// the same for every convolution.
@@ -131,7 +132,7 @@ impl<S: Convolution> Kernel for ConvBackwardWeight<S> {
         (vec![self.x, self.dy], vec![])
     }
     fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.backward_weight(g.gpu, g.buf(self.x), g.buf(self.dy), g.grad(self.dw))?])
+        self.s.backward_weight(g.gpu, g.buf(self.x), g.buf(self.dy), g.grad(self.dw))
     }
     fn reference(&self, c: &mut CpuBuffers) {
         c.grads[self.dw] = tap_reference::backward_weight(&self.s, &c.buffers[self.x], &c.buffers[self.dy]);

@@ -28,8 +28,6 @@ pub struct Conv2d {
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL):
 /// with MAX_PX pixels each that is 32 sums in registers, the most that measured faster.
 const MAX_TILE: usize = 4;
-/// Most adjacent pixels of a row one invocation of forward / backward_input computes (`MAX_PX`).
-const MAX_PX: usize = 8;
 /// Most channels one invocation of backward_weight reduces for (`MAX_WEIGHT_TILE` in the WGSL of
 /// both convolutions).
 pub(crate) const MAX_WEIGHT_TILE: usize = 4;
@@ -41,59 +39,112 @@ pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
 
-/// Rows of the K slice the gpu variant's forward / backward_input GEMM stages in workgroup
-/// memory per barrier pair (its `BK`).
-const GEMM_BK: u32 = 16;
-/// Workgroups below which that GEMM shrinks its tiles: about one per compute unit of a large GPU
-/// (an H100 has 132), so small layers still occupy the whole card.
+/// Workgroups below which the GEMMs shrink their tiles (forward, input gradient) or split K
+/// (weight gradient): about one per compute unit of a large GPU (an H100 has 132), so small
+/// layers still occupy the whole card.
 const GEMM_MIN_WORKGROUPS: usize = 128;
+/// Workgroup memory the GEMMs' two tiles may take: WebGPU's default limit, which every adapter
+/// offers.
+const GEMM_TILE_BYTES: u32 = 16384;
+/// Padding after each K row of the GEMMs' tiles (`TILE_PAD` in the WGSL).
+const GEMM_TILE_PAD: u32 = 4;
+/// K slices each part of a split weight gradient sums at least.
+const GEMM_MIN_SLICES_PER_SPLIT: usize = 16;
+/// Floats the weight gradient's partial sums (one gradient per part of K) may take per layer:
+/// 16 MiB. The deep layers, whose weights are largest, have enough output tiles not to split.
+const GEMM_MAX_SPLIT_FLOATS: usize = 1 << 22;
 
-/// The tiling of the gpu variant's forward / backward_input GEMM (rows = output channels,
-/// columns = pixels of all images): a `tm` × `tn` register block per invocation (`TM`, `TN`) in
-/// workgroups of `wg_x` × `wg_y`, so a workgroup computes `rows()` × `columns()` outputs.
+/// The tiling of the gpu variant's GEMMs (conv2d.wgsl): a `tm` × `tn` register block per
+/// invocation (`TM`, `TN`) in workgroups of `wg_x` × `wg_y`, so a workgroup computes `rows()` ×
+/// `columns()` outputs, walking K in slices of `bk` rows staged in workgroup memory per barrier
+/// pair (`BK`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct GemmTile {
     tm: u32,
     tn: u32,
     wg_x: u32,
     wg_y: u32,
+    bk: u32,
+}
+
+/// (outputs an invocation, invocations) along one side of a tile holding `n` outputs: `block`
+/// × 16 invocations (8: 128, the classic SGEMM tile side; 4: 64) where `n` exceeds 32, else
+/// the smallest that holds them, 1 or 2 an invocation below 9 so no invocation computes only
+/// padding.
+fn tile_side(n: usize, block: u32) -> (u32, u32) {
+    match n {
+        0..=4 => (1, 4),
+        5..=8 => (2, 4),
+        9..=16 => (4, 4),
+        17..=32 => (4, 8),
+        33..=64 => (block, 64 / block),
+        _ => (block, 16),
+    }
 }
 
 impl GemmTile {
-    /// 64 × 64 tiles of 4 × 4 blocks (256 invocations, 8 KiB of workgroup memory) on large
-    /// layers; on few channels the smallest tile that holds them (1 or 2 channels an invocation
-    /// below 16, so no invocation computes only padding); halving the larger side while the grid
-    /// has fewer than GEMM_MIN_WORKGROUPS workgroups, down to 16 × 32 (or the few channels) × 32.
-    fn new(rows: usize, columns: usize) -> GemmTile {
-        let (tm, wg_y) = match rows {
-            0..=4 => (1, 4),
-            5..=8 => (2, 4),
-            9..=16 => (4, 4),
-            17..=32 => (4, 8),
-            _ => (4, 16),
-        };
-        let mut t = GemmTile { tm, tn: 4, wg_x: 16, wg_y };
-        let workgroups = |t: &GemmTile| rows.div_ceil(t.rows() as usize) * columns.div_ceil(t.columns() as usize);
-        while workgroups(&t) < GEMM_MIN_WORKGROUPS {
-            if t.wg_x > 8 && t.columns() >= t.rows() {
-                t.wg_x /= 2;
-            } else if t.wg_y > 4 {
-                t.wg_y /= 2;
-            } else if t.wg_x > 8 {
-                t.wg_x /= 2;
-            } else {
-                break;
+    /// forward / backward_input (rows = output channels, columns = pixels of all images): the
+    /// rows' side from [`tile_side`], 16 invocations across the columns with `block` pixels
+    /// each where the loads allow (4 on narrow tiles). While the grid has fewer than
+    /// GEMM_MIN_WORKGROUPS workgroups the tile shrinks, the larger side first, down to 8 × 4
+    /// invocations of 4 pixels.
+    fn new(rows: usize, columns: usize, block: u32) -> GemmTile {
+        let (tm, wg_y) = tile_side(rows, block);
+        let tn = if wg_y >= 8 { block } else { 4 };
+        let mut t = GemmTile { tm, tn, wg_x: 16, wg_y, bk: 16 }.with_slice();
+        while t.workgroups(rows, columns) < GEMM_MIN_WORKGROUPS {
+            match t.shrunk() {
+                Some(smaller) => t = smaller,
+                None => break,
             }
         }
-        debug_assert!(t.fits_kernel(), "{t:?}");
+        debug_assert!(t.fits_forward(), "{t:?}");
         t
     }
-    /// What the WGSL's loads need: each invocation loads whole columns of both tiles.
-    fn fits_kernel(&self) -> bool {
-        self.wg_x.is_multiple_of(self.tm)
-            && self.wg_y.is_multiple_of(self.tn)
-            && GEMM_BK.is_multiple_of(self.wg_x / self.tm)
-            && GEMM_BK.is_multiple_of(self.wg_y / self.tn)
+
+    /// backward_weight (rows = output channels, columns = input channels × taps, K = pixels in
+    /// slices along a row of `width`): both sides from [`tile_side`]; K slices of 8 on rows of
+    /// up to 8 pixels, which a 16-pixel slice would half pad. The driver splits K instead of
+    /// shrinking the tile.
+    fn for_weight_gradient(rows: usize, columns: usize, width: usize, block: u32) -> GemmTile {
+        let ((tm, wg_y), (tn, wg_x)) = (tile_side(rows, block), tile_side(columns, block));
+        let t = GemmTile { tm, tn, wg_x, wg_y, bk: 16 }.with_slice();
+        GemmTile { bk: if width <= 8 { 8 } else { t.bk }, ..t }
+    }
+
+    /// The next smaller forward tile: half the workgroup along the larger side of the tile (then
+    /// the other), else half the pixel block; `None` at 8 × 4 invocations of 4 pixels.
+    fn shrunk(&self) -> Option<GemmTile> {
+        let halve_x = GemmTile { wg_x: self.wg_x / 2, ..*self };
+        let halve_y = GemmTile { wg_y: self.wg_y / 2, ..*self };
+        let halve_tn = GemmTile { tn: self.tn / 2, ..*self };
+        let sides = if self.columns() >= self.rows() { [halve_x, halve_y] } else { [halve_y, halve_x] };
+        sides
+            .into_iter()
+            .chain([halve_tn])
+            .map(GemmTile::with_slice)
+            .find(|t| t.wg_x >= 8 && t.wg_y >= 4 && t.tn >= 4 && t.fits_forward())
+    }
+
+    /// The same tile with the deepest K slice (16 or 8) whose two tiles fit GEMM_TILE_BYTES.
+    fn with_slice(self) -> GemmTile {
+        let bk = if self.tile_bytes(16) <= GEMM_TILE_BYTES { 16 } else { 8 };
+        GemmTile { bk, ..self }
+    }
+
+    /// Workgroup memory of the two tiles (padded rows) at a K slice of `bk`.
+    fn tile_bytes(&self, bk: u32) -> u32 {
+        bk * (self.rows() + self.columns() + 2 * GEMM_TILE_PAD) * 4
+    }
+
+    /// What forward's loads need (every invocation loads whole columns of the im2col tile), and
+    /// what every GEMM needs: blocks within the WGSL's MAX_TM × MAX_TN, tiles within
+    /// GEMM_TILE_BYTES.
+    fn fits_forward(&self) -> bool {
+        self.wg_y.is_multiple_of(self.tn) && self.bk.is_multiple_of(self.wg_y / self.tn) && self.fits()
+    }
+    fn fits(&self) -> bool {
+        self.tm <= 8 && self.tn <= 8 && self.wg_x * self.wg_y <= 256 && self.tile_bytes(self.bk) <= GEMM_TILE_BYTES
     }
     fn rows(&self) -> u32 {
         self.tm * self.wg_y
@@ -101,6 +152,30 @@ impl GemmTile {
     fn columns(&self) -> u32 {
         self.tn * self.wg_x
     }
+    fn workgroups(&self, rows: usize, columns: usize) -> usize {
+        rows.div_ceil(self.rows() as usize) * columns.div_ceil(self.columns() as usize)
+    }
+    /// The spec of `entry` in conv2d.wgsl with this tiling.
+    fn spec(&self, entry: &'static str, k: usize) -> KernelSpec {
+        KernelSpec::new("conv2d", entry, [self.wg_x, self.wg_y, 1])
+            .constant("K", k as f64)
+            .constant("TM", self.tm as f64)
+            .constant("TN", self.tn as f64)
+            .constant("BK", self.bk as f64)
+            .workgroup_memory(self.tile_bytes(self.bk))
+    }
+}
+
+/// How many parts backward_weight splits K (`slices` slices) into for an output of `tiles`
+/// tiles and `weights` values: enough for twice GEMM_MIN_WORKGROUPS workgroups, each part at
+/// least GEMM_MIN_SLICES_PER_SPLIT slices, the partial sums within GEMM_MAX_SPLIT_FLOATS; 1 (no
+/// split) where that leaves fewer than 2.
+fn weight_gradient_splits(tiles: usize, slices: usize, weights: usize) -> usize {
+    let splits = (2 * GEMM_MIN_WORKGROUPS)
+        .div_ceil(tiles)
+        .min(slices / GEMM_MIN_SLICES_PER_SPLIT)
+        .min(GEMM_MAX_SPLIT_FLOATS / weights);
+    splits.max(1)
 }
 
 /// Channels per invocation (a `TILE` override): `max`, or fewer when there are fewer channels, so
@@ -159,7 +234,7 @@ pub(crate) fn channel_sum(
         return launch(gpu, &spec, &params, &bindings, [channels as u32, 1, 1]);
     }
     let r = Reduction::new(channels, n * plane, 1);
-    let spec = r.spec("conv2d", "backward_bias").constant("SLOTS", 1.0);
+    let spec = r.spec("conv2d", "backward_bias");
     launch(gpu, &spec, &params, &bindings, [r.groups, 1, 1])
 }
 
@@ -220,12 +295,6 @@ impl Conv2d {
         }
     }
 
-    /// Pixels of a row one invocation handles at a time (the `PX` override): up to MAX_PX, fewer
-    /// on narrow planes so no lane only computes padding.
-    fn run_length(&self) -> usize {
-        self.w.next_power_of_two().min(MAX_PX)
-    }
-
     /// The `forward` entry point computing `channels` output channels, with TRANSPOSE for the
     /// input gradient: the spec and the grid. CPU lanes: (image, row, run of PX pixels) blocks ×
     /// channel tiles; gpu variant: the GEMM's pixel tiles × channel tiles ([`GemmTile`]). Both
@@ -251,14 +320,8 @@ impl Conv2d {
             return (spec, [channels.div_ceil(tile) as u32, y, z]);
         }
         let pixels = self.n * self.h * self.w;
-        let t = GemmTile::new(channels, pixels);
-        let spec = KernelSpec::new("conv2d", "forward", [t.wg_x, t.wg_y, 1])
-            .constant("K", self.k as f64)
-            .constant("TM", t.tm as f64)
-            .constant("TN", t.tn as f64)
-            .constant("BK", GEMM_BK as f64)
-            .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 })
-            .workgroup_memory(GEMM_BK * (t.rows() + t.columns()) * 4);
+        let t = GemmTile::new(channels, pixels, gpu.gemm_block());
+        let spec = t.spec("forward", self.k).constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
         let [x, z, _] = grid_1d(pixels.div_ceil(t.columns() as usize), 1);
         (spec, [x, channels.div_ceil(t.rows() as usize) as u32, z])
     }
@@ -296,12 +359,20 @@ impl Conv2d {
         launch(gpu, &spec, &params, &bindings, grid)
     }
 
-    /// dw from x and dz (pre-activation gradient), reducing over N·H·W (see [`Reduction`]).
-    pub fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dz: &BufferView, dw: &BufferView) -> Result<Dispatch> {
+    /// dw from x and dz (pre-activation gradient), summing over N·H·W: the CPU-lane kernel, or
+    /// the GEMM ([`GemmTile::for_weight_gradient`]) split over K where its output has few tiles
+    /// (then two dispatches: the parts, and their sum).
+    pub fn backward_weight(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        dz: &BufferView,
+        dw: &BufferView,
+    ) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
         let bindings = [("x", x, self.input_len()), ("dz", dz, self.output_len()), ("dw", dw, self.weight_len())];
-        let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
         if let Some(px) = self.lane_run(gpu) {
+            let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
             // One 8-lane subgroup per (2 input channels, output channel tile), no reduction tree;
             // on rows of one run, per (8 input channels, output channel tile), a lane a channel.
             let runs = self.w / px;
@@ -316,19 +387,37 @@ impl Conv2d {
                 .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 })
                 .constant("PAIR", pair as f64);
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
-            return launch(gpu, &spec, &params, &bindings, grid);
+            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
-        let slots = tile * self.k * self.k;
-        let px = self.run_length();
-        let r = Reduction::new(self.cin, self.n * self.h * self.w.div_ceil(px), slots);
-        let spec = r
-            .spec("conv2d", "backward_weight")
+        let columns = self.cin * self.k * self.k;
+        let t = GemmTile::for_weight_gradient(self.cout, columns, self.w, gpu.gemm_block());
+        let tiles = t.workgroups(self.cout, columns);
+        let splits = weight_gradient_splits(tiles, self.n * self.h * self.w.div_ceil(t.bk as usize), self.weight_len());
+        let spec = t.spec("backward_weight", self.k).constant("SPLITS", splits as f64);
+        let grid = [
+            columns.div_ceil(t.columns() as usize) as u32,
+            self.cout.div_ceil(t.rows() as usize) as u32,
+            splits as u32,
+        ];
+        if splits == 1 {
+            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
+        }
+        // Each part's gradient in its own slice of a scratch buffer, then their sum.
+        let parts = gpu.scratch("conv2d weight-gradient parts", splits * self.weight_len())?;
+        let bindings = [bindings[0], bindings[1], ("dw", &parts, splits * self.weight_len())];
+        let sum = KernelSpec::new("conv2d", "sum_splits", [WG_PIXELS, 1, 1])
             .constant("K", self.k as f64)
-            .constant("PX", px as f64)
-            .constant("TILE", tile as f64)
-            .constant("SLOTS", slots as f64);
-        let grid = [r.groups, self.cout.div_ceil(tile) as u32, 1];
-        launch(gpu, &spec, &params, &bindings, grid)
+            .constant("SPLITS", splits as f64);
+        Ok(vec![
+            launch(gpu, &spec, &params, &bindings, grid)?,
+            launch(
+                gpu,
+                &sum,
+                &params,
+                &[("split_sums", &parts, splits * self.weight_len()), ("dw", dw, self.weight_len())],
+                grid_1d(self.weight_len(), WG_PIXELS),
+            )?,
+        ])
     }
 
     /// db from dz (pre-activation gradient).
@@ -358,7 +447,7 @@ impl Convolution for Conv2d {
     fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         Conv2d::backward_input(self, gpu, dy, w, dx)
     }
-    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
         Conv2d::backward_weight(self, gpu, x, dy, dw)
     }
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
@@ -513,39 +602,91 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     // 64 items of four rows' runs of 8 pixels: the lane forward's 64-invocation workgroups (the
     // others use 8).
     Conv2d { n: 2, cin: 3, cout: 5, h: 32, w: 32, k: 3, relu: true },
-    // The gpu variant's GEMM with partial tiles in every dimension: forward 16 × 32 tiles (3 row
-    // tiles, the last of 5 channels; 10 column tiles, the last of 9 pixels; 4 K slices, the
-    // last of 15), its input gradient 8-channel tiles of 2 a block holding 7 channels and 21 K
-    // slices; then the 64 × 64 tile of 256 invocations (2 × 64 tiles, the last row tile of 1
-    // channel and the last column tile of 63 pixels), its input gradient 4 × 32 tiles of one
-    // channel a block.
+    // The gpu variant's GEMM (8 × 8 blocks on wide layers, the default) with partial tiles in
+    // every dimension: forward 32 × 32 tiles of 8 × 4 blocks (2 row tiles, the last of 5
+    // channels; 10 column tiles, the last of 9 pixels; 4 K slices, the last of 15), its input
+    // gradient 8-channel tiles of 2 a block holding 7 channels and 21 K slices; then 64 × 64
+    // tiles of 8 × 8 blocks (2 × 64 tiles, the last row tile of 1 channel and the last column
+    // tile of 63 pixels), its input gradient 4 × 32 tiles of one channel a block; then the
+    // 128 × 128 tile of 256 invocations with K slices of 8 (2 × 65 tiles, the last row tile of
+    // 1 channel and the last column tile of 64 pixels; 4 K slices, the last of 3).
     Conv2d { n: 3, cin: 7, cout: 37, h: 9, w: 11, k: 3, relu: true },
     Conv2d { n: 1, cin: 2, cout: 65, h: 63, w: 65, k: 3, relu: false },
+    Conv2d { n: 1, cin: 3, cout: 129, h: 64, w: 129, k: 3, relu: true },
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every tile the GEMM driver picks meets what the WGSL's loads assume, stays within WebGPU's
-    /// default limits, and is no larger than the layer needs where the layer is small.
+    /// Every forward tile the GEMM driver picks, at either register block, meets what the WGSL's
+    /// loads assume, stays within WebGPU's default limits, and is no larger than the layer needs
+    /// where the layer is small.
     #[test]
     fn gemm_tiles_fit_the_kernel_and_the_layer() {
-        for rows in (1..=80).chain([128, 256, 512, 1024]) {
-            for columns in [1, 3, 17, 64, 100, 512, 4095, 8192, 131072, 1 << 22] {
-                let t = GemmTile::new(rows, columns);
-                let why = format!("{rows} rows × {columns} columns: {t:?}");
-                assert!(t.fits_kernel(), "{why}");
-                assert!(t.wg_x * t.wg_y <= 256 && GEMM_BK * (t.rows() + t.columns()) * 4 <= 16384, "{why}");
-                assert!(t.rows() as usize <= rows.next_power_of_two().max(4), "{why}");
-                let workgroups = rows.div_ceil(t.rows() as usize) * columns.div_ceil(t.columns() as usize);
-                // Tiles shrink only while the grid is small, so they never multiply it past need.
-                let shrunk = t.wg_x < 16 || (t.rows() as usize) < rows.min(64);
-                assert!(!shrunk || workgroups < GEMM_MIN_WORKGROUPS * 4, "{why}: {workgroups} workgroups");
+        for block in [4, 8] {
+            for rows in (1..=80).chain([128, 256, 512, 1024]) {
+                for columns in [1, 3, 17, 64, 100, 512, 4095, 8192, 131072, 1 << 22] {
+                    let t = GemmTile::new(rows, columns, block);
+                    let why = format!("block {block}, {rows} rows × {columns} columns: {t:?}");
+                    assert!(t.fits_forward(), "{why}");
+                    assert!(t.wg_x * t.wg_y <= 256 && t.tile_bytes(t.bk) <= 16384, "{why}");
+                    assert!(t.rows() as usize <= rows.next_power_of_two().max(4), "{why}");
+                    let workgroups = t.workgroups(rows, columns);
+                    // Tiles shrink only while the grid is small, so they never multiply it past need.
+                    let shrunk = t.wg_x < 16 || (t.rows() as usize) < rows.min(64);
+                    assert!(!shrunk || workgroups < GEMM_MIN_WORKGROUPS * 4, "{why}: {workgroups} workgroups");
+                    // The weight gradient's tiles (columns = input channels × taps here).
+                    let w = GemmTile::for_weight_gradient(rows, columns, 8, block);
+                    assert!(w.fits() && w.bk == 8, "{why}: weight gradient {w:?}");
+                    assert!(w.columns() as usize <= columns.next_power_of_two().max(4), "{why}: {w:?}");
+                }
             }
         }
-        assert_eq!(GemmTile::new(65, 4095), GemmTile { tm: 4, tn: 4, wg_x: 16, wg_y: 16 });
-        assert_eq!(GemmTile::new(37, 297), GemmTile { tm: 4, tn: 4, wg_x: 8, wg_y: 4 });
-        assert_eq!(GemmTile::new(7, 297), GemmTile { tm: 2, tn: 4, wg_x: 8, wg_y: 4 });
+        // Block 4 keeps the first GPU check's tiles; block 8 the classic 128 × 128 × 8.
+        assert_eq!(GemmTile::new(65, 4095, 4), GemmTile { tm: 4, tn: 4, wg_x: 16, wg_y: 16, bk: 16 });
+        assert_eq!(GemmTile::new(37, 297, 4), GemmTile { tm: 4, tn: 4, wg_x: 8, wg_y: 4, bk: 16 });
+        assert_eq!(GemmTile::new(7, 297, 4), GemmTile { tm: 2, tn: 4, wg_x: 8, wg_y: 4, bk: 16 });
+        assert_eq!(GemmTile::new(128, 131072, 8), GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 });
+        // CHECK_SHAPES' widest layer exercises that tile.
+        assert_eq!(GemmTile::new(129, 64 * 129, 8), GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 });
+        assert_eq!(GemmTile::new(32, 131072, 8), GemmTile { tm: 4, tn: 8, wg_x: 16, wg_y: 8, bk: 16 });
+        assert_eq!(GemmTile::new(37, 297, 8), GemmTile { tm: 8, tn: 4, wg_x: 8, wg_y: 4, bk: 16 });
+        // The weight gradient of 32 → 32 channels at 3×3 on 128-pixel rows: 32 × 128 tiles.
+        let w = GemmTile::for_weight_gradient(32, 288, 128, 8);
+        assert_eq!(w, GemmTile { tm: 4, tn: 8, wg_x: 16, wg_y: 8, bk: 16 });
+    }
+
+    /// The weight gradient splits K only where its output has too few tiles to fill a GPU, into
+    /// parts of at least GEMM_MIN_SLICES_PER_SPLIT slices whose partial sums stay within
+    /// GEMM_MAX_SPLIT_FLOATS.
+    #[test]
+    fn weight_gradients_split_k_where_the_output_is_small() {
+        // 32 → 32 channels at 128² × 8 (3 tiles, 8192 slices of 16 pixels): 86 parts.
+        assert_eq!(weight_gradient_splits(3, 8192, 9216), 86);
+        // 128 → 128 at 32² × 8 (9 tiles, 512 slices of 16): 28 parts (29 would pass 16 MiB).
+        assert_eq!(weight_gradient_splits(9, 512, 128 * 128 * 9), 28);
+        // 512 → 512 at 8² × 8 (144 tiles of 128 × 128, 64 slices of 8): 2 parts would take
+        // 18 MiB, so none.
+        assert_eq!(weight_gradient_splits(144, 64, 512 * 512 * 9), 1);
+        // 256 tiles or more, or too few slices: no split.
+        assert_eq!(weight_gradient_splits(256, 8192, 9216), 1);
+        assert_eq!(weight_gradient_splits(3, 31, 9216), 1);
+        // Few tiles of a large weight: as many parts as 16 MiB of partial sums allow.
+        assert_eq!(weight_gradient_splits(1, 1 << 20, 1 << 20), 4);
+        for tiles in [1, 2, 3, 7, 100, 255, 256, 1000] {
+            for slices in [1, 15, 16, 100, 8192, 1 << 20] {
+                for weights in [1, 27, 9216, 1 << 21, 1 << 23] {
+                    let splits = weight_gradient_splits(tiles, slices, weights);
+                    let why = format!("{tiles} tiles, {slices} slices, {weights} weights: {splits} parts");
+                    assert!(splits >= 1, "{why}");
+                    if splits > 1 {
+                        assert!(slices / splits >= GEMM_MIN_SLICES_PER_SPLIT, "{why}");
+                        assert!(splits * weights <= GEMM_MAX_SPLIT_FLOATS, "{why}");
+                        assert!(tiles * (splits - 1) < 2 * GEMM_MIN_WORKGROUPS, "{why}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -165,8 +165,8 @@ impl Convolution for ConvTranspose2d {
     fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
         ConvTranspose2d::backward_input(self, gpu, dy, w, dx)
     }
-    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
-        ConvTranspose2d::backward_weight(self, gpu, x, dy, dw)
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
+        Ok(vec![ConvTranspose2d::backward_weight(self, gpu, x, dy, dw)?])
     }
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         ConvTranspose2d::backward_bias(self, gpu, dy, db)
