@@ -99,10 +99,12 @@ step() {
   return $rc
 }
 
-# 1. selftest: every variant in one run (each prints "N passed, M failed").
+# 1. selftest: every variant in one run (each prints "N passed, M failed"), then the gpu
+#    variant's other register block, whose tiles differ.
 step selftest 120 "$wgunet" selftest --device "$device"
+step selftest-gpu4 60 env WGUNET_GEMM_BLOCK=4 "$wgunet" selftest --device "$device" --kernels gpu
 selftest=$(awk '/^selftest on / { v = $0; sub(/ \(seed.*/, "", v); sub(/.*, /, "", v) }
-  / passed, [0-9]+ failed$/ { printf "%s%s: %s", sep, v, $0; sep = "; " }' "$logs/selftest.txt")
+  / passed, [0-9]+ failed$/ { printf "%s%s: %s", sep, v, $0; sep = "; " }' "$logs/selftest.txt" "$logs/selftest-gpu4.txt")
 adapter=$(sed -n 's/^selftest on \(.*\), [a-z]* kernels[^(]* (seed.*/\1/p' "$logs/selftest.txt" | head -1)
 
 # 2. wgunet bench per variant and configuration.

@@ -54,9 +54,8 @@ struct Layer {
     passes: Vec<Pass>,
 }
 
-type Forward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Dispatch>;
-type Backward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Dispatch>;
-type BackwardWeight<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Vec<Dispatch>>;
+type Forward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Vec<Dispatch>>;
+type Backward<S> = fn(&S, &Gpu, &BufferView, &BufferView, &BufferView) -> anyhow::Result<Vec<Dispatch>>;
 
 /// The passes of a convolution `s` (both kinds have the same driver signatures), on fresh
 /// buffers of `[input, weight, bias, output]` lengths. They hold zeros: throughput does not
@@ -68,15 +67,15 @@ fn passes<S: Copy + 'static>(
     input_gradient: bool,
     forward: Forward<S>,
     backward_input: Backward<S>,
-    backward_weight: BackwardWeight<S>,
+    backward_weight: Backward<S>,
 ) -> Vec<Pass> {
     let [x, w, b, y] = lens.map(|n| gpu.buffer("bench", n).unwrap());
     let mut out: Vec<Pass> = Vec::new();
     let (x1, w1, y1) = (x.clone(), w.clone(), y.clone());
-    out.push(("forward", Box::new(move |g| vec![forward(&s, g, &x1, &w1, &b, &y1).unwrap()])));
+    out.push(("forward", Box::new(move |g| forward(&s, g, &x1, &w1, &b, &y1).unwrap())));
     if input_gradient {
         let (x2, w2, y2) = (x.clone(), w.clone(), y.clone());
-        out.push(("input gradient", Box::new(move |g| vec![backward_input(&s, g, &y2, &w2, &x2).unwrap()])));
+        out.push(("input gradient", Box::new(move |g| backward_input(&s, g, &y2, &w2, &x2).unwrap())));
     }
     out.push(("weight gradient", Box::new(move |g| backward_weight(&s, g, &x, &y, &w).unwrap())));
     out
@@ -108,8 +107,8 @@ fn layers(gpu: &Gpu, graph: &Graph) -> Vec<Layer> {
                         *$s,
                         [$s.input_len(), $s.weight_len(), $s.cout, $s.output_len()],
                         input_gradient(*$x),
-                        <$driver>::forward,
-                        <$driver>::backward_input,
+                        <$driver as Convolution>::forward,
+                        <$driver as Convolution>::backward_input,
                         <$driver as Convolution>::backward_weight,
                     ),
                 }

@@ -6,10 +6,12 @@
 // multiply (multiply_slice):
 // - forward: Y[M = cout][N = n·h·w] = W[M][K = cin·K·K] · im2col(x)[K][N]; specialised with
 //   TRANSPOSE it is the input gradient (see there).
-// - backward_weight: dW[M = cout][N = cin·K·K] = dZ[M][K = n·h·w] · im2col(x)[N][K]ᵀ. Its K is
-//   largest where its output is smallest (32→32 channels at full resolution: 3 tiles of output,
-//   131072 pixels to sum), so the driver splits K across SPLITS workgroups, each writing its
-//   partial tile to a slice of a scratch buffer that sum_splits adds up.
+// - backward_weight: dW[M = cout][N = cin·K·K] = dZ[M][K = n·h·w] · im2col(x)[N][K]ᵀ.
+// Where an output has too few tiles to fill a GPU and a long K (backward_weight at full
+// resolution: 3 tiles of output for 131072 pixels at 32 channels; forward on the deepest maps:
+// 16 tiles for K = 4608 at 512 channels on 8×8 maps, batch 8), the driver splits K across
+// SPLITS workgroups, each writing its partial tile to a slice of a scratch buffer that
+// sum_splits adds up (forward's bias and ReLU then come with the sum).
 // backward_bias reduces over n·h·w within a workgroup: WG_X / SPLIT groups of SPLIT invocations,
 // each group one channel, each invocation summing every SPLIT-th pixel in registers, then a tree
 // reduction in workgroup memory.
@@ -30,9 +32,11 @@ override TRANSPOSE: bool = false;
 override TM: u32 = 4u;
 override TN: u32 = 4u;
 override BK: u32 = 16u;
-// backward_weight: workgroups that share each output tile's K range (the grid's z), and
-// sum_splits: the partial tiles it adds.
+// forward and backward_weight: workgroups that share each output tile's K range (the grid's z),
+// and sum_splits: the partial tiles it adds.
 override SPLITS: u32 = 1u;
+// sum_splits adds forward's parts (their bias unless TRANSPOSE, and RELU), not backward_weight's.
+override EPILOGUE: bool = false;
 // backward_bias: invocations that share one reduction; a power of two dividing WG_X.
 override SPLIT: u32 = 64u;
 
@@ -131,7 +135,8 @@ fn multiply_slice(local: vec3<u32>, acc: ptr<function, Block>) {
 // `weight` differs).
 //
 // Grid: x (wrapping into z past 65535) enumerates tiles of BN output columns (pixels of all
-// images), y tiles of BM output channels. Per K slice the workgroup gathers its weight tile
+// images), y tiles of BM output channels; with SPLITS > 1, z is the part of K (the grid is then
+// small: x never wraps) and the partial tile goes, without epilogue, to y at offset z · n·cout·h·w. Per K slice the workgroup gathers its weight tile
 // [BK × BM] and im2col tile [BK × BN] into workgroup memory: the weights with consecutive
 // invocations on consecutive K (contiguous in w, so a warp's loads coalesce), the im2col tile
 // with each invocation always on the same column (its pixel decoded once) and consecutive
@@ -146,8 +151,13 @@ fn forward(
 ) {
     let plane = p.h * p.w;
     let columns = p.n * plane;
-    let n0 = (wid.x + wid.z * nwg.x) * BN;
+    let split = SPLITS > 1u;
+    let part = select(0u, wid.z, split);
+    let n0 = (wid.x + select(wid.z * nwg.x, 0u, split)) * BN;
     let m0 = wid.y * BM;
+    let slices = (p.cin * K * K + BK - 1u) / BK;
+    let share = (slices + SPLITS - 1u) / SPLITS;
+    let k_end = min(part * share + share, slices) * BK;
     // The im2col column this invocation loads.
     let col = n0 + lid % BN;
     let valid = col < columns;
@@ -157,7 +167,7 @@ fn forward(
     let ox = pix - oy * p.w;
     let x_image = image * p.cin * plane;
     var acc: Block;
-    for (var k0 = 0u; k0 < p.cin * K * K; k0 += BK) {
+    for (var k0 = min(part * share, slices) * BK; k0 < k_end; k0 += BK) {
         for (var e = lid; e < BK * BM; e += INVOCATIONS) {
             let m = e / BK;
             let kr = e - m * BK;
@@ -170,6 +180,7 @@ fn forward(
         multiply_slice(local, &acc);
         workgroupBarrier();
     }
+    let out = part * p.n * p.cout * plane;
     for (var j = 0u; j < TN; j++) {
         let c = n0 + local.x + j * WG_X;
         let n = c / plane;
@@ -177,13 +188,22 @@ fn forward(
             let m = m0 + local.y * TM + i;
             if (c < columns && m < p.cout) {
                 var v = acc[i][j];
-                if (!TRANSPOSE) {
-                    v += bias[m];
+                if (!split) {
+                    v = epilogue(v, m);
                 }
-                y[(n * p.cout + m) * plane + c - n * plane] = select(v, max(v, 0.0), RELU);
+                y[out + (n * p.cout + m) * plane + c - n * plane] = v;
             }
         }
     }
+}
+
+// Forward's output from its sum over K for channel m: bias (not for the input gradient), ReLU.
+fn epilogue(v: f32, m: u32) -> f32 {
+    var out = v;
+    if (!TRANSPOSE) {
+        out += bias[m];
+    }
+    return select(out, max(out, 0.0), RELU);
 }
 
 // dw[co,ci,ky,kx] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad], as the GEMM
@@ -249,18 +269,23 @@ fn backward_weight(
     }
 }
 
-// dw[i] = Σ_s split_sums[s · len + i], len = cout · cin·K·K: backward_weight's SPLITS partial
-// gradients added up. 1-D grid, wrapped by grid_1d.
+// y[i] = Σ_s split_sums[s · len + i], the SPLITS parts of a split GEMM added up: forward's
+// (EPILOGUE: len = n·cout·h·w, i in channel (i / h·w) % cout, then its epilogue) or
+// backward_weight's (len = cout·cin·K·K, bound as y ← dw). 1-D grid, wrapped by grid_1d.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let len = p.cout * p.cin * K * K;
+    let plane = p.h * p.w;
+    let len = select(p.cout * p.cin * K * K, p.n * p.cout * plane, EPILOGUE);
     let i = linear_id(gid, nwg);
     if (i < len) {
         var sum = 0.0;
         for (var s = 0u; s < SPLITS; s++) {
             sum += split_sums[s * len + i];
         }
-        dw[i] = sum;
+        if (EPILOGUE) {
+            sum = epilogue(sum, (i / plane) % p.cout);
+        }
+        y[i] = sum;
     }
 }
 

@@ -46,6 +46,7 @@ fn workgroup_over_the_adapter_limit_is_refused() {
 fn a_tensor_spanning_texture_layers_reads_back_in_place() {
     use rand::{Rng, SeedableRng};
     use wgunet::check;
+    use wgunet::ops::conv::Convolution;
     use wgunet::ops::conv2d::Conv2d;
     use wgunet::KernelVariant;
 
@@ -59,7 +60,7 @@ fn a_tensor_spanning_texture_layers_reads_back_in_place() {
     let (gx, gw, gb) =
         (gpu.upload("x", &x).unwrap(), gpu.upload("w", &[weight]).unwrap(), gpu.upload("b", &[bias]).unwrap());
     let gy = check::poisoned(gpu, "y", s.output_len()).unwrap();
-    gpu.run(&[&s.forward(gpu, &gx, &gw, &gb, &gy).unwrap()]).unwrap();
+    gpu.run(&s.forward(gpu, &gx, &gw, &gb, &gy).unwrap().iter().collect::<Vec<_>>()).unwrap();
     let y = gpu.read::<f32>(&gy).unwrap();
     for (i, (&x, &y)) in x.iter().zip(&y).enumerate() {
         let want = x as f64 * weight as f64 + bias as f64;

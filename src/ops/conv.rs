@@ -22,8 +22,15 @@ pub trait Convolution: Taps + Copy + std::fmt::Debug + Send + Sync + 'static {
     fn flops(&self) -> u64;
     /// Whether the forward applies ReLU, so the backward must first mask dy with it.
     fn fused_relu(&self) -> bool;
-    fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch>;
-    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch>;
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        w: &BufferView,
+        b: &BufferView,
+        y: &BufferView,
+    ) -> Result<Vec<Dispatch>>;
+    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Vec<Dispatch>>;
     /// One dispatch, or more where it sums in parts (conv2d's split K).
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>>;
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch>;
@@ -90,7 +97,7 @@ impl<S: Convolution> Kernel for ConvForward<S> {
         (vec![self.x], vec![self.y])
     }
     fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.forward(g.gpu, g.buf(self.x), g.param(self.w), g.param(self.b), g.buf(self.y))?])
+        self.s.forward(g.gpu, g.buf(self.x), g.param(self.w), g.param(self.b), g.buf(self.y))
     }
     fn reference(&self, c: &mut CpuBuffers) {
         c.buffers[self.y] = self.s.reference_forward(&c.buffers[self.x], &c.params[self.w], &c.params[self.b]);
@@ -111,7 +118,7 @@ impl<S: Convolution> Kernel for ConvBackwardInput<S> {
         (vec![self.dy], vec![self.dx])
     }
     fn dispatch(&self, g: &GpuBuffers) -> Result<Vec<Dispatch>> {
-        Ok(vec![self.s.backward_input(g.gpu, g.buf(self.dy), g.param(self.w), g.buf(self.dx))?])
+        self.s.backward_input(g.gpu, g.buf(self.dy), g.param(self.w), g.buf(self.dx))
     }
     fn reference(&self, c: &mut CpuBuffers) {
         c.buffers[self.dx] = tap_reference::backward_input(&self.s, &c.params[self.w], &c.buffers[self.dy]);

@@ -39,19 +39,18 @@ pub(crate) const WG_PIXELS: u32 = 64;
 /// Terms one invocation of a reduction sums in registers before the tree reduction.
 const TERMS_PER_INVOCATION: usize = 64;
 
-/// Workgroups below which the GEMMs shrink their tiles (forward, input gradient) or split K
-/// (weight gradient): about one per compute unit of a large GPU (an H100 has 132), so small
-/// layers still occupy the whole card.
+/// Workgroups below which the GEMMs split K (where it is long) or else shrink their tiles: about
+/// one per compute unit of a large GPU (an H100 has 132), so small layers still occupy the
+/// whole card.
 const GEMM_MIN_WORKGROUPS: usize = 128;
 /// Workgroup memory the GEMMs' two tiles may take: WebGPU's default limit, which every adapter
 /// offers.
 const GEMM_TILE_BYTES: u32 = 16384;
 /// Padding after each K row of the GEMMs' tiles (`TILE_PAD` in the WGSL).
 const GEMM_TILE_PAD: u32 = 4;
-/// K slices each part of a split weight gradient sums at least.
+/// K slices each part of a split GEMM sums at least.
 const GEMM_MIN_SLICES_PER_SPLIT: usize = 16;
-/// Floats the weight gradient's partial sums (one gradient per part of K) may take per layer:
-/// 16 MiB. The deep layers, whose weights are largest, have enough output tiles not to split.
+/// Floats a split GEMM's partial sums (one output per part of K) may take per layer: 16 MiB.
 const GEMM_MAX_SPLIT_FLOATS: usize = 1 << 22;
 
 /// The tiling of the gpu variant's GEMMs (conv2d.wgsl): a `tm` × `tn` register block per
@@ -85,20 +84,36 @@ fn tile_side(n: usize, block: u32) -> (u32, u32) {
 impl GemmTile {
     /// forward / backward_input (rows = output channels, columns = pixels of all images): the
     /// rows' side from [`tile_side`], 16 invocations across the columns with `block` pixels
-    /// each where the loads allow (4 on narrow tiles). While the grid has fewer than
-    /// GEMM_MIN_WORKGROUPS workgroups the tile shrinks, the larger side first, down to 8 × 4
-    /// invocations of 4 pixels.
-    fn new(rows: usize, columns: usize, block: u32) -> GemmTile {
+    /// each where the loads allow (4 on narrow tiles).
+    fn new(rows: usize, block: u32) -> GemmTile {
         let (tm, wg_y) = tile_side(rows, block);
         let tn = if wg_y >= 8 { block } else { 4 };
-        let mut t = GemmTile { tm, tn, wg_x: 16, wg_y, bk: 16 }.with_slice();
+        let t = GemmTile { tm, tn, wg_x: 16, wg_y, bk: 16 }.with_slice();
+        debug_assert!(t.fits_forward(), "{t:?}");
+        t
+    }
+
+    /// forward / backward_input's tiling of `rows` × `columns` outputs summed over `k`, and the
+    /// parts K is split into: the tile from [`GemmTile::new`], split over K ([`k_splits`]) where
+    /// its grid is small and K long, else shrunk until the grid fills the card.
+    fn for_forward(rows: usize, columns: usize, k: usize, block: u32) -> (GemmTile, usize) {
+        let t = GemmTile::new(rows, block);
+        match k_splits(t.workgroups(rows, columns), k.div_ceil(t.bk as usize), rows * columns) {
+            1 => (t.filling(rows, columns), 1),
+            splits => (t, splits),
+        }
+    }
+
+    /// While the grid has fewer than GEMM_MIN_WORKGROUPS workgroups the tile shrinks, the
+    /// larger side first, down to 8 × 4 invocations of 4 pixels.
+    fn filling(self, rows: usize, columns: usize) -> GemmTile {
+        let mut t = self;
         while t.workgroups(rows, columns) < GEMM_MIN_WORKGROUPS {
             match t.shrunk() {
                 Some(smaller) => t = smaller,
                 None => break,
             }
         }
-        debug_assert!(t.fits_forward(), "{t:?}");
         t
     }
 
@@ -155,6 +170,7 @@ impl GemmTile {
     fn workgroups(&self, rows: usize, columns: usize) -> usize {
         rows.div_ceil(self.rows() as usize) * columns.div_ceil(self.columns() as usize)
     }
+
     /// The spec of `entry` in conv2d.wgsl with this tiling.
     fn spec(&self, entry: &'static str, k: usize) -> KernelSpec {
         KernelSpec::new("conv2d", entry, [self.wg_x, self.wg_y, 1])
@@ -166,16 +182,52 @@ impl GemmTile {
     }
 }
 
-/// How many parts backward_weight splits K (`slices` slices) into for an output of `tiles`
-/// tiles and `weights` values: enough for twice GEMM_MIN_WORKGROUPS workgroups, each part at
-/// least GEMM_MIN_SLICES_PER_SPLIT slices, the partial sums within GEMM_MAX_SPLIT_FLOATS; 1 (no
-/// split) where that leaves fewer than 2.
-fn weight_gradient_splits(tiles: usize, slices: usize, weights: usize) -> usize {
+/// How many parts a GEMM splits K (`slices` slices) into for an output of `tiles` tiles and
+/// `outputs` values: 1 (no split) where the tiles alone make GEMM_MIN_WORKGROUPS workgroups,
+/// else enough for about twice that, each part at least GEMM_MIN_SLICES_PER_SPLIT slices, the
+/// partial sums within GEMM_MAX_SPLIT_FLOATS (1 where that leaves fewer than 2).
+fn k_splits(tiles: usize, slices: usize, outputs: usize) -> usize {
+    if tiles >= GEMM_MIN_WORKGROUPS {
+        return 1;
+    }
     let splits = (2 * GEMM_MIN_WORKGROUPS)
         .div_ceil(tiles)
         .min(slices / GEMM_MIN_SLICES_PER_SPLIT)
-        .min(GEMM_MAX_SPLIT_FLOATS / weights);
+        .min(GEMM_MAX_SPLIT_FLOATS / outputs);
     splits.max(1)
+}
+
+/// `gemm` (a GEMM entry point of conv2d.wgsl with its `grid`), writing `out` itself or, split
+/// over K into `splits` parts, each part's output into its slice of a scratch buffer bound in
+/// its place, then `sum_splits` adding them into `out` (bound as `y`).
+fn launch_split(
+    gpu: &Gpu,
+    params: &ConvParams,
+    (gemm, grid, splits): (KernelSpec, [u32; 3], usize),
+    inputs: &[(&str, &BufferView, usize)],
+    (out_name, out, len): (&str, &BufferView, usize),
+) -> Result<Vec<Dispatch>> {
+    if splits == 1 {
+        return Ok(vec![launch(gpu, &gemm, params, &[inputs, &[(out_name, out, len)]].concat(), grid)?]);
+    }
+    let parts = gpu.scratch(&format!("conv2d {} parts", gemm.entry), splits * len)?;
+    // forward's parts are summed with its epilogue (bias, ReLU), which reads its bias binding;
+    // backward_weight's without, any buffer filling that binding in the layout.
+    let epilogue = gemm.entry == "forward";
+    let bias = inputs.iter().copied().find(|b| b.0 == "bias").unwrap_or(("bias", inputs[0].1, 0));
+    // The GEMM's constants that sum_splits reads (its parts, K for its length, the epilogue's),
+    // not its tiling: one summing pipeline serves every tile.
+    let read = ["SPLITS", "K", "TRANSPOSE", "RELU"];
+    let sum = gemm.constants.iter().filter(|(name, _)| read.contains(name)).fold(
+        KernelSpec::new("conv2d", "sum_splits", [WG_PIXELS, 1, 1])
+            .constant("EPILOGUE", if epilogue { 1.0 } else { 0.0 }),
+        |sum, &(name, value)| sum.constant(name, value),
+    );
+    let sum_bindings = [("split_sums", &parts, splits * len), bias, ("y", out, len)];
+    Ok(vec![
+        launch(gpu, &gemm, params, &[inputs, &[(out_name, &parts, splits * len)]].concat(), grid)?,
+        launch(gpu, &sum, params, &sum_bindings, grid_1d(len, WG_PIXELS))?,
+    ])
 }
 
 /// Channels per invocation (a `TILE` override): `max`, or fewer when there are fewer channels, so
@@ -248,6 +300,7 @@ impl Conv2d {
     pub fn output_len(&self) -> usize {
         self.n * self.cout * self.h * self.w
     }
+
     /// Forward multiply-adds ×2 (padding taps included).
     pub fn flops(&self) -> u64 {
         2 * (self.output_len() * self.cin * self.k * self.k) as u64
@@ -296,11 +349,13 @@ impl Conv2d {
     }
 
     /// The `forward` entry point computing `channels` output channels, with TRANSPOSE for the
-    /// input gradient: the spec and the grid. CPU lanes: (image, row, run of PX pixels) blocks ×
-    /// channel tiles; gpu variant: the GEMM's pixel tiles × channel tiles ([`GemmTile`]). Both
-    /// wrap the pixel axis into z.
-    fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3]) {
+    /// input gradient: the spec, the grid and the parts K is split into. CPU lanes: (image, row,
+    /// run of PX pixels) blocks × channel tiles; gpu variant: the GEMM's pixel tiles × channel
+    /// tiles ([`GemmTile`]), split over K ([`k_splits`]) where they are few and K is long, else
+    /// shrunk. Both wrap the pixel axis into z where there is no split.
+    fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3], usize) {
         let tile = channel_tile(channels, MAX_TILE);
+        let transpose_constant = if transpose { 1.0 } else { 0.0 };
         if let Some(px) = self.lane_run(gpu) {
             // Workgroups of one subgroup where 64-invocation ones would leave lanes on clamped
             // copies of the last item (the 4×4 bridge at batch 8: 8 items); 64 elsewhere, as
@@ -314,110 +369,20 @@ impl Conv2d {
                 .constant("PX", px as f64)
                 .constant("ROWS", rows as f64)
                 .constant("CROSSING", self.rows_cross_subgroups(px))
-                .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
+                .constant("TRANSPOSE", transpose_constant);
             // Channel tiles along x: lavapipe runs them back to back on one block of rows.
             let [y, z, _] = grid_1d(items, wg);
-            return (spec, [channels.div_ceil(tile) as u32, y, z]);
+            return (spec, [channels.div_ceil(tile) as u32, y, z], 1);
         }
         let pixels = self.n * self.h * self.w;
-        let t = GemmTile::new(channels, pixels, gpu.gemm_block());
-        let spec = t.spec("forward", self.k).constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 });
+        // The channels summed over: the other side of the layer.
+        let k = (self.cin + self.cout - channels) * self.k * self.k;
+        let (t, splits) = GemmTile::for_forward(channels, pixels, k, gpu.gemm_block());
+        let spec =
+            t.spec("forward", self.k).constant("TRANSPOSE", transpose_constant).constant("SPLITS", splits as f64);
         let [x, z, _] = grid_1d(pixels.div_ceil(t.columns() as usize), 1);
-        (spec, [x, channels.div_ceil(t.rows() as usize) as u32, z])
-    }
-
-    /// y = act(conv(x, w) + b); act = ReLU when self.relu.
-    pub fn forward(
-        &self,
-        gpu: &Gpu,
-        x: &BufferView,
-        w: &BufferView,
-        b: &BufferView,
-        y: &BufferView,
-    ) -> Result<Dispatch> {
-        let params = self.params()?;
-        let (spec, grid) = self.tiled(gpu, self.cout, false);
-        let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
-        let bindings = [
-            ("x", x, self.input_len()),
-            ("wt", w, self.weight_len()),
-            ("bias", b, self.cout),
-            ("y", y, self.output_len()),
-        ];
-        launch(gpu, &spec, &params, &bindings, grid)
-    }
-
-    /// dx from dz, the gradient w.r.t. the PRE-activation output (the graph applies
-    /// relu_backward first when relu is fused): the forward kernel over dz with the kernel
-    /// transposed, so ConvParams swaps cin and cout.
-    pub fn backward_input(&self, gpu: &Gpu, dz: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        let params = ConvParams { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
-        let (spec, grid) = self.tiled(gpu, self.cin, true);
-        // The transposed kernel reads no bias; the weights fill its binding in the layout.
-        let bindings =
-            [("x", dz, self.output_len()), ("wt", w, self.weight_len()), ("bias", w, 0), ("y", dx, self.input_len())];
-        launch(gpu, &spec, &params, &bindings, grid)
-    }
-
-    /// dw from x and dz (pre-activation gradient), summing over N·H·W: the CPU-lane kernel, or
-    /// the GEMM ([`GemmTile::for_weight_gradient`]) split over K where its output has few tiles
-    /// (then two dispatches: the parts, and their sum).
-    pub fn backward_weight(
-        &self,
-        gpu: &Gpu,
-        x: &BufferView,
-        dz: &BufferView,
-        dw: &BufferView,
-    ) -> Result<Vec<Dispatch>> {
-        let params = self.params()?;
-        let bindings = [("x", x, self.input_len()), ("dz", dz, self.output_len()), ("dw", dw, self.weight_len())];
-        if let Some(px) = self.lane_run(gpu) {
-            let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
-            // One 8-lane subgroup per (2 input channels, output channel tile), no reduction tree;
-            // on rows of one run, per (8 input channels, output channel tile), a lane a channel.
-            let runs = self.w / px;
-            // Input channels a lane reduces for (PAIR), and a workgroup.
-            let (pair, channels) = if runs == 1 { (1, LANES as usize) } else { (2, 2) };
-            let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
-                .constant("K", self.k as f64)
-                .constant("TILE", tile as f64)
-                .constant("PX", px as f64)
-                // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
-                .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
-                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 })
-                .constant("PAIR", pair as f64);
-            let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
-            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
-        }
-        let columns = self.cin * self.k * self.k;
-        let t = GemmTile::for_weight_gradient(self.cout, columns, self.w, gpu.gemm_block());
-        let tiles = t.workgroups(self.cout, columns);
-        let splits = weight_gradient_splits(tiles, self.n * self.h * self.w.div_ceil(t.bk as usize), self.weight_len());
-        let spec = t.spec("backward_weight", self.k).constant("SPLITS", splits as f64);
-        let grid = [
-            columns.div_ceil(t.columns() as usize) as u32,
-            self.cout.div_ceil(t.rows() as usize) as u32,
-            splits as u32,
-        ];
-        if splits == 1 {
-            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
-        }
-        // Each part's gradient in its own slice of a scratch buffer, then their sum.
-        let parts = gpu.scratch("conv2d weight-gradient parts", splits * self.weight_len())?;
-        let bindings = [bindings[0], bindings[1], ("dw", &parts, splits * self.weight_len())];
-        let sum = KernelSpec::new("conv2d", "sum_splits", [WG_PIXELS, 1, 1])
-            .constant("K", self.k as f64)
-            .constant("SPLITS", splits as f64);
-        Ok(vec![
-            launch(gpu, &spec, &params, &bindings, grid)?,
-            launch(
-                gpu,
-                &sum,
-                &params,
-                &[("split_sums", &parts, splits * self.weight_len()), ("dw", dw, self.weight_len())],
-                grid_1d(self.weight_len(), WG_PIXELS),
-            )?,
-        ])
+        let z = if splits > 1 { splits as u32 } else { z };
+        (spec, [x, channels.div_ceil(t.rows() as usize) as u32, z], splits)
     }
 
     /// db from dz (pre-activation gradient).
@@ -441,14 +406,68 @@ impl Convolution for Conv2d {
     fn fused_relu(&self) -> bool {
         self.relu
     }
-    fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
-        Conv2d::forward(self, gpu, x, w, b, y)
+
+    /// y = act(conv(x, w) + b); act = ReLU when self.relu.
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        w: &BufferView,
+        b: &BufferView,
+        y: &BufferView,
+    ) -> Result<Vec<Dispatch>> {
+        let params = self.params()?;
+        let (spec, grid, splits) = self.tiled(gpu, self.cout, false);
+        let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
+        let inputs = [("x", x, self.input_len()), ("wt", w, self.weight_len()), ("bias", b, self.cout)];
+        launch_split(gpu, &params, (spec, grid, splits), &inputs, ("y", y, self.output_len()))
     }
-    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        Conv2d::backward_input(self, gpu, dy, w, dx)
+
+    /// dx from dz, the gradient w.r.t. the PRE-activation output (the graph applies
+    /// relu_backward first when relu is fused): the forward kernel over dz with the kernel
+    /// transposed, so ConvParams swaps cin and cout.
+    fn backward_input(&self, gpu: &Gpu, dz: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Vec<Dispatch>> {
+        let params = ConvParams { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
+        // The transposed kernel reads no bias; the weights fill its binding in the layout.
+        let inputs = [("x", dz, self.output_len()), ("wt", w, self.weight_len()), ("bias", w, 0)];
+        launch_split(gpu, &params, self.tiled(gpu, self.cin, true), &inputs, ("y", dx, self.input_len()))
     }
-    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
-        Conv2d::backward_weight(self, gpu, x, dy, dw)
+
+    /// dw from x and dz (pre-activation gradient), summing over N·H·W: the CPU-lane kernel, or
+    /// the GEMM ([`GemmTile::for_weight_gradient`]) split over K where its output has few tiles
+    /// (then two dispatches: the parts, and their sum).
+    fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dz: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
+        let params = self.params()?;
+        let bindings = [("x", x, self.input_len()), ("dz", dz, self.output_len()), ("dw", dw, self.weight_len())];
+        if let Some(px) = self.lane_run(gpu) {
+            let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
+            // One 8-lane subgroup per (2 input channels, output channel tile), no reduction tree;
+            // on rows of one run, per (8 input channels, output channel tile), a lane a channel.
+            let runs = self.w / px;
+            // Input channels a lane reduces for (PAIR), and a workgroup.
+            let (pair, channels) = if runs == 1 { (1, LANES as usize) } else { (2, 2) };
+            let spec = KernelSpec::new("conv2d_lanes", "backward_weight", [LANES, 1, 1])
+                .constant("K", self.k as f64)
+                .constant("TILE", tile as f64)
+                .constant("PX", px as f64)
+                // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
+                .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
+                .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 })
+                .constant("PAIR", pair as f64);
+            let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
+            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
+        }
+        let columns = self.cin * self.k * self.k;
+        let t = GemmTile::for_weight_gradient(self.cout, columns, self.w, gpu.gemm_block());
+        let tiles = t.workgroups(self.cout, columns);
+        let splits = k_splits(tiles, self.n * self.h * self.w.div_ceil(t.bk as usize), self.weight_len());
+        let spec = t.spec("backward_weight", self.k).constant("SPLITS", splits as f64);
+        let grid = [
+            columns.div_ceil(t.columns() as usize) as u32,
+            self.cout.div_ceil(t.rows() as usize) as u32,
+            splits as u32,
+        ];
+        launch_split(gpu, &params, (spec, grid, splits), &bindings[..2], bindings[2])
     }
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         Conv2d::backward_bias(self, gpu, dy, db)
@@ -456,6 +475,7 @@ impl Convolution for Conv2d {
     fn reference_forward(&self, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
         reference::forward(self, x, w, b)
     }
+
     /// A fused ReLU is a Relu node after the Conv.
     fn onnx(&self, onnx: &mut OnnxNode, inputs: [String; 3]) -> String {
         let pad = (self.k / 2) as i64;
@@ -613,76 +633,101 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 3, cin: 7, cout: 37, h: 9, w: 11, k: 3, relu: true },
     Conv2d { n: 1, cin: 2, cout: 65, h: 63, w: 65, k: 3, relu: false },
     Conv2d { n: 1, cin: 3, cout: 129, h: 64, w: 129, k: 3, relu: true },
+    // The gpu variant's GEMM split over K (one tile of output each way): forward in 2 parts of
+    // 22 and 21 slices of 16 (the last partial), its input gradient in 4 of 17 slices of 8.
+    Conv2d { n: 2, cin: 75, cout: 60, h: 5, w: 7, k: 3, relu: true },
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every forward tile the GEMM driver picks, at either register block, meets what the WGSL's
-    /// loads assume, stays within WebGPU's default limits, and is no larger than the layer needs
-    /// where the layer is small.
+    /// Every forward tiling the GEMM driver picks, at either register block, meets what the
+    /// WGSL's loads assume, stays within WebGPU's default limits, is no larger than the layer
+    /// needs where the layer is small, and splits K only where the unshrunk grid is small.
     #[test]
     fn gemm_tiles_fit_the_kernel_and_the_layer() {
         for block in [4, 8] {
             for rows in (1..=80).chain([128, 256, 512, 1024]) {
                 for columns in [1, 3, 17, 64, 100, 512, 4095, 8192, 131072, 1 << 22] {
-                    let t = GemmTile::new(rows, columns, block);
-                    let why = format!("block {block}, {rows} rows × {columns} columns: {t:?}");
-                    assert!(t.fits_forward(), "{why}");
-                    assert!(t.wg_x * t.wg_y <= 256 && t.tile_bytes(t.bk) <= 16384, "{why}");
-                    assert!(t.rows() as usize <= rows.next_power_of_two().max(4), "{why}");
-                    let workgroups = t.workgroups(rows, columns);
-                    // Tiles shrink only while the grid is small, so they never multiply it past need.
-                    let shrunk = t.wg_x < 16 || (t.rows() as usize) < rows.min(64);
-                    assert!(!shrunk || workgroups < GEMM_MIN_WORKGROUPS * 4, "{why}: {workgroups} workgroups");
+                    for k in [9, 27, 288, 4608] {
+                        let (t, splits) = GemmTile::for_forward(rows, columns, k, block);
+                        let why = format!("block {block}, {rows} rows × {columns} columns, K {k}: {t:?} {splits}");
+                        assert!(t.fits_forward(), "{why}");
+                        assert!(t.wg_x * t.wg_y <= 256 && t.tile_bytes(t.bk) <= 16384, "{why}");
+                        assert!(t.rows() as usize <= rows.next_power_of_two().max(4), "{why}");
+                        let workgroups = t.workgroups(rows, columns);
+                        if splits > 1 {
+                            // A split keeps the full tile and gives each part enough of K.
+                            assert_eq!(t, GemmTile::new(rows, block), "{why}");
+                            assert!(k.div_ceil(t.bk as usize) / splits >= GEMM_MIN_SLICES_PER_SPLIT, "{why}");
+                            assert!(workgroups < GEMM_MIN_WORKGROUPS, "{why}");
+                        }
+                        // Tiles shrink only while the grid is small, so they never multiply it
+                        // past need.
+                        let shrunk = t.wg_x < 16 || (t.rows() as usize) < rows.min(64);
+                        assert!(!shrunk || workgroups < GEMM_MIN_WORKGROUPS * 4, "{why}: {workgroups} workgroups");
+                    }
                     // The weight gradient's tiles (columns = input channels × taps here).
                     let w = GemmTile::for_weight_gradient(rows, columns, 8, block);
-                    assert!(w.fits() && w.bk == 8, "{why}: weight gradient {w:?}");
-                    assert!(w.columns() as usize <= columns.next_power_of_two().max(4), "{why}: {w:?}");
+                    let why = format!("block {block}, {rows} rows × {columns} columns: weight gradient {w:?}");
+                    assert!(w.fits() && w.bk == 8, "{why}");
+                    assert!(w.columns() as usize <= columns.next_power_of_two().max(4), "{why}");
                 }
             }
         }
-        // Block 4 keeps the first GPU check's tiles; block 8 the classic 128 × 128 × 8.
-        assert_eq!(GemmTile::new(65, 4095, 4), GemmTile { tm: 4, tn: 4, wg_x: 16, wg_y: 16, bk: 16 });
-        assert_eq!(GemmTile::new(37, 297, 4), GemmTile { tm: 4, tn: 4, wg_x: 8, wg_y: 4, bk: 16 });
-        assert_eq!(GemmTile::new(7, 297, 4), GemmTile { tm: 2, tn: 4, wg_x: 8, wg_y: 4, bk: 16 });
-        assert_eq!(GemmTile::new(128, 131072, 8), GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 });
+        let forward = |rows, columns, k, block| GemmTile::for_forward(rows, columns, k, block);
+        // Block 4 keeps the first GPU check's tiles; block 8 the classic 128 × 128 × 8. Layers of
+        // 3 or 7 input channels have too short a K to split: their small grids shrink the tile.
+        assert_eq!(forward(65, 4095, 27, 4), (GemmTile { tm: 4, tn: 4, wg_x: 16, wg_y: 16, bk: 16 }, 1));
+        assert_eq!(forward(37, 297, 63, 4), (GemmTile { tm: 4, tn: 4, wg_x: 8, wg_y: 4, bk: 16 }, 1));
+        assert_eq!(forward(7, 297, 63, 4), (GemmTile { tm: 2, tn: 4, wg_x: 8, wg_y: 4, bk: 16 }, 1));
+        assert_eq!(forward(128, 131072, 1152, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 }, 1));
         // CHECK_SHAPES' widest layer exercises that tile.
-        assert_eq!(GemmTile::new(129, 64 * 129, 8), GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 });
-        assert_eq!(GemmTile::new(32, 131072, 8), GemmTile { tm: 4, tn: 8, wg_x: 16, wg_y: 8, bk: 16 });
-        assert_eq!(GemmTile::new(37, 297, 8), GemmTile { tm: 8, tn: 4, wg_x: 8, wg_y: 4, bk: 16 });
+        assert_eq!(forward(129, 64 * 129, 27, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 }, 1));
+        assert_eq!(forward(32, 131072, 288, 8), (GemmTile { tm: 4, tn: 8, wg_x: 16, wg_y: 8, bk: 16 }, 1));
+        assert_eq!(forward(37, 297, 63, 8), (GemmTile { tm: 8, tn: 4, wg_x: 8, wg_y: 4, bk: 16 }, 1));
+        // The deepest layer at 128² batch 8 (512 → 512 channels on 8×8 maps: 16 tiles, K 4608
+        // in 576 slices of 8) splits K in 16 rather than shrinking to 4 × 4 blocks; 256 → 512 there
+        // (K 2304) too.
+        assert_eq!(forward(512, 512, 4608, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 }, 16));
+        assert_eq!(forward(512, 512, 2304, 8).1, 16);
+        // CHECK_SHAPES' split layer: forward 2 parts of 22 and 21 slices of 16, the input
+        // gradient 4 parts of 17 slices of 8.
+        assert_eq!(forward(60, 70, 675, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 8, bk: 16 }, 2));
+        assert_eq!(forward(75, 70, 540, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 }, 4));
         // The weight gradient of 32 → 32 channels at 3×3 on 128-pixel rows: 32 × 128 tiles.
         let w = GemmTile::for_weight_gradient(32, 288, 128, 8);
         assert_eq!(w, GemmTile { tm: 4, tn: 8, wg_x: 16, wg_y: 8, bk: 16 });
     }
 
-    /// The weight gradient splits K only where its output has too few tiles to fill a GPU, into
-    /// parts of at least GEMM_MIN_SLICES_PER_SPLIT slices whose partial sums stay within
-    /// GEMM_MAX_SPLIT_FLOATS.
+    /// A GEMM splits K only where its output has too few tiles to fill a GPU, into parts of at
+    /// least GEMM_MIN_SLICES_PER_SPLIT slices whose partial sums stay within
+    /// GEMM_MAX_SPLIT_FLOATS (the weight gradient's cases).
     #[test]
-    fn weight_gradients_split_k_where_the_output_is_small() {
+    fn gemms_split_k_where_the_output_is_small() {
         // 32 → 32 channels at 128² × 8 (3 tiles, 8192 slices of 16 pixels): 86 parts.
-        assert_eq!(weight_gradient_splits(3, 8192, 9216), 86);
+        assert_eq!(k_splits(3, 8192, 9216), 86);
         // 128 → 128 at 32² × 8 (9 tiles, 512 slices of 16): 28 parts (29 would pass 16 MiB).
-        assert_eq!(weight_gradient_splits(9, 512, 128 * 128 * 9), 28);
+        assert_eq!(k_splits(9, 512, 128 * 128 * 9), 28);
         // 512 → 512 at 8² × 8 (144 tiles of 128 × 128, 64 slices of 8): 2 parts would take
         // 18 MiB, so none.
-        assert_eq!(weight_gradient_splits(144, 64, 512 * 512 * 9), 1);
-        // 256 tiles or more, or too few slices: no split.
-        assert_eq!(weight_gradient_splits(256, 8192, 9216), 1);
-        assert_eq!(weight_gradient_splits(3, 31, 9216), 1);
+        assert_eq!(k_splits(144, 64, 512 * 512 * 9), 1);
+        // GEMM_MIN_WORKGROUPS tiles or more, or too few slices: no split.
+        assert_eq!(k_splits(128, 8192, 9216), 1);
+        assert_eq!(k_splits(3, 31, 9216), 1);
         // Few tiles of a large weight: as many parts as 16 MiB of partial sums allow.
-        assert_eq!(weight_gradient_splits(1, 1 << 20, 1 << 20), 4);
+        assert_eq!(k_splits(1, 1 << 20, 1 << 20), 4);
         for tiles in [1, 2, 3, 7, 100, 255, 256, 1000] {
             for slices in [1, 15, 16, 100, 8192, 1 << 20] {
                 for weights in [1, 27, 9216, 1 << 21, 1 << 23] {
-                    let splits = weight_gradient_splits(tiles, slices, weights);
+                    let splits = k_splits(tiles, slices, weights);
                     let why = format!("{tiles} tiles, {slices} slices, {weights} weights: {splits} parts");
                     assert!(splits >= 1, "{why}");
                     if splits > 1 {
                         assert!(slices / splits >= GEMM_MIN_SLICES_PER_SPLIT, "{why}");
                         assert!(splits * weights <= GEMM_MAX_SPLIT_FLOATS, "{why}");
+                        assert!(tiles < GEMM_MIN_WORKGROUPS, "{why}");
                         assert!(tiles * (splits - 1) < 2 * GEMM_MIN_WORKGROUPS, "{why}");
                     }
                 }

@@ -42,6 +42,7 @@ impl ConvTranspose2d {
     pub fn output_len(&self) -> usize {
         self.n * self.cout * 4 * self.h * self.w
     }
+
     /// Forward multiply-adds ×2.
     pub fn flops(&self) -> u64 {
         2 * (self.output_len() * self.cin) as u64
@@ -88,56 +89,6 @@ impl ConvTranspose2d {
         (spec, grid)
     }
 
-    /// `y[n,co,2i+a,2j+c] = b[co] + Σ_ci x[n,ci,i,j] w[ci,co,a,c]`.
-    pub fn forward(
-        &self,
-        gpu: &Gpu,
-        x: &BufferView,
-        w: &BufferView,
-        b: &BufferView,
-        y: &BufferView,
-    ) -> Result<Dispatch> {
-        let params = self.params()?;
-        let (spec, grid) = self.tiled(gpu, "forward", self.cout, 0);
-        let bindings = [
-            ("x", x, self.input_len()),
-            ("wt", w, self.weight_len()),
-            ("bias", b, self.cout),
-            ("y", y, self.output_len()),
-        ];
-        launch(gpu, &spec, &params, &bindings, grid)
-    }
-
-    /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`.
-    pub fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        let params = self.params()?;
-        // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
-        let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
-        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, pairs);
-        // The lane kernel reads dy and writes dx over pixel pairs.
-        let (dy_var, dx_var) = if spec.shader == "conv_transpose2d_lanes" { ("dy4", "dx2") } else { ("dy", "dx") };
-        let bindings = [(dy_var, dy, self.output_len()), ("wt", w, self.weight_len()), (dx_var, dx, self.input_len())];
-        launch(gpu, &spec, &params, &bindings, grid)
-    }
-
-    /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`, reducing over the N·h·w input
-    /// pixels split across a workgroup (see [`Reduction`]).
-    pub fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Dispatch> {
-        let params = self.params()?;
-        let (x, dw) = (("x", x, self.input_len()), ("dw", dw, self.weight_len()));
-        if self.lane_kernels(gpu, true) {
-            // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
-            // pairs.
-            let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
-            let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
-            return launch(gpu, &spec, &params, &[x, ("dy4", dy, self.output_len()), dw], grid);
-        }
-        let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
-        let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
-        let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
-        launch(gpu, &spec, &params, &[x, ("dy", dy, self.output_len()), dw], [r.groups, self.cout as u32, 1])
-    }
-
     /// `db[co] = Σ_n,pixel dy[n,co,pixel]`.
     pub fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         self.params()?;
@@ -159,14 +110,55 @@ impl Convolution for ConvTranspose2d {
     fn fused_relu(&self) -> bool {
         false
     }
-    fn forward(&self, gpu: &Gpu, x: &BufferView, w: &BufferView, b: &BufferView, y: &BufferView) -> Result<Dispatch> {
-        ConvTranspose2d::forward(self, gpu, x, w, b, y)
+
+    /// `y[n,co,2i+a,2j+c] = b[co] + Σ_ci x[n,ci,i,j] w[ci,co,a,c]`.
+    fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &BufferView,
+        w: &BufferView,
+        b: &BufferView,
+        y: &BufferView,
+    ) -> Result<Vec<Dispatch>> {
+        let params = self.params()?;
+        let (spec, grid) = self.tiled(gpu, "forward", self.cout, 0);
+        let bindings = [
+            ("x", x, self.input_len()),
+            ("wt", w, self.weight_len()),
+            ("bias", b, self.cout),
+            ("y", y, self.output_len()),
+        ];
+        Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?])
     }
-    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Dispatch> {
-        ConvTranspose2d::backward_input(self, gpu, dy, w, dx)
+
+    /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`.
+    fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Vec<Dispatch>> {
+        let params = self.params()?;
+        // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
+        let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
+        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, pairs);
+        // The lane kernel reads dy and writes dx over pixel pairs.
+        let (dy_var, dx_var) = if spec.shader == "conv_transpose2d_lanes" { ("dy4", "dx2") } else { ("dy", "dx") };
+        let bindings = [(dy_var, dy, self.output_len()), ("wt", w, self.weight_len()), (dx_var, dx, self.input_len())];
+        Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?])
     }
+
+    /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`, reducing over the N·h·w input
+    /// pixels split across a workgroup (see [`Reduction`]).
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
-        Ok(vec![ConvTranspose2d::backward_weight(self, gpu, x, dy, dw)?])
+        let params = self.params()?;
+        let (x, dw) = (("x", x, self.input_len()), ("dw", dw, self.weight_len()));
+        if self.lane_kernels(gpu, true) {
+            // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
+            // pairs.
+            let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
+            let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
+            return Ok(vec![launch(gpu, &spec, &params, &[x, ("dy4", dy, self.output_len()), dw], grid)?]);
+        }
+        let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
+        let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
+        let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
+        Ok(vec![launch(gpu, &spec, &params, &[x, ("dy", dy, self.output_len()), dw], [r.groups, self.cout as u32, 1])?])
     }
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         ConvTranspose2d::backward_bias(self, gpu, dy, db)
