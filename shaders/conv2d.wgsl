@@ -22,8 +22,19 @@
 override K: u32 = 3u;
 // Fused ReLU on the forward output.
 override RELU: bool = false;
-// `forward` computes the input gradient instead: dx = conv(dz, w transposed and flipped), no bias.
+// `forward` reads the weights transposed: with K = 3 the input gradient, dx = conv(dz, w
+// transposed and flipped).
 override TRANSPOSE: bool = false;
+// `forward` adds the bias (the layers' forward passes, not their input gradients).
+override BIAS: bool = true;
+// The 2×2 stride-2 transposed convolution (conv_transpose2d's layout: w[ci][co][2][2]) as these
+// GEMMs with K = 1 and ConvParams on the input's h × w map: its cout·4 outputs of an input pixel
+// are the rows m = co·4 + a·2 + c, each at (2·oy + a, 2·ox + c) of the doubled map. Its forward
+// (TRANSPOSE: W[m][ci] = w[ci][m]) scatters its rows there; its input gradient and weight
+// gradient gather them from dy as im2col rows (kk = co·4 + a·2 + c).
+override UPSAMPLE: bool = false;
+override SCATTER: bool = UPSAMPLE && TRANSPOSE;
+override GATHER: bool = UPSAMPLE && !TRANSPOSE;
 // The GEMMs' register block: TM rows × TN columns of the output per invocation (at most MAX_TM
 // × MAX_TN). A workgroup of WG_X × WG_Y invocations computes a BM × BN tile of the output, BM =
 // TM·WG_Y rows by BN = TN·WG_X columns, walking K in slices of BK. For forward the driver keeps
@@ -35,7 +46,7 @@ override BK: u32 = 16u;
 // forward and backward_weight: workgroups that share each output tile's K range (the grid's z),
 // and sum_splits: the partial tiles it adds.
 override SPLITS: u32 = 1u;
-// sum_splits adds forward's parts (their bias unless TRANSPOSE, and RELU), not backward_weight's.
+// sum_splits adds forward's parts (then their epilogue), not backward_weight's.
 override EPILOGUE: bool = false;
 // backward_bias: invocations that share one reduction; a power of two dividing WG_X.
 override SPLIT: u32 = 64u;
@@ -94,6 +105,12 @@ fn weight(m: u32, kk: u32) -> f32 {
 // whose input starts at offset `image`: x[ci, oy + ky − pad, ox + kx − pad] there, zero in the
 // padding, past the matrix's rows and for a column past the last pixel (`valid` false).
 fn im2col(kk: u32, image: u32, oy: u32, ox: u32, valid: bool) -> f32 {
+    if (GATHER) {
+        if (!valid || kk >= p.cin) {
+            return 0.0;
+        }
+        return x[image + (kk & ~3u) * p.h * p.w + (2u * oy + ((kk >> 1u) & 1u)) * 2u * p.w + 2u * ox + (kk & 1u)];
+    }
     let taps = K * K;
     let ci = kk / taps;
     let ky = (kk - ci * taps) / K;
@@ -136,8 +153,9 @@ fn multiply_slice(local: vec3<u32>, acc: ptr<function, Block>) {
 //
 // Grid: x (wrapping into z past 65535) enumerates tiles of BN output columns (pixels of all
 // images), y tiles of BM output channels; with SPLITS > 1, z is the part of K (the grid is then
-// small: x never wraps) and the partial tile goes, without epilogue, to y at offset z · n·cout·h·w. Per K slice the workgroup gathers its weight tile
-// [BK × BM] and im2col tile [BK × BN] into workgroup memory: the weights with consecutive
+// small: x never wraps) and the partial tile goes, without epilogue, to y at offset
+// z · n·cout·h·w. Per K slice the workgroup gathers its weight tile [BK × BM] and im2col tile
+// [BK × BN] into workgroup memory: the weights with consecutive
 // invocations on consecutive K (contiguous in w, so a warp's loads coalesce), the im2col tile
 // with each invocation always on the same column (its pixel decoded once) and consecutive
 // invocations on consecutive pixels. Its output pixels are WG_X apart, so a row of invocations
@@ -189,19 +207,31 @@ fn forward(
             if (c < columns && m < p.cout) {
                 var v = acc[i][j];
                 if (!split) {
-                    v = epilogue(v, m);
+                    v = epilogue(v, select(m, m / 4u, SCATTER));
                 }
-                y[out + (n * p.cout + m) * plane + c - n * plane] = v;
+                y[out + output_index(n, m, c - n * plane)] = v;
             }
         }
     }
 }
 
-// Forward's output from its sum over K for channel m: bias (not for the input gradient), ReLU.
-fn epilogue(v: f32, m: u32) -> f32 {
+// Where forward's output row m at pixel pix of image n goes in y: NCHW, or with SCATTER the
+// doubled map's (n, m / 4, 2·oy + a, 2·ox + c).
+fn output_index(n: u32, m: u32, pix: u32) -> u32 {
+    let plane = p.h * p.w;
+    if (SCATTER) {
+        let oy = pix / p.w;
+        let ox = pix - oy * p.w;
+        return (n * p.cout + (m & ~3u)) * plane + (2u * oy + ((m >> 1u) & 1u)) * 2u * p.w + 2u * ox + (m & 1u);
+    }
+    return (n * p.cout + m) * plane + pix;
+}
+
+// Forward's output from its sum over K for output channel `channel`: bias, ReLU.
+fn epilogue(v: f32, channel: u32) -> f32 {
     var out = v;
-    if (!TRANSPOSE) {
-        out += bias[m];
+    if (BIAS) {
+        out += bias[channel];
     }
     return select(out, max(out, 0.0), RELU);
 }
@@ -270,7 +300,7 @@ fn backward_weight(
 }
 
 // y[i] = Σ_s split_sums[s · len + i], the SPLITS parts of a split GEMM added up: forward's
-// (EPILOGUE: len = n·cout·h·w, i in channel (i / h·w) % cout, then its epilogue) or
+// (EPILOGUE: len = n·cout·h·w, in y's layout, then its epilogue for the output channel of i) or
 // backward_weight's (len = cout·cin·K·K, bound as y ← dw). 1-D grid, wrapped by grid_1d.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -283,7 +313,7 @@ fn sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             sum += split_sums[s * len + i];
         }
         if (EPILOGUE) {
-            sum = epilogue(sum, (i / plane) % p.cout);
+            sum = epilogue(sum, select(i / plane % p.cout, i / (4u * plane) % (p.cout / 4u), SCATTER));
         }
         y[i] = sum;
     }

@@ -1,5 +1,5 @@
 // 2×2 stride-2 transposed convolution for SIMD-lane adapters (the CPU kernel variant; Mesa
-// lavapipe): the entry points of conv_transpose2d.wgsl, with the same results (the gradients
+// lavapipe): what conv2d.wgsl's GEMMs compute with UPSAMPLE elsewhere (the gradients
 // read dy and write dx over pixel pairs, bindings 9 and 10, so they need an even width),
 // built on what conv2d_lanes.wgsl explains: storage loads are dear (a branchy loop over the 8
 // lanes each), texel fetches and subgroup broadcasts cheap, so x, the weights and dy are read as

@@ -56,7 +56,6 @@ pub static SHADERS: &[Shader] = &[
     shader!("elementwise"),
     shader!("conv2d"),
     shader!("conv2d_lanes"),
-    shader!("conv_transpose2d"),
     shader!("conv_transpose2d_lanes"),
     shader!("pool"),
     shader!("concat"),

@@ -28,9 +28,8 @@ pub struct Conv2d {
 /// Most channels one invocation of forward / backward_input computes (`MAX_TILE` in the WGSL):
 /// with MAX_PX pixels each that is 32 sums in registers, the most that measured faster.
 const MAX_TILE: usize = 4;
-/// Most channels one invocation of backward_weight reduces for (`MAX_WEIGHT_TILE` in the WGSL of
-/// both convolutions).
-pub(crate) const MAX_WEIGHT_TILE: usize = 4;
+/// Most output channels one invocation of the CPU-lane backward_weight reduces for (its `TILE`).
+const MAX_WEIGHT_TILE: usize = 4;
 /// Lanes of the subgroup the CPU-lane kernels (`conv2d_lanes.wgsl`) are written for.
 const LANES: u32 = 8;
 /// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's CPU-lane
@@ -197,10 +196,45 @@ fn k_splits(tiles: usize, slices: usize, outputs: usize) -> usize {
     splits.max(1)
 }
 
+/// The gpu variant's `forward` GEMM of conv2d.wgsl for `params` (rows: its cout; columns: its
+/// n·h·w pixels; K: its cin·k·k), the weights read transposed with `transpose`, adding the bias
+/// with `bias`: the spec, the grid and the parts K is split into ([`GemmTile::for_forward`]).
+pub(crate) fn gemm_forward(
+    gpu: &Gpu,
+    k: usize,
+    params: &ConvParams,
+    transpose: bool,
+    bias: bool,
+) -> (KernelSpec, [u32; 3], usize) {
+    let (rows, pixels) = (params.cout as usize, params.n as usize * params.h as usize * params.w as usize);
+    let (t, splits) = GemmTile::for_forward(rows, pixels, params.cin as usize * k * k, gpu.gemm_block());
+    let spec = t
+        .spec("forward", k)
+        .constant("TRANSPOSE", if transpose { 1.0 } else { 0.0 })
+        .constant("BIAS", if bias { 1.0 } else { 0.0 })
+        .constant("SPLITS", splits as f64);
+    let [x, z, _] = grid_1d(pixels.div_ceil(t.columns() as usize), 1);
+    let z = if splits > 1 { splits as u32 } else { z };
+    (spec, [x, rows.div_ceil(t.rows() as usize) as u32, z], splits)
+}
+
+/// The gpu variant's `backward_weight` GEMM of conv2d.wgsl for `params` (rows: its cout, read
+/// from dz; columns: its cin·k·k, from im2col of x; K: its n·h·w pixels in slices along rows):
+/// the spec, the grid and the parts K is split into ([`k_splits`]).
+pub(crate) fn gemm_weight_gradient(gpu: &Gpu, k: usize, params: &ConvParams) -> (KernelSpec, [u32; 3], usize) {
+    let (rows, columns) = (params.cout as usize, params.cin as usize * k * k);
+    let t = GemmTile::for_weight_gradient(rows, columns, params.w as usize, gpu.gemm_block());
+    let slices = params.n as usize * params.h as usize * (params.w as usize).div_ceil(t.bk as usize);
+    let splits = k_splits(t.workgroups(rows, columns), slices, rows * columns);
+    let spec = t.spec("backward_weight", k).constant("SPLITS", splits as f64);
+    let grid = [columns.div_ceil(t.columns() as usize) as u32, rows.div_ceil(t.rows() as usize) as u32, splits as u32];
+    (spec, grid, splits)
+}
+
 /// `gemm` (a GEMM entry point of conv2d.wgsl with its `grid`), writing `out` itself or, split
 /// over K into `splits` parts, each part's output into its slice of a scratch buffer bound in
 /// its place, then `sum_splits` adding them into `out` (bound as `y`).
-fn launch_split(
+pub(crate) fn launch_split(
     gpu: &Gpu,
     params: &ConvParams,
     (gemm, grid, splits): (KernelSpec, [u32; 3], usize),
@@ -217,7 +251,7 @@ fn launch_split(
     let bias = inputs.iter().copied().find(|b| b.0 == "bias").unwrap_or(("bias", inputs[0].1, 0));
     // The GEMM's constants that sum_splits reads (its parts, K for its length, the epilogue's),
     // not its tiling: one summing pipeline serves every tile.
-    let read = ["SPLITS", "K", "TRANSPOSE", "RELU"];
+    let read = ["SPLITS", "K", "TRANSPOSE", "BIAS", "RELU", "UPSAMPLE"];
     let sum = gemm.constants.iter().filter(|(name, _)| read.contains(name)).fold(
         KernelSpec::new("conv2d", "sum_splits", [WG_PIXELS, 1, 1])
             .constant("EPILOGUE", if epilogue { 1.0 } else { 0.0 }),
@@ -237,33 +271,29 @@ pub(crate) fn channel_tile(channels: usize, max: usize) -> usize {
 }
 
 /// How a reduction of `terms` values into each of `outputs` outputs is spread over workgroups
-/// (the `SPLIT` scheme in conv2d.wgsl): `split` invocations share one output, a workgroup holds
-/// `workgroup / split` outputs, and the grid has `groups` workgroups per row of outputs. Each
-/// invocation keeps `slots` f32 partial sums in workgroup memory.
-pub(crate) struct Reduction {
+/// (the `SPLIT` scheme of conv2d.wgsl's backward_bias): `split` invocations share one output, a
+/// workgroup holds `workgroup / split` outputs, and the grid has `groups` workgroups. Each
+/// invocation keeps one f32 partial sum in workgroup memory.
+struct Reduction {
     workgroup: u32,
     split: u32,
-    pub groups: u32,
-    slots: u32,
+    groups: u32,
 }
 
 impl Reduction {
-    pub(crate) fn new(outputs: usize, terms: usize, slots: usize) -> Reduction {
-        // Powers of two for the tree reduction; at most 256 invocations (WebGPU's default
-        // limit) and 16 KiB of workgroup memory (ditto).
-        let max_workgroup = (16384 / (4 * slots)).min(256);
-        let max_workgroup = 1 << max_workgroup.ilog2();
+    fn new(outputs: usize, terms: usize) -> Reduction {
+        // Powers of two for the tree reduction; 64 to 256 invocations (WebGPU's default limit).
         let per_invocation = (terms / TERMS_PER_INVOCATION).max(1);
-        let split = (1usize << per_invocation.ilog2()).min(max_workgroup);
-        let workgroup = (outputs * split).next_power_of_two().clamp(64.min(max_workgroup), max_workgroup);
+        let split = (1usize << per_invocation.ilog2()).min(256);
+        let workgroup = (outputs * split).next_power_of_two().clamp(64, 256);
         let groups = outputs.div_ceil(workgroup / split);
-        Reduction { workgroup: workgroup as u32, split: split as u32, groups: groups as u32, slots: slots as u32 }
+        Reduction { workgroup: workgroup as u32, split: split as u32, groups: groups as u32 }
     }
 
-    pub(crate) fn spec(&self, shader: &'static str, entry: &'static str) -> KernelSpec {
+    fn spec(&self, shader: &'static str, entry: &'static str) -> KernelSpec {
         KernelSpec::new(shader, entry, [self.workgroup, 1, 1])
             .constant("SPLIT", self.split as f64)
-            .workgroup_memory(self.workgroup * self.slots * 4)
+            .workgroup_memory(self.workgroup * 4)
     }
 }
 
@@ -285,7 +315,7 @@ pub(crate) fn channel_sum(
         let spec = KernelSpec::new("conv2d_lanes", "backward_bias", [LANES, 1, 1]);
         return launch(gpu, &spec, &params, &bindings, [channels as u32, 1, 1]);
     }
-    let r = Reduction::new(channels, n * plane, 1);
+    let r = Reduction::new(channels, n * plane);
     let spec = r.spec("conv2d", "backward_bias");
     launch(gpu, &spec, &params, &bindings, [r.groups, 1, 1])
 }
@@ -353,7 +383,8 @@ impl Conv2d {
     /// run of PX pixels) blocks × channel tiles; gpu variant: the GEMM's pixel tiles × channel
     /// tiles ([`GemmTile`]), split over K ([`k_splits`]) where they are few and K is long, else
     /// shrunk. Both wrap the pixel axis into z where there is no split.
-    fn tiled(&self, gpu: &Gpu, channels: usize, transpose: bool) -> (KernelSpec, [u32; 3], usize) {
+    fn tiled(&self, gpu: &Gpu, params: &ConvParams, transpose: bool) -> (KernelSpec, [u32; 3], usize) {
+        let channels = params.cout as usize;
         let tile = channel_tile(channels, MAX_TILE);
         let transpose_constant = if transpose { 1.0 } else { 0.0 };
         if let Some(px) = self.lane_run(gpu) {
@@ -374,15 +405,8 @@ impl Conv2d {
             let [y, z, _] = grid_1d(items, wg);
             return (spec, [channels.div_ceil(tile) as u32, y, z], 1);
         }
-        let pixels = self.n * self.h * self.w;
-        // The channels summed over: the other side of the layer.
-        let k = (self.cin + self.cout - channels) * self.k * self.k;
-        let (t, splits) = GemmTile::for_forward(channels, pixels, k, gpu.gemm_block());
-        let spec =
-            t.spec("forward", self.k).constant("TRANSPOSE", transpose_constant).constant("SPLITS", splits as f64);
-        let [x, z, _] = grid_1d(pixels.div_ceil(t.columns() as usize), 1);
-        let z = if splits > 1 { splits as u32 } else { z };
-        (spec, [x, channels.div_ceil(t.rows() as usize) as u32, z], splits)
+        // The input gradient adds no bias.
+        gemm_forward(gpu, self.k, params, transpose, !transpose)
     }
 
     /// db from dz (pre-activation gradient).
@@ -417,7 +441,7 @@ impl Convolution for Conv2d {
         y: &BufferView,
     ) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
-        let (spec, grid, splits) = self.tiled(gpu, self.cout, false);
+        let (spec, grid, splits) = self.tiled(gpu, &params, false);
         let spec = spec.constant("RELU", if self.relu { 1.0 } else { 0.0 });
         let inputs = [("x", x, self.input_len()), ("wt", w, self.weight_len()), ("bias", b, self.cout)];
         launch_split(gpu, &params, (spec, grid, splits), &inputs, ("y", y, self.output_len()))
@@ -430,7 +454,7 @@ impl Convolution for Conv2d {
         let params = ConvParams { cin: self.cout as u32, cout: self.cin as u32, ..self.params()? };
         // The transposed kernel reads no bias; the weights fill its binding in the layout.
         let inputs = [("x", dz, self.output_len()), ("wt", w, self.weight_len()), ("bias", w, 0)];
-        launch_split(gpu, &params, self.tiled(gpu, self.cin, true), &inputs, ("y", dx, self.input_len()))
+        launch_split(gpu, &params, self.tiled(gpu, &params, true), &inputs, ("y", dx, self.input_len()))
     }
 
     /// dw from x and dz (pre-activation gradient), summing over N·H·W: the CPU-lane kernel, or
@@ -457,17 +481,7 @@ impl Convolution for Conv2d {
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
-        let columns = self.cin * self.k * self.k;
-        let t = GemmTile::for_weight_gradient(self.cout, columns, self.w, gpu.gemm_block());
-        let tiles = t.workgroups(self.cout, columns);
-        let splits = k_splits(tiles, self.n * self.h * self.w.div_ceil(t.bk as usize), self.weight_len());
-        let spec = t.spec("backward_weight", self.k).constant("SPLITS", splits as f64);
-        let grid = [
-            columns.div_ceil(t.columns() as usize) as u32,
-            self.cout.div_ceil(t.rows() as usize) as u32,
-            splits as u32,
-        ];
-        launch_split(gpu, &params, (spec, grid, splits), &bindings[..2], bindings[2])
+        launch_split(gpu, &params, gemm_weight_gradient(gpu, self.k, &params), &bindings[..2], bindings[2])
     }
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         Conv2d::backward_bias(self, gpu, dy, db)
@@ -696,6 +710,12 @@ mod tests {
         // gradient 4 parts of 17 slices of 8.
         assert_eq!(forward(60, 70, 675, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 8, bk: 16 }, 2));
         assert_eq!(forward(75, 70, 540, 8), (GemmTile { tm: 8, tn: 8, wg_x: 16, wg_y: 16, bk: 8 }, 4));
+        // conv_transpose2d's CHECK_SHAPES split too: 520 → 130 channels on 2 × 3 (forward 520
+        // rows of (co, a, c) over K = 520 input channels; its input gradient the same sizes) in
+        // 4 parts; 33 → 9 on 31 × 35, batch 2 (weight gradient: 33 × 36 outputs, 186 slices) in 11.
+        assert_eq!(forward(520, 6, 520, 8).1, 4);
+        let w = GemmTile::for_weight_gradient(33, 36, 35, 8);
+        assert_eq!(k_splits(w.workgroups(33, 36), 2 * 31 * 35usize.div_ceil(w.bk as usize), 33 * 36), 11);
         // The weight gradient of 32 → 32 channels at 3×3 on 128-pixel rows: 32 × 128 tiles.
         let w = GemmTile::for_weight_gradient(32, 288, 128, 8);
         assert_eq!(w, GemmTile { tm: 4, tn: 8, wg_x: 16, wg_y: 8, bk: 16 });

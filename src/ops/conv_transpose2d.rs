@@ -1,4 +1,5 @@
-//! 2-D transposed convolution with a 2×2 kernel and stride 2 (`shaders/conv_transpose2d.wgsl`),
+//! 2-D transposed convolution with a 2×2 kernel and stride 2 (`shaders/conv_transpose2d_lanes.wgsl`
+//! on SIMD-lane adapters, else conv2d.wgsl's GEMMs with `UPSAMPLE`),
 //! the U-Net's upsampling: Keras `Conv2DTranspose(filters, 2, strides=2)`, PyTorch
 //! `ConvTranspose2d(cin, cout, 2, stride=2)`. No activation. The bias gradient is conv2d's
 //! per-channel sum.
@@ -11,10 +12,9 @@ use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
 use crate::ops::conv::{tap_reference, ConvLayer, Convolution, TapSizes, Taps};
-use crate::ops::conv2d::{channel_sum, channel_tile, Reduction, MAX_WEIGHT_TILE, WG_PIXELS};
+use crate::ops::conv2d::{channel_sum, channel_tile, gemm_forward, gemm_weight_gradient, launch_split, WG_PIXELS};
 
-/// Most channels one invocation of forward / backward_input computes (the portable kernels'
-/// `MAX_TILE`; the lane kernels' forward: one subgroup of 8).
+/// Most output channels one invocation of the lane kernels' forward computes (one subgroup of 8).
 const MAX_TILE: usize = 8;
 /// Most input channels one invocation of the lane kernels' backward_input computes (two weight
 /// loads of 8 lanes).
@@ -68,25 +68,27 @@ impl ConvTranspose2d {
         gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT && (!pairs || self.w.is_multiple_of(2))
     }
 
-    /// Forward / backward_input: input-pixel blocks × tiles of `channels` × batch; the lane
-    /// kernels' items are runs of `pairs` input pixel pairs (forward: one pixel, `pairs` 0), in
-    /// lane order, wrapping into z.
-    fn tiled(&self, gpu: &Gpu, entry: &'static str, channels: usize, pairs: usize) -> (KernelSpec, [u32; 3]) {
-        if self.lane_kernels(gpu, pairs > 0) {
-            let max_tile = if pairs > 0 { MAX_LANE_GRADIENT_TILE } else { MAX_TILE };
-            let tile = channel_tile(channels, max_tile);
-            let spec = KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1])
-                .constant("TILE", tile as f64)
-                .constant("PAIRS", pairs.max(1) as f64);
-            // Channel tiles along x: lavapipe runs them back to back on one block of pixels.
-            let [y, z, _] = grid_1d(self.n * self.h * self.w / (2 * pairs).max(1), WG_PIXELS);
-            return (spec, [channels.div_ceil(tile) as u32, y, z]);
+    /// The lane kernels' forward / backward_input: tiles of `channels` × runs of `pairs` input
+    /// pixel pairs (forward: one pixel, `pairs` 0), in lane order, wrapping into z.
+    fn lanes(&self, entry: &'static str, channels: usize, pairs: usize) -> (KernelSpec, [u32; 3]) {
+        let max_tile = if pairs > 0 { MAX_LANE_GRADIENT_TILE } else { MAX_TILE };
+        let tile = channel_tile(channels, max_tile);
+        let spec = KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1])
+            .constant("TILE", tile as f64)
+            .constant("PAIRS", pairs.max(1) as f64);
+        // Channel tiles along x: lavapipe runs them back to back on one block of pixels.
+        let [y, z, _] = grid_1d(self.n * self.h * self.w / (2 * pairs).max(1), WG_PIXELS);
+        (spec, [channels.div_ceil(tile) as u32, y, z])
+    }
+
+    /// The GEMMs' view of the layer (conv2d.wgsl with UPSAMPLE, K = 1): the forward's rows are
+    /// its cout·4 outputs (co, a, c) of an input pixel, summed over cin; the gradients' rows are
+    /// its cin, their columns or K the cout·4 values of dy an input pixel feeds.
+    fn gemm_params(&self, params: &ConvParams, forward: bool) -> ConvParams {
+        match forward {
+            true => ConvParams { cout: 4 * params.cout, ..*params },
+            false => ConvParams { cin: 4 * params.cout, cout: params.cin, ..*params },
         }
-        let tile = channel_tile(channels, MAX_TILE);
-        let spec = KernelSpec::new("conv_transpose2d", entry, [WG_PIXELS, 1, 1]).constant("TILE", tile as f64);
-        let grid =
-            [(self.h * self.w).div_ceil(WG_PIXELS as usize) as u32, channels.div_ceil(tile) as u32, self.n as u32];
-        (spec, grid)
     }
 
     /// `db[co] = Σ_n,pixel dy[n,co,pixel]`.
@@ -111,7 +113,9 @@ impl Convolution for ConvTranspose2d {
         false
     }
 
-    /// `y[n,co,2i+a,2j+c] = b[co] + Σ_ci x[n,ci,i,j] w[ci,co,a,c]`.
+    /// `y[n,co,2i+a,2j+c] = b[co] + Σ_ci x[n,ci,i,j] w[ci,co,a,c]`: the lane kernel, or the
+    /// GEMM Y[(co, a, c)][(n, i, j)] = Σ_ci w[ci][(co, a, c)] · x[ci][(n, i, j)] scattered to the
+    /// doubled map.
     fn forward(
         &self,
         gpu: &Gpu,
@@ -121,44 +125,55 @@ impl Convolution for ConvTranspose2d {
         y: &BufferView,
     ) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
-        let (spec, grid) = self.tiled(gpu, "forward", self.cout, 0);
-        let bindings = [
-            ("x", x, self.input_len()),
-            ("wt", w, self.weight_len()),
-            ("bias", b, self.cout),
-            ("y", y, self.output_len()),
-        ];
-        Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?])
+        let inputs = [("x", x, self.input_len()), ("wt", w, self.weight_len()), ("bias", b, self.cout)];
+        let out = ("y", y, self.output_len());
+        if self.lane_kernels(gpu, false) {
+            let (spec, grid) = self.lanes("forward", self.cout, 0);
+            return Ok(vec![launch(gpu, &spec, &params, &[&inputs[..], &[out]].concat(), grid)?]);
+        }
+        let gemm = self.gemm_params(&params, true);
+        let (spec, grid, splits) = gemm_forward(gpu, 1, &gemm, true, true);
+        launch_split(gpu, &gemm, (spec.constant("UPSAMPLE", 1.0), grid, splits), &inputs, out)
     }
 
-    /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`.
+    /// `dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] w[ci,co,a,c]`: the lane kernel, or the GEMM
+    /// dX[ci][(n, i, j)] = Σ_(co, a, c) w[ci][(co, a, c)] · dy gathered at (2i + a, 2j + c).
     fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
-        // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
-        let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
-        let (spec, grid) = self.tiled(gpu, "backward_input", self.cin, pairs);
-        // The lane kernel reads dy and writes dx over pixel pairs.
-        let (dy_var, dx_var) = if spec.shader == "conv_transpose2d_lanes" { ("dy4", "dx2") } else { ("dy", "dx") };
-        let bindings = [(dy_var, dy, self.output_len()), ("wt", w, self.weight_len()), (dx_var, dx, self.input_len())];
-        Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?])
+        if self.lane_kernels(gpu, true) {
+            // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
+            let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
+            let (spec, grid) = self.lanes("backward_input", self.cin, pairs);
+            // The lane kernel reads dy and writes dx over pixel pairs.
+            let bindings =
+                [("dy4", dy, self.output_len()), ("wt", w, self.weight_len()), ("dx2", dx, self.input_len())];
+            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
+        }
+        let gemm = self.gemm_params(&params, false);
+        let (spec, grid, splits) = gemm_forward(gpu, 1, &gemm, false, false);
+        // No bias: the weights fill its binding in the layout.
+        let inputs = [("x", dy, self.output_len()), ("wt", w, self.weight_len()), ("bias", w, 0)];
+        launch_split(gpu, &gemm, (spec.constant("UPSAMPLE", 1.0), grid, splits), &inputs, ("y", dx, self.input_len()))
     }
 
-    /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`, reducing over the N·h·w input
-    /// pixels split across a workgroup (see [`Reduction`]).
+    /// `dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] dy[n,co,2i+a,2j+c]`: the lane kernel, or the GEMM
+    /// dW[ci][(co, a, c)] = Σ_(n, i, j) x[ci][(n, i, j)] · dy gathered at (2i + a, 2j + c).
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
-        let (x, dw) = (("x", x, self.input_len()), ("dw", dw, self.weight_len()));
+        let dw = ("dw", dw, self.weight_len());
         if self.lane_kernels(gpu, true) {
             // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
             // pairs.
             let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
-            return Ok(vec![launch(gpu, &spec, &params, &[x, ("dy4", dy, self.output_len()), dw], grid)?]);
+            let bindings = [("x", x, self.input_len()), ("dy4", dy, self.output_len()), dw];
+            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
-        let tile = channel_tile(self.cin, MAX_WEIGHT_TILE);
-        let r = Reduction::new(self.cin.div_ceil(tile), self.n * self.h * self.w, 4 * tile);
-        let spec = r.spec("conv_transpose2d", "backward_weight").constant("TILE", tile as f64);
-        Ok(vec![launch(gpu, &spec, &params, &[x, ("dy", dy, self.output_len()), dw], [r.groups, self.cout as u32, 1])?])
+        let gemm = self.gemm_params(&params, false);
+        let (spec, grid, splits) = gemm_weight_gradient(gpu, 1, &gemm);
+        // conv2d's weight gradient sums dz (its rows: here x) times im2col of x (here dy, gathered).
+        let inputs = [("x", dy, self.output_len()), ("dz", x, self.input_len())];
+        launch_split(gpu, &gemm, (spec.constant("UPSAMPLE", 1.0), grid, splits), &inputs, dw)
     }
     fn backward_bias(&self, gpu: &Gpu, dy: &BufferView, db: &BufferView) -> Result<Dispatch> {
         ConvTranspose2d::backward_bias(self, gpu, dy, db)
@@ -272,4 +287,8 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     // used) with one pair.
     ConvTranspose2d { n: 2, cin: 5, cout: 6, h: 3, w: 8 },
     ConvTranspose2d { n: 1, cin: 3, cout: 4, h: 2, w: 6 },
+    // The gpu variant's GEMMs with K split (few tiles, K of 520): the forward's parts scattered
+    // to the doubled map and summed with the bias there, the input gradient's gathered from it.
+    // (The weight gradient's split is exercised at 2×33×31×35.)
+    ConvTranspose2d { n: 1, cin: 520, cout: 130, h: 2, w: 3 },
 ];
