@@ -1,5 +1,6 @@
 // 2-D convolution, stride 1, "same" zero padding: y = act(conv(x, w) + b).
-// x, y: NCHW; w: [cout][cin][K][K]; b: [cout].
+// x, y: NCHW; w: [cout][cin][K][K]; b: [cout]. With UPSAMPLE, the same GEMMs compute the 2×2
+// stride-2 transposed convolution (see there).
 //
 // Every pass but the bias gradient is an implicit GEMM (ggml-Vulkan conv2d_mm style) over
 // workgroup-memory tiles, with im2col gathered on the fly; the passes share the tiles and the
@@ -155,8 +156,8 @@ fn multiply_slice(local: vec3<u32>, acc: ptr<function, Block>) {
 // images), y tiles of BM output channels; with SPLITS > 1, z is the part of K (the grid is then
 // small: x never wraps) and the partial tile goes, without epilogue, to y at offset
 // z · n·cout·h·w. Per K slice the workgroup gathers its weight tile [BK × BM] and im2col tile
-// [BK × BN] into workgroup memory: the weights with consecutive
-// invocations on consecutive K (contiguous in w, so a warp's loads coalesce), the im2col tile
+// [BK × BN] into workgroup memory: the weights with consecutive invocations on consecutive K
+// (contiguous in w, so a warp's loads coalesce; TRANSPOSE's reads are strided), the im2col tile
 // with each invocation always on the same column (its pixel decoded once) and consecutive
 // invocations on consecutive pixels. Its output pixels are WG_X apart, so a row of invocations
 // writes consecutive values of y.

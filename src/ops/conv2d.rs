@@ -2,7 +2,9 @@
 //! bias, optional fused ReLU; forward and the three gradients.
 //!
 //! Each gradient is its own entry point with its own driver function, so a faster variant of
-//! one (e.g. a workgroup-tiled forward) can replace it without touching the others.
+//! one can replace it without touching the others. The gpu variant's GEMM drivers
+//! (`gemm_forward`, `gemm_weight_gradient`, `launch_split`) also run conv_transpose2d's
+//! passes (conv2d.wgsl's `UPSAMPLE`).
 
 use anyhow::{bail, Result};
 
@@ -458,7 +460,7 @@ impl Convolution for Conv2d {
     }
 
     /// dw from x and dz (pre-activation gradient), summing over N·H·W: the CPU-lane kernel, or
-    /// the GEMM ([`GemmTile::for_weight_gradient`]) split over K where its output has few tiles
+    /// the GEMM (`gemm_weight_gradient`) split over K where its output has few tiles
     /// (then two dispatches: the parts, and their sum).
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dz: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
