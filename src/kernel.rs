@@ -98,7 +98,7 @@ pub fn source(s: &Shader, reads: Reads) -> String {
     }
 }
 
-/// `source` with each read-only storage binding of f32 or vec4<f32> elements declared as a
+/// `source` with each read-only storage binding of `f32` or `vec4<f32>` elements declared as a
 /// texture of the same values, and each `name[index]` read as `texel_f32(name, index)` /
 /// `texel(name, index)` (common.wgsl). Relies on the shaders' conventions: one declaration a
 /// line, and no use of such a binding other than indexing it.

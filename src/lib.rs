@@ -3,6 +3,10 @@
 //! Read top-down: `device` (adapters) → `kernel` (pipelines, buffers, dispatches) → `ops`
 //! (one module per kernel family: driver, CPU reference, check) → `check` (the shared
 //! kernel-versus-reference harness) → `selftest`.
+//!
+//! The documentation is written for contributors: `cargo doc --document-private-items` renders
+//! it with the links from public items to the private ones that explain them.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod bench;
 pub mod check;

@@ -59,7 +59,7 @@ impl Skipped {
         self.0.is_empty()
     }
 
-    /// "PATH<TAB>REASON", one file a line.
+    /// `PATH<TAB>REASON`, one file a line.
     pub fn list(&self) -> String {
         self.0.iter().map(|u| format!("{}\t{}\n", u.path.display(), u.reason)).collect()
     }

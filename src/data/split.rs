@@ -51,7 +51,7 @@ pub fn train_count(n: usize, train: f64) -> usize {
     ((n as f64 * train).round() as usize).min(n)
 }
 
-/// Writes one pair a line, "image<TAB>mask" with absolute paths, through a temporary file that
+/// Writes one pair a line, `image<TAB>mask` with absolute paths, through a temporary file that
 /// is renamed into place, so a reader never sees half a list.
 pub fn write_list(path: &Path, pairs: &[Pair]) -> Result<()> {
     let mut text = String::new();

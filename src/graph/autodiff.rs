@@ -5,7 +5,7 @@ use super::ir::{BufId, Graph, Op};
 use super::{Backward, Step};
 
 /// Reverse-mode over the graph: visits nodes last to first; each node's layer turns the gradient
-/// of its output into gradients of its inputs ([`Layer::backward`]), which
+/// of its output into gradients of its inputs ([`Layer::backward`](super::rule::Layer::backward)), which
 /// [`Backward::contribute`] sums. `saved` holds what each node's forward kept for it.
 pub(super) fn derive_backward(
     graph: &Graph,

@@ -8,7 +8,7 @@ use super::Layer;
 
 pub type TensorId = usize;
 pub type ParamId = usize;
-/// A logical buffer of a [`Program`].
+/// A logical buffer of a [`Program`](super::compile::Program).
 pub type BufId = usize;
 
 /// `[n, c, h, w]`.

@@ -1,6 +1,6 @@
 //! Images to probability maps and masks: at the model's size and resized back, or in
-//! overlapping tiles at the image's own size ([`tiling`](super::tiling)), optionally averaged
-//! over mirrorings ([`tta`](super::tta)) and cut down to the largest component.
+//! overlapping tiles at the image's own size ([`super::tiling`]), optionally averaged
+//! over mirrorings ([`super::tta`]) and cut down to the largest component.
 
 use std::path::Path;
 

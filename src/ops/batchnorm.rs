@@ -88,7 +88,7 @@ impl BatchNorm {
     }
 
     /// Training mode, two dispatches: the batch mean and biased variance of each channel into
-    /// `stats` [c, 2] with `running_mean` / `running_var` [c] updated in place, then
+    /// `stats` `[c, 2]` with `running_mean` / `running_var` `[c]` updated in place, then
     /// y = γ·(x − μ)/√(σ² + ε) + β.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_train(
@@ -377,7 +377,7 @@ pub mod reference {
 
 /// Training forward (y, stats, both running statistics), inference forward and the training
 /// backward of `s` against the reference. Inputs are u + a per-channel offset of up to ±4, with u
-/// uniform in [-1, 1), where a one-pass E[x²] − E[x]² would lose digits. dy = r + 0.5 + 0.5·u
+/// uniform in [-1, 1), where a one-pass `E[x²] − E[x]²` would lose digits. dy = r + 0.5 + 0.5·u
 /// (r random) has a mean and a component along x̂, so dβ = Σdy and dγ = Σdy·x̂ are not sums of
 /// random signs that happen to nearly cancel (their relative error is unbounded, and channels = 1
 /// compares a single value). Running variances start positive.

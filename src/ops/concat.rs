@@ -183,7 +183,7 @@ pub mod reference {
     }
 
     /// Cuts `whole` (`[n, Σchannels, hw]`) into parts of `channels` channels each, in order:
-    /// the adjoint of [`concat`].
+    /// the adjoint of [`concat()`].
     pub fn split(n: usize, hw: usize, whole: &[f64], channels: &[usize]) -> Vec<Vec<f64>> {
         let c_total: usize = channels.iter().sum();
         let mut parts = vec![Vec::new(); channels.len()];

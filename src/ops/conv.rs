@@ -11,7 +11,7 @@ use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Kernel, Lay
 use crate::kernel::{BufferView, Dispatch};
 use crate::ops::elementwise::ReluBackward;
 
-/// What the steps of a convolution need of it: [`Conv2d`] and
+/// What the steps of a convolution need of it: [`Conv2d`](crate::ops::conv2d::Conv2d) and
 /// [`ConvTranspose2d`](crate::ops::conv_transpose2d::ConvTranspose2d) share the driver API, the
 /// references and the backward rule, so one layer and one set of kernels serve both.
 pub trait Convolution: Taps + Copy + std::fmt::Debug + Send + Sync + 'static {

@@ -46,7 +46,7 @@ pub struct SigmoidBce {
 }
 
 impl SigmoidBce {
-    /// loss[i] = max(z,0) − z·t + log1p(exp(−|z|)) (finite for any z); grad[i] = grad_scale·(σ(z) − t)/elems.
+    /// `loss[i] = max(z,0) − z·t + log1p(exp(−|z|))` (finite for any z); `grad[i] = grad_scale·(σ(z) − t)/elems`.
     /// Loss values are per element and unscaled.
     pub fn forward_backward(
         &self,
@@ -80,7 +80,7 @@ impl SoftmaxCe {
         Params { classes: self.k as u32, pixels: self.hw as u32, ..Params::new(self.n * self.hw, scale) }
     }
 
-    /// labels[pixel] = u32(target[pixel]): class ids stored as f32 → u32 labels, [n, hw].
+    /// `labels[pixel] = u32(target[pixel])`: class ids stored as f32 → u32 labels, `[n, hw]`.
     pub fn labels(&self, gpu: &Gpu, target: &BufferView, labels: &BufferView) -> Result<Dispatch> {
         let pixels = self.n * self.hw;
         let spec = KernelSpec::per_element("loss", "class_labels");
@@ -96,7 +96,7 @@ impl SoftmaxCe {
         launch(gpu, &spec, &self.pixel_params(0.0), &bindings, grid_1d(pixels, WG))
     }
 
-    /// loss[pixel] = logsumexp(z) − z[label] (max-subtracted), unscaled;
+    /// `loss[pixel] = logsumexp(z) − z[label]` (max-subtracted), unscaled;
     /// grad = grad_scale·(softmax − onehot)/(n·hw).
     pub fn forward_backward(
         &self,
@@ -139,7 +139,7 @@ impl SoftDice {
     }
 
     /// The gradient w.r.t. z (through σ) times grad_scale, added into `grad` when `accumulate`
-    /// (bce+dice, after the BCE dispatch wrote it), else written; and 1 − D_i into `loss` [images].
+    /// (bce+dice, after the BCE dispatch wrote it), else written; and 1 − D_i into `loss` `[images]`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -166,7 +166,7 @@ impl SoftDice {
     }
 }
 
-/// out[index] (= or +=) scale · Σ x[..n], in one workgroup (grid-stride loop + tree reduction).
+/// `out[index]` (= or +=) `scale · Σ x[..n]`, in one workgroup (grid-stride loop + tree reduction).
 /// Turns per-element losses into the step loss, and accumulates an epoch's loss on the GPU.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReduceSum {

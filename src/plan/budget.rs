@@ -53,7 +53,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// Indices into [`Setting::levels`] (side, filters, epochs), most important first.
+    /// Indices into the levels of [`Ladders::at`] (side, filters, epochs), most important first.
     fn order(self) -> [usize; 3] {
         match self {
             Priority::Resolution => [0, 2, 1],

@@ -1,5 +1,5 @@
 //! The plan's run on an adapter: how long it is predicted to take, and with `--time-budget`
-//! the largest setting that fits ([`budget`](super::budget)).
+//! the largest setting that fits ([`super::budget`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
