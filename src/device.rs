@@ -352,8 +352,8 @@ pub struct Gpu {
     /// The textures tensors are copied into for kernels that read them as textures, by (which
     /// textured input of a dispatch, rows, layers): see `kernel::TextureUpload`.
     pub(crate) textures: Mutex<HashMap<(usize, u32, u32), Arc<wgpu::Texture>>>,
-    /// Bytes of the buffers kernels keep for themselves (`Gpu::scratch`), so far.
-    pub(crate) scratch_bytes: std::sync::atomic::AtomicU64,
+    /// The scratch buffer kernels share (`Gpu::scratch`), once one asked for it.
+    pub(crate) scratch: Mutex<Option<crate::kernel::BufferView>>,
 }
 
 impl Gpu {
@@ -419,7 +419,7 @@ impl Gpu {
             modules: ComputedOnce::default(),
             pipelines: ComputedOnce::default(),
             textures: Mutex::new(HashMap::new()),
-            scratch_bytes: Default::default(),
+            scratch: Default::default(),
         })
     }
 

@@ -282,7 +282,7 @@ pub struct Executor {
     /// The device's texture pool once this program's dispatches were built (0 where kernels
     /// read storage buffers).
     texture_bytes: u64,
-    /// The device's kernel scratch ([`Gpu::scratch`]: split weight gradients' parts) once they
+    /// The device's kernel scratch ([`Gpu::scratch`]: split GEMMs' parts) once the dispatches
     /// were built.
     scratch_bytes: u64,
 }

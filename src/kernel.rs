@@ -426,6 +426,9 @@ impl TextureUpload {
     }
 }
 
+/// Floats of the device's one scratch buffer ([`Gpu::scratch`]): 16 MiB.
+pub const SCRATCH_FLOATS: usize = 1 << 22;
+
 /// A region of a device buffer that holds one tensor (f32 or u32 elements).
 #[derive(Clone)]
 pub struct BufferView {
@@ -586,17 +589,24 @@ impl Gpu {
         Ok(BufferView { buffer: Arc::new(buffer), offset: 0, bytes, name: name.to_string() })
     }
 
-    /// A zero-filled buffer that a kernel's dispatches keep for themselves (e.g. conv2d's
-    /// split-K partial sums), counted in [`Gpu::scratch_bytes`].
-    pub fn scratch(&self, name: &str, elems: usize) -> Result<BufferView> {
-        let view = self.buffer(name, elems)?;
-        self.scratch_bytes.fetch_add(view.buffer.size(), std::sync::atomic::Ordering::Relaxed);
-        Ok(view)
+    /// The device's scratch buffer ([`SCRATCH_FLOATS`] floats, made at the first call), which a
+    /// kernel may fill and read back between its own dispatches (conv2d's split-K partial sums
+    /// and their sum): a queue runs dispatches in order and wgpu orders their accesses, so every
+    /// kernel can share one, as the activations share theirs.
+    pub fn scratch(&self, elems: usize) -> Result<BufferView> {
+        if elems > SCRATCH_FLOATS {
+            bail!("a kernel asked for {elems} floats of scratch, more than {SCRATCH_FLOATS} (a bug in wgunet)");
+        }
+        let mut scratch = self.scratch.lock().unwrap();
+        if scratch.is_none() {
+            *scratch = Some(self.buffer("kernel scratch", SCRATCH_FLOATS)?);
+        }
+        Ok(scratch.clone().expect("made above"))
     }
 
-    /// Bytes of the [`Gpu::scratch`] buffers, so far.
+    /// Bytes of the [`Gpu::scratch`] buffer: 0 until a kernel asked for it.
     pub fn scratch_bytes(&self) -> u64 {
-        self.scratch_bytes.load(std::sync::atomic::Ordering::Relaxed)
+        self.scratch.lock().unwrap().as_ref().map_or(0, |view| view.bytes)
     }
 
     /// A small uniform buffer the host rewrites between steps (e.g. Adam's learning rate).

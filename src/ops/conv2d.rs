@@ -12,7 +12,7 @@ use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
-use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
+use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT, SCRATCH_FLOATS};
 use crate::ops::conv::{ConvLayer, Convolution, TapSizes, Taps};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +51,6 @@ const GEMM_TILE_BYTES: u32 = 16384;
 const GEMM_TILE_PAD: u32 = 4;
 /// K slices each part of a split GEMM sums at least.
 const GEMM_MIN_SLICES_PER_SPLIT: usize = 16;
-/// Floats a split GEMM's partial sums (one output per part of K) may take per layer: 16 MiB.
-const GEMM_MAX_SPLIT_FLOATS: usize = 1 << 22;
 
 /// The tiling of the gpu variant's GEMMs (conv2d.wgsl): a `tm` × `tn` register block per
 /// invocation (`TM`, `TN`) in workgroups of `wg_x` × `wg_y`, so a workgroup computes `rows()` ×
@@ -186,15 +184,13 @@ impl GemmTile {
 /// How many parts a GEMM splits K (`slices` slices) into for an output of `tiles` tiles and
 /// `outputs` values: 1 (no split) where the tiles alone make GEMM_MIN_WORKGROUPS workgroups,
 /// else enough for about twice that, each part at least GEMM_MIN_SLICES_PER_SPLIT slices, the
-/// partial sums within GEMM_MAX_SPLIT_FLOATS (1 where that leaves fewer than 2).
+/// partial sums within the device's scratch, SCRATCH_FLOATS (1 where that leaves fewer than 2).
 fn k_splits(tiles: usize, slices: usize, outputs: usize) -> usize {
     if tiles >= GEMM_MIN_WORKGROUPS {
         return 1;
     }
-    let splits = (2 * GEMM_MIN_WORKGROUPS)
-        .div_ceil(tiles)
-        .min(slices / GEMM_MIN_SLICES_PER_SPLIT)
-        .min(GEMM_MAX_SPLIT_FLOATS / outputs);
+    let splits =
+        (2 * GEMM_MIN_WORKGROUPS).div_ceil(tiles).min(slices / GEMM_MIN_SLICES_PER_SPLIT).min(SCRATCH_FLOATS / outputs);
     splits.max(1)
 }
 
@@ -246,7 +242,7 @@ pub(crate) fn launch_split(
     if splits == 1 {
         return Ok(vec![launch(gpu, &gemm, params, &[inputs, &[(out_name, out, len)]].concat(), grid)?]);
     }
-    let parts = gpu.scratch(&format!("conv2d {} parts", gemm.entry), splits * len)?;
+    let parts = gpu.scratch(splits * len)?;
     // forward's parts are summed with its epilogue (bias, ReLU), which reads its bias binding;
     // backward_weight's without, any buffer filling that binding in the layout.
     let epilogue = gemm.entry == "forward";
@@ -725,7 +721,7 @@ mod tests {
 
     /// A GEMM splits K only where its output has too few tiles to fill a GPU, into parts of at
     /// least GEMM_MIN_SLICES_PER_SPLIT slices whose partial sums stay within
-    /// GEMM_MAX_SPLIT_FLOATS (the weight gradient's cases).
+    /// SCRATCH_FLOATS (the weight gradient's cases).
     #[test]
     fn gemms_split_k_where_the_output_is_small() {
         // 32 → 32 channels at 128² × 8 (3 tiles, 8192 slices of 16 pixels): 86 parts.
@@ -748,7 +744,7 @@ mod tests {
                     assert!(splits >= 1, "{why}");
                     if splits > 1 {
                         assert!(slices / splits >= GEMM_MIN_SLICES_PER_SPLIT, "{why}");
-                        assert!(splits * weights <= GEMM_MAX_SPLIT_FLOATS, "{why}");
+                        assert!(splits * weights <= SCRATCH_FLOATS, "{why}");
                         assert!(tiles < GEMM_MIN_WORKGROUPS, "{why}");
                         assert!(tiles * (splits - 1) < 2 * GEMM_MIN_WORKGROUPS, "{why}");
                     }
