@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check: on a lent GPU machine (no Rust, no registry; python3 with torch + CUDA), in one
-# call of under 8 minutes: `selftest` for every kernel variant, `wgunet bench` and the
-# convolution bench for the gpu variant at both GEMM register blocks (WGUNET_GEMM_BLOCK=8, the
-# default, and 4; the dry run adds the cpu variant), then the PyTorch CUDA peer (TF32 off and on)
-# on the same card, ending with one Markdown table. See BENCHMARKS.md ("GPU check").
+# call of under 8 minutes: `selftest` for every kernel variant, then a 3-epoch training run,
+# `wgunet bench` and the convolution bench for the gpu variant at both GEMM register blocks
+# (WGUNET_GEMM_BLOCK=8, the default, and 4; the dry run adds the cpu variant), then the PyTorch
+# CUDA peer (TF32 off and on) on the same card, ending with one Markdown table. See
+# BENCHMARKS.md ("GPU check").
 #
 # Here, first:      benches/gpu_check.sh --stage          # release builds + Vulkan loader -> .gpu/
 # On the device:    bash .gpu/probe.sh bash benches/gpu_check.sh      (carry [".gpu"])
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
     --stage) stage=1; shift ;;
     --shared) shared=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -107,6 +108,24 @@ selftest=$(awk '/^selftest on / { v = $0; sub(/ \(seed.*/, "", v); sub(/.*, /, "
   / passed, [0-9]+ failed$/ { printf "%s%s: %s", sep, v, $0; sep = "; " }' "$logs/selftest.txt" "$logs/selftest-gpu4.txt")
 adapter=$(sed -n 's/^selftest on \(.*\), [a-z]* kernels[^(]* (seed.*/\1/p' "$logs/selftest.txt" | head -1)
 
+# 1b. A short training run per variant (built-in synthetic slices, fixed seed): its per-epoch
+#     training loss, to compare with the same run on lavapipe (the dry run prints it; the sums'
+#     order differs, so the digits drift a little an epoch). Kernel checks test one dispatch at a
+#     time; this tests a whole program's dispatches in sequence (e.g. the shared split-K scratch).
+losses=() runs=$(mktemp -d)
+for variant in $variants; do
+  IFS=: read -r kernels block <<< "$variant"
+  [ "$kernels" = gpu ] && label="gpu ${block}×$block" || label=$kernels
+  # The run's weights stay out of the archive; its metrics go in.
+  run="$runs/$kernels$block"
+  step "train-$kernels$block" 120 env WGUNET_GEMM_BLOCK="$block" "$wgunet" train --device "$device" \
+    --kernels "$kernels" --no-plan --synth-count 32 --size 32 --filters 16 --batch 8 --epochs 3 --seed 7 \
+    --out "$run" || continue
+  cp "$run/metrics.csv" "$logs/train-$kernels$block.csv"
+  losses+=("$label: $(awk -F, 'NR > 1 { printf "%s%.5f", sep, $3; sep = ", " }' "$run/metrics.csv")")
+done
+train_losses=$(printf '%s; ' "${losses[@]}") train_losses=${train_losses%; }
+
 # 2. wgunet bench per variant and configuration.
 for variant in $variants; do
   IFS=: read -r kernels block <<< "$variant"
@@ -183,6 +202,7 @@ echo
 echo "## GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), $(($(date +%s) - start)) s"
 echo "adapter: ${adapter:-?}${card:+; card: $card${peak:+ (fp32 peak $peak TFLOP/s)}}; PyTorch: ${torch_device:-none}"
 echo "selftest: ${selftest:-did not finish}"
+echo "training loss by epoch (synthetic, seed 7): ${train_losses:-did not finish}"
 echo
 echo "| what | kernels / precision | config | train img/s | ms/step | ms/megapixel | train GFLOP/s | infer img/s | first step (s) |"
 echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
