@@ -1,5 +1,6 @@
 //! `wgunet bench`: training-step and inference throughput on random data after warm-up.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,16 @@ fn first_step_line(after: Duration) -> String {
     format!("first step finished {:.2} s after start", after.as_secs_f64())
 }
 
-/// `--profile` prints the kernels that took longest, this many.
+/// `--profile` prints the kernels that took longest, this many (every entry point's total follows).
 const PROFILE_KERNELS_SHOWN: usize = 15;
+
+/// One kernel at one grid size: its dispatches' summed time in a training step.
+pub struct ProfiledKernel {
+    /// `shader::entry`.
+    pub label: String,
+    pub workgroups: [u32; 3],
+    pub ms: f64,
+}
 
 pub struct BenchResult {
     pub adapter: String,
@@ -51,8 +60,8 @@ pub struct BenchResult {
     pub train_gflops: f64,
     pub infer_images_per_s: f64,
     pub planned_memory: String,
-    /// (kernel, milliseconds per step), slowest first, when profiled.
-    pub profile: Vec<(String, f64)>,
+    /// Kernels by grid size, slowest first, when profiled.
+    pub profile: Vec<ProfiledKernel>,
 }
 
 impl BenchResult {
@@ -67,10 +76,15 @@ impl BenchResult {
         println!("{}", first_step_line(self.first_step_after));
         println!("infer:   {:.2} images/s", self.infer_images_per_s);
         if !self.profile.is_empty() {
-            let total: f64 = self.profile.iter().map(|(_, t)| t).sum();
-            println!("per kernel (each dispatch submitted alone; total {total:.1} ms):");
-            for (name, ms) in self.profile.iter().take(PROFILE_KERNELS_SHOWN) {
-                println!("  {ms:9.2} ms {:5.1}%  {name}", 100.0 * ms / total);
+            let total: f64 = self.profile.iter().map(|k| k.ms).sum();
+            println!("per kernel and grid (each dispatch submitted alone; total {total:.1} ms):");
+            for k in self.profile.iter().take(PROFILE_KERNELS_SHOWN) {
+                println!("  {:9.2} ms {:5.1}%  {} {:?}", k.ms, 100.0 * k.ms / total, k.label, k.workgroups);
+            }
+            // Where the shapes above spread one kernel thin, its total says what a change to it buys.
+            println!("per kernel, all grids:");
+            for (label, ms) in by_label(&self.profile) {
+                println!("  {ms:9.2} ms {:5.1}%  {label}", 100.0 * ms / total);
             }
         }
     }
@@ -102,16 +116,28 @@ fn time_steps(gpu: &Gpu, warmup: usize, steps: usize, record: impl Fn(&mut Recor
     Ok((t0.elapsed().as_secs_f64() / steps as f64, first))
 }
 
-/// Time of each dispatch of a training step, summed by kernel and shape, slowest first.
-fn profile(gpu: &Gpu, exec: &Executor) -> Result<Vec<(String, f64)>> {
-    let mut by_kernel: std::collections::BTreeMap<String, f64> = Default::default();
+/// Time of each dispatch of a training step, summed by kernel and grid size, slowest first.
+fn profile(gpu: &Gpu, exec: &Executor) -> Result<Vec<ProfiledKernel>> {
+    let mut by_grid: BTreeMap<(String, [u32; 3]), f64> = BTreeMap::new();
     for d in exec.train_dispatches() {
         let (seconds, _) = time_steps(gpu, 1, 2, |recorder| recorder.dispatch(d))?;
-        *by_kernel.entry(format!("{} {:?}", d.label, d.workgroups)).or_default() += seconds * 1e3;
+        *by_grid.entry((d.label.clone(), d.workgroups)).or_default() += seconds * 1e3;
     }
-    let mut out: Vec<(String, f64)> = by_kernel.into_iter().collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut out: Vec<ProfiledKernel> =
+        by_grid.into_iter().map(|((label, workgroups), ms)| ProfiledKernel { label, workgroups, ms }).collect();
+    out.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     Ok(out)
+}
+
+/// Each kernel's time over all its grid sizes, slowest first.
+fn by_label(profile: &[ProfiledKernel]) -> Vec<(&str, f64)> {
+    let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
+    for k in profile {
+        *totals.entry(k.label.as_str()).or_default() += k.ms;
+    }
+    let mut out: Vec<(&str, f64)> = totals.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 pub fn run(
