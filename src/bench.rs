@@ -187,3 +187,16 @@ pub fn run(
         profile,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_totals_sum_every_grid_and_sort_slowest_first() {
+        let k = |label: &str, x: u32, ms: f64| ProfiledKernel { label: label.into(), workgroups: [x, 1, 1], ms };
+        let profile =
+            [k("conv::forward", 8, 3.0), k("pool::max", 2, 4.0), k("conv::forward", 16, 2.5), k("add", 1, 0.5)];
+        assert_eq!(by_label(&profile), vec![("conv::forward", 5.5), ("pool::max", 4.0), ("add", 0.5)]);
+    }
+}
