@@ -200,8 +200,15 @@ fn report_has_the_configuration_metrics_curves_and_panels() {
     let names = ["slice a", "slice b", "slice c", "slice d"];
     let cases: Vec<Case> =
         names.iter().zip(&probs).map(|(&name, prob)| Case { name, image: &image, truth: &truth, prob }).collect();
+    // An earlier evaluation's panels in the same folder: more of them, and a file of the user's.
+    report::write_panels(&dir, &cases, 1, size, 2, 3).unwrap();
+    std::fs::write(dir.join("panels/best-notes.png"), b"the user's").unwrap();
     let panels = report::write_panels(&dir, &cases, 1, size, 1, 2).unwrap();
     assert_eq!(panels.iter().map(|p| p.group.as_str()).collect::<Vec<_>>(), ["best", "worst", "worst"]);
+    let mut files: Vec<String> =
+        std::fs::read_dir(dir.join("panels")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, ["best-1.png", "best-notes.png", "contact_sheet.png", "worst-1.png", "worst-2.png"]);
     assert!(panels[0].caption.starts_with("slice a  Dice 1.000"), "{}", panels[0].caption);
     assert!(panels[1].caption.starts_with("slice d"), "the worst first: {}", panels[1].caption);
 

@@ -112,6 +112,7 @@ fn write_ranked(
     let mut links = Vec::new();
     let mut rows = Vec::new();
     for (group, members) in [("best", &top), ("worst", &bottom)] {
+        remove_earlier_panels(&dir, group, members.len())?;
         for (rank, &i) in members.iter().enumerate() {
             let caption = format!("{}  Dice {:.3}", names[i], scores[i]);
             let picture = draw(i, &caption);
@@ -123,6 +124,25 @@ fn write_ranked(
     }
     save_png(&contact_sheet(&rows, top.len(), bottom.len()), &dir.join("contact_sheet.png"))?;
     Ok(links)
+}
+
+/// Removes `dir/{group}-N.png` for N > `kept`: panels an earlier evaluation into the same folder
+/// drew (train's final one, or an `eval` with more `--panels`), which would otherwise sit beside
+/// this one's as if they ranked the same images.
+fn remove_earlier_panels(dir: &Path, group: &str, kept: usize) -> Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?;
+    for entry in entries {
+        let path = entry.with_context(|| format!("could not list {}", dir.display()))?.path();
+        let rank = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.strip_prefix(group)?.strip_prefix('-')?.strip_suffix(".png")?.parse::<usize>().ok());
+        if rank.is_some_and(|r| r > kept) {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("could not remove the earlier panel {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Encodes `img` as PNG and writes it through a temporary file, so a reader never sees half of it.
