@@ -13,8 +13,12 @@
 override TILE: u32 = 8u;
 // Input pixel pairs per invocation of backward_input: 1, or 2 on rows of a multiple of 4 pixels.
 override PAIRS: u32 = 1u;
+// Input pixels per invocation of forward: 4 neighbours in a row (rows of a multiple of 4 pixels:
+// one texel of x, whose fetch otherwise serves one pixel), or 1.
+override PX: u32 = 1u;
 const LANES: u32 = 8u;
 const MAX_PAIRS: u32 = 2u;
+const MAX_PX: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var x: texture_2d_array<f32>;
@@ -63,9 +67,9 @@ fn item_of(lid: u32, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return (wid.y + wid.z * nwg.y) * WG_X + lid;
 }
 
-// Items: (image, input pixel) in lane order; channel tiles: TILE output channels. Lane l loads
-// the weights of output channel co0 + l, then every lane gets all TILE of them by broadcasts;
-// each invocation owns one input pixel's 2×2 output blocks.
+// Items: (image, run of PX input pixels) in lane order; channel tiles: TILE output channels. Lane
+// l loads the weights of output channel co0 + l, then every lane gets all TILE of them by
+// broadcasts; each invocation owns its pixels' 2×2 output blocks.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn forward(
     @builtin(local_invocation_index) lid: u32,
@@ -73,29 +77,38 @@ fn forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let raw = item_of(lid, wid, nwg);
-    let at = pixel_of(raw);
     let plane = p.h * p.w;
+    let items = p.n * plane / PX;
+    let at = pixel_of(min(raw, items - 1u) * PX);
     let pix = at.y * p.w + at.z;
     let co0 = wid.x * TILE;
     let last = p.cout - 1u;
     let wcol = min(co0 + lid % LANES, last);
-    var acc: array<vec4<f32>, LANES>;
+    // acc[t][k]: the 2×2 block of output channel co0 + t above input pixel k of the run.
+    var acc: array<array<vec4<f32>, MAX_PX>, LANES>;
     for (var t = 0u; t < TILE; t++) {
-        acc[t] = vec4(bias[min(co0 + t, last)]);
-    }
-    for (var ci = 0u; ci < p.cin; ci++) {
-        let v = texel_f32(x, (at.x * p.cin + ci) * plane + pix);
-        let ws = broadcast_first(texel(wt, ci * p.cout + wcol), TILE);
-        for (var t = 0u; t < TILE; t++) {
-            acc[t] = fma(vec4(v), ws[t], acc[t]);
+        for (var k = 0u; k < PX; k++) {
+            acc[t][k] = vec4(bias[min(co0 + t, last)]);
         }
     }
-    if (raw < p.n * plane) {
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let xi = (at.x * p.cin + ci) * plane + pix;
+        let v = select(vec4(texel_f32(x, xi)), texel(x, xi / 4u), PX == 4u);
+        let ws = broadcast_first(texel(wt, ci * p.cout + wcol), TILE);
+        for (var t = 0u; t < TILE; t++) {
+            for (var k = 0u; k < PX; k++) {
+                acc[t][k] = fma(vec4(v[k]), ws[t], acc[t][k]);
+            }
+        }
+    }
+    if (raw < items) {
         for (var t = 0u; t < TILE; t++) {
             if (co0 + t < p.cout) {
-                let top = block_top(at.x, co0 + t, at.y, at.z);
-                y[top] = acc[t].xy;
-                y[top + p.w] = acc[t].zw;
+                for (var k = 0u; k < PX; k++) {
+                    let top = block_top(at.x, co0 + t, at.y, at.z + k);
+                    y[top] = acc[t][k].xy;
+                    y[top + p.w] = acc[t][k].zw;
+                }
             }
         }
     }

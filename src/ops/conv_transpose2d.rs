@@ -69,15 +69,19 @@ impl ConvTranspose2d {
     }
 
     /// The lane kernels' forward / backward_input: tiles of `channels` × runs of `pairs` input
-    /// pixel pairs (forward: one pixel, `pairs` 0), in lane order, wrapping into z.
+    /// pixel pairs (forward, `pairs` 0: runs of 4 pixels on rows of a multiple of 4, else 1), in
+    /// lane order, wrapping into z.
     fn lanes(&self, entry: &'static str, channels: usize, pairs: usize) -> (KernelSpec, [u32; 3]) {
         let max_tile = if pairs > 0 { MAX_LANE_GRADIENT_TILE } else { MAX_TILE };
         let tile = channel_tile(channels, max_tile);
+        let px = if pairs == 0 && self.w.is_multiple_of(4) { 4 } else { 1 };
         let spec = KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1])
             .constant("TILE", tile as f64)
-            .constant("PAIRS", pairs.max(1) as f64);
+            .constant("PAIRS", pairs.max(1) as f64)
+            .constant("PX", px as f64);
         // Channel tiles along x: lavapipe runs them back to back on one block of pixels.
-        let [y, z, _] = grid_1d(self.n * self.h * self.w / (2 * pairs).max(1), WG_PIXELS);
+        let pixels_per_item = if pairs > 0 { 2 * pairs } else { px };
+        let [y, z, _] = grid_1d(self.n * self.h * self.w / pixels_per_item, WG_PIXELS);
         (spec, [channels.div_ceil(tile) as u32, y, z])
     }
 
@@ -278,7 +282,8 @@ pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
     // of 6 pixels, so the last pixel pairs of a group of 8 lie past the plane.
     ConvTranspose2d { n: 3, cin: 16, cout: 17, h: 4, w: 6 },
     ConvTranspose2d { n: 2, cin: 9, cout: 8, h: 3, w: 2 },
-    // The lane input gradient's runs of two pixel pairs (rows of a multiple of 4 pixels), with
+    // The lane forward's runs of 4 pixels and the input gradient's of two pixel pairs (rows of a
+    // multiple of 4 pixels: these and the next three), with
     // 16-channel tiles whose upper half is partial (13) or empty (40 = 16 + 16 + 8), and a
     // last block of lanes on clamped copies (18 runs).
     ConvTranspose2d { n: 2, cin: 13, cout: 5, h: 3, w: 12 },
