@@ -178,9 +178,12 @@ fn backward_input(
 // dw[ci,co,a,c] = Σ_n,i,j x[n,ci,i,j] · dy[n,co,2i+a,2j+c]
 // One subgroup a workgroup, grid (tiles of 8 input channels, tiles of 8 output channels): lane l
 // owns output channel co0 + l and sums its 8 input channels' weights over every input pixel.
-// The 8 × 8 x values of 8 pixels are loaded one per lane per channel, then broadcast; each lane
-// loads its own dy, a vec4 per block row for two neighbouring pixels (the width is even, so a
-// pair never straddles rows). No barriers, no workgroup memory.
+// The 8 × 8 x values of 8 pixels are loaded by the lanes, then broadcast: with X8 (planes of a
+// multiple of 8 pixels) lane t loads channel ci0 + t's 8 as two texels; otherwise each lane its
+// pixel of every channel, a texel fetch a value. Each lane loads its own dy, a vec4 per block
+// row for two neighbouring pixels (the width is even, so a pair never straddles rows). No
+// barriers, no workgroup memory.
+override X8: bool = false;
 
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
@@ -193,12 +196,21 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             let mine = min(first + lane, plane - 1u);
             // xs[t][q]: x of input channel ci0 + t at pixel first + q (zero past the plane).
             var xs: array<array<f32, LANES>, LANES>;
-            for (var t = 0u; t < LANES; t++) {
-                let v = select(0.0, texel_f32(x, (n * p.cin + min(ci0 + t, p.cin - 1u)) * plane + mine), first + lane < plane);
-                xs[t] = array<f32, LANES>(
-                    subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
-                    subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
-                    subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+            if (X8) {
+                let base = ((n * p.cin + min(ci0 + lane, p.cin - 1u)) * plane + first) / 4u;
+                let lo = broadcast_first(texel(x, base), LANES);
+                let hi = broadcast_first(texel(x, base + 1u), LANES);
+                for (var t = 0u; t < LANES; t++) {
+                    xs[t] = array<f32, LANES>(lo[t].x, lo[t].y, lo[t].z, lo[t].w, hi[t].x, hi[t].y, hi[t].z, hi[t].w);
+                }
+            } else {
+                for (var t = 0u; t < LANES; t++) {
+                    let v = select(0.0, texel_f32(x, (n * p.cin + min(ci0 + t, p.cin - 1u)) * plane + mine), first + lane < plane);
+                    xs[t] = array<f32, LANES>(
+                        subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
+                        subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
+                        subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+                }
             }
             for (var q = 0u; q < LANES; q += 2u) {
                 // Pixels first + q and + q + 1 (pairs past the plane meet zero x values).

@@ -167,8 +167,10 @@ impl Convolution for ConvTranspose2d {
         let dw = ("dw", dw, self.weight_len());
         if self.lane_kernels(gpu, true) {
             // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
-            // pairs.
-            let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1]);
+            // pairs, x as two texels of 8 pixels where planes hold whole groups of 8.
+            let x8 = (self.h * self.w).is_multiple_of(8);
+            let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1])
+                .constant("X8", if x8 { 1.0 } else { 0.0 });
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
             let bindings = [("x", x, self.input_len()), ("dy4", dy, self.output_len()), dw];
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
