@@ -92,8 +92,10 @@ fn forward(
         }
     }
     for (var ci = 0u; ci < p.cin; ci++) {
+        // One fetch either way: the texel holding pixel pix (with PX = 4, the whole run).
         let xi = (at.x * p.cin + ci) * plane + pix;
-        let v = select(vec4(texel_f32(x, xi)), texel(x, xi / 4u), PX == 4u);
+        let texel_x = texel(x, xi / 4u);
+        let v = select(vec4(texel_x[xi % 4u]), texel_x, PX == 4u);
         let ws = broadcast_first(texel(wt, ci * p.cout + wcol), TILE);
         for (var t = 0u; t < TILE; t++) {
             for (var k = 0u; k < PX; k++) {
