@@ -109,14 +109,15 @@ fn write_ranked(
     let dir = run_dir.join("panels");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let (top, bottom) = select_cases(scores, best, worst);
+    let groups = [("best", &top), ("worst", &bottom)];
+    remove_earlier_panels(&dir, &groups.map(|(group, members)| (group, members.len())))?;
     let mut links = Vec::new();
     let mut rows = Vec::new();
-    for (group, members) in [("best", &top), ("worst", &bottom)] {
-        remove_earlier_panels(&dir, group, members.len())?;
+    for (group, members) in groups {
         for (rank, &i) in members.iter().enumerate() {
             let caption = format!("{}  Dice {:.3}", names[i], scores[i]);
             let picture = draw(i, &caption);
-            let file = format!("{group}-{}.png", rank + 1);
+            let file = panel_file(group, rank + 1);
             save_png(&picture, &dir.join(&file))?;
             links.push(PanelLink { group: group.to_string(), path: format!("panels/{file}"), caption });
             rows.push((names[i].to_string(), scores[i], picture));
@@ -126,18 +127,26 @@ fn write_ranked(
     Ok(links)
 }
 
-/// Removes `dir/{group}-N.png` for N > `kept`: panels an earlier evaluation into the same folder
-/// drew (train's final one, or an `eval` with more `--panels`), which would otherwise sit beside
-/// this one's as if they ranked the same images.
-fn remove_earlier_panels(dir: &Path, group: &str, kept: usize) -> Result<()> {
+/// A panel's file name: `best-1.png` for the first of group "best".
+fn panel_file(group: &str, rank: usize) -> String {
+    format!("{group}-{rank}.png")
+}
+
+/// The rank N of a file named as [`panel_file`] names group's panel N.
+fn panel_rank(file: &str, group: &str) -> Option<usize> {
+    file.strip_prefix(group)?.strip_prefix('-')?.strip_suffix(".png")?.parse().ok()
+}
+
+/// Removes `dir/{group}-N.png` for N > the group's `kept` count: panels an earlier evaluation
+/// into the same folder drew (train's final one, or an `eval` with more `--panels`), which would
+/// otherwise sit beside this one's as if they ranked the same images.
+fn remove_earlier_panels(dir: &Path, groups: &[(&str, usize)]) -> Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("could not list {}", dir.display()))?;
     for entry in entries {
         let path = entry.with_context(|| format!("could not list {}", dir.display()))?.path();
-        let rank = path
-            .file_name()
-            .and_then(|f| f.to_str())
-            .and_then(|f| f.strip_prefix(group)?.strip_prefix('-')?.strip_suffix(".png")?.parse::<usize>().ok());
-        if rank.is_some_and(|r| r > kept) {
+        let Some(name) = path.file_name().and_then(|f| f.to_str()) else { continue };
+        let stale = groups.iter().any(|&(group, kept)| panel_rank(name, group).is_some_and(|r| r > kept));
+        if stale {
             std::fs::remove_file(&path)
                 .with_context(|| format!("could not remove the earlier panel {}", path.display()))?;
         }
