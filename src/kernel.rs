@@ -56,6 +56,7 @@ pub static SHADERS: &[Shader] = &[
     shader!("elementwise"),
     shader!("conv2d"),
     shader!("conv2d_lanes"),
+    shader!("conv2d_narrow"),
     shader!("conv_transpose2d_lanes"),
     shader!("pool"),
     shader!("concat"),

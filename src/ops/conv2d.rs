@@ -34,6 +34,11 @@ const MAX_TILE: usize = 4;
 const MAX_WEIGHT_TILE: usize = 4;
 /// Lanes of the subgroup the CPU-lane kernels (`conv2d_lanes.wgsl`) are written for.
 const LANES: u32 = 8;
+/// Most columns and rows of a conv2d_narrow.wgsl block (`MAX_BW`, `MAX_BH`), and most sums a
+/// lane (`MAX_SUMS`).
+const NARROW_MAX_BW: usize = 8;
+const NARROW_MAX_BH: usize = 8;
+const NARROW_MAX_SUMS: usize = 32;
 /// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's CPU-lane
 /// forward uses one subgroup where this does not divide its items).
 pub(crate) const WG_PIXELS: u32 = 64;
@@ -376,11 +381,22 @@ impl Conv2d {
         }
     }
 
+    /// The output block of conv2d_narrow.wgsl's forward, (rows `BH`, columns `BW`), and the
+    /// chunk its backward_weight walks rows in (`BW`): each row in equal blocks of at most
+    /// NARROW_MAX_BW columns, the rows in equal blocks of at most NARROW_MAX_BH rows and
+    /// NARROW_MAX_SUMS outputs.
+    fn narrow_block(&self) -> (usize, usize) {
+        let bw = self.w.div_ceil(self.w.div_ceil(NARROW_MAX_BW));
+        let bh = self.h.div_ceil(self.h.div_ceil((NARROW_MAX_SUMS / bw).min(NARROW_MAX_BH)));
+        (bh, bw)
+    }
+
     /// The `forward` entry point computing `channels` output channels, with TRANSPOSE for the
     /// input gradient: the spec, the grid and the parts K is split into. CPU lanes: (image, row,
-    /// run of PX pixels) blocks × channel tiles; gpu variant: the GEMM's pixel tiles × channel
-    /// tiles ([`GemmTile`]), split over K ([`k_splits`]) where they are few and K is long, else
-    /// shrunk. Both wrap the pixel axis into z where there is no split.
+    /// run of PX pixels) blocks × channel tiles, or on rows that are no whole runs
+    /// (conv2d_narrow.wgsl) blocks of pixels × groups of 8 channels; gpu variant: the GEMM's
+    /// pixel tiles × channel tiles ([`GemmTile`]), split over K ([`k_splits`]) where they are
+    /// few and K is long, else shrunk. All wrap the pixel axis into z where there is no split.
     fn tiled(&self, gpu: &Gpu, params: &ConvParams, transpose: bool) -> (KernelSpec, [u32; 3], usize) {
         let channels = params.cout as usize;
         let tile = channel_tile(channels, MAX_TILE);
@@ -402,6 +418,19 @@ impl Conv2d {
             // Channel tiles along x: lavapipe runs them back to back on one block of rows.
             let [y, z, _] = grid_1d(items, wg);
             return (spec, [channels.div_ceil(tile) as u32, y, z], 1);
+        }
+        if gpu.lane_kernels() {
+            let (bh, bw) = self.narrow_block();
+            // Two channels a lane where there are more than 8.
+            let per_lane = if channels > LANES as usize { 2 } else { 1 };
+            let spec = KernelSpec::new("conv2d_narrow", "forward", [LANES, 1, 1])
+                .constant("K", self.k as f64)
+                .constant("BH", bh as f64)
+                .constant("BW", bw as f64)
+                .constant("CHANNELS", per_lane as f64)
+                .constant("TRANSPOSE", transpose_constant);
+            let [y, z, _] = grid_1d(self.n * self.h.div_ceil(bh) * self.w.div_ceil(bw), 1);
+            return (spec, [channels.div_ceil(per_lane * LANES as usize) as u32, y, z], 1);
         }
         // The input gradient adds no bias.
         gemm_forward(gpu, self.k, params, transpose, !transpose)
@@ -477,6 +506,16 @@ impl Convolution for Conv2d {
                 .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 })
                 .constant("PAIR", pair as f64);
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
+            return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
+        }
+        if gpu.lane_kernels() {
+            // Rows that are no whole runs: a lane an input channel, in groups of 8.
+            let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
+            let spec = KernelSpec::new("conv2d_narrow", "backward_weight", [LANES, 1, 1])
+                .constant("K", self.k as f64)
+                .constant("TILE", tile as f64)
+                .constant("BW", self.narrow_block().1 as f64);
+            let grid = [self.cin.div_ceil(LANES as usize) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
         launch_split(gpu, &params, gemm_weight_gradient(gpu, self.k, &params), &bindings[..2], bindings[2])
@@ -623,7 +662,10 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 1, cin: 4, cout: 5, h: 3, w: 12, k: 3, relu: false },
     // Small maps: rows of one run at either run length, where the lane kernel's weight gradient
     // gives each lane its own input channel (8 a subgroup, the last group partial), one row,
-    // batch 1 and 3; two runs a row; and maps too narrow for the lane kernels (1×1, 2×2, 3×5).
+    // batch 1 and 3; two runs a row; and maps too narrow for the lane kernels (1×1, 2×2, 3×5),
+    // which the CPU variant computes with conv2d_narrow.wgsl (as the odd widths above: 7 with
+    // 33 channels, two a lane in the input gradient; 67 in blocks of 4 × 8 pixels; and a 1×1
+    // kernel on 7 columns below).
     Conv2d { n: 1, cin: 11, cout: 6, h: 1, w: 4, k: 3, relu: false },
     Conv2d { n: 3, cin: 10, cout: 5, h: 2, w: 8, k: 3, relu: true },
     Conv2d { n: 3, cin: 17, cout: 3, h: 3, w: 4, k: 1, relu: false },
@@ -631,6 +673,7 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     Conv2d { n: 3, cin: 6, cout: 4, h: 1, w: 1, k: 3, relu: true },
     Conv2d { n: 1, cin: 7, cout: 5, h: 2, w: 2, k: 3, relu: false },
     Conv2d { n: 3, cin: 4, cout: 6, h: 3, w: 5, k: 3, relu: false },
+    Conv2d { n: 2, cin: 9, cout: 17, h: 3, w: 7, k: 1, relu: true },
     // 64 items of four rows' runs of 8 pixels: the lane forward's 64-invocation workgroups (the
     // others use 8).
     Conv2d { n: 2, cin: 3, cout: 5, h: 32, w: 32, k: 3, relu: true },
