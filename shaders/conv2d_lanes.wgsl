@@ -267,10 +267,12 @@ fn broadcast_lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
 // bridge at batch 8) the grid's x is groups of 8 input channels instead, a lane each: every
 // lane walks all rows itself and stores its own sums, no cross-lane sum. The lanes walk the
 // image down its rows so each step loads one new window row and keeps the K − 1 before it:
-// a row of `runs` runs is split into column blocks of up to 8 runs (lane = run within the
-// block); when a row has fewer than 8 runs the subgroup holds 8 / runs streams side by side,
-// each walking its own band of rows (of one image or another). Lanes left over are idle (zero
-// dz). CROSSING here means rows of more than 8 runs, whose block edges the edge lanes read.
+// the columns they walk, one run wide and a band of rows of one image long, are taken 8 at a
+// time in order, a lane each, so a group of 8 may hold the end of one row's runs and the start
+// of the next image's or band's (whose lanes then are no neighbours: `window_row` zeroes a
+// row's ends), and no lane idles but in the last group (rows of 5 runs left 3 of 8 idle, rows
+// of 10 every second block 6). CROSSING here means rows whose runs do not divide the 8 lanes:
+// the runs beside lanes 0 and 7 may be in the group before or after, so those lanes read them.
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
     // Input channels of this invocation: ci, and ci + 1 with PAIR = 2.
@@ -280,78 +282,73 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let co0 = wid.y * TILE;
     let runs = p.w / PX;
     let plane4 = p.h * p.w / 4u;
-    let per_stream = min(runs, LANES);
-    let streams = select(LANES / per_stream, 1u, ONE_RUN);
-    let stream = select(lane / per_stream, 0u, ONE_RUN);
-    // Each image is cut into bands of rows, enough of them for every stream to have one.
-    let bands = (streams + p.n - 1u) / p.n;
+    // The (band of an image, run) columns the lanes walk, 8 at a time in lane order (all of
+    // them with ONE_RUN, whose lanes are channels): enough bands for at least 8 columns.
+    let columns_per_band = p.n * runs;
+    let bands = select((LANES + columns_per_band - 1u) / columns_per_band, 1u, ONE_RUN);
     let band = (p.h + bands - 1u) / bands;
-    let chunks = p.n * bands;
-    let blocks = (runs + LANES - 1u) / LANES;
+    let columns = p.n * bands * runs;
     var acc: array<array<f32, 9>, MAX_TILE>;
     var acc_next = acc;
-    for (var group = 0u; group < chunks; group += streams) {
-        let chunk = min(group + min(stream, streams - 1u), chunks - 1u);
-        let chunk_valid = stream < streams && group + stream < chunks && raw_ci < p.cin;
-        let image_band = divmod(chunk, bands);
+    for (var first = 0u; first < columns; first += select(LANES, 1u, ONE_RUN)) {
+        let raw_column = select(first + lane, first, ONE_RUN);
+        let lane_valid = raw_column < columns && raw_ci < p.cin;
+        let chunk_run = divmod(min(raw_column, columns - 1u), runs);
+        let run = chunk_run.y;
+        let image_band = divmod(chunk_run.x, bands);
         let n = image_band.x;
         let oy0 = image_band.y * band;
         let xplane = (n * p.cin + ci) * plane4;
         let xplane_next = (n * p.cin + ci_next) * plane4;
-        for (var block = 0u; block < blocks; block++) {
-            let raw_run = block * LANES + lane % per_stream;
-            let lane_valid = chunk_valid && raw_run < runs;
-            let run = min(raw_run, runs - 1u);
-            // rows[ky]: the window row ky of the current output row; the first K − 1 carry over.
-            var rows: array<array<f32, MAX_PX + 2u>, 3>;
-            var rows_next = rows;
-            for (var ky = 0u; ky + 1u < K; ky++) {
-                rows[ky] = window_row(xplane, oy0, ky, run, runs, lane);
-                if (PAIR == 2u) {
-                    rows_next[ky] = window_row(xplane_next, oy0, ky, run, runs, lane);
-                }
+        // rows[ky]: the window row ky of the current output row; the first K − 1 carry over.
+        var rows: array<array<f32, MAX_PX + 2u>, 3>;
+        var rows_next = rows;
+        for (var ky = 0u; ky + 1u < K; ky++) {
+            rows[ky] = window_row(xplane, oy0, ky, run, runs, lane);
+            if (PAIR == 2u) {
+                rows_next[ky] = window_row(xplane_next, oy0, ky, run, runs, lane);
             }
-            for (var step = 0u; step < band; step++) {
-                let oy = oy0 + step;
-                let valid = lane_valid && oy < p.h;
-                rows[K - 1u] = window_row(xplane, oy, K - 1u, run, runs, lane);
-                if (PAIR == 2u) {
-                    rows_next[K - 1u] = window_row(xplane_next, oy, K - 1u, run, runs, lane);
-                }
-                let zrow = n * p.cout * plane4 + min(oy, p.h - 1u) * (p.w / 4u) + run * (PX / 4u);
-                var dz_lanes: array<vec4<f32>, LANES>;
+        }
+        for (var step = 0u; step < band; step++) {
+            let oy = oy0 + step;
+            let valid = lane_valid && oy < p.h;
+            rows[K - 1u] = window_row(xplane, oy, K - 1u, run, runs, lane);
+            if (PAIR == 2u) {
+                rows_next[K - 1u] = window_row(xplane_next, oy, K - 1u, run, runs, lane);
+            }
+            let zrow = n * p.cout * plane4 + min(oy, p.h - 1u) * (p.w / 4u) + run * (PX / 4u);
+            var dz_lanes: array<vec4<f32>, LANES>;
+            if (ONE_RUN) {
+                dz_lanes = broadcast_lanes(texel(dz, zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)));
+            }
+            var g: array<array<f32, MAX_PX>, MAX_TILE>;
+            for (var t = 0u; t < TILE; t++) {
+                var lo: vec4<f32>;
+                var hi = vec4<f32>();
                 if (ONE_RUN) {
-                    dz_lanes = broadcast_lanes(texel(dz, zrow + min(co0 + lane / (PX / 4u), p.cout - 1u) * plane4 + lane % (PX / 4u)));
-                }
-                var g: array<array<f32, MAX_PX>, MAX_TILE>;
-                for (var t = 0u; t < TILE; t++) {
-                    var lo: vec4<f32>;
-                    var hi = vec4<f32>();
-                    if (ONE_RUN) {
-                        lo = dz_lanes[t * (PX / 4u)];
-                        if (PX == 8u) {
-                            hi = dz_lanes[t * 2u + 1u];
-                        }
-                    } else {
-                        let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
-                        lo = texel(dz, zi);
-                        if (PX == 8u) {
-                            hi = texel(dz, zi + 1u);
-                        }
+                    lo = dz_lanes[t * (PX / 4u)];
+                    if (PX == 8u) {
+                        hi = dz_lanes[t * 2u + 1u];
                     }
-                    lo = select(vec4<f32>(), lo, valid);
-                    hi = select(vec4<f32>(), hi, valid);
-                    g[t] = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+                } else {
+                    let zi = zrow + min(co0 + t, p.cout - 1u) * plane4;
+                    lo = texel(dz, zi);
+                    if (PX == 8u) {
+                        hi = texel(dz, zi + 1u);
+                    }
                 }
-                accumulate_weight_taps(&acc, &g, &rows);
+                lo = select(vec4<f32>(), lo, valid);
+                hi = select(vec4<f32>(), hi, valid);
+                g[t] = array<f32, MAX_PX>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+            }
+            accumulate_weight_taps(&acc, &g, &rows);
+            if (PAIR == 2u) {
+                accumulate_weight_taps(&acc_next, &g, &rows_next);
+            }
+            for (var ky = 0u; ky + 1u < K; ky++) {
+                rows[ky] = rows[ky + 1u];
                 if (PAIR == 2u) {
-                    accumulate_weight_taps(&acc_next, &g, &rows_next);
-                }
-                for (var ky = 0u; ky + 1u < K; ky++) {
-                    rows[ky] = rows[ky + 1u];
-                    if (PAIR == 2u) {
-                        rows_next[ky] = rows_next[ky + 1u];
-                    }
+                    rows_next[ky] = rows_next[ky + 1u];
                 }
             }
         }

@@ -501,8 +501,7 @@ impl Convolution for Conv2d {
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
                 .constant("PX", px as f64)
-                // Its lanes walk column blocks of 8 runs: only rows of more runs cross.
-                .constant("CROSSING", if runs > LANES as usize { 1.0 } else { 0.0 })
+                .constant("CROSSING", self.rows_cross_subgroups(px))
                 .constant("ONE_RUN", if runs == 1 { 1.0 } else { 0.0 })
                 .constant("PAIR", pair as f64);
             let grid = [self.cin.div_ceil(channels) as u32, self.cout.div_ceil(tile) as u32, 1];
