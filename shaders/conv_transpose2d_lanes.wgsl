@@ -1,7 +1,7 @@
 // 2×2 stride-2 transposed convolution for SIMD-lane adapters (the CPU kernel variant; Mesa
 // lavapipe): what conv2d.wgsl's GEMMs compute with UPSAMPLE elsewhere (the gradients
-// read dy and write dx over pixel pairs, bindings 9 and 10, so they need an even width),
-// built on what conv2d_lanes.wgsl explains: storage loads are dear (a branchy loop over the 8
+// read dy over pixel pairs where the width is even, binding 9, else a pixel at a time), built
+// on what conv2d_lanes.wgsl explains: storage loads are dear (a branchy loop over the 8
 // lanes each), texel fetches and subgroup broadcasts cheap, so x, the weights and dy are read as
 // texels of textures. An operand that is the same for every lane is loaded
 // 8 values to a load, one per lane, and handed out by broadcasts. Needs 8-lane subgroups.
@@ -13,6 +13,9 @@
 override TILE: u32 = 8u;
 // Input pixel pairs per invocation of backward_input: 1, or 2 on rows of a multiple of 4 pixels.
 override PAIRS: u32 = 1u;
+// Rows of an odd width: the gradients take one input pixel at a time (a pair could straddle two
+// rows), whose 2×2 block of dy starts at either half of a texel (`dy_block`).
+override SINGLE: bool = false;
 // Input pixels per invocation of forward: 4 neighbours in a row (rows of a multiple of 4 pixels:
 // one texel of x, whose fetch otherwise serves one pixel), or 1.
 override PX: u32 = 1u;
@@ -27,9 +30,9 @@ const MAX_PX: u32 = 4u;
 // y: the rows of a 2×2 block are vec2s (even offsets: the output width 2w is even).
 @group(0) @binding(4) var<storage, read_write> y: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> dw: array<vec4<f32>>;
-// dy and dx over pixel pairs (even widths): a block row of two pixels is one vec4.
+// dy over pixel pairs (even widths): a block row of two pixels is one vec4.
 @group(0) @binding(9) var dy4: texture_2d_array<f32>;
-@group(0) @binding(10) var<storage, read_write> dx2: array<vec2<f32>>;
+@group(0) @binding(10) var<storage, read_write> dx: array<f32>;
 
 // Lane t's value, for t < count, as seen by every lane (zeros from count on).
 fn broadcast_first(v: vec4<f32>, count: u32) -> array<vec4<f32>, LANES> {
@@ -48,6 +51,15 @@ fn broadcast_first(v: vec4<f32>, count: u32) -> array<vec4<f32>, LANES> {
 // Index in vec2s into y / dy of the top row of the 2×2 block of input pixel (i, j), channel c.
 fn block_top(n: u32, c: u32, i: u32, j: u32) -> u32 {
     return (((n * p.cout + c) * 2u * p.h + 2u * i) * 2u * p.w + 2u * j) / 2u;
+}
+
+// The 2×2 block of dy whose top left is vec2 `top` (block_top), as (top left, top right, bottom
+// left, bottom right): two texel fetches, each row's half picked by its parity.
+fn dy_block(top: u32) -> vec4<f32> {
+    let bottom = top + p.w;
+    let upper = texel(dy4, top / 2u);
+    let lower = texel(dy4, bottom / 2u);
+    return vec4<f32>(select(upper.xy, upper.zw, top % 2u == 1u), select(lower.xy, lower.zw, bottom % 2u == 1u));
 }
 
 // The (image, input pixel) of linear item `raw`, clamped to the last one so every lane stays
@@ -117,10 +129,10 @@ fn forward(
 }
 
 // dx[n,ci,i,j] = Σ_co Σ_a,c dy[n,co,2i+a,2j+c] · w[ci,co,a,c]; the grid of forward over input
-// channels and runs of PAIRS pixel pairs (the width is even, so a pair never straddles rows): an
-// invocation's dy is PAIRS vec4s per block row and output channel. On lavapipe every load is a
-// loop over the lanes (~50 instructions a lane for a vec4), so each co's loads feed as many sums
-// as fit: up to 16 channels × 4 pixels. Lane l loads the weights of input channels ci0 + l and
+// channels and runs of PAIRS pixel pairs (even widths, so a pair never straddles rows: an
+// invocation's dy is PAIRS vec4s per block row and output channel) or, with SINGLE, of single
+// pixels. On lavapipe every load is a loop over the lanes (~50 instructions a lane for a vec4),
+// so each co's loads feed as many sums as fit: up to 16 channels × 4 pixels. Lane l loads the weights of input channels ci0 + l and
 // ci0 + 8 + l; broadcasts hand them to every lane.
 @compute @workgroup_size(WG_X, WG_Y, WG_Z)
 fn backward_input(
@@ -130,8 +142,9 @@ fn backward_input(
 ) {
     let raw = item_of(lid, wid, nwg);
     let plane = p.h * p.w;
-    let items = p.n * plane / (2u * PAIRS);
-    let at = pixel_of(2u * PAIRS * min(raw, items - 1u));
+    let pixels = select(2u * PAIRS, 1u, SINGLE);
+    let items = p.n * plane / pixels;
+    let at = pixel_of(pixels * min(raw, items - 1u));
     let ci0 = wid.x * TILE;
     let last = p.cin - 1u;
     let lane = lid % LANES;
@@ -144,33 +157,37 @@ fn backward_input(
         let top = block_top(at.x, co, at.y, at.z) / 2u;
         // g[k]: the 2×2 block of dy under pixel k, as (top left, top right, bottom left, bottom right).
         var g: array<vec4<f32>, 2 * MAX_PAIRS>;
-        for (var k = 0u; k < PAIRS; k++) {
-            let upper = texel(dy4, top + k);
-            let lower = texel(dy4, top + p.w / 2u + k);
-            g[2u * k] = vec4<f32>(upper.xy, lower.xy);
-            g[2u * k + 1u] = vec4<f32>(upper.zw, lower.zw);
+        if (SINGLE) {
+            g[0] = dy_block(block_top(at.x, co, at.y, at.z));
+        } else {
+            for (var k = 0u; k < PAIRS; k++) {
+                let upper = texel(dy4, top + k);
+                let lower = texel(dy4, top + p.w / 2u + k);
+                g[2u * k] = vec4<f32>(upper.xy, lower.xy);
+                g[2u * k + 1u] = vec4<f32>(upper.zw, lower.zw);
+            }
         }
         let ws = broadcast_first(texel(wt, wrow_lo + co), TILE);
         for (var t = 0u; t < min(TILE, LANES); t++) {
-            for (var k = 0u; k < 2u * PAIRS; k++) {
+            for (var k = 0u; k < pixels; k++) {
                 sums[t][k] += dot(g[k], ws[t]);
             }
         }
         if (high > 0u) {
             let ws_hi = broadcast_first(texel(wt, wrow_hi + co), high);
             for (var t = 0u; t < high; t++) {
-                for (var k = 0u; k < 2u * PAIRS; k++) {
+                for (var k = 0u; k < pixels; k++) {
                     sums[LANES + t][k] += dot(g[k], ws_hi[t]);
                 }
             }
         }
     }
     if (raw < items) {
-        let first = (at.y * p.w + at.z) / 2u;
+        let first = at.y * p.w + at.z;
         for (var t = 0u; t < TILE; t++) {
             if (ci0 + t < p.cin) {
-                for (var k = 0u; k < PAIRS; k++) {
-                    dx2[(at.x * p.cin + ci0 + t) * plane / 2u + first + k] = vec2<f32>(sums[t][2u * k], sums[t][2u * k + 1u]);
+                for (var k = 0u; k < pixels; k++) {
+                    dx[(at.x * p.cin + ci0 + t) * plane + first + k] = sums[t][k];
                 }
             }
         }
@@ -183,8 +200,8 @@ fn backward_input(
 // The 8 × 8 x values of 8 pixels are loaded by the lanes, then broadcast: with X8 (planes of a
 // multiple of 8 pixels) lane t loads channel ci0 + t's 8 as two texels; otherwise each lane its
 // pixel of every channel, a texel fetch a value. Each lane loads its own dy, a vec4 per block
-// row for two neighbouring pixels (the width is even, so a pair never straddles rows). No
-// barriers, no workgroup memory.
+// row for two neighbouring pixels (even widths, so a pair never straddles rows; with SINGLE two
+// texels for each pixel's block). No barriers, no workgroup memory.
 override X8: bool = false;
 
 @compute @workgroup_size(8, 1, 1)
@@ -215,13 +232,22 @@ fn backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
                 }
             }
             for (var q = 0u; q < LANES; q += 2u) {
-                // Pixels first + q and + q + 1 (pairs past the plane meet zero x values).
-                let row_col = divmod(min(first + q, plane - 2u), p.w);
-                let top = block_top(n, co, row_col.x, row_col.y) / 2u;
-                let upper = texel(dy4, top);
-                let lower = texel(dy4, top + p.w / 2u);
-                let g0 = vec4<f32>(upper.xy, lower.xy);
-                let g1 = vec4<f32>(upper.zw, lower.zw);
+                // Pixels first + q and + q + 1 (pixels past the plane meet zero x values).
+                var g0: vec4<f32>;
+                var g1: vec4<f32>;
+                if (SINGLE) {
+                    let a = divmod(min(first + q, plane - 1u), p.w);
+                    let b = divmod(min(first + q + 1u, plane - 1u), p.w);
+                    g0 = dy_block(block_top(n, co, a.x, a.y));
+                    g1 = dy_block(block_top(n, co, b.x, b.y));
+                } else {
+                    let row_col = divmod(min(first + q, plane - 2u), p.w);
+                    let top = block_top(n, co, row_col.x, row_col.y) / 2u;
+                    let upper = texel(dy4, top);
+                    let lower = texel(dy4, top + p.w / 2u);
+                    g0 = vec4<f32>(upper.xy, lower.xy);
+                    g1 = vec4<f32>(upper.zw, lower.zw);
+                }
                 for (var t = 0u; t < LANES; t++) {
                     acc[t] = fma(vec4(xs[t][q + 1u]), g1, fma(vec4(xs[t][q]), g0, acc[t]));
                 }

@@ -62,25 +62,40 @@ impl ConvTranspose2d {
     }
 
     /// Whether `conv_transpose2d_lanes.wgsl` applies: see [`Gpu::lane_kernels`]; its pixel
-    /// arithmetic (`divmod`) is exact below DIVMOD_LIMIT input pixels, and its gradients take
-    /// input pixels in pairs, so they need an even width.
-    fn lane_kernels(&self, gpu: &Gpu, pairs: bool) -> bool {
-        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT && (!pairs || self.w.is_multiple_of(2))
+    /// arithmetic (`divmod`) is exact below DIVMOD_LIMIT input pixels.
+    fn lane_kernels(&self, gpu: &Gpu) -> bool {
+        gpu.lane_kernels() && self.n * self.h * self.w < DIVMOD_LIMIT
+    }
+
+    /// The `SINGLE` override of the lane kernels' gradients: 1 on rows of an odd width, where
+    /// they take input pixels one at a time rather than in pairs.
+    fn single(&self) -> f64 {
+        if self.w.is_multiple_of(2) {
+            0.0
+        } else {
+            1.0
+        }
     }
 
     /// The lane kernels' forward / backward_input: tiles of `channels` × runs of `pairs` input
-    /// pixel pairs (forward, `pairs` 0: runs of 4 pixels on rows of a multiple of 4, else 1), in
-    /// lane order, wrapping into z.
+    /// pixel pairs (forward, `pairs` 0: runs of 4 pixels on rows of a multiple of 4, else 1;
+    /// backward_input on rows of an odd width: single pixels), in lane order, wrapping into z.
     fn lanes(&self, entry: &'static str, channels: usize, pairs: usize) -> (KernelSpec, [u32; 3]) {
         let max_tile = if pairs > 0 { MAX_LANE_GRADIENT_TILE } else { MAX_TILE };
         let tile = channel_tile(channels, max_tile);
         let px = if pairs == 0 && self.w.is_multiple_of(4) { 4 } else { 1 };
+        let single = pairs > 0 && !self.w.is_multiple_of(2);
         let spec = KernelSpec::new("conv_transpose2d_lanes", entry, [WG_PIXELS, 1, 1])
             .constant("TILE", tile as f64)
             .constant("PAIRS", pairs.max(1) as f64)
+            .constant("SINGLE", self.single())
             .constant("PX", px as f64);
         // Channel tiles along x: lavapipe runs them back to back on one block of pixels.
-        let pixels_per_item = if pairs > 0 { 2 * pairs } else { px };
+        let pixels_per_item = match (pairs, single) {
+            (0, _) => px,
+            (_, true) => 1,
+            _ => 2 * pairs,
+        };
         let [y, z, _] = grid_1d(self.n * self.h * self.w / pixels_per_item, WG_PIXELS);
         (spec, [channels.div_ceil(tile) as u32, y, z])
     }
@@ -131,7 +146,7 @@ impl Convolution for ConvTranspose2d {
         let params = self.params()?;
         let inputs = [("x", x, self.input_len()), ("wt", w, self.weight_len()), ("bias", b, self.cout)];
         let out = ("y", y, self.output_len());
-        if self.lane_kernels(gpu, false) {
+        if self.lane_kernels(gpu) {
             let (spec, grid) = self.lanes("forward", self.cout, 0);
             return Ok(vec![launch(gpu, &spec, &params, &[&inputs[..], &[out]].concat(), grid)?]);
         }
@@ -144,13 +159,12 @@ impl Convolution for ConvTranspose2d {
     /// dX[ci][(n, i, j)] = Σ_(co, a, c) w[ci][(co, a, c)] · dy gathered at (2i + a, 2j + c).
     fn backward_input(&self, gpu: &Gpu, dy: &BufferView, w: &BufferView, dx: &BufferView) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
-        if self.lane_kernels(gpu, true) {
+        if self.lane_kernels(gpu) {
             // Runs of two pixel pairs where rows are whole runs: twice the sums per dy load.
             let pairs = if self.w.is_multiple_of(4) { 2 } else { 1 };
             let (spec, grid) = self.lanes("backward_input", self.cin, pairs);
-            // The lane kernel reads dy and writes dx over pixel pairs.
-            let bindings =
-                [("dy4", dy, self.output_len()), ("wt", w, self.weight_len()), ("dx2", dx, self.input_len())];
+            // The lane kernel reads dy over pixel pairs (or a pixel's block at a time).
+            let bindings = [("dy4", dy, self.output_len()), ("wt", w, self.weight_len()), ("dx", dx, self.input_len())];
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
         let gemm = self.gemm_params(&params, false);
@@ -165,12 +179,14 @@ impl Convolution for ConvTranspose2d {
     fn backward_weight(&self, gpu: &Gpu, x: &BufferView, dy: &BufferView, dw: &BufferView) -> Result<Vec<Dispatch>> {
         let params = self.params()?;
         let dw = ("dw", dw, self.weight_len());
-        if self.lane_kernels(gpu, true) {
+        if self.lane_kernels(gpu) {
             // One 8-lane subgroup per 8 input × 8 output channels; dy read as vec4s over pixel
-            // pairs, x as two texels of 8 pixels where planes hold whole groups of 8.
+            // pairs (on odd widths a pixel's block at a time), x as two texels of 8 pixels
+            // where planes hold whole groups of 8.
             let x8 = (self.h * self.w).is_multiple_of(8);
             let spec = KernelSpec::new("conv_transpose2d_lanes", "backward_weight", [8, 1, 1])
-                .constant("X8", if x8 { 1.0 } else { 0.0 });
+                .constant("X8", if x8 { 1.0 } else { 0.0 })
+                .constant("SINGLE", self.single());
             let grid = [self.cin.div_ceil(8) as u32, self.cout.div_ceil(8) as u32, 1];
             let bindings = [("x", x, self.input_len()), ("dy4", dy, self.output_len()), dw];
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
@@ -276,6 +292,7 @@ pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &ConvTranspose2d) -> Result<Vec<C
 /// channel tile or reduction workgroup, and reductions from 1 to 128 invocations an output, in
 /// one workgroup or several.
 pub const CHECK_SHAPES: &[ConvTranspose2d] = &[
+    // Odd widths (these four): the lane gradients take a pixel at a time.
     ConvTranspose2d { n: 1, cin: 3, cout: 5, h: 9, w: 11 },
     ConvTranspose2d { n: 2, cin: 33, cout: 3, h: 4, w: 5 },
     ConvTranspose2d { n: 2, cin: 1, cout: 2, h: 3, w: 3 },
