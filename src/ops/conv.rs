@@ -5,6 +5,7 @@
 
 use anyhow::Result;
 
+use crate::check::{self, CaseReport, CheckRng};
 use crate::device::Gpu;
 use crate::export::OnnxNode;
 use crate::graph::{Backward, BufId, CpuBuffers, Forward, GpuBuffers, Kernel, Layer, ParamId, TensorId};
@@ -182,6 +183,32 @@ pub struct TapSizes {
     pub out_channels: usize,
     /// Pixels in one output channel's plane.
     pub out_plane: usize,
+}
+
+/// Forward (with its activation) and all three gradients of `s` against the f64 references,
+/// the same way for every convolution; `op` and `shape` name the cases.
+pub fn check<S: Convolution>(gpu: &Gpu, rng: &mut CheckRng, s: &S, op: &str, shape: &str) -> Result<Vec<CaseReport>> {
+    let sizes = s.sizes();
+    let (x, w, b, dy) = (
+        check::random(rng, sizes.input),
+        check::random(rng, sizes.weight),
+        check::random(rng, sizes.out_channels),
+        check::random(rng, sizes.output),
+    );
+    let (x64, w64, b64, dy64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dy));
+    let (gx, gw, gb, gdy) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dy", &dy)?);
+    let (dx, dw, db) = tap_reference::backward(s, &x64, &w64, &dy64);
+    let abs_dy: Vec<f64> = dy64.iter().map(|v| v.abs()).collect();
+    let bias_tolerance = check::summation_tolerance(&db, &tap_reference::backward_bias(s, &abs_dy));
+    let y = s.reference_forward(&x64, &w64, &b64);
+    Ok(vec![
+        check::run_case(gpu, &format!("{op} forward"), shape, &y, |y| s.forward(gpu, &gx, &gw, &gb, y))?,
+        check::run_case(gpu, &format!("{op} backward_input"), shape, &dx, |dx| s.backward_input(gpu, &gdy, &gw, dx))?,
+        check::run_case(gpu, &format!("{op} backward_weight"), shape, &dw, |dw| s.backward_weight(gpu, &gx, &gdy, dw))?,
+        check::run_case_with(gpu, &format!("{op} backward_bias"), shape, &db, bias_tolerance, |db| {
+            s.backward_bias(gpu, &gdy, db)
+        })?,
+    ])
 }
 
 /// The f64 references of any [`Taps`] convolution.

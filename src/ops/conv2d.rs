@@ -13,7 +13,7 @@ use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT, SCRATCH_FLOATS};
-use crate::ops::conv::{ConvLayer, Convolution, TapSizes, Taps};
+use crate::ops::conv::{self, ConvLayer, Convolution, TapSizes, Taps};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -613,28 +613,9 @@ pub mod reference {
 
 /// Forward (with the fused ReLU if any) and all three gradients of `s` against the reference.
 pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &Conv2d) -> Result<Vec<CaseReport>> {
-    let shape =
-        format!("{}->{} k{}{}", check::shape4(s.n, s.cin, s.h, s.w), s.cout, s.k, if s.relu { " relu" } else { "" });
-    let (x, w, b, dz) = (
-        check::random(rng, s.input_len()),
-        check::random(rng, s.weight_len()),
-        check::random(rng, s.cout),
-        check::random(rng, s.output_len()),
-    );
-    let (x64, w64, b64, dz64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dz));
-    let (gx, gw, gb, gdz) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dz", &dz)?);
-    let (dx, dw, db) = reference::backward(s, &x64, &w64, &dz64);
-    let abs_dz: Vec<f64> = dz64.iter().map(|v| v.abs()).collect();
-    let bias_tolerance = check::summation_tolerance(&db, &reference::backward_bias(s, &abs_dz));
-    let y = reference::forward(s, &x64, &w64, &b64);
-    Ok(vec![
-        check::run_case(gpu, "conv2d forward", &shape, &y, |y| s.forward(gpu, &gx, &gw, &gb, y))?,
-        check::run_case(gpu, "conv2d backward_input", &shape, &dx, |dx| s.backward_input(gpu, &gdz, &gw, dx))?,
-        check::run_case(gpu, "conv2d backward_weight", &shape, &dw, |dw| s.backward_weight(gpu, &gx, &gdz, dw))?,
-        check::run_case_with(gpu, "conv2d backward_bias", &shape, &db, bias_tolerance, |db| {
-            s.backward_bias(gpu, &gdz, db)
-        })?,
-    ])
+    let relu = if s.relu { " relu" } else { "" };
+    let shape = format!("{}->{} k{}{relu}", check::shape4(s.n, s.cin, s.h, s.w), s.cout, s.k);
+    conv::check(gpu, rng, s, "conv2d", &shape)
 }
 
 /// The awkward shapes: odd sizes, batch 1 and 2, cin 1, channel counts that leave a partial

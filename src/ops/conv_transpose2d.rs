@@ -11,7 +11,7 @@ use crate::device::Gpu;
 use crate::export::{ints, OnnxNode};
 use crate::graph::{Graph, Init, TensorId};
 use crate::kernel::{grid_1d, launch, BufferView, ConvParams, Dispatch, KernelSpec, DIVMOD_LIMIT};
-use crate::ops::conv::{tap_reference, ConvLayer, Convolution, TapSizes, Taps};
+use crate::ops::conv::{self, tap_reference, ConvLayer, Convolution, TapSizes, Taps};
 use crate::ops::conv2d::{channel_sum, channel_tile, gemm_forward, gemm_weight_gradient, launch_split, WG_PIXELS};
 
 /// Most output channels one invocation of the lane kernels' forward computes (one subgroup of 8).
@@ -262,30 +262,7 @@ pub mod reference {
 /// Forward and all three gradients of `s` against the reference.
 pub fn check(gpu: &Gpu, rng: &mut CheckRng, s: &ConvTranspose2d) -> Result<Vec<CaseReport>> {
     let shape = format!("{}->{}", check::shape4(s.n, s.cin, s.h, s.w), s.cout);
-    let (x, w, b, dy) = (
-        check::random(rng, s.input_len()),
-        check::random(rng, s.weight_len()),
-        check::random(rng, s.cout),
-        check::random(rng, s.output_len()),
-    );
-    let (x64, w64, b64, dy64) = (check::to_f64(&x), check::to_f64(&w), check::to_f64(&b), check::to_f64(&dy));
-    let (gx, gw, gb, gdy) = (gpu.upload("x", &x)?, gpu.upload("w", &w)?, gpu.upload("b", &b)?, gpu.upload("dy", &dy)?);
-    let (dx, dw, db) = reference::backward(s, &x64, &w64, &dy64);
-    let abs_dy: Vec<f64> = dy64.iter().map(|v| v.abs()).collect();
-    let bias_tolerance = check::summation_tolerance(&db, &reference::backward_bias(s, &abs_dy));
-    let y = reference::forward(s, &x64, &w64, &b64);
-    Ok(vec![
-        check::run_case(gpu, "conv_transpose2d forward", &shape, &y, |y| s.forward(gpu, &gx, &gw, &gb, y))?,
-        check::run_case(gpu, "conv_transpose2d backward_input", &shape, &dx, |dx| {
-            s.backward_input(gpu, &gdy, &gw, dx)
-        })?,
-        check::run_case(gpu, "conv_transpose2d backward_weight", &shape, &dw, |dw| {
-            s.backward_weight(gpu, &gx, &gdy, dw)
-        })?,
-        check::run_case_with(gpu, "conv_transpose2d backward_bias", &shape, &db, bias_tolerance, |db| {
-            s.backward_bias(gpu, &gdy, db)
-        })?,
-    ])
+    conv::check(gpu, rng, s, "conv_transpose2d", &shape)
 }
 
 /// The awkward shapes: odd sizes, batch 1 and 2, cin 1, channel counts that leave a partial
