@@ -7,8 +7,9 @@
 // speed per pixel; with it, at 60 % (32 filters) to 75 % (8) — BENCHMARKS.md.
 //
 // Here the 8 lanes of a subgroup hold channels, and every lane walks the same pixels:
-// - forward (and, with TRANSPOSE, the input gradient, as in conv2d.wgsl): lane = output
-//   channel (or two); a workgroup computes a block of BH × BW output pixels for its channels.
+// - forward (and, with TRANSPOSE, the input gradient, as in conv2d.wgsl): lane = CHANNELS
+//   output channels (up to 8, so each window row fetched feeds up to 8 · K·K FMAs a value); a
+//   workgroup computes a block of BH × BW output pixels for its channels.
 //   The input window is the same for every lane, so its texels are fetched at one address for
 //   all lanes; each lane fetches its own K·K weights of an input channel.
 // - backward_weight: lane = input channel, TILE output channels an invocation; the lanes walk
@@ -28,7 +29,7 @@ override TRANSPOSE: bool = false;
 override BW: u32 = 8u;
 // Output rows of a forward block: at most MAX_BH, BH·BW ≤ MAX_SUMS.
 override BH: u32 = 4u;
-// forward: output channels a lane, 1 or 2 (lane l of group g: channels 16·g + l and + 8),
+// forward: output channels a lane, 1 to MAX_CHANNELS (lane l of group g: channels 8·CHANNELS·g + l + 8k),
 // which share every window row it loads.
 override CHANNELS: u32 = 1u;
 // backward_weight: output channels an invocation (at most MAX_TILE).
@@ -41,6 +42,7 @@ const MAX_BW: u32 = 8u;
 const MAX_BH: u32 = 8u;
 const MAX_SUMS: u32 = 32u;
 const MAX_TILE: u32 = 4u;
+const MAX_CHANNELS: u32 = 8u;
 const MAX_WINDOW: u32 = MAX_BW + 2u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -97,9 +99,8 @@ fn forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let raw_co = wid.x * LANES * CHANNELS + lane;
-    let co = min(raw_co, p.cout - 1u);
-    let co_next = min(raw_co + LANES, p.cout - 1u);
+    // Lane l of group g computes channels 8·CHANNELS·g + l + 8k, k < CHANNELS.
+    let first = wid.x * LANES * CHANNELS + lane;
     let across = (p.w + BW - 1u) / BW;
     let blocks = across * ((p.h + BH - 1u) / BH);
     let block = wid.y + wid.z * nwg.y;
@@ -108,14 +109,8 @@ fn forward(
     let ox0 = (block % blocks) % across * BW;
     let pad = i32(K / 2u);
 
-    var acc: array<f32, MAX_SUMS>;
-    var acc_next: array<f32, MAX_SUMS>;
-    if (!TRANSPOSE) {
-        for (var i = 0u; i < BH * BW; i++) {
-            acc[i] = bias[co];
-            acc_next[i] = bias[co_next];
-        }
-    }
+    // The sums of each channel, indexed only by constants (so they stay in registers).
+    var acc: array<array<f32, MAX_SUMS>, MAX_CHANNELS>;
     for (var ci = 0u; ci < p.cin; ci++) {
         let plane = (n * p.cin + ci) * p.h * p.w;
         // Window row wy is input row oy0 + wy − pad: all of them first, then the sums. Straight
@@ -135,15 +130,28 @@ fn forward(
         if (BH + K > 8u) { rows[7] = masked_row(plane, top + 7, left); }
         if (BH + K > 9u) { rows[8] = masked_row(plane, top + 8, left); }
         if (BH + K > 10u) { rows[9] = masked_row(plane, top + 9, left); }
-        accumulate_block(&acc, &rows, lane_weights(co, ci));
-        if (CHANNELS == 2u) {
-            accumulate_block(&acc_next, &rows, lane_weights(co_next, ci));
-        }
+        accumulate_block(&acc, 0u, &rows, lane_weights(channel(first, 0u), ci));
+        if (CHANNELS > 1u) { accumulate_block(&acc, 1u, &rows, lane_weights(channel(first, 1u), ci)); }
+        if (CHANNELS > 2u) { accumulate_block(&acc, 2u, &rows, lane_weights(channel(first, 2u), ci)); }
+        if (CHANNELS > 3u) { accumulate_block(&acc, 3u, &rows, lane_weights(channel(first, 3u), ci)); }
+        if (CHANNELS > 4u) { accumulate_block(&acc, 4u, &rows, lane_weights(channel(first, 4u), ci)); }
+        if (CHANNELS > 5u) { accumulate_block(&acc, 5u, &rows, lane_weights(channel(first, 5u), ci)); }
+        if (CHANNELS > 6u) { accumulate_block(&acc, 6u, &rows, lane_weights(channel(first, 6u), ci)); }
+        if (CHANNELS > 7u) { accumulate_block(&acc, 7u, &rows, lane_weights(channel(first, 7u), ci)); }
     }
-    store_block(&acc, raw_co, n, oy0, ox0);
-    if (CHANNELS == 2u) {
-        store_block(&acc_next, raw_co + LANES, n, oy0, ox0);
-    }
+    store_block(&acc, 0u, first, n, oy0, ox0);
+    if (CHANNELS > 1u) { store_block(&acc, 1u, first + LANES, n, oy0, ox0); }
+    if (CHANNELS > 2u) { store_block(&acc, 2u, first + 2u * LANES, n, oy0, ox0); }
+    if (CHANNELS > 3u) { store_block(&acc, 3u, first + 3u * LANES, n, oy0, ox0); }
+    if (CHANNELS > 4u) { store_block(&acc, 4u, first + 4u * LANES, n, oy0, ox0); }
+    if (CHANNELS > 5u) { store_block(&acc, 5u, first + 5u * LANES, n, oy0, ox0); }
+    if (CHANNELS > 6u) { store_block(&acc, 6u, first + 6u * LANES, n, oy0, ox0); }
+    if (CHANNELS > 7u) { store_block(&acc, 7u, first + 7u * LANES, n, oy0, ox0); }
+}
+
+// The lane's k-th output channel, clamped to the last one (its sums are then not stored).
+fn channel(first: u32, k: u32) -> u32 {
+    return min(first + k * LANES, p.cout - 1u);
 }
 
 // Output channel co's K·K weights of input channel ci (forward: w[co][ci][tap]; transposed:
@@ -160,32 +168,36 @@ fn lane_weights(co: u32, ci: u32) -> array<f32, 9> {
     return wv;
 }
 
-// acc[r·BW + c] += Σ_ky,kx rows[r + ky][c + kx] · wv[ky·K + kx].
-fn accumulate_block(acc: ptr<function, array<f32, MAX_SUMS>>, rows: ptr<function, array<array<f32, MAX_WINDOW>, MAX_BH + 2u>>,
-                    wv: array<f32, 9>) {
+// acc[k][r·BW + c] += Σ_ky,kx rows[r + ky][c + kx] · wv[ky·K + kx].
+fn accumulate_block(acc: ptr<function, array<array<f32, MAX_SUMS>, MAX_CHANNELS>>, k: u32,
+                    rows: ptr<function, array<array<f32, MAX_WINDOW>, MAX_BH + 2u>>, wv: array<f32, 9>) {
     for (var r = 0u; r < BH; r++) {
         for (var c = 0u; c < BW; c++) {
-            var sum = (*acc)[r * BW + c];
+            var sum = (*acc)[k][r * BW + c];
             for (var ky = 0u; ky < K; ky++) {
                 for (var kx = 0u; kx < K; kx++) {
                     sum = fma((*rows)[r + ky][c + kx], wv[ky * K + kx], sum);
                 }
             }
-            (*acc)[r * BW + c] = sum;
+            (*acc)[k][r * BW + c] = sum;
         }
     }
 }
 
-// y[n, co] over the block at (oy0, ox0) = the sums (ReLU'd with RELU); nothing past the map's
-// edges or the last channel.
-fn store_block(acc: ptr<function, array<f32, MAX_SUMS>>, co: u32, n: u32, oy0: u32, ox0: u32) {
+// y[n, co] over the block at (oy0, ox0) = the sums of channel k plus the bias (none for the
+// input gradient), ReLU'd with RELU; nothing past the map's edges or the last channel.
+fn store_block(acc: ptr<function, array<array<f32, MAX_SUMS>, MAX_CHANNELS>>, k: u32, co: u32, n: u32, oy0: u32, ox0: u32) {
     let out = (n * p.cout + co) * p.h * p.w;
+    var b = 0.0;
+    if (!TRANSPOSE) {
+        b = bias[min(co, p.cout - 1u)];
+    }
     for (var r = 0u; r < BH; r++) {
         for (var c = 0u; c < BW; c++) {
             let oy = oy0 + r;
             let ox = ox0 + c;
             if (co < p.cout && oy < p.h && ox < p.w) {
-                let v = (*acc)[r * BW + c];
+                let v = (*acc)[k][r * BW + c] + b;
                 y[out + oy * p.w + ox] = select(v, max(v, 0.0), RELU);
             }
         }

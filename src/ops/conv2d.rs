@@ -39,6 +39,8 @@ const LANES: u32 = 8;
 const NARROW_MAX_BW: usize = 8;
 const NARROW_MAX_BH: usize = 8;
 const NARROW_MAX_SUMS: usize = 32;
+/// Most output channels a lane of conv2d_narrow.wgsl's forward computes (`MAX_CHANNELS`).
+const NARROW_MAX_CHANNELS: usize = 8;
 /// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's CPU-lane
 /// forward uses one subgroup where this does not divide its items).
 pub(crate) const WG_PIXELS: u32 = 64;
@@ -421,8 +423,8 @@ impl Conv2d {
         }
         if gpu.lane_kernels() {
             let (bh, bw) = self.narrow_block();
-            // Two channels a lane where there are more than 8.
-            let per_lane = if channels > LANES as usize { 2 } else { 1 };
+            // Up to 8 channels a lane: each window row fetched serves them all.
+            let per_lane = channels.div_ceil(LANES as usize).min(NARROW_MAX_CHANNELS);
             let spec = KernelSpec::new("conv2d_narrow", "forward", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("BH", bh as f64)
@@ -644,7 +646,7 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     // gives each lane its own input channel (8 a subgroup, the last group partial), one row,
     // batch 1 and 3; two runs a row; and maps too narrow for the lane kernels (1×1, 2×2, 3×5),
     // which the CPU variant computes with conv2d_narrow.wgsl (as the odd widths above: 7 with
-    // 33 channels, two a lane in the input gradient; 67 in blocks of 4 × 8 pixels; and a 1×1
+    // 33 channels, five a lane in the input gradient; 67 in blocks of 4 × 8 pixels; and a 1×1
     // kernel on 7 columns below).
     Conv2d { n: 1, cin: 11, cout: 6, h: 1, w: 4, k: 3, relu: false },
     Conv2d { n: 3, cin: 10, cout: 5, h: 2, w: 8, k: 3, relu: true },
