@@ -8,7 +8,7 @@
 //
 // Here the 8 lanes of a subgroup hold channels, and every lane walks the same pixels:
 // - forward (and, with TRANSPOSE, the input gradient, as in conv2d.wgsl): lane = CHANNELS
-//   output channels (up to 8, so each window row fetched feeds up to 8 · K·K FMAs a value); a
+//   output channels (up to 4, so each window row fetched feeds up to 4 · K·K FMAs a value); a
 //   workgroup computes a block of BH × BW output pixels for its channels.
 //   The input window is the same for every lane, so its texels are fetched at one address for
 //   all lanes; each lane fetches its own K·K weights of an input channel.
@@ -29,11 +29,14 @@ override TRANSPOSE: bool = false;
 override BW: u32 = 8u;
 // Output rows of a forward block: at most MAX_BH, BH·BW ≤ MAX_SUMS.
 override BH: u32 = 4u;
-// forward: output channels a lane, 1 to MAX_CHANNELS (lane l of group g: channels 8·CHANNELS·g + l + 8k),
-// which share every window row it loads.
+// forward: output channels a lane, 1 to MAX_CHANNELS (lane l of group g: channels
+// 8·CHANNELS·g + l + 8k), which share every window row it loads.
 override CHANNELS: u32 = 1u;
 // backward_weight: output channels an invocation (at most MAX_TILE).
 override TILE: u32 = 4u;
+// backward_weight: input channels a lane, 1 to MAX_INPUTS (lane l of group g: channels
+// 8·INPUTS·g + l + 8j), which share every chunk of dz it loads.
+override INPUTS: u32 = 1u;
 // Values a window row holds, and texels that hold them from any alignment.
 override WINDOW: u32 = BW + K - 1u;
 override WINDOW_TEXELS: u32 = (WINDOW + 6u) / 4u;
@@ -42,7 +45,8 @@ const MAX_BW: u32 = 8u;
 const MAX_BH: u32 = 8u;
 const MAX_SUMS: u32 = 32u;
 const MAX_TILE: u32 = 4u;
-const MAX_CHANNELS: u32 = 8u;
+const MAX_CHANNELS: u32 = 4u;
+const MAX_INPUTS: u32 = 2u;
 const MAX_WINDOW: u32 = MAX_BW + 2u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -134,19 +138,11 @@ fn forward(
         if (CHANNELS > 1u) { accumulate_block(&acc, 1u, &rows, lane_weights(channel(first, 1u), ci)); }
         if (CHANNELS > 2u) { accumulate_block(&acc, 2u, &rows, lane_weights(channel(first, 2u), ci)); }
         if (CHANNELS > 3u) { accumulate_block(&acc, 3u, &rows, lane_weights(channel(first, 3u), ci)); }
-        if (CHANNELS > 4u) { accumulate_block(&acc, 4u, &rows, lane_weights(channel(first, 4u), ci)); }
-        if (CHANNELS > 5u) { accumulate_block(&acc, 5u, &rows, lane_weights(channel(first, 5u), ci)); }
-        if (CHANNELS > 6u) { accumulate_block(&acc, 6u, &rows, lane_weights(channel(first, 6u), ci)); }
-        if (CHANNELS > 7u) { accumulate_block(&acc, 7u, &rows, lane_weights(channel(first, 7u), ci)); }
     }
     store_block(&acc, 0u, first, n, oy0, ox0);
     if (CHANNELS > 1u) { store_block(&acc, 1u, first + LANES, n, oy0, ox0); }
     if (CHANNELS > 2u) { store_block(&acc, 2u, first + 2u * LANES, n, oy0, ox0); }
     if (CHANNELS > 3u) { store_block(&acc, 3u, first + 3u * LANES, n, oy0, ox0); }
-    if (CHANNELS > 4u) { store_block(&acc, 4u, first + 4u * LANES, n, oy0, ox0); }
-    if (CHANNELS > 5u) { store_block(&acc, 5u, first + 5u * LANES, n, oy0, ox0); }
-    if (CHANNELS > 6u) { store_block(&acc, 6u, first + 6u * LANES, n, oy0, ox0); }
-    if (CHANNELS > 7u) { store_block(&acc, 7u, first + 7u * LANES, n, oy0, ox0); }
 }
 
 // The lane's k-th output channel, clamped to the last one (its sums are then not stored).
@@ -205,60 +201,87 @@ fn store_block(acc: ptr<function, array<array<f32, MAX_SUMS>, MAX_CHANNELS>>, k:
 }
 
 // dw[co,ci,tap] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad]. Grid: x enumerates
-// groups of 8 input channels (a lane each), y tiles of TILE output channels; each lane keeps its
-// TILE·K·K sums and stores them itself.
+// groups of 8·INPUTS input channels (lane l of group g: channels 8·INPUTS·g + l + 8j, j <
+// INPUTS), y tiles of TILE output channels; each lane keeps its INPUTS·TILE·K·K sums and stores
+// them itself. dz is the same for every lane: each chunk of it fetched serves INPUTS channels.
 @compute @workgroup_size(8, 1, 1)
 fn backward_weight(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let raw_ci = wid.x * LANES + lane;
-    let ci = min(raw_ci, p.cin - 1u);
+    let first = wid.x * LANES * INPUTS + lane;
     let co0 = wid.y * TILE;
-    let pad = i32(K / 2u);
-    let plane = p.h * p.w;
-    var acc: array<array<f32, 9>, MAX_TILE>;
+    var acc: array<array<array<f32, 9>, MAX_TILE>, MAX_INPUTS>;
     for (var n = 0u; n < p.n; n++) {
-        let xplane = (n * p.cin + ci) * plane;
         for (var ox0 = 0u; ox0 < p.w; ox0 += BW) {
-            let left = i32(ox0) - pad;
-            // rows[ky]: window row ky of the current output row, walking down the chunk's column
-            // so that each output row loads one new window row and keeps the K − 1 before it.
-            var rows: array<array<f32, MAX_WINDOW>, 3>;
-            if (K == 3u) {
-                rows[0] = masked_row(xplane, -1, left);
-                rows[1] = masked_row(xplane, 0, left);
-            }
+            // rows[j][ky]: window row ky of input channel j's current output row, walking down
+            // the chunk's column so that each output row loads one new window row a channel and
+            // keeps the K − 1 before it.
+            var rows: array<array<array<f32, MAX_WINDOW>, 3>, MAX_INPUTS>;
+            start_column(&rows, 0u, n, first, ox0);
+            if (INPUTS > 1u) { start_column(&rows, 1u, n, first, ox0); }
             for (var oy = 0u; oy < p.h; oy++) {
-                rows[K - 1u] = masked_row(xplane, i32(oy + K - 1u) - pad, left);
                 // The chunk's dz for each output channel (zero past the row's end).
                 var g: array<array<f32, MAX_BW>, MAX_TILE>;
                 for (var t = 0u; t < TILE; t++) {
-                    let zplane = (n * p.cout + min(co0 + t, p.cout - 1u)) * plane;
+                    let zplane = (n * p.cout + min(co0 + t, p.cout - 1u)) * p.h * p.w;
                     let zrow = window_row(dz, i32(zplane + oy * p.w + ox0), (BW + 6u) / 4u);
                     for (var c = 0u; c < BW; c++) {
                         g[t][c] = select(0.0, zrow[c], ox0 + c < p.w);
                     }
                 }
-                for (var t = 0u; t < TILE; t++) {
-                    for (var ky = 0u; ky < K; ky++) {
-                        for (var kx = 0u; kx < K; kx++) {
-                            var sum = acc[t][ky * K + kx];
-                            for (var c = 0u; c < BW; c++) {
-                                sum = fma(g[t][c], rows[ky][c + kx], sum);
-                            }
-                            acc[t][ky * K + kx] = sum;
-                        }
-                    }
-                }
-                if (K == 3u) {
-                    rows[0] = rows[1];
-                    rows[1] = rows[2];
-                }
+                accumulate_taps(&acc, &rows, 0u, &g, n, first, oy, ox0);
+                if (INPUTS > 1u) { accumulate_taps(&acc, &rows, 1u, &g, n, first, oy, ox0); }
             }
         }
     }
+    store_taps(&acc, 0u, first, co0);
+    if (INPUTS > 1u) { store_taps(&acc, 1u, first + LANES, co0); }
+}
+
+// The lane's j-th input channel's plane of image n (the last channel's past the end: its sums
+// are not stored).
+fn input_plane(n: u32, first: u32, j: u32) -> u32 {
+    return (n * p.cin + min(first + j * LANES, p.cin - 1u)) * p.h * p.w;
+}
+
+// rows[j][0..K−1): the window rows above output row 0 of the chunk at ox0.
+fn start_column(rows: ptr<function, array<array<array<f32, MAX_WINDOW>, 3>, MAX_INPUTS>>, j: u32, n: u32, first: u32,
+                ox0: u32) {
+    if (K == 3u) {
+        let left = i32(ox0) - 1;
+        (*rows)[j][0] = masked_row(input_plane(n, first, j), -1, left);
+        (*rows)[j][1] = masked_row(input_plane(n, first, j), 0, left);
+    }
+}
+
+// Loads input channel j's window row below output row oy, adds its products with the chunk's dz
+// g to the channel's sums, and slides its window rows down one.
+fn accumulate_taps(acc: ptr<function, array<array<array<f32, 9>, MAX_TILE>, MAX_INPUTS>>,
+                   rows: ptr<function, array<array<array<f32, MAX_WINDOW>, 3>, MAX_INPUTS>>, j: u32,
+                   g: ptr<function, array<array<f32, MAX_BW>, MAX_TILE>>, n: u32, first: u32, oy: u32, ox0: u32) {
+    let pad = i32(K / 2u);
+    (*rows)[j][K - 1u] = masked_row(input_plane(n, first, j), i32(oy + K - 1u) - pad, i32(ox0) - pad);
+    for (var t = 0u; t < TILE; t++) {
+        for (var ky = 0u; ky < K; ky++) {
+            for (var kx = 0u; kx < K; kx++) {
+                var sum = (*acc)[j][t][ky * K + kx];
+                for (var c = 0u; c < BW; c++) {
+                    sum = fma((*g)[t][c], (*rows)[j][ky][c + kx], sum);
+                }
+                (*acc)[j][t][ky * K + kx] = sum;
+            }
+        }
+    }
+    if (K == 3u) {
+        (*rows)[j][0] = (*rows)[j][1];
+        (*rows)[j][1] = (*rows)[j][2];
+    }
+}
+
+// dw[co0 + t, ci, tap] = input channel j's sums (nothing past the last channel of either).
+fn store_taps(acc: ptr<function, array<array<array<f32, 9>, MAX_TILE>, MAX_INPUTS>>, j: u32, ci: u32, co0: u32) {
     for (var t = 0u; t < TILE; t++) {
         for (var tap = 0u; tap < K * K; tap++) {
-            if (raw_ci < p.cin && co0 + t < p.cout) {
-                dw[((co0 + t) * p.cin + ci) * K * K + tap] = acc[t][tap];
+            if (ci < p.cin && co0 + t < p.cout) {
+                dw[((co0 + t) * p.cin + ci) * K * K + tap] = (*acc)[j][t][tap];
             }
         }
     }

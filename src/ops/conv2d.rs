@@ -39,8 +39,12 @@ const LANES: u32 = 8;
 const NARROW_MAX_BW: usize = 8;
 const NARROW_MAX_BH: usize = 8;
 const NARROW_MAX_SUMS: usize = 32;
-/// Most output channels a lane of conv2d_narrow.wgsl's forward computes (`MAX_CHANNELS`).
-const NARROW_MAX_CHANNELS: usize = 8;
+/// Most output channels a lane of conv2d_narrow.wgsl's forward computes (`MAX_CHANNELS`), and
+/// input channels a lane of its backward_weight reduces for (`MAX_INPUTS`): more reuse the
+/// window rows and dz more, but the straight-line code they unroll into costs lavapipe's
+/// compiler about a second of start-up for each doubling (BENCHMARKS.md).
+const NARROW_MAX_CHANNELS: usize = 4;
+const NARROW_MAX_INPUTS: usize = 2;
 /// Invocations per workgroup along the pixel axis of forward / backward_input (conv2d's CPU-lane
 /// forward uses one subgroup where this does not divide its items).
 pub(crate) const WG_PIXELS: u32 = 64;
@@ -423,7 +427,7 @@ impl Conv2d {
         }
         if gpu.lane_kernels() {
             let (bh, bw) = self.narrow_block();
-            // Up to 8 channels a lane: each window row fetched serves them all.
+            // Up to 4 channels a lane: each window row fetched serves them all.
             let per_lane = channels.div_ceil(LANES as usize).min(NARROW_MAX_CHANNELS);
             let spec = KernelSpec::new("conv2d_narrow", "forward", [LANES, 1, 1])
                 .constant("K", self.k as f64)
@@ -512,11 +516,15 @@ impl Convolution for Conv2d {
         if gpu.lane_kernels() {
             // Rows that are no whole runs: a lane an input channel, in groups of 8.
             let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
+            // Two input channels a lane where there are more than 8: each chunk of dz fetched
+            // serves both.
+            let inputs = self.cin.div_ceil(LANES as usize).min(NARROW_MAX_INPUTS);
             let spec = KernelSpec::new("conv2d_narrow", "backward_weight", [LANES, 1, 1])
                 .constant("K", self.k as f64)
                 .constant("TILE", tile as f64)
+                .constant("INPUTS", inputs as f64)
                 .constant("BW", self.narrow_block().1 as f64);
-            let grid = [self.cin.div_ceil(LANES as usize) as u32, self.cout.div_ceil(tile) as u32, 1];
+            let grid = [self.cin.div_ceil(inputs * LANES as usize) as u32, self.cout.div_ceil(tile) as u32, 1];
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
         launch_split(gpu, &params, gemm_weight_gradient(gpu, self.k, &params), &bindings[..2], bindings[2])
@@ -646,8 +654,9 @@ pub const CHECK_SHAPES: &[Conv2d] = &[
     // gives each lane its own input channel (8 a subgroup, the last group partial), one row,
     // batch 1 and 3; two runs a row; and maps too narrow for the lane kernels (1×1, 2×2, 3×5),
     // which the CPU variant computes with conv2d_narrow.wgsl (as the odd widths above: 7 with
-    // 33 channels, five a lane in the input gradient; 67 in blocks of 4 × 8 pixels; and a 1×1
-    // kernel on 7 columns below).
+    // 33 channels, four a lane in the input gradient and two in the weight gradient, each
+    // leaving a last group of one; 67 in blocks of 4 × 8 pixels; and a 1×1 kernel on 7 columns
+    // below).
     Conv2d { n: 1, cin: 11, cout: 6, h: 1, w: 4, k: 3, relu: false },
     Conv2d { n: 3, cin: 10, cout: 5, h: 2, w: 8, k: 3, relu: true },
     Conv2d { n: 3, cin: 17, cout: 3, h: 3, w: 4, k: 1, relu: false },
