@@ -12,9 +12,10 @@
 //   workgroup computes a block of BH × BW output pixels for its channels.
 //   The input window is the same for every lane, so its texels are fetched at one address for
 //   all lanes; each lane fetches its own K·K weights of an input channel.
-// - backward_weight: lane = input channel, TILE output channels an invocation; the lanes walk
-//   every image down columns BW pixels wide, keeping the window rows they go on using. dz is
-//   the same for every lane, the input window each lane's own.
+// - backward_weight: lane = INPUTS input channels (up to 2), TILE output channels an
+//   invocation; the lanes walk every image down columns BW pixels wide, keeping the window rows
+//   they go on using. dz is the same for every lane (so each chunk fetched serves INPUTS
+//   channels), the input window each lane's own.
 // Rows are read as the ≤ 4 texels holding the BW + K − 1 values a window row needs
 // (`window_row`), not value by value: each fetch is a call on lavapipe.
 
@@ -246,9 +247,10 @@ fn input_plane(n: u32, first: u32, j: u32) -> u32 {
 fn start_column(rows: ptr<function, array<array<array<f32, MAX_WINDOW>, 3>, MAX_INPUTS>>, j: u32, n: u32, first: u32,
                 ox0: u32) {
     if (K == 3u) {
+        let plane = input_plane(n, first, j);
         let left = i32(ox0) - 1;
-        (*rows)[j][0] = masked_row(input_plane(n, first, j), -1, left);
-        (*rows)[j][1] = masked_row(input_plane(n, first, j), 0, left);
+        (*rows)[j][0] = masked_row(plane, -1, left);
+        (*rows)[j][1] = masked_row(plane, 0, left);
     }
 }
 

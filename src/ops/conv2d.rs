@@ -514,10 +514,9 @@ impl Convolution for Conv2d {
             return Ok(vec![launch(gpu, &spec, &params, &bindings, grid)?]);
         }
         if gpu.lane_kernels() {
-            // Rows that are no whole runs: a lane an input channel, in groups of 8.
+            // Rows that are no whole runs: lanes hold input channels, two a lane where there
+            // are more than 8 (each chunk of dz fetched serves both).
             let tile = channel_tile(self.cout, MAX_WEIGHT_TILE);
-            // Two input channels a lane where there are more than 8: each chunk of dz fetched
-            // serves both.
             let inputs = self.cin.div_ceil(LANES as usize).min(NARROW_MAX_INPUTS);
             let spec = KernelSpec::new("conv2d_narrow", "backward_weight", [LANES, 1, 1])
                 .constant("K", self.k as f64)
