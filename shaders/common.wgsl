@@ -41,18 +41,23 @@ struct ConvParams {
     _pad2: u32,
 }
 
-// Texel i (four consecutive f32 of a tensor) of a tensor that `kernel::launch` copied into an
-// rgba32float texture array for a binding declared `texture_2d_array<f32>`: rows of
-// TEXTURE_ROW texels, layers of TEXTURE_LAYER_ROWS rows (kernel.rs has the same constants).
-// The CPU-lane kernels read the operands every lane loads its own values of this way.
+// A tensor that `kernel::launch` copied into an rgba32float texture array for a binding of this
+// type: rows of TEXTURE_ROW texels, layers of TEXTURE_LAYER_ROWS rows (kernel.rs has the same
+// constants). The CPU-lane kernels read the operands every lane loads its own values of this
+// way. Read-only storage textures, not sampled ones: lavapipe loads a storage texel inline, where
+// a sampled texture's textureLoad is a call into a fetch function that looks up the mip level's
+// row pitch and offset lane by lane (2–2.4× the cost, `cargo bench --bench load_paths`).
+alias TensorTexture = texture_storage_2d_array<rgba32float, read>;
 const TEXTURE_ROW: u32 = 1024u;
 const TEXTURE_LAYER_ROWS: u32 = 2048u;
-fn texel(t: texture_2d_array<f32>, i: u32) -> vec4<f32> {
+
+// Texel i (four consecutive f32) of such a tensor.
+fn texel(t: TensorTexture, i: u32) -> vec4<f32> {
     let row = i / TEXTURE_ROW;
-    return textureLoad(t, vec2<u32>(i % TEXTURE_ROW, row % TEXTURE_LAYER_ROWS), row / TEXTURE_LAYER_ROWS, 0);
+    return textureLoad(t, vec2<u32>(i % TEXTURE_ROW, row % TEXTURE_LAYER_ROWS), row / TEXTURE_LAYER_ROWS);
 }
 
 // Element i (one f32) of such a tensor.
-fn texel_f32(t: texture_2d_array<f32>, i: u32) -> f32 {
+fn texel_f32(t: TensorTexture, i: u32) -> f32 {
     return texel(t, i / 4u)[i % 4u];
 }

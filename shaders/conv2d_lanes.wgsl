@@ -47,8 +47,8 @@ const MAX_TILE: u32 = 4u;
 const MAX_WEIGHT_LOADS: u32 = (MAX_TILE * 9u + LANES - 1u) / LANES;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var x: texture_2d_array<f32>;
-@group(0) @binding(2) var wt: texture_2d_array<f32>;
+@group(0) @binding(1) var x: TensorTexture;
+@group(0) @binding(2) var wt: TensorTexture;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
 
@@ -188,7 +188,7 @@ fn store_sums(acc: ptr<function, array<array<f32, MAX_PX>, MAX_TILE>>, out: u32,
     }
 }
 
-@group(0) @binding(5) var dz: texture_2d_array<f32>;
+@group(0) @binding(5) var dz: TensorTexture;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
 

@@ -51,17 +51,17 @@ const MAX_INPUTS: u32 = 2u;
 const MAX_WINDOW: u32 = MAX_BW + 2u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var x: texture_2d_array<f32>;
-@group(0) @binding(2) var wt: texture_2d_array<f32>;
+@group(0) @binding(1) var x: TensorTexture;
+@group(0) @binding(2) var wt: TensorTexture;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var dz: texture_2d_array<f32>;
+@group(0) @binding(5) var dz: TensorTexture;
 @group(0) @binding(6) var<storage, read_write> dw: array<f32>;
 
 // t[start + c] for c < MAX_WINDOW, from the `texels` texels holding the first 4·texels − 3
 // (start ≥ −4: a window's left pad before a tensor's first value; start may differ between
 // lanes). Values outside what the caller wants are whatever these texels hold: it masks them.
-fn window_row(t: texture_2d_array<f32>, start: i32, texels: u32) -> array<f32, MAX_WINDOW> {
+fn window_row(t: TensorTexture, start: i32, texels: u32) -> array<f32, MAX_WINDOW> {
     // floor(start / 4), and where start lies in that texel.
     let first = (start + 4) / 4 - 1;
     let shift = u32(start - 4 * first);

@@ -24,14 +24,14 @@ const MAX_PAIRS: u32 = 2u;
 const MAX_PX: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var x: texture_2d_array<f32>;
-@group(0) @binding(2) var wt: texture_2d_array<f32>;
+@group(0) @binding(1) var x: TensorTexture;
+@group(0) @binding(2) var wt: TensorTexture;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 // y: the rows of a 2×2 block are vec2s (even offsets: the output width 2w is even).
 @group(0) @binding(4) var<storage, read_write> y: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> dw: array<vec4<f32>>;
 // dy over pixel pairs (even widths): a block row of two pixels is one vec4.
-@group(0) @binding(9) var dy4: texture_2d_array<f32>;
+@group(0) @binding(9) var dy4: TensorTexture;
 @group(0) @binding(10) var<storage, read_write> dx: array<f32>;
 
 // Lane t's value, for t < count, as seen by every lane (zeros from count on).

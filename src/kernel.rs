@@ -86,7 +86,8 @@ pub enum Reads {
     /// Through textures: on the lane-kernel devices (lavapipe), where a storage load is a loop
     /// over the 8 lanes and, on hosts without AVX-512, costs about ten texel fetches, every
     /// read-only `array<f32>` / `array<vec4<f32>>` binding is rewritten to a
-    /// `texture_2d_array<f32>` ([`read_through_textures`]) that [`launch`] fills. The `*_lanes`
+    /// `TensorTexture` (common.wgsl: a read-only storage texture array; [`read_through_textures`])
+    /// that [`launch`] fills. The `*_lanes`
     /// kernels declare their per-lane inputs as textures already.
     Textures,
 }
@@ -116,7 +117,7 @@ pub fn read_through_textures(source: &str) -> String {
                 _ => return line.to_string(),
             };
             readers.push((name.to_string(), reader));
-            format!("{head}var {name}: texture_2d_array<f32>;")
+            format!("{head}var {name}: {TENSOR_TEXTURE};")
         })
         .collect();
     let mut out = declared.join("\n");
@@ -310,7 +311,7 @@ pub fn launch<P: Uniform>(
                 view.name
             );
         }
-        if ty.starts_with("texture_2d_array") {
+        if ty == TENSOR_TEXTURE {
             let ordinal = textures.len();
             textures.push((number, TextureUpload::new(gpu, ordinal, view, elems)?));
         } else {
@@ -324,6 +325,9 @@ pub fn launch<P: Uniform>(
 /// `TEXTURE_LAYER_ROWS` in common.wgsl): 16 KiB rows (a multiple of the 256-byte copy pitch).
 const TEXTURE_ROW: u32 = 1024;
 const TEXTURE_LAYER_ROWS: u32 = 2048;
+/// The WGSL type of a binding `launch` fills with a texture copy of a tensor (an alias in
+/// common.wgsl).
+const TENSOR_TEXTURE: &str = "TensorTexture";
 /// Bytes of an rgba32float texel.
 const TEXEL_BYTES: u64 = 16;
 
@@ -336,13 +340,13 @@ pub fn input_texture(device: &wgpu::Device, size: wgpu::Extent3d) -> wgpu::Textu
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     })
 }
 
 /// A tensor copied into an rgba32float texture array before the dispatch that reads it, for a
-/// binding its WGSL declares `texture_2d_array<f32>` (read with `texel()` from common.wgsl).
+/// binding its WGSL declares a `TensorTexture` (read with `texel()` from common.wgsl).
 /// Textures are pooled by size and by which of its textured inputs a dispatch takes them for
 /// (first, second, …): every dispatch refills its own just before it runs, so dispatches may
 /// share one, but the textures one dispatch reads never alias.
@@ -861,8 +865,8 @@ mod tests {
                       @group(0) @binding(3) var<storage, read> idx: array<u32>;\n\
                       @group(0) @binding(4) var<storage, read_write> out: array<f32>;\n\
                       fn f(i: u32) { out[i] = a[idx[i] + 1u] + a4[a4_index[i]].x + data[i] + out[a[i]]; }";
-        let want = "@group(0) @binding(1) var a: texture_2d_array<f32>;\n\
-                    @group(0) @binding(2) var a4: texture_2d_array<f32>;\n\
+        let want = "@group(0) @binding(1) var a: TensorTexture;\n\
+                    @group(0) @binding(2) var a4: TensorTexture;\n\
                     @group(0) @binding(3) var<storage, read> idx: array<u32>;\n\
                     @group(0) @binding(4) var<storage, read_write> out: array<f32>;\n\
                     fn f(i: u32) { out[i] = texel_f32(a, idx[i] + 1u) + texel(a4, a4_index[i]).x + data[i] + out[texel_f32(a, i)]; }";
@@ -880,8 +884,8 @@ mod tests {
         assert_eq!(layout.binding("out"), Some((4, "array<f32>")));
         assert_eq!(layout.binding("p"), Some((0, "Params")));
         assert_eq!(layout.binding("nothing"), None);
-        assert_eq!(Layout::of(shader("conv2d_lanes"), Reads::Storage).binding("x"), Some((1, "texture_2d_array<f32>")));
-        assert_eq!(Layout::of(shader("gate"), Reads::Textures).binding("x"), Some((1, "texture_2d_array<f32>")));
+        assert_eq!(Layout::of(shader("conv2d_lanes"), Reads::Storage).binding("x"), Some((1, TENSOR_TEXTURE)));
+        assert_eq!(Layout::of(shader("gate"), Reads::Textures).binding("x"), Some((1, TENSOR_TEXTURE)));
         assert_eq!(Layout::of(shader("gate"), Reads::Textures).binding("out"), Some((4, "array<f32>")));
     }
 }
