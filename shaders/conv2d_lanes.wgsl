@@ -34,11 +34,11 @@ override CROSSING: bool = true;
 override PX: u32 = 8u;
 // Output rows per invocation, 1, 2 or 4 (3×3 kernels: heights divisible by it): consecutive
 // rows share window rows, so an input channel costs ROWS + 2 row fetches instead of 3·ROWS, and
-// its weights are fetched and broadcast once for them all. The fetches are calls on lavapipe,
-// which save and restore every vector register around them: what a step of `ci` costs beyond
-// its FMAs (4 rows: the 128² U-Net's forward and input gradient 1.5-1.7x as fast as 1, each
-// pass alone on data out of cache; inside a training step, where its input is fresh in cache,
-// rows and PAIR below together made the step 1.03-1.2x as fast: BENCHMARKS.md).
+// its weights are fetched and broadcast once for them all. The fetches are what a step of `ci`
+// costs beyond its FMAs. Measured when each was a call on lavapipe (sampled textures; storage
+// textures load inline): 4 rows made the 128² U-Net's forward and input gradient 1.5-1.7x as
+// fast as 1, each pass alone on data out of cache; inside a training step, where its input is
+// fresh in cache, rows and PAIR below together made the step 1.03-1.2x as fast (BENCHMARKS.md).
 override ROWS: u32 = 1u;
 const MAX_PX: u32 = 8u;
 const LANES: u32 = 8u;
@@ -259,7 +259,7 @@ fn broadcast_lanes(v: vec4<f32>) -> array<vec4<f32>, LANES> {
 // dw[co,ci,tap] = Σ_n,oy,ox dz[n,co,oy,ox] · x[n,ci,oy+ky−pad,ox+kx−pad].
 // One subgroup a workgroup, grid (PAIR input channels, tile of TILE output channels), keeping
 // PAIR·TILE·K·K sums a lane; a subgroup sum ends it (no barriers, no workgroup memory). PAIR = 2
-// has each dz fetch (2 of a step's 3 fetches: calls on lavapipe) serve both channels' sums (the
+// has each dz fetch (2 of a step's 3 fetches) serve both channels' sums (the
 // 128² U-Net's weight gradients 1.15-1.25x as fast, each pass alone); each channel keeps its
 // sums and rows in variables of its own, added to by one call each, as a loop over the pair is
 // not unrolled (so indexed in memory: 1.4x slower when tried). With ONE_RUN (rows of one run,

@@ -17,7 +17,7 @@
 //   they go on using. dz is the same for every lane (so each chunk fetched serves INPUTS
 //   channels), the input window each lane's own.
 // Rows are read as the ≤ 4 texels holding the BW + K − 1 values a window row needs
-// (`window_row`), not value by value: each fetch is a call on lavapipe.
+// (`window_row`), not value by value: each fetch costs the index arithmetic and a gather.
 
 // Params: ConvParams in common.wgsl (shared by every convolution kernel and its driver).
 
@@ -119,7 +119,7 @@ fn forward(
     for (var ci = 0u; ci < p.cin; ci++) {
         let plane = (n * p.cin + ci) * p.h * p.w;
         // Window row wy is input row oy0 + wy − pad: all of them first, then the sums. Straight
-        // lines, not a loop over wy: lavapipe does not unroll that loop (its body holds calls),
+        // lines, not a loop over wy: lavapipe did not unroll that loop (measured when its fetches were calls),
         // and a private array written at a run-time index lives in memory, each access a loop
         // over the lanes, even where the sums read it at constant indices.
         var rows: array<array<f32, MAX_WINDOW>, MAX_BH + 2u>;

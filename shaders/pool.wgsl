@@ -19,7 +19,7 @@ struct Params {
 // Input index of the maximum of pooling window (oy, ox) of input plane `plane`. Only a strictly
 // greater value replaces the best so far, so ties go to the first maximum in row-major window
 // order (top-left, top-right, bottom-left, bottom-right), the same rule as the CPU reference.
-// Each element is read once (on lavapipe every read is a texel fetch, a call).
+// Each element is read once (on lavapipe every read is a texel fetch).
 fn window_argmax(plane: u32, oy: u32, ox: u32) -> u32 {
     let top_left = (plane * p.h + 2u * oy) * p.w + 2u * ox;
     var best = top_left;

@@ -87,8 +87,8 @@ pub enum Reads {
     /// over the 8 lanes and, on hosts without AVX-512, costs about ten texel fetches, every
     /// read-only `array<f32>` / `array<vec4<f32>>` binding is rewritten to a
     /// `TensorTexture` (common.wgsl: a read-only storage texture array; [`read_through_textures`])
-    /// that [`launch`] fills. The `*_lanes`
-    /// kernels declare their per-lane inputs as textures already.
+    /// that [`launch`] fills. The `*_lanes` kernels declare their per-lane inputs as textures
+    /// already.
     Textures,
 }
 
